@@ -1,0 +1,44 @@
+# Two commands for a fresh machine: `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint typecheck format bench clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@ $(VENV)/.installed-run
+
+## Set up, migrate, seed demo data, print demo tokens, serve on http://127.0.0.1:8000
+run: $(VENV)/.installed-run
+	$(BIN)/switchboard migrate
+	$(BIN)/switchboard seed --demo
+	$(BIN)/switchboard serve --host 127.0.0.1 --port 8000
+
+## Set up dev dependencies and the test servers, then lint, type-check and run the whole suite
+test: $(VENV)/.installed-dev
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/test-services.sh $(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint:
+	$(BIN)/ruff format --check . && $(BIN)/ruff check .
+
+typecheck:
+	$(BIN)/mypy
+
+format:
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) switchboard.db switchboard.db-* .pytest_cache .mypy_cache .ruff_cache

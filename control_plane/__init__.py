@@ -1,0 +1,1 @@
+"""Switchboard: the control plane for voice agents on several realtime providers."""

@@ -1,0 +1,56 @@
+"""The FastAPI application factory: settings, database, routers, middleware, lifespan."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from control_plane.catalogue.api import router as catalogue_router
+from control_plane.db import make_engine
+from control_plane.deps import SessionDep
+from control_plane.errors import install_error_handlers
+from control_plane.logging import configure_logging
+from control_plane.middleware import install_middleware
+from control_plane.settings import Settings
+from control_plane.workspaces.api import router as workspaces_router
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.engine.dispose()
+
+    app = FastAPI(
+        title="Switchboard",
+        version="0.1.0",
+        summary="Control plane for voice agents on several realtime providers.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = make_engine(settings)
+
+    install_error_handlers(app)
+    install_middleware(app, settings)
+    app.include_router(catalogue_router)
+    app.include_router(workspaces_router)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], response_model=None)
+    def readyz(session: SessionDep) -> JSONResponse:
+        from sqlalchemy import text
+
+        session.exec(text("SELECT 1"))  # type: ignore[call-overload]
+        return JSONResponse({"status": "ready", "database": "ok"})
+
+    return app

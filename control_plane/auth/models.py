@@ -1,0 +1,58 @@
+from datetime import datetime
+
+from pydantic import BaseModel, field_validator
+from sqlalchemy import JSON, Column
+from sqlmodel import Field, SQLModel
+
+from control_plane.core import UTCDateTime, utcnow
+
+ADMIN_SCOPE = "admin"
+SERVICE_SCOPE = "service"
+WORKSPACE_SCOPE_PREFIX = "workspace:"
+
+
+class ApiToken(SQLModel, table=True):
+    """A machine credential. Only a hash of the token is stored; the token is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    token_hash: str = Field(max_length=64, unique=True, index=True)
+    token_prefix: str = Field(max_length=16)
+    scopes: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+def validate_scope(scope: str) -> str:
+    if scope in (ADMIN_SCOPE, SERVICE_SCOPE):
+        return scope
+    if scope.startswith(WORKSPACE_SCOPE_PREFIX) and len(scope) > len(WORKSPACE_SCOPE_PREFIX):
+        return scope
+    raise ValueError(f"unknown scope {scope!r}: use admin, service or workspace:<id>")
+
+
+class TokenCreate(BaseModel):
+    name: str
+    scopes: list[str]
+
+    @field_validator("scopes")
+    @classmethod
+    def _check_scopes(cls, scopes: list[str]) -> list[str]:
+        if not scopes:
+            raise ValueError("at least one scope is required")
+        return [validate_scope(s) for s in scopes]
+
+
+class TokenRead(BaseModel):
+    id: int
+    name: str
+    token_prefix: str
+    scopes: list[str]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class TokenCreated(TokenRead):
+    token: str

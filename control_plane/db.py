@@ -1,0 +1,48 @@
+"""Database engine and sessions: SQLite by default, PostgreSQL by URL."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlmodel import Session, create_engine
+
+from control_plane.settings import Settings
+
+
+def make_engine(settings: Settings) -> Engine:
+    if settings.is_sqlite:
+        engine = create_engine(
+            settings.database_url,
+            connect_args={"check_same_thread": False, "timeout": settings.database_timeout_seconds},
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        pool_pre_ping=True,
+        pool_timeout=settings.database_timeout_seconds,
+        connect_args={"connect_timeout": max(1, int(settings.database_timeout_seconds))},
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error (CLI and background jobs)."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise

@@ -1,0 +1,207 @@
+"""RFC 9457 problem details with a stable machine-readable `code` for every error."""
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class ProblemError(Exception):
+    """An error a service raises; the API layer turns it into problem+json."""
+
+    status: int = 400
+    code: str = "bad_request"
+    title: str = "Bad request"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        title: str | None = None,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.headers = headers
+        self.detail = detail
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+        if title is not None:
+            self.title = title
+        self.extra = extra or {}
+
+
+class NotFoundError(ProblemError):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class ConflictError(ProblemError):
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class InvalidInputError(ProblemError):
+    status = 422
+    code = "validation_error"
+    title = "Invalid input"
+
+
+class PreconditionFailedError(ProblemError):
+    status = 412
+    code = "precondition_failed"
+    title = "Precondition failed"
+
+
+class ForbiddenError(ProblemError):
+    status = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class UnauthorizedError(ProblemError):
+    status = 401
+    code = "unauthorized"
+    title = "Authentication required"
+
+    def __init__(self, detail: str, *, code: str | None = None) -> None:
+        super().__init__(detail, code=code, headers={"WWW-Authenticate": "Bearer"})
+
+
+class ServiceUnavailableError(ProblemError):
+    status = 503
+    code = "service_unavailable"
+    title = "Service unavailable"
+
+
+_STATUS_CODES = {
+    400: ("bad_request", "Bad request"),
+    401: ("unauthorized", "Authentication required"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    406: ("not_acceptable", "Not acceptable"),
+    409: ("conflict", "Conflict"),
+    411: ("length_required", "Length required"),
+    412: ("precondition_failed", "Precondition failed"),
+    413: ("request_too_large", "Request body too large"),
+    415: ("unsupported_media_type", "Unsupported media type"),
+    422: ("validation_error", "Invalid input"),
+    428: ("precondition_required", "Precondition required"),
+    429: ("rate_limited", "Too many requests"),
+    500: ("internal_error", "Internal server error"),
+    503: ("service_unavailable", "Service unavailable"),
+}
+
+
+def problem_response(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    *,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"https://switchboard.dev/problems/{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if instance:
+        body["instance"] = instance
+    if extra:
+        body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Never echo the submitted input back: it may hold a secret (an API key with a typo).
+    return [
+        {"loc": [str(part) for part in error.get("loc", ())], "msg": error.get("msg", "")}
+        for error in exc.errors()
+    ]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def handle_problem(request: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(
+            exc.status,
+            exc.code,
+            exc.title,
+            exc.detail,
+            instance=request.url.path,
+            extra=exc.extra,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def handle_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _validation_errors(exc)
+        detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)[:1000]
+        return problem_response(
+            422,
+            "validation_error",
+            "Invalid input",
+            detail or "The request is not valid.",
+            instance=request.url.path,
+            extra={"errors": errors},
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def handle_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code, title = _STATUS_CODES.get(exc.status_code, ("http_error", "HTTP error"))
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        return problem_response(
+            exc.status_code,
+            code,
+            title,
+            detail,
+            instance=request.url.path,
+            headers=dict(exc.headers) if exc.headers else None,
+        )
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeoutError)
+    async def handle_database_down(request: Request, exc: Exception) -> JSONResponse:
+        logger.warning("database unavailable: %s", type(exc).__name__)
+        return problem_response(
+            503,
+            "database_unavailable",
+            "Service unavailable",
+            "The database is unreachable; nothing was changed. Retry shortly.",
+            instance=request.url.path,
+            headers={"Retry-After": "2"},
+        )
+
+    @app.exception_handler(Exception)
+    async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.error(
+            "unhandled error on %s %s: %s", request.method, request.url.path, type(exc).__name__
+        )
+        return problem_response(
+            500,
+            "internal_error",
+            "Internal server error",
+            "An unexpected error occurred.",
+            instance=request.url.path,
+        )

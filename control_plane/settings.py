@@ -1,0 +1,56 @@
+"""Every knob of Switchboard, in one place. Environment variables use the prefix SWITCHBOARD_."""
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    database_url: str = "sqlite:///./switchboard.db"
+    database_pool_size: int = 10
+    # Seconds a request waits for a database connection before the write fails with 503.
+    database_timeout_seconds: float = 5.0
+
+    # Keyring for provider API keys: "id1:base64key,id2:base64key"; the first entry is active.
+    master_keys: SecretStr | None = None
+    master_key_file: Path | None = None
+
+    xai_base_url: str = "https://api.x.ai"
+    xai_realtime_url: str = "wss://api.x.ai/v1/realtime"
+    openai_realtime_url: str = "wss://api.openai.com/v1/realtime"
+    xai_verify_keys: bool = False
+    xai_timeout_seconds: float = 5.0
+    ephemeral_secret_ttl_seconds: int = 300
+
+    # Scale mode: a real Unleash server owns the flags when this is set.
+    unleash_url: str | None = None
+    unleash_client_token: SecretStr | None = None
+    unleash_admin_token: SecretStr | None = None
+    unleash_project: str = "default"
+    unleash_environment: str = "development"
+    unleash_app_name: str = "switchboard"
+    unleash_refresh_interval_seconds: int = 2
+
+    # Tokens accepted by the served Unleash client API (/api/client/features), comma separated.
+    client_api_tokens: SecretStr | None = None
+
+    session_secret: SecretStr | None = None
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    max_json_depth: int = Field(default=32, ge=2)
+    config_cache_size: int = Field(default=10_000, ge=1)
+    telemetry_webhook_url: str | None = None
+    log_level: str = "INFO"
+
+    @cached_property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def scale_mode(self) -> bool:
+        return bool(self.unleash_url)

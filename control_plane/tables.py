@@ -1,0 +1,12 @@
+"""Imports every table so SQLModel.metadata is complete (Alembic and tests use this)."""
+
+from sqlmodel import SQLModel
+
+from control_plane.auth import models as auth_models
+from control_plane.catalogue import models as catalogue_models
+from control_plane.keys import models as keys_models
+from control_plane.workspaces import models as workspaces_models
+
+metadata = SQLModel.metadata
+
+__all__ = ["auth_models", "catalogue_models", "keys_models", "metadata", "workspaces_models"]

@@ -1,0 +1,104 @@
+"""REST for workspaces, their settings and agents. Admin, or a token of that workspace."""
+
+from fastapi import APIRouter, Response, status
+
+from control_plane.deps import PrincipalDep, SessionDep
+from control_plane.workspaces import service
+from control_plane.workspaces.models import (
+    AgentCreate,
+    AgentList,
+    AgentPatch,
+    AgentRead,
+    WorkspaceCreate,
+    WorkspaceList,
+    WorkspaceRead,
+    WorkspaceSettingsPatch,
+    WorkspaceSettingsRead,
+)
+
+router = APIRouter(prefix="/api/v1/workspaces", tags=["workspaces"])
+
+
+@router.post("", response_model=WorkspaceRead, status_code=status.HTTP_201_CREATED)
+def create_workspace(
+    body: WorkspaceCreate, session: SessionDep, principal: PrincipalDep
+) -> WorkspaceRead:
+    workspace = service.create_workspace(session, principal, body)
+    return WorkspaceRead.model_validate(workspace, from_attributes=True)
+
+
+@router.get("", response_model=WorkspaceList)
+def list_workspaces(session: SessionDep, principal: PrincipalDep) -> WorkspaceList:
+    return WorkspaceList(
+        workspaces=[
+            WorkspaceRead.model_validate(w, from_attributes=True)
+            for w in service.list_workspaces(session, principal)
+        ]
+    )
+
+
+@router.get("/{workspace_id}", response_model=WorkspaceRead)
+def get_workspace(workspace_id: str, session: SessionDep, principal: PrincipalDep) -> WorkspaceRead:
+    workspace = service.get_workspace(session, principal, workspace_id)
+    return WorkspaceRead.model_validate(workspace, from_attributes=True)
+
+
+@router.get("/{workspace_id}/settings", response_model=WorkspaceSettingsRead)
+def get_settings(
+    workspace_id: str, session: SessionDep, principal: PrincipalDep
+) -> WorkspaceSettingsRead:
+    settings = service.get_settings(session, principal, workspace_id)
+    return WorkspaceSettingsRead.model_validate(settings, from_attributes=True)
+
+
+@router.patch("/{workspace_id}/settings", response_model=WorkspaceSettingsRead)
+def patch_settings(
+    workspace_id: str, body: WorkspaceSettingsPatch, session: SessionDep, principal: PrincipalDep
+) -> WorkspaceSettingsRead:
+    settings = service.update_settings(session, principal, workspace_id, body)
+    return WorkspaceSettingsRead.model_validate(settings, from_attributes=True)
+
+
+@router.post(
+    "/{workspace_id}/agents", response_model=AgentRead, status_code=status.HTTP_201_CREATED
+)
+def create_agent(
+    workspace_id: str, body: AgentCreate, session: SessionDep, principal: PrincipalDep
+) -> AgentRead:
+    agent = service.create_agent(session, principal, workspace_id, body)
+    return service.agent_read(session, agent)
+
+
+@router.get("/{workspace_id}/agents", response_model=AgentList)
+def list_agents(workspace_id: str, session: SessionDep, principal: PrincipalDep) -> AgentList:
+    agents = service.list_agents(session, principal, workspace_id)
+    return AgentList(agents=[service.agent_read(session, a) for a in agents])
+
+
+@router.get("/{workspace_id}/agents/{agent_id}", response_model=AgentRead)
+def get_agent(
+    workspace_id: str, agent_id: str, session: SessionDep, principal: PrincipalDep
+) -> AgentRead:
+    return service.agent_read(
+        session, service.get_agent(session, principal, workspace_id, agent_id)
+    )
+
+
+@router.patch("/{workspace_id}/agents/{agent_id}", response_model=AgentRead)
+def patch_agent(
+    workspace_id: str, agent_id: str, body: AgentPatch, session: SessionDep, principal: PrincipalDep
+) -> AgentRead:
+    agent = service.update_agent(session, principal, workspace_id, agent_id, body)
+    return service.agent_read(session, agent)
+
+
+@router.delete(
+    "/{workspace_id}/agents/{agent_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+)
+def delete_agent(
+    workspace_id: str, agent_id: str, session: SessionDep, principal: PrincipalDep
+) -> Response:
+    service.delete_agent(session, principal, workspace_id, agent_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

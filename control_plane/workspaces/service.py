@@ -1,0 +1,232 @@
+"""Workspaces, their settings and their agents.
+
+Isolation lives here, not only in the routes: every function that touches a workspace takes the
+caller and answers "not found" for a workspace the caller may not see, so nothing leaks existence.
+"""
+
+import re
+from collections.abc import Sequence
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from control_plane.auth.principal import Principal
+from control_plane.catalogue import service as catalogue
+from control_plane.catalogue.models import Tier, VoiceMap
+from control_plane.core import new_id, utcnow
+from control_plane.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
+from control_plane.workspaces.models import (
+    Agent,
+    AgentConfig,
+    AgentCreate,
+    AgentPatch,
+    AgentRead,
+    BuiltinTools,
+    FunctionTool,
+    Workspace,
+    WorkspaceCreate,
+    WorkspaceSettings,
+    WorkspaceSettingsPatch,
+)
+
+
+def _workspace_not_found(workspace_id: str) -> NotFoundError:
+    return NotFoundError(f"Workspace '{workspace_id}' not found.", code="workspace_not_found")
+
+
+def get_workspace(session: Session, principal: Principal, workspace_id: str) -> Workspace:
+    if not principal.can_access_workspace(workspace_id):
+        raise _workspace_not_found(workspace_id)
+    workspace = session.get(Workspace, workspace_id)
+    if workspace is None:
+        raise _workspace_not_found(workspace_id)
+    return workspace
+
+
+def list_workspaces(session: Session, principal: Principal) -> Sequence[Workspace]:
+    query = select(Workspace).order_by(col(Workspace.created_at), col(Workspace.id))
+    if not principal.is_admin:
+        query = query.where(col(Workspace.id).in_(principal.workspace_ids))
+    return session.exec(query).all()
+
+
+def _slug(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40]
+    return slug if len(slug) >= 3 else "ws"
+
+
+def create_workspace(session: Session, principal: Principal, body: WorkspaceCreate) -> Workspace:
+    if not principal.is_admin:
+        raise ForbiddenError("Only admins can create workspaces.", code="admin_required")
+    workspace_id = body.id or f"{_slug(body.name)}-{new_id('')[1:7]}"
+    if session.get(Workspace, workspace_id) is not None:
+        raise ConflictError(f"Workspace '{workspace_id}' already exists.", code="workspace_exists")
+    workspace = Workspace(id=workspace_id, name=body.name)
+    session.add(workspace)
+    session.add(WorkspaceSettings(workspace_id=workspace_id))
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise ConflictError(
+            f"Workspace '{workspace_id}' already exists.", code="workspace_exists"
+        ) from exc
+    return workspace
+
+
+def bump_workspace_revision(session: Session, workspace: Workspace) -> None:
+    workspace.revision += 1
+    session.add(workspace)
+
+
+def get_settings(session: Session, principal: Principal, workspace_id: str) -> WorkspaceSettings:
+    get_workspace(session, principal, workspace_id)
+    settings = session.get(WorkspaceSettings, workspace_id)
+    if settings is None:
+        settings = WorkspaceSettings(workspace_id=workspace_id)
+        session.add(settings)
+        session.flush()
+    return settings
+
+
+def update_settings(
+    session: Session, principal: Principal, workspace_id: str, patch: WorkspaceSettingsPatch
+) -> WorkspaceSettings:
+    settings = get_settings(session, principal, workspace_id)
+    changes = patch.model_dump(exclude_unset=True)
+    if changes.get("default_tier_id") is not None:
+        catalogue.get_tier(session, changes["default_tier_id"])
+    if "default_language" in changes and changes["default_language"] is None:
+        raise InvalidInputError("default_language cannot be null.", code="invalid_settings")
+    for field, value in changes.items():
+        setattr(settings, field, value)
+    settings.updated_at = utcnow()
+    session.add(settings)
+    bump_workspace_revision(session, get_workspace(session, principal, workspace_id))
+    session.flush()
+    return settings
+
+
+# --- agents --------------------------------------------------------------------------------
+
+
+def validate_agent_config(session: Session, config: AgentConfig) -> str:
+    """Check tier and voice together; return the voice to store. Raises a clear 422."""
+    tier = session.get(Tier, config.pricing_tier)
+    if tier is None:
+        known = ", ".join(t.id for t in catalogue.list_tiers(session))
+        raise InvalidInputError(
+            f"Pricing tier '{config.pricing_tier}' does not exist. Known tiers: {known}.",
+            code="invalid_tier",
+        )
+    return catalogue.validate_voice_for_tier(session, tier, config.voice)
+
+
+def get_agent(session: Session, principal: Principal, workspace_id: str, agent_id: str) -> Agent:
+    get_workspace(session, principal, workspace_id)
+    agent = session.get(Agent, agent_id)
+    if agent is None or agent.workspace_id != workspace_id:
+        raise NotFoundError(
+            f"Agent '{agent_id}' not found in workspace '{workspace_id}'.", code="agent_not_found"
+        )
+    return agent
+
+
+def list_agents(session: Session, principal: Principal, workspace_id: str) -> Sequence[Agent]:
+    get_workspace(session, principal, workspace_id)
+    return session.exec(
+        select(Agent)
+        .where(Agent.workspace_id == workspace_id)
+        .order_by(col(Agent.created_at), col(Agent.id))
+    ).all()
+
+
+def create_agent(
+    session: Session, principal: Principal, workspace_id: str, body: AgentCreate
+) -> Agent:
+    get_workspace(session, principal, workspace_id)
+    voice = validate_agent_config(session, body)
+    agent = Agent(
+        id=new_id("agt"),
+        workspace_id=workspace_id,
+        name=body.name,
+        pricing_tier=body.pricing_tier,
+        voice=voice,
+        instructions=body.instructions,
+        language=body.language,
+        turn_detection_threshold=body.turn_detection_threshold,
+        tools=[t.model_dump() for t in body.tools],
+        builtin_tools=body.builtin_tools.model_dump(),
+    )
+    session.add(agent)
+    session.flush()
+    return agent
+
+
+def update_agent(
+    session: Session, principal: Principal, workspace_id: str, agent_id: str, patch: AgentPatch
+) -> Agent:
+    agent = get_agent(session, principal, workspace_id, agent_id)
+    changes = patch.model_dump(exclude_unset=True)
+    for field in ("name", "pricing_tier", "instructions", "language", "tools", "builtin_tools"):
+        if field in changes and changes[field] is None:
+            raise InvalidInputError(f"'{field}' cannot be null.", code="invalid_agent")
+    merged = AgentConfig.model_validate(
+        {
+            "name": agent.name,
+            "pricing_tier": agent.pricing_tier,
+            "voice": agent.voice,
+            "instructions": agent.instructions,
+            "language": agent.language,
+            "turn_detection_threshold": agent.turn_detection_threshold,
+            "tools": agent.tools,
+            "builtin_tools": agent.builtin_tools,
+        }
+        | changes
+    )
+    voice = validate_agent_config(session, merged)
+    agent.name = merged.name
+    agent.pricing_tier = merged.pricing_tier
+    agent.voice = voice
+    agent.instructions = merged.instructions
+    agent.language = merged.language
+    agent.turn_detection_threshold = merged.turn_detection_threshold
+    agent.tools = [t.model_dump() for t in merged.tools]
+    agent.builtin_tools = merged.builtin_tools.model_dump()
+    agent.version += 1
+    agent.updated_at = utcnow()
+    session.add(agent)
+    session.flush()
+    return agent
+
+
+def delete_agent(session: Session, principal: Principal, workspace_id: str, agent_id: str) -> None:
+    agent = get_agent(session, principal, workspace_id, agent_id)
+    session.delete(agent)
+    session.flush()
+
+
+def resolved_voice(session: Session, tier_id: str, voice: str) -> str:
+    """The voice a call on this tier will speak with (OpenAI names are mapped for Grok)."""
+    tier = catalogue.get_tier(session, tier_id)
+    if session.get(VoiceMap, tier.voice_provider) is None:
+        return voice
+    return catalogue.resolve_voice(session, tier.voice_provider, voice).voice
+
+
+def agent_read(session: Session, agent: Agent) -> AgentRead:
+    return AgentRead(
+        id=agent.id,
+        workspace_id=agent.workspace_id,
+        name=agent.name,
+        pricing_tier=agent.pricing_tier,
+        voice=agent.voice,
+        resolved_voice=resolved_voice(session, agent.pricing_tier, agent.voice),
+        instructions=agent.instructions,
+        language=agent.language,
+        turn_detection_threshold=agent.turn_detection_threshold,
+        tools=[FunctionTool.model_validate(t) for t in agent.tools],
+        builtin_tools=BuiltinTools.model_validate(agent.builtin_tools),
+        version=agent.version,
+        created_at=agent.created_at,
+        updated_at=agent.updated_at,
+    )

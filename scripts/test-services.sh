@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Runs a command with the servers the tests need, started on loopback and stopped afterwards:
+#   - PostgreSQL (Debian's package; installed when missing and we are root)
+# Exports SWITCHBOARD_TEST_POSTGRES_URL (and SWITCHBOARD_TEST_PG_CTL for fault tests).
+# Usage: scripts/test-services.sh COMMAND [ARGS...]
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+work="$(mktemp -d "${TMPDIR:-/tmp}/switchboard-test.XXXXXX")"
+chmod 755 "$work"
+pids=()
+
+log() { printf '[test-services] %s\n' "$*" >&2; }
+
+cleanup() {
+  set +e
+  if [[ -n "${PGCTL_CMD:-}" ]]; then "$here/pg.sh" stop >/dev/null 2>&1; fi
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+find_pg_bin() {
+  local dir
+  for dir in /usr/lib/postgresql/*/bin; do
+    [[ -x "$dir/initdb" ]] && { echo "$dir"; return 0; }
+  done
+  return 1
+}
+
+ensure_postgres() {
+  if find_pg_bin >/dev/null; then return 0; fi
+  if [[ "$(id -u)" == "0" ]] && command -v apt-get >/dev/null; then
+    log "installing PostgreSQL (Debian package postgresql)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  fi
+  find_pg_bin >/dev/null
+}
+
+start_postgres() {
+  local bin port data run_as=()
+  bin="$(find_pg_bin)"
+  port="$(free_port)"
+  data="$work/pgdata"
+  mkdir -p "$data" "$work/pgsock" "$work/pglog"
+  if [[ "$(id -u)" == "0" ]]; then
+    chown -R postgres:postgres "$data" "$work/pgsock" "$work/pglog"
+    run_as=(runuser -u postgres --)
+  fi
+  "${run_as[@]}" "$bin/initdb" -D "$data" -U postgres -A trust --no-sync -E UTF8 >/dev/null
+  export PGCTL_CMD="${run_as[*]:+${run_as[*]} }$bin/pg_ctl -D $data -l $work/pglog/postgres.log -w -t 30"
+  export PG_OPTIONS="-c listen_addresses=127.0.0.1 -p $port -k $work/pgsock -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+  "$here/pg.sh" start >/dev/null
+  export SWITCHBOARD_TEST_POSTGRES_URL="postgresql+psycopg://postgres@127.0.0.1:$port/postgres"
+  export SWITCHBOARD_TEST_PG_CTL="$here/pg.sh"
+  export SWITCHBOARD_TEST_PG_DUMP="${run_as[*]:+${run_as[*]} }$bin/pg_dump -h 127.0.0.1 -p $port -U postgres"
+  log "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
+}
+
+if [[ -z "${SWITCHBOARD_TEST_POSTGRES_URL:-}" ]]; then
+  if ensure_postgres; then
+    start_postgres
+  else
+    log "PostgreSQL is not installed and cannot be installed here: PostgreSQL tests will skip"
+  fi
+fi
+
+"$@"

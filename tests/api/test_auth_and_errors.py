@@ -1,0 +1,82 @@
+"""Tokens, scopes and the shape of every error."""
+
+from fastapi.testclient import TestClient
+from sqlmodel import Session, select
+
+from control_plane.auth import service as auth_service
+from control_plane.auth.models import ApiToken
+from tests.conftest import Tokens, auth
+
+
+def test_tokens_are_stored_hashed(client: TestClient, tokens: Tokens) -> None:
+    with Session(client.app.state.engine) as session:  # type: ignore[attr-defined]
+        rows = session.exec(select(ApiToken)).all()
+    stored = " ".join(f"{r.token_hash} {r.token_prefix}" for r in rows)
+    for token in (tokens.admin, tokens.service, tokens.acme):
+        assert token not in stored
+        assert auth_service.hash_token(token) in stored
+
+
+def test_bad_credentials(client: TestClient, tokens: Tokens) -> None:
+    for header in ("Bearer sbt_nope", "Bearer", "Basic abc", "Bearer " + "x" * 500):
+        response = client.get("/api/v1/workspaces", headers={"Authorization": header})
+        assert response.status_code == 401, header
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] in {"invalid_token", "invalid_authorization_header"}
+
+
+def test_revoked_token_stops_working(client: TestClient, tokens: Tokens) -> None:
+    with Session(client.app.state.engine) as session:  # type: ignore[attr-defined]
+        row, token = auth_service.create_token(session, name="temp", scopes=["workspace:acme"])
+        session.commit()
+        assert client.get("/api/v1/workspaces/acme", headers=auth(token)).status_code == 200
+        auth_service.revoke_token(session, row.id)  # type: ignore[arg-type]
+        session.commit()
+    assert client.get("/api/v1/workspaces/acme", headers=auth(token)).status_code == 401
+
+
+def test_every_error_is_problem_json(client: TestClient, tokens: Tokens) -> None:
+    cases = [
+        client.get("/no/such/route"),
+        client.delete("/api/v1/tiers"),
+        client.post(
+            "/api/v1/workspaces",
+            content=b"{not json",
+            headers={**auth(tokens.admin), "Content-Type": "application/json"},
+        ),
+        client.post("/api/v1/workspaces", json={"name": ""}, headers=auth(tokens.admin)),
+    ]
+    for response in cases:
+        assert response.status_code >= 400
+        assert response.headers["content-type"] == "application/problem+json"
+        body = response.json()
+        assert {"type", "title", "status", "detail", "code"} <= body.keys()
+        assert body["status"] == response.status_code
+
+
+def test_validation_errors_do_not_echo_input(client: TestClient, tokens: Tokens) -> None:
+    secret = "xai-" + "S" * 40
+    response = client.post(
+        "/api/v1/workspaces", json={"name": "ok", "id": secret}, headers=auth(tokens.admin)
+    )
+    assert response.status_code == 422
+    assert secret not in response.text
+
+
+def test_oversized_body_is_refused(client: TestClient, tokens: Tokens) -> None:
+    response = client.post(
+        "/api/v1/workspaces",
+        content=b'{"name": "' + b"a" * 2_000_000 + b'"}',
+        headers={**auth(tokens.admin), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert response.json()["code"] == "request_too_large"
+
+
+def test_health_and_security_headers(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.json()["database"] == "ok"
+    assert ready.headers["x-content-type-options"] == "nosniff"
+    assert ready.headers["x-frame-options"] == "DENY"
+    assert "openapi" in client.get("/openapi.json").json()

@@ -1,0 +1,170 @@
+"""Shared fixtures: a migrated, seeded database on SQLite and on PostgreSQL, an app, tokens.
+
+PostgreSQL tests need SWITCHBOARD_TEST_POSTGRES_URL (an admin URL; `make test` and `.ci/run` start
+a throwaway server and set it). Without it they skip with that reason, except under CI=true, where
+a missing PostgreSQL is an error: CI must run them.
+"""
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlmodel import Session
+
+from control_plane.app import create_app
+from control_plane.auth import service as auth_service
+from control_plane.catalogue.seed import seed_catalogue
+from control_plane.db import make_engine
+from control_plane.migrate import upgrade
+from control_plane.settings import Settings
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+POSTGRES_URL = os.environ.get("SWITCHBOARD_TEST_POSTGRES_URL")
+
+
+def require_postgres() -> str:
+    if POSTGRES_URL:
+        return POSTGRES_URL
+    if IN_CI:
+        pytest.fail(
+            "CI=true but SWITCHBOARD_TEST_POSTGRES_URL is not set: PostgreSQL tests must run"
+        )
+    pytest.skip("PostgreSQL not available: set SWITCHBOARD_TEST_POSTGRES_URL (make test does)")
+
+
+def _seed(url: str) -> None:
+    upgrade(url)
+    engine = make_engine(Settings(database_url=url))
+    with Session(engine) as session:
+        seed_catalogue(session)
+        session.commit()
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    _seed(f"sqlite:///{path}")
+    return path
+
+
+class PostgresDatabases:
+    """Creates databases from one migrated, seeded template: cheap, isolated, real."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = make_url(admin_url)
+        self.admin = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        self.template = f"sb_template_{uuid.uuid4().hex[:8]}"
+        self._execute(f'CREATE DATABASE "{self.template}"')
+        _seed(self.url_for(self.template))
+
+    def url_for(self, name: str) -> str:
+        return self.admin_url.set(database=name).render_as_string(hide_password=False)
+
+    def _execute(self, sql: str) -> None:
+        with self.admin.connect() as connection:
+            connection.execute(text(sql))
+
+    def create(self) -> str:
+        name = f"sb_test_{uuid.uuid4().hex[:12]}"
+        self._execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+        return name
+
+    def drop(self, name: str) -> None:
+        self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def close(self) -> None:
+        self.drop(self.template)
+        self.admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_databases() -> Iterator[PostgresDatabases]:
+    databases = PostgresDatabases(require_postgres())
+    yield databases
+    databases.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
+) -> Iterator[str]:
+    """A fresh, migrated and seeded database, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        path = tmp_path / "switchboard.db"
+        shutil.copyfile(sqlite_template, path)
+        yield f"sqlite:///{path}"
+        return
+    databases: PostgresDatabases = request.getfixturevalue("postgres_databases")
+    name = databases.create()
+    yield databases.url_for(name)
+    databases.drop(name)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        environment="test",
+        database_url=database_url,
+        master_key_file=tmp_path / "master.key",
+    )
+
+
+@pytest.fixture
+def app(settings: Settings):  # type: ignore[no-untyped-def]
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@dataclass
+class Tokens:
+    admin: str
+    service: str
+    acme: str
+    globex: str
+
+    @staticmethod
+    def header(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def tokens(client: TestClient) -> Tokens:
+    """Two workspaces (acme, globex) and a token per scope."""
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    with Session(engine) as session:
+        issued = {
+            name: auth_service.create_token(session, name=name, scopes=scopes)[1]
+            for name, scopes in {
+                "admin": ["admin"],
+                "service": ["service"],
+                "acme": ["workspace:acme"],
+                "globex": ["workspace:globex"],
+            }.items()
+        }
+        session.commit()
+    for workspace_id, name in (("acme", "Acme"), ("globex", "Globex")):
+        response = client.post(
+            "/api/v1/workspaces",
+            json={"id": workspace_id, "name": name},
+            headers=Tokens.header(issued["admin"]),
+        )
+        assert response.status_code == 201, response.text
+    return Tokens(**issued)
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
