@@ -7,10 +7,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from control_plane.audit.api import router as audit_router
 from control_plane.catalogue.api import router as catalogue_router
 from control_plane.db import make_engine
 from control_plane.deps import SessionDep
 from control_plane.errors import install_error_handlers
+from control_plane.keys.api import router as keys_router
+from control_plane.keys.crypto import Keyring
 from control_plane.logging import configure_logging
 from control_plane.middleware import install_middleware
 from control_plane.settings import Settings
@@ -36,11 +39,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = make_engine(settings)
+    app.state.keyring = Keyring.from_settings(settings)
 
     install_error_handlers(app)
     install_middleware(app, settings)
     app.include_router(catalogue_router)
     app.include_router(workspaces_router)
+    app.include_router(keys_router)
+    app.include_router(audit_router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

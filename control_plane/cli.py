@@ -15,6 +15,8 @@ tokens_app = typer.Typer(
     help="Machine tokens (admin, service, workspace:<id>).", no_args_is_help=True
 )
 app.add_typer(tokens_app, name="tokens")
+keys_app = typer.Typer(help="Master keys for provider API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 
 @app.command()
@@ -112,3 +114,47 @@ def tokens_revoke(token_id: int) -> None:
         auth_service.revoke_token(session, token_id)
     engine.dispose()
     typer.echo(f"token {token_id} revoked")
+
+
+@keys_app.command("generate-master")
+def keys_generate_master(
+    key_id: Annotated[str, typer.Option(help="Name of the new key")] = "k1",
+) -> None:
+    """Print a new master key entry for SWITCHBOARD_MASTER_KEYS (or a key file)."""
+    from control_plane.keys.crypto import generate_master_key
+
+    typer.echo(f"{key_id}:{generate_master_key()}")
+
+
+@keys_app.command("rotate-master")
+def keys_rotate_master(
+    new_key_id: Annotated[
+        str | None,
+        typer.Option(
+            help="With a key file: add a new active key with this id before re-encrypting"
+        ),
+    ] = None,
+) -> None:
+    """Re-encrypt every stored provider key under the active master key (one transaction).
+
+    Put the new key first in SWITCHBOARD_MASTER_KEYS (keep the old ones) and run this; with a key
+    file, --new-key-id adds the new key for you. Safe to run again if interrupted.
+    """
+    from control_plane.keys import service as keys_service
+    from control_plane.keys.crypto import Keyring, MasterKeyError, prepend_key
+
+    settings = Settings()
+    try:
+        if new_key_id is not None:
+            if settings.master_key_file is None:
+                raise MasterKeyError("--new-key-id needs SWITCHBOARD_MASTER_KEY_FILE")
+            prepend_key(settings.master_key_file, new_key_id)
+        keyring = Keyring.from_settings(settings)
+    except MasterKeyError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    engine = make_engine(settings)
+    with session_scope(engine) as session:
+        count = keys_service.rotate_master(session, keyring, actor="cli:rotate-master")
+    engine.dispose()
+    typer.echo(f"re-encrypted {count} keys under master key '{keyring.active_id}'")

@@ -15,7 +15,8 @@ SECRET_PATTERNS = [
     re.compile(r"sbt_[A-Za-z0-9_\-]{4,}"),
     re.compile(r"(?i)(bearer\s+)[^\s\"']+"),
     re.compile(
-        r"(?i)(\"?(?:api_key|xai_api_key|openai_api_key|client_secret|password|token)\"?\s*[:=]\s*\"?)[^\s\",}]+"
+        r"(?i)((?:\"(?:[a-z_]*api_key|client_secret|password|secret|token)\"\s*:\s*\")"
+        r"|(?:\b(?:[a-z_]*api_key|client_secret|password|secret)=))[^\s\",}&]+"
     ),
 ]
 

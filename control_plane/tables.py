@@ -2,6 +2,7 @@
 
 from sqlmodel import SQLModel
 
+from control_plane.audit import models as audit_models
 from control_plane.auth import models as auth_models
 from control_plane.catalogue import models as catalogue_models
 from control_plane.keys import models as keys_models
@@ -9,4 +10,11 @@ from control_plane.workspaces import models as workspaces_models
 
 metadata = SQLModel.metadata
 
-__all__ = ["auth_models", "catalogue_models", "keys_models", "metadata", "workspaces_models"]
+__all__ = [
+    "audit_models",
+    "auth_models",
+    "catalogue_models",
+    "keys_models",
+    "metadata",
+    "workspaces_models",
+]

@@ -1,7 +1,9 @@
 """Alembic environment: one chain of revisions for SQLite (batch mode) and PostgreSQL."""
 
+from typing import Any
+
 from alembic import context
-from sqlalchemy import engine_from_config, pool
+from sqlalchemy import DateTime, engine_from_config, pool
 
 from control_plane.settings import Settings
 from control_plane.tables import metadata
@@ -11,6 +13,19 @@ url = config.get_main_option("sqlalchemy.url") or Settings().database_url
 is_sqlite = url.startswith("sqlite")
 
 
+def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+    """Write plain SQLAlchemy types into revisions, so they never import application code."""
+    if type_ == "type" and isinstance(obj, DateTime) and obj.timezone:
+        return "sa.DateTime(timezone=True)"
+    if type_ == "type" and type(obj).__module__.startswith("sqlmodel"):
+        length = getattr(obj, "length", None)
+        return f"sa.String(length={length})" if length else "sa.String()"
+    if type_ == "type" and type(obj).__module__.startswith("control_plane"):
+        impl = obj.impl
+        return "sa.DateTime(timezone=True)" if isinstance(impl, DateTime) else f"sa.{impl!r}"
+    return False
+
+
 def run_migrations_offline() -> None:
     context.configure(
         url=url,
@@ -18,6 +33,7 @@ def run_migrations_offline() -> None:
         literal_binds=True,
         render_as_batch=is_sqlite,
         compare_type=True,
+        render_item=render_item,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -42,6 +58,7 @@ def _run(connection: object) -> None:
         target_metadata=metadata,
         render_as_batch=is_sqlite,
         compare_type=True,
+        render_item=render_item,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -24,6 +24,8 @@ from control_plane.catalogue.seed import seed_catalogue
 from control_plane.db import make_engine
 from control_plane.migrate import upgrade
 from control_plane.settings import Settings
+from tests.fakes.fake_xai import FakeXAIState, build_app
+from tests.fakes.server import BackgroundServer
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 POSTGRES_URL = os.environ.get("SWITCHBOARD_TEST_POSTGRES_URL")
@@ -168,3 +170,17 @@ def tokens(client: TestClient) -> Tokens:
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass
+class FakeXAI:
+    state: FakeXAIState
+    base_url: str
+
+
+@pytest.fixture
+def fake_xai() -> Iterator[FakeXAI]:
+    """A fake xAI API on loopback; `state.accepted_keys` holds the keys it accepts."""
+    state = FakeXAIState()
+    with BackgroundServer(build_app(state)) as server:
+        yield FakeXAI(state=state, base_url=server.base_url)

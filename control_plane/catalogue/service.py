@@ -5,6 +5,7 @@ from decimal import Decimal
 
 from sqlmodel import Session, col, select
 
+from control_plane.audit import service as audit
 from control_plane.catalogue.models import (
     Tier,
     TierPatch,
@@ -34,16 +35,29 @@ def update_tier(session: Session, tier: Tier, patch: TierPatch, *, actor: str) -
     for field in ("name", "llm_model", "telephony_provider", "quality", "pricing_source"):
         if field in changes and changes[field] is None:
             raise InvalidInputError(f"'{field}' cannot be null.", code="invalid_tier")
+    before = {field: _plain(getattr(tier, field)) for field in changes}
     for field, value in changes.items():
         if field in ("cost_per_hour", "cost_per_minute") and value is not None:
             value = Decimal(str(value))
         setattr(tier, field, value)
+    audit.record(
+        session,
+        actor=actor,
+        action="tier.update",
+        target=tier.id,
+        before=before,
+        after={field: _plain(getattr(tier, field)) for field in changes},
+    )
     tier.version += 1
     tier.updated_at = utcnow()
     tier.updated_by = actor
     session.add(tier)
     session.flush()
     return tier
+
+
+def _plain(value: object) -> object:
+    return float(value) if isinstance(value, Decimal) else value
 
 
 def list_voices(session: Session, provider: str | None = None) -> Sequence[Voice]:
@@ -105,7 +119,13 @@ def put_voice_map(
         entries[source.strip().lower()] = canonical_target
 
     voice_map = session.get(VoiceMap, target_provider)
-    if voice_map is None:
+    before = None
+    if voice_map is not None:
+        before = {
+            "default_voice": voice_map.default_voice,
+            "entries": get_voice_map(session, target_provider)[1],
+        }
+    else:
         voice_map = VoiceMap(
             target_provider=target_provider,
             source_provider=body.source_provider.lower(),
@@ -129,6 +149,14 @@ def put_voice_map(
             VoiceMapEntry(target_provider=target_provider, source_voice=source, target_voice=target)
         )
     session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        action="voice_map.update",
+        target=target_provider,
+        before=before,
+        after={"default_voice": default_voice, "entries": entries},
+    )
     return voice_map, entries
 
 

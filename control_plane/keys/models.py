@@ -1,6 +1,8 @@
 from datetime import datetime
+from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
 from control_plane.core import UTCDateTime, utcnow
@@ -48,3 +50,64 @@ class ProviderKeyStatus(BaseModel):
     fingerprint: str | None = None
     updated_at: datetime | None = None
     updated_by: str | None = None
+
+
+class ApiKeysStatus(BaseModel):
+    workspace_id: str
+    keys: list[ProviderKeyStatus]
+
+
+class ApiKeysUpdate(BaseModel):
+    """Set (string), remove (null) or leave alone (absent) each provider's key.
+
+    Fields are `<provider>_api_key` for every provider in the catalogue of key providers; xAI and
+    OpenAI are spelled out here for the docs, others are accepted the same way.
+    """
+
+    model_config = ConfigDict(extra="allow", hide_input_in_errors=True)
+
+    xai_api_key: SecretStr | None = PydanticField(default=None, description="xai-…")
+    openai_api_key: SecretStr | None = PydanticField(default=None, description="sk-…")
+
+    def requested_changes(self) -> dict[str, object]:
+        """field → new key, or None to remove; only the fields the caller sent."""
+        changes: dict[str, object] = {}
+        for field in self.model_fields_set | set(self.model_extra or {}):
+            value = (
+                getattr(self, field, None)
+                if field in type(self).model_fields
+                else (self.model_extra or {})[field]
+            )
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            changes[field] = value
+        return changes
+
+
+class KeyVerification(BaseModel):
+    provider: str
+    result: Literal["valid", "unreachable", "skipped"]
+    detail: str
+
+
+class ApiKeysUpdated(ApiKeysStatus):
+    verification: list[KeyVerification]
+
+
+class KeyProviderRead(BaseModel):
+    id: str
+    display_name: str
+    key_prefix: str
+    min_length: int
+    max_length: int
+    console_url: str
+
+
+class KeyProviderWrite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    display_name: str = PydanticField(min_length=1, max_length=100)
+    key_prefix: str = PydanticField(default="", max_length=16, pattern=r"^[A-Za-z0-9_-]*$")
+    min_length: int = PydanticField(default=20, ge=8, le=512)
+    max_length: int = PydanticField(default=256, ge=8, le=1024)
+    console_url: str = PydanticField(default="", max_length=300)
