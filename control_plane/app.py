@@ -6,20 +6,34 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
 
 from control_plane.audit.api import router as audit_router
 from control_plane.catalogue.api import router as catalogue_router
-from control_plane.db import make_engine
+from control_plane.changes import ChangeFeed
+from control_plane.db import make_engine, session_scope
 from control_plane.deps import SessionDep
 from control_plane.errors import install_error_handlers
 from control_plane.keys.api import router as keys_router
 from control_plane.keys.crypto import Keyring
 from control_plane.logging import configure_logging
 from control_plane.middleware import install_middleware
+from control_plane.rollout.api import client_router as unleash_client_router
+from control_plane.rollout.api import router as rollout_router
+from control_plane.rollout.gate import FlagGate
+from control_plane.rollout.service import seed_flags
 from control_plane.settings import Settings
 from control_plane.workspaces.api import router as workspaces_router
 
 logger = logging.getLogger(__name__)
+
+
+def start_flags(engine: Engine, gate: FlagGate) -> None:
+    """First start loads flags/ into the database; then the gate loads the database."""
+    with session_scope(engine) as session:
+        seed_flags(session)
+    gate.sync_server()
+    gate.reload()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -28,7 +42,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        start_flags(app.state.engine, app.state.flag_gate)
+        app.state.change_feed.start()
         yield
+        app.state.change_feed.stop()
+        app.state.flag_gate.close()
         app.state.engine.dispose()
 
     app = FastAPI(
@@ -40,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = make_engine(settings)
     app.state.keyring = Keyring.from_settings(settings)
+    app.state.change_feed = ChangeFeed(settings)
+    app.state.flag_gate = FlagGate(settings, app.state.engine, app.state.change_feed)
 
     install_error_handlers(app)
     install_middleware(app, settings)
@@ -47,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(workspaces_router)
     app.include_router(keys_router)
     app.include_router(audit_router)
+    app.include_router(rollout_router)
+    app.include_router(unleash_client_router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

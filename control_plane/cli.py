@@ -1,6 +1,8 @@
 """The `switchboard` command: migrate, seed, serve, and manage tokens."""
 
-from typing import Annotated
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -9,6 +11,12 @@ from control_plane.auth import service as auth_service
 from control_plane.catalogue.seed import seed_catalogue
 from control_plane.db import make_engine, session_scope
 from control_plane.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from control_plane.rollout.gate import FlagGate
+    from control_plane.rollout.models import Flag
 
 app = typer.Typer(help="Switchboard control plane.", no_args_is_help=True)
 tokens_app = typer.Typer(
@@ -33,6 +41,7 @@ def seed(
 ) -> None:
     """Load the seed catalogue (idempotent); with --demo, demo data and fresh demo tokens."""
     from control_plane.demo import seed_demo
+    from control_plane.rollout.service import seed_flags
 
     engine = make_engine(Settings())
     with session_scope(engine) as session:
@@ -41,6 +50,8 @@ def seed(
             f"catalogue: {added['tiers']} tiers, {added['voices']} voices, "
             f"{added['voice_maps']} voice maps added"
         )
+        flags = seed_flags(session)
+        typer.echo(f"flags: {flags['flags']} flags, {flags['cohorts']} cohorts added")
         if demo:
             tokens = seed_demo(session)
     if demo:
@@ -158,3 +169,153 @@ def keys_rotate_master(
         count = keys_service.rotate_master(session, keyring, actor="cli:rotate-master")
     engine.dispose()
     typer.echo(f"re-encrypted {count} keys under master key '{keyring.active_id}'")
+
+
+flags_app = typer.Typer(
+    help="Feature flags: stages, kill switch, import/export.", no_args_is_help=True
+)
+cohorts_app = typer.Typer(help="Cohorts: named lists of workspaces.", no_args_is_help=True)
+app.add_typer(flags_app, name="flags")
+app.add_typer(cohorts_app, name="cohorts")
+
+
+def _flag_command(change: Callable[["Session", "FlagGate"], object]) -> None:
+    """Run a flag change in one transaction; it reaches Unleash (scale mode) and, on
+    PostgreSQL, every running Switchboard process. A running SQLite server reloads on restart."""
+    from control_plane.changes import ChangeFeed
+    from control_plane.errors import ProblemError
+    from control_plane.rollout.gate import FlagGate
+
+    settings = Settings()
+    engine = make_engine(settings)
+    gate = FlagGate(settings, engine, ChangeFeed(settings))
+    try:
+        with session_scope(engine) as session:
+            change(session, gate)
+    except ProblemError as exc:
+        typer.echo(f"error ({exc.code}): {exc.detail}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        gate.close()
+        engine.dispose()
+
+
+def _print_flag(flag: "Flag") -> None:
+    state = "KILLED" if flag.killed else flag.stage
+    typer.echo(
+        f"{flag.name}\tstage={state}\tinternal={','.join(flag.internal_cohorts) or '-'}"
+        f"\tbeta={','.join(flag.beta_cohorts) or '-'}\tpercentage={flag.beta_percentage}"
+        f"\tversion={flag.version}"
+    )
+
+
+@flags_app.command("list")
+def flags_list() -> None:
+    """List flags with their stage."""
+    from control_plane.rollout import service as rollout
+
+    engine = make_engine(Settings())
+    with session_scope(engine) as session:
+        for flag in rollout.list_flags(session):
+            _print_flag(flag)
+    engine.dispose()
+
+
+@flags_app.command("show")
+def flags_show(name: str) -> None:
+    """Show a flag's rollout plan and its compiled Unleash feature."""
+    import json
+
+    from control_plane.rollout import service as rollout
+
+    def show(session: "Session", _gate: "FlagGate") -> None:
+        flag = rollout.get_flag(session, name)
+        _print_flag(flag)
+        typer.echo(json.dumps(flag.definition, indent=2))
+
+    _flag_command(show)
+
+
+@flags_app.command("stage")
+def flags_stage(name: str, stage: str, actor: str = "cli") -> None:
+    """Move a flag to off, internal, beta or ga."""
+    from control_plane.rollout import service as rollout
+
+    _flag_command(
+        lambda s, g: _print_flag(rollout.set_stage(s, g, name, stage, actor=f"cli:{actor}"))
+    )
+
+
+@flags_app.command("kill")
+def flags_kill(name: str, reason: str = "", actor: str = "cli") -> None:
+    """Turn a flag off for everyone at once; its stage is remembered."""
+    from control_plane.rollout import service as rollout
+
+    _flag_command(
+        lambda s, g: _print_flag(
+            rollout.kill(s, g, name, actor=f"cli:{actor}", reason=reason or None)
+        )
+    )
+
+
+@flags_app.command("resume")
+def flags_resume(name: str, actor: str = "cli") -> None:
+    """Undo the kill switch: the remembered stage applies again."""
+    from control_plane.rollout import service as rollout
+
+    _flag_command(lambda s, g: _print_flag(rollout.resume(s, g, name, actor=f"cli:{actor}")))
+
+
+@flags_app.command("export")
+def flags_export() -> None:
+    """Print flags (Unleash feature format) and cohorts as JSON."""
+    import json
+
+    from control_plane.rollout import service as rollout
+
+    engine = make_engine(Settings())
+    with session_scope(engine) as session:
+        typer.echo(json.dumps(rollout.export_definitions(session), indent=2, sort_keys=True))
+    engine.dispose()
+
+
+@flags_app.command("import")
+def flags_import(path: Path, actor: str = "cli") -> None:
+    """Load flags and cohorts from a file written by `flags export`."""
+    import json
+
+    from control_plane.rollout import service as rollout
+
+    document = json.loads(path.read_text())
+    _flag_command(
+        lambda s, g: typer.echo(
+            f"imported {rollout.import_definitions(s, g, document, actor=f'cli:{actor}')}"
+        )
+    )
+
+
+@cohorts_app.command("list")
+def cohorts_list() -> None:
+    """List cohorts and their workspaces."""
+    from control_plane.rollout import service as rollout
+
+    engine = make_engine(Settings())
+    with session_scope(engine) as session:
+        for cohort in rollout.list_cohorts(session):
+            typer.echo(f"{cohort.name}\t{','.join(cohort.members) or '-'}\t{cohort.description}")
+    engine.dispose()
+
+
+@cohorts_app.command("set")
+def cohorts_set(name: str, workspaces: list[str], actor: str = "cli") -> None:
+    """Replace a cohort's workspaces (creates the cohort if needed)."""
+    from control_plane.rollout import service as rollout
+    from control_plane.rollout.models import CohortWrite
+
+    def put(session: "Session", gate: "FlagGate") -> None:
+        cohort = rollout.put_cohort(
+            session, gate, name, CohortWrite(members=workspaces), actor=f"cli:{actor}"
+        )
+        typer.echo(f"{cohort.name}\t{','.join(cohort.members) or '-'}")
+
+    _flag_command(put)

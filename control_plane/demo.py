@@ -4,6 +4,8 @@ from sqlmodel import Session
 
 from control_plane.auth import service as auth_service
 from control_plane.auth.principal import SYSTEM
+from control_plane.rollout import service as rollout
+from control_plane.rollout.models import CohortWrite
 from control_plane.workspaces import service as workspaces
 from control_plane.workspaces.models import (
     AgentCreate,
@@ -80,6 +82,11 @@ def seed_demo(session: Session) -> dict[str, str]:
             "globex",
             AgentCreate(name="Gus (Grok)", pricing_tier="grok-realtime", voice="Rex"),
         )
+
+    internal = rollout.get_cohort(session, "internal")
+    if "acme" not in internal.members:
+        members = [*internal.members, "acme"]
+        rollout.put_cohort(session, None, "internal", CohortWrite(members=members), actor="demo")
 
     tokens: dict[str, str] = {}
     for name, scopes in DEMO_TOKEN_SCOPES.items():

@@ -10,6 +10,7 @@ from sqlmodel import Session
 from control_plane.auth import service as auth_service
 from control_plane.auth.principal import Principal
 from control_plane.errors import ForbiddenError, UnauthorizedError
+from control_plane.rollout.gate import FlagGate
 from control_plane.settings import Settings
 
 
@@ -89,3 +90,11 @@ def require_service(principal: PrincipalDep) -> Principal:
 
 AdminDep = Annotated[Principal, Depends(require_admin)]
 ServiceDep = Annotated[Principal, Depends(require_service)]
+
+
+def get_flag_gate(request: Request) -> FlagGate:
+    gate: FlagGate = request.app.state.flag_gate
+    return gate
+
+
+GateDep = Annotated[FlagGate, Depends(get_flag_gate)]

@@ -6,6 +6,7 @@ from control_plane.audit import models as audit_models
 from control_plane.auth import models as auth_models
 from control_plane.catalogue import models as catalogue_models
 from control_plane.keys import models as keys_models
+from control_plane.rollout import models as rollout_models
 from control_plane.workspaces import models as workspaces_models
 
 metadata = SQLModel.metadata
@@ -16,5 +17,6 @@ __all__ = [
     "catalogue_models",
     "keys_models",
     "metadata",
+    "rollout_models",
     "workspaces_models",
 ]

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs a command with the servers the tests need, started on loopback and stopped afterwards:
 #   - PostgreSQL (Debian's package; installed when missing and we are root)
-# Exports SWITCHBOARD_TEST_POSTGRES_URL (and SWITCHBOARD_TEST_PG_CTL for fault tests).
+#   - unleash-server 7.x from npm (tests/unleash_server), on that PostgreSQL; it starts in the
+#     background while the tests run, and the tests that need it wait for it to be healthy
+# Exports SWITCHBOARD_TEST_POSTGRES_URL (and SWITCHBOARD_TEST_PG_CTL for fault tests) and
+# SWITCHBOARD_TEST_UNLEASH_URL with its admin and client tokens.
 # Usage: scripts/test-services.sh COMMAND [ARGS...]
 set -euo pipefail
 
@@ -62,6 +65,38 @@ start_postgres() {
   log "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
 }
 
+ensure_unleash_packages() {
+  local dir="$here/../tests/unleash_server"
+  command -v node >/dev/null && command -v npm >/dev/null || return 1
+  if [[ ! -f "$dir/node_modules/.package-lock.json" || "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]]; then
+    log "installing unleash-server and the Unleash client specification (npm ci)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+}
+
+start_unleash() {
+  local bin port secret
+  bin="$(find_pg_bin)"
+  port="$(free_port)"
+  secret="$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+  local pg_port="${SWITCHBOARD_TEST_POSTGRES_URL##*:}"
+  pg_port="${pg_port%%/*}"
+  "$bin/psql" -q -h 127.0.0.1 -p "$pg_port" -U postgres -c "CREATE DATABASE unleash" >/dev/null
+  export SWITCHBOARD_TEST_UNLEASH_ADMIN_TOKEN="*:*.admin-$secret"
+  export SWITCHBOARD_TEST_UNLEASH_CLIENT_TOKEN="default:development.client-$secret"
+  (
+    cd "$here/../tests/unleash_server"
+    DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/unleash" UNLEASH_PORT="$port" \
+      INIT_ADMIN_API_TOKENS="$SWITCHBOARD_TEST_UNLEASH_ADMIN_TOKEN" \
+      INIT_BACKEND_API_TOKENS="$SWITCHBOARD_TEST_UNLEASH_CLIENT_TOKEN" \
+      exec node server.js >"$work/unleash.log" 2>&1
+  ) &
+  pids+=("$!")
+  export SWITCHBOARD_TEST_UNLEASH_URL="http://127.0.0.1:$port"
+  export SWITCHBOARD_TEST_UNLEASH_LOG="$work/unleash.log"
+  log "unleash-server starting on 127.0.0.1:$port (log: $work/unleash.log)"
+}
+
 if [[ -z "${SWITCHBOARD_TEST_POSTGRES_URL:-}" ]]; then
   if ensure_postgres; then
     start_postgres
@@ -69,5 +104,14 @@ if [[ -z "${SWITCHBOARD_TEST_POSTGRES_URL:-}" ]]; then
     log "PostgreSQL is not installed and cannot be installed here: PostgreSQL tests will skip"
   fi
 fi
+
+if [[ -z "${SWITCHBOARD_TEST_UNLEASH_URL:-}" && -n "${SWITCHBOARD_TEST_POSTGRES_URL:-}" ]]; then
+  if ensure_unleash_packages; then
+    start_unleash
+  else
+    log "Node.js/npm not found: unleash-server tests will skip"
+  fi
+fi
+export SWITCHBOARD_TEST_UNLEASH_SPEC_DIR="$here/../tests/unleash_server/node_modules/@unleash/client-specification/specifications"
 
 "$@"

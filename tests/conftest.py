@@ -23,6 +23,7 @@ from control_plane.auth import service as auth_service
 from control_plane.catalogue.seed import seed_catalogue
 from control_plane.db import make_engine
 from control_plane.migrate import upgrade
+from control_plane.rollout.service import seed_flags
 from control_plane.settings import Settings
 from tests.fakes.fake_xai import FakeXAIState, build_app
 from tests.fakes.server import BackgroundServer
@@ -46,6 +47,7 @@ def _seed(url: str) -> None:
     engine = make_engine(Settings(database_url=url))
     with Session(engine) as session:
         seed_catalogue(session)
+        seed_flags(session)
         session.commit()
     engine.dispose()
 
@@ -184,3 +186,44 @@ def fake_xai() -> Iterator[FakeXAI]:
     state = FakeXAIState()
     with BackgroundServer(build_app(state)) as server:
         yield FakeXAI(state=state, base_url=server.base_url)
+
+
+@dataclass
+class UnleashServer:
+    url: str
+    admin_token: str
+    client_token: str
+
+
+@pytest.fixture(scope="session")
+def unleash_server() -> UnleashServer:
+    """The unleash-server 7.x that scripts/test-services.sh started (waits until healthy)."""
+    import time
+
+    import httpx
+
+    url = os.environ.get("SWITCHBOARD_TEST_UNLEASH_URL")
+    if not url:
+        if IN_CI:
+            pytest.fail(
+                "CI=true but SWITCHBOARD_TEST_UNLEASH_URL is not set: Unleash tests must run"
+            )
+        pytest.skip("unleash-server not running: set SWITCHBOARD_TEST_UNLEASH_URL (make test does)")
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            log = Path(os.environ.get("SWITCHBOARD_TEST_UNLEASH_LOG", "/dev/null")).read_text()[
+                -2000:
+            ]
+            pytest.fail(f"unleash-server did not become healthy in 180 s:\n{log}")
+        time.sleep(0.5)
+    return UnleashServer(
+        url=url,
+        admin_token=os.environ["SWITCHBOARD_TEST_UNLEASH_ADMIN_TOKEN"],
+        client_token=os.environ["SWITCHBOARD_TEST_UNLEASH_CLIENT_TOKEN"],
+    )

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from sqlmodel import Session
 
+from control_plane.auth.principal import Principal
 from control_plane.catalogue import service
 from control_plane.catalogue.models import (
     ProviderConfig,
@@ -18,14 +19,47 @@ from control_plane.catalogue.models import (
     VoiceRead,
     VoiceResolution,
 )
-from control_plane.deps import AdminDep, OptionalPrincipalDep, SessionDep
+from control_plane.deps import AdminDep, GateDep, OptionalPrincipalDep, SessionDep
 from control_plane.errors import NotFoundError
 from control_plane.http import check_if_match, conditional_json, json_bytes, strong_etag
+from control_plane.rollout.gate import FlagGate
 
 router = APIRouter(prefix="/api/v1", tags=["catalogue"])
 
 PUBLIC_CACHE = "public, max-age=30, must-revalidate"
 PRIVATE_CACHE = "private, max-age=0, must-revalidate"
+
+
+def workspace_context(principal: Principal | None, workspace_id: str | None) -> str | None:
+    """Whose view of the catalogue: ?workspace_id=, or the caller's only workspace."""
+    if principal is None:
+        return None
+    if workspace_id is not None:
+        if not principal.can_access_workspace(workspace_id):
+            raise NotFoundError(
+                f"Workspace '{workspace_id}' not found.", code="workspace_not_found"
+            )
+        return workspace_id
+    if len(principal.workspace_ids) == 1 and not principal.is_admin:
+        return next(iter(principal.workspace_ids))
+    return None
+
+
+def with_availability(tier: TierRead, gate: FlagGate, workspace_id: str | None) -> TierRead:
+    if workspace_id is None:
+        return tier
+    if tier.flag_name is None:
+        return tier.model_copy(update={"available": True})
+    decision = gate.decide(tier.flag_name, workspace_id, subject=tier.name)
+    return tier.model_copy(
+        update={
+            "available": decision.enabled,
+            "unavailable_reason": decision.reason,
+            "unavailable_code": None
+            if decision.enabled
+            else ("tier_disabled" if decision.killed else "tier_not_enabled"),
+        }
+    )
 
 
 def tier_read(session: Session, tier: Tier) -> TierRead:
@@ -57,9 +91,24 @@ def tier_read(session: Session, tier: Tier) -> TierRead:
     )
 
 
+WorkspaceQuery = Annotated[
+    str | None,
+    Query(max_length=64, description="Show availability for this workspace (admin or its token)"),
+]
+
+
 @router.get("/tiers", response_model=None, responses={200: {"model": TierList}})
-def list_tiers(request: Request, session: SessionDep, principal: OptionalPrincipalDep) -> Response:
-    tiers = [tier_read(session, t) for t in service.list_tiers(session)]
+def list_tiers(
+    request: Request,
+    session: SessionDep,
+    principal: OptionalPrincipalDep,
+    gate: GateDep,
+    workspace_id: WorkspaceQuery = None,
+) -> Response:
+    context = workspace_context(principal, workspace_id)
+    tiers = [
+        with_availability(tier_read(session, t), gate, context) for t in service.list_tiers(session)
+    ]
     return conditional_json(
         request,
         json_bytes(TierList(tiers=tiers)),
@@ -74,9 +123,15 @@ def list_tiers(request: Request, session: SessionDep, principal: OptionalPrincip
     responses={200: {"model": TierRead}, 404: {"description": "Unknown tier"}},
 )
 def get_tier(
-    tier_id: str, request: Request, session: SessionDep, principal: OptionalPrincipalDep
+    tier_id: str,
+    request: Request,
+    session: SessionDep,
+    principal: OptionalPrincipalDep,
+    gate: GateDep,
+    workspace_id: WorkspaceQuery = None,
 ) -> Response:
-    tier = tier_read(session, service.get_tier(session, tier_id))
+    context = workspace_context(principal, workspace_id)
+    tier = with_availability(tier_read(session, service.get_tier(session, tier_id)), gate, context)
     return conditional_json(
         request,
         json_bytes(tier),

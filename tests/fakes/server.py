@@ -23,7 +23,7 @@ class BackgroundServer:
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
-            lifespan="off",
+            lifespan="auto",
             ws_ping_interval=None,
         )
         self.server = uvicorn.Server(config)
