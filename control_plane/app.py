@@ -9,8 +9,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
 from control_plane.audit.api import router as audit_router
+from control_plane.auth.api import router as tokens_router
+from control_plane.auth.cache import TokenCache
+from control_plane.auth.service import TOKENS_TOPIC
 from control_plane.catalogue.api import router as catalogue_router
-from control_plane.changes import ChangeFeed
+from control_plane.changes import RESYNC, ChangeFeed
 from control_plane.db import make_engine, session_scope
 from control_plane.deps import SessionDep
 from control_plane.errors import install_error_handlers
@@ -22,6 +25,11 @@ from control_plane.rollout.api import client_router as unleash_client_router
 from control_plane.rollout.api import router as rollout_router
 from control_plane.rollout.gate import FlagGate
 from control_plane.rollout.service import seed_flags
+from control_plane.sessions.api import router as sessions_router
+from control_plane.sessions.cache import ConfigCache
+from control_plane.sessions.ephemeral import EphemeralSecrets
+from control_plane.sessions.fastpath import HotPathMiddleware
+from control_plane.sessions.service import Resolver
 from control_plane.settings import Settings
 from control_plane.workspaces.api import router as workspaces_router
 
@@ -58,17 +66,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = make_engine(settings)
     app.state.keyring = Keyring.from_settings(settings)
-    app.state.change_feed = ChangeFeed(settings)
-    app.state.flag_gate = FlagGate(settings, app.state.engine, app.state.change_feed)
+    app.state.change_feed = feed = ChangeFeed(settings)
+    app.state.flag_gate = gate = FlagGate(settings, app.state.engine, feed)
+    app.state.token_cache = token_cache = TokenCache()
+    app.state.config_cache = config_cache = ConfigCache(settings.config_cache_size)
+    app.state.resolver = Resolver(
+        settings=settings, keyring=app.state.keyring, gate=gate, secrets=EphemeralSecrets(settings)
+    )
+    feed.subscribe(config_cache.invalidate)
+    feed.subscribe(lambda topic: token_cache.clear() if topic == TOKENS_TOPIC else None)
+    feed.subscribe(lambda topic: token_cache.require_reverification() if topic == RESYNC else None)
 
     install_error_handlers(app)
+    client_tokens = [
+        t.strip().encode()
+        for t in (
+            settings.client_api_tokens.get_secret_value() if settings.client_api_tokens else ""
+        ).split(",")
+        if t.strip()
+    ]
+    app.add_middleware(
+        HotPathMiddleware,
+        config_cache=config_cache,
+        token_cache=token_cache,
+        gate=gate,
+        client_tokens=client_tokens,
+    )
     install_middleware(app, settings)
+    app.include_router(tokens_router)
     app.include_router(catalogue_router)
     app.include_router(workspaces_router)
     app.include_router(keys_router)
     app.include_router(audit_router)
     app.include_router(rollout_router)
     app.include_router(unleash_client_router)
+    app.include_router(sessions_router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

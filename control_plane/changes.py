@@ -1,6 +1,8 @@
 """Change notifications: tell every process when flags or session configs changed.
 
-A write calls `publish(session, topic)`. Subscribers in this process run after the transaction
+A write calls `notify(session, topic)` (or `feed.publish`); the request's session carries the
+feed in `session.info`, so services need no handle on it and a session without one (a script)
+simply notifies nobody. Subscribers in this process run after the transaction
 commits (never for a rollback). On PostgreSQL the same topic also goes out with NOTIFY, which is
 transactional too, and a listener thread in every other process hands it to its subscribers; when
 that connection drops it reconnects and sends the topic "resync", since notifications may have
@@ -39,6 +41,8 @@ class ChangeFeed:
 
     def publish(self, session: Session, topic: str) -> None:
         pending: set[tuple[ChangeFeed, str]] = session.info.setdefault("change_topics", set())
+        if (self, topic) in pending:
+            return
         pending.add((self, topic))
         if self._notify:
             session.execute(
@@ -91,12 +95,30 @@ class ChangeFeed:
                         for notification in connection.notifies(timeout=0.1):
                             self.dispatch(notification.payload)
             except psycopg.Error as exc:
-                self.listening.clear()
+                if self.listening.is_set():
+                    # Changes may be missed from here on: drop what is cached now.
+                    self.listening.clear()
+                    self.dispatch(RESYNC)
                 logger.warning(
                     "change feed disconnected (%s); retrying in %.1fs", type(exc).__name__, backoff
                 )
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+
+FEED_KEY = "change_feed"
+
+
+def attach(session: Session, feed: ChangeFeed) -> Session:
+    session.info[FEED_KEY] = feed
+    return session
+
+
+def notify(session: Session, topic: str) -> None:
+    """Announce, once this transaction commits, that `topic` changed."""
+    feed: ChangeFeed | None = session.info.get(FEED_KEY)
+    if feed is not None:
+        feed.publish(session, topic)
 
 
 @event.listens_for(Session, "after_commit")

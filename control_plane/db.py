@@ -2,13 +2,16 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session, create_engine
 
 from control_plane.settings import Settings
+
+if TYPE_CHECKING:
+    from control_plane.changes import ChangeFeed
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -37,9 +40,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
 
 
 @contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """A session that commits on success and rolls back on error (CLI and background jobs)."""
+def session_scope(engine: Engine, feed: "ChangeFeed | None" = None) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error (CLI and background jobs).
+
+    With a change feed, its changes are announced to running Switchboard processes.
+    """
     with Session(engine, expire_on_commit=False) as session:
+        if feed is not None:
+            session.info["change_feed"] = feed
         try:
             yield session
             session.commit()

@@ -5,10 +5,14 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlmodel import Session
 
 from control_plane.auth import service as auth_service
+from control_plane.auth.cache import TokenCache
 from control_plane.auth.principal import Principal
+from control_plane.changes import attach
 from control_plane.errors import ForbiddenError, UnauthorizedError
 from control_plane.rollout.gate import FlagGate
 from control_plane.settings import Settings
@@ -24,9 +28,11 @@ def get_engine(request: Request) -> Engine:
     return engine
 
 
-def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Session]:
+def get_session(
+    request: Request, engine: Annotated[Engine, Depends(get_engine)]
+) -> Iterator[Session]:
     """One session per request; commits when the handler returns without error."""
-    with Session(engine, expire_on_commit=False) as session:
+    with attach(Session(engine, expire_on_commit=False), request.app.state.change_feed) as session:
         try:
             yield session
             session.commit()
@@ -51,13 +57,34 @@ def _bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
+def authenticate(request: Request, session: Session, token: str) -> Principal:
+    """Verify a token: from the cache when recently verified, else from the database.
+
+    While the database is unreachable, a token verified in the last minutes still passes, so
+    read-only hot paths (session configs) keep answering from their last known good state.
+    """
+    cache: TokenCache = request.app.state.token_cache
+    token_hash = auth_service.hash_token(token)
+    principal = cache.fresh(token_hash)
+    if principal is not None:
+        return principal
+    try:
+        principal = auth_service.principal_for_token(session, token)
+    except (OperationalError, PoolTimeoutError):
+        principal = cache.last_known(token_hash)
+        if principal is None:
+            raise
+        return principal
+    if principal is None:
+        raise UnauthorizedError("The token is not valid or was revoked.", code="invalid_token")
+    cache.put(token_hash, principal)
+    return principal
+
+
 def get_optional_principal(request: Request, session: SessionDep) -> Principal | None:
     token = _bearer_token(request)
     if token is not None:
-        principal = auth_service.principal_for_token(session, token)
-        if principal is None:
-            raise UnauthorizedError("The token is not valid or was revoked.", code="invalid_token")
-        return principal
+        return authenticate(request, session, token)
     user_principal: Principal | None = getattr(request.state, "user_principal", None)
     return user_principal
 

@@ -5,8 +5,10 @@ a throwaway server and set it). Without it they skip with that reason, except un
 a missing PostgreSQL is an error: CI must run them.
 """
 
+import contextlib
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -227,3 +229,83 @@ def unleash_server() -> UnleashServer:
         admin_token=os.environ["SWITCHBOARD_TEST_UNLEASH_ADMIN_TOKEN"],
         client_token=os.environ["SWITCHBOARD_TEST_UNLEASH_CLIENT_TOKEN"],
     )
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own, so it can be stopped and started at will."""
+
+    def __init__(self, directory: Path) -> None:
+        import subprocess
+
+        self._subprocess = subprocess
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if not bins:
+            require_postgres()
+            pytest.skip("PostgreSQL server binaries not found")
+        self.bin = bins[-1].parent
+        self.data = directory / "data"
+        self.socket_dir = directory / "sock"
+        self.socket_dir.mkdir()
+        self.port = _free_port()
+        self.run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.run_as:
+            shutil.chown(directory, "postgres")
+            shutil.chown(self.socket_dir, "postgres")
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync")
+        self.start()
+        admin = create_engine(self.url("postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text("CREATE DATABASE switchboard"))
+        admin.dispose()
+
+    def _run(self, tool: str, *args: str) -> None:
+        self._subprocess.run(
+            [*self.run_as, str(self.bin / tool), *args], check=True, capture_output=True
+        )
+
+    def url(self, database: str = "switchboard") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.socket_dir} -c fsync=off"
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.data / "log"),
+            "-w",
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    import tempfile
+
+    require_postgres()
+    # Not under pytest's tmp dir: the postgres user must be able to reach it.
+    directory = Path(tempfile.mkdtemp(prefix="switchboard-pg-"))
+    os.chmod(directory, 0o755)  # noqa: S103 - the postgres user must traverse it
+    server = PrivatePostgres(directory)
+    try:
+        _seed(server.url())
+        yield server
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped by the test
+            server.stop()
+        shutil.rmtree(directory, ignore_errors=True)

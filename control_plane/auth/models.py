@@ -1,6 +1,7 @@
 from datetime import datetime
 
 from pydantic import BaseModel, field_validator
+from pydantic import Field as PydanticField
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
@@ -34,8 +35,8 @@ def validate_scope(scope: str) -> str:
 
 
 class TokenCreate(BaseModel):
-    name: str
-    scopes: list[str]
+    name: str = PydanticField(min_length=1, max_length=200)
+    scopes: list[str] = PydanticField(max_length=20)
 
     @field_validator("scopes")
     @classmethod

@@ -7,9 +7,11 @@ from sqlmodel import Session, col, select
 
 from control_plane.auth.models import ApiToken, validate_scope
 from control_plane.auth.principal import Principal
+from control_plane.changes import notify
 from control_plane.core import utcnow
 from control_plane.errors import NotFoundError
 
+TOKENS_TOPIC = "tokens"
 TOKEN_PREFIX = "sbt_"  # noqa: S105 - a public marker, not a secret
 
 
@@ -48,6 +50,7 @@ def revoke_token(session: Session, token_id: int) -> ApiToken:
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         session.add(row)
+        notify(session, TOKENS_TOPIC)
     return row
 
 
@@ -60,4 +63,6 @@ def revoke_tokens_named(session: Session, name: str) -> int:
         row.revoked_at = utcnow()
         session.add(row)
         count += 1
+    if count:
+        notify(session, TOKENS_TOPIC)
     return count

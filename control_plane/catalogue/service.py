@@ -15,8 +15,12 @@ from control_plane.catalogue.models import (
     VoiceMapWrite,
     VoiceResolution,
 )
+from control_plane.changes import notify
 from control_plane.core import utcnow
 from control_plane.errors import InvalidInputError, NotFoundError
+
+# Every session config depends on the catalogue (workspaces.service re-exports this name).
+ALL_CONFIGS_TOPIC = "config:*"
 
 
 def list_tiers(session: Session) -> Sequence[Tier]:
@@ -53,6 +57,7 @@ def update_tier(session: Session, tier: Tier, patch: TierPatch, *, actor: str) -
     tier.updated_by = actor
     session.add(tier)
     session.flush()
+    notify(session, ALL_CONFIGS_TOPIC)
     return tier
 
 
@@ -157,6 +162,7 @@ def put_voice_map(
         before=before,
         after={"default_voice": default_voice, "entries": entries},
     )
+    notify(session, ALL_CONFIGS_TOPIC)
     return voice_map, entries
 
 

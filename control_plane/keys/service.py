@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 
 from control_plane.audit import service as audit
 from control_plane.auth.principal import Principal
+from control_plane.changes import notify
 from control_plane.core import utcnow
 from control_plane.errors import ForbiddenError, InvalidInputError, NotFoundError
 from control_plane.keys.crypto import Keyring, Sealed
@@ -157,6 +158,7 @@ def _lock_workspace(session: Session, workspace_id: str) -> None:
         .where(col(Workspace.id) == workspace_id)
         .values(revision=Workspace.revision + 1)
     )
+    notify(session, workspaces.config_topic(workspace_id))
 
 
 def _provider_for_field(session: Session, field: str) -> KeyProvider:

@@ -4,9 +4,10 @@ import hmac
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
+from sqlmodel import Session
 
 from control_plane.auth import service as auth_service
-from control_plane.deps import AdminDep, GateDep, SessionDep, SettingsDep
+from control_plane.deps import AdminDep, GateDep, SessionDep, SettingsDep, authenticate
 from control_plane.errors import UnauthorizedError
 from control_plane.http import check_if_match, conditional_json, json_bytes, strong_etag
 from control_plane.rollout import service
@@ -168,24 +169,24 @@ def put_cohort(
 # --- Unleash client API ----------------------------------------------------------------------
 
 
-def _client_token_ok(token: str, settings: Settings, request: Request) -> bool:
+def _client_token_ok(token: str, settings: Settings, request: Request, session: Session) -> bool:
     token = token.removeprefix("Bearer ").strip()
     if settings.client_api_tokens is not None:
         for allowed in settings.client_api_tokens.get_secret_value().split(","):
             if allowed.strip() and hmac.compare_digest(allowed.strip().encode(), token.encode()):
                 return True
     if token.startswith(auth_service.TOKEN_PREFIX):
-        from sqlmodel import Session
-
-        with Session(request.app.state.engine) as session:
-            principal = auth_service.principal_for_token(session, token)
-        return principal is not None and (principal.is_admin or principal.is_service)
+        try:
+            principal = authenticate(request, session, token)
+        except UnauthorizedError:
+            return False
+        return principal.is_admin or principal.is_service
     return False
 
 
-def require_client_token(request: Request, settings: SettingsDep) -> None:
+def require_client_token(request: Request, settings: SettingsDep, session: SessionDep) -> None:
     token = request.headers.get("authorization", "")
-    if not token or not _client_token_ok(token, settings, request):
+    if not token or not _client_token_ok(token, settings, request, session):
         raise UnauthorizedError(
             "Send an Unleash client token (SWITCHBOARD_CLIENT_API_TOKENS) or a service token "
             "in the Authorization header.",

@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
 from control_plane.changes import RESYNC, ChangeFeed
@@ -68,7 +69,13 @@ class FlagGate:
 
     def _on_change(self, topic: str) -> None:
         if topic in (FLAGS_TOPIC, RESYNC):
-            self.reload()
+            try:
+                self.reload()
+            except OperationalError:
+                # The database is away: keep evaluating the flags we have until it is back.
+                logger.warning(
+                    "flags not reloaded: database unreachable; keeping the last known flags"
+                )
 
     def reload(self) -> None:
         with Session(self._engine) as session:

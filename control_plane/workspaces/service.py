@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 from control_plane.auth.principal import Principal
 from control_plane.catalogue import service as catalogue
 from control_plane.catalogue.models import Tier, VoiceMap
+from control_plane.changes import notify
 from control_plane.core import new_id, utcnow
 from control_plane.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from control_plane.workspaces.models import (
@@ -28,6 +29,11 @@ from control_plane.workspaces.models import (
     WorkspaceSettings,
     WorkspaceSettingsPatch,
 )
+
+
+def config_topic(workspace_id: str) -> str:
+    """The change topic for anything that alters this workspace's session configs."""
+    return f"config:{workspace_id}"
 
 
 def _workspace_not_found(workspace_id: str) -> NotFoundError:
@@ -103,6 +109,7 @@ def update_settings(
     session.add(settings)
     bump_workspace_revision(session, get_workspace(session, principal, workspace_id))
     session.flush()
+    notify(session, config_topic(workspace_id))
     return settings
 
 
@@ -159,6 +166,7 @@ def create_agent(
     )
     session.add(agent)
     session.flush()
+    notify(session, config_topic(workspace_id))
     return agent
 
 
@@ -196,6 +204,7 @@ def update_agent(
     agent.updated_at = utcnow()
     session.add(agent)
     session.flush()
+    notify(session, config_topic(workspace_id))
     return agent
 
 
@@ -203,6 +212,7 @@ def delete_agent(session: Session, principal: Principal, workspace_id: str, agen
     agent = get_agent(session, principal, workspace_id, agent_id)
     session.delete(agent)
     session.flush()
+    notify(session, config_topic(workspace_id))
 
 
 def resolved_voice(session: Session, tier_id: str, voice: str) -> str:

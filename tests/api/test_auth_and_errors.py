@@ -25,14 +25,28 @@ def test_bad_credentials(client: TestClient, tokens: Tokens) -> None:
         assert response.json()["code"] in {"invalid_token", "invalid_authorization_header"}
 
 
-def test_revoked_token_stops_working(client: TestClient, tokens: Tokens) -> None:
-    with Session(client.app.state.engine) as session:  # type: ignore[attr-defined]
-        row, token = auth_service.create_token(session, name="temp", scopes=["workspace:acme"])
-        session.commit()
-        assert client.get("/api/v1/workspaces/acme", headers=auth(token)).status_code == 200
-        auth_service.revoke_token(session, row.id)  # type: ignore[arg-type]
-        session.commit()
+def test_token_api_and_revocation(client: TestClient, tokens: Tokens) -> None:
+    created = client.post(
+        "/api/v1/tokens",
+        json={"name": "temp", "scopes": ["workspace:acme"]},
+        headers=auth(tokens.admin),
+    )
+    assert created.status_code == 201
+    token, token_id = created.json()["token"], created.json()["id"]
+    assert client.get("/api/v1/workspaces/acme", headers=auth(token)).status_code == 200
+    listed = client.get("/api/v1/tokens", headers=auth(tokens.admin)).json()
+    assert token not in str(listed)
+    assert any(t["id"] == token_id and t["revoked_at"] is None for t in listed)
+    assert client.delete(f"/api/v1/tokens/{token_id}", headers=auth(tokens.acme)).status_code == 403
+    assert (
+        client.delete(f"/api/v1/tokens/{token_id}", headers=auth(tokens.admin)).status_code == 204
+    )
+    # Revocation reaches the token cache at once, not after it expires.
     assert client.get("/api/v1/workspaces/acme", headers=auth(token)).status_code == 401
+    bad_scope = client.post(
+        "/api/v1/tokens", json={"name": "x", "scopes": ["root"]}, headers=auth(tokens.admin)
+    )
+    assert bad_scope.status_code == 422
 
 
 def test_every_error_is_problem_json(client: TestClient, tokens: Tokens) -> None:

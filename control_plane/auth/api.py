@@ -1,0 +1,30 @@
+"""REST for machine tokens (admin): issue, list, revoke. A token is shown once, at creation."""
+
+from fastapi import APIRouter, Response, status
+
+from control_plane.auth import service
+from control_plane.auth.models import TokenCreate, TokenCreated, TokenRead
+from control_plane.deps import AdminDep, SessionDep
+
+router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
+
+
+@router.post("", response_model=TokenCreated, status_code=status.HTTP_201_CREATED)
+def create_token(body: TokenCreate, session: SessionDep, _admin: AdminDep) -> TokenCreated:
+    row, token = service.create_token(session, name=body.name, scopes=body.scopes)
+    return TokenCreated(
+        **TokenRead.model_validate(row, from_attributes=True).model_dump(), token=token
+    )
+
+
+@router.get("", response_model=list[TokenRead])
+def list_tokens(session: SessionDep, _admin: AdminDep) -> list[TokenRead]:
+    return [
+        TokenRead.model_validate(row, from_attributes=True) for row in service.list_tokens(session)
+    ]
+
+
+@router.delete("/{token_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+def revoke_token(token_id: int, session: SessionDep, _admin: AdminDep) -> Response:
+    service.revoke_token(session, token_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

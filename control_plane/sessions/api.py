@@ -1,0 +1,100 @@
+"""REST for resolved session configs (service scope). The cached answer is also served by the
+fast path in `fastpath.py`; this route builds, caches and explains every other case."""
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from control_plane.deps import PrincipalDep, SessionDep
+from control_plane.sessions import service
+from control_plane.sessions.cache import CachedConfig, ConfigCache
+from control_plane.sessions.models import CredentialsMode, ResolvedSessionConfig
+from control_plane.workspaces.models import AgentConfig
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/api/v1", tags=["session config"])
+
+STALE_HEADER = "X-Switchboard-Stale"
+CredentialsQuery = Annotated[
+    CredentialsMode,
+    Query(
+        description="key: the workspace's API key; ephemeral: a short-lived xAI client secret; none"
+    ),
+]
+
+
+def config_response(request: Request, entry: CachedConfig, *, stale: bool = False) -> Response:
+    headers = {"Cache-Control": "no-store", "ETag": entry.etag}
+    if stale:
+        headers[STALE_HEADER] = "true"
+        return Response(content=entry.stale_body, media_type="application/json", headers=headers)
+    if request.headers.get("if-none-match") == entry.etag:
+        return Response(status_code=304, headers=headers)
+    return Response(content=entry.body, media_type="application/json", headers=headers)
+
+
+@router.get(
+    "/workspaces/{workspace_id}/agents/{agent_id}/session-config",
+    response_model=None,
+    responses={
+        200: {"model": ResolvedSessionConfig},
+        403: {"description": "tier_not_enabled / tier_disabled / service_required"},
+        404: {"description": "workspace_not_found / agent_not_found"},
+        409: {"description": "xai_api_key_missing"},
+    },
+)
+def agent_session_config(
+    workspace_id: str,
+    agent_id: str,
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    credentials: CredentialsQuery = "key",
+) -> Response:
+    service.require_service(principal)
+    cache: ConfigCache = request.app.state.config_cache
+    key = (workspace_id, agent_id, credentials)
+    entry = cache.get(key)
+    if entry is not None:
+        return config_response(request, entry)
+    try:
+        config = service.resolve_agent(
+            session, request.app.state.resolver, principal, workspace_id, agent_id, credentials
+        )
+    except (OperationalError, PoolTimeoutError):
+        last = cache.last_known(key)
+        if last is None:
+            raise
+        _discard_failed_transaction(session)
+        logger.warning(
+            "database unreachable: serving last known config for %s/%s", workspace_id, agent_id
+        )
+        return config_response(request, last, stale=True)
+    return config_response(request, cache.put(key, config))
+
+
+@router.post("/workspaces/{workspace_id}/session-config", response_model=ResolvedSessionConfig)
+def inline_session_config(
+    workspace_id: str,
+    body: AgentConfig,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    principal: PrincipalDep,
+    credentials: CredentialsQuery = "key",
+) -> ResolvedSessionConfig:
+    service.require_service(principal)
+    response.headers["Cache-Control"] = "no-store"
+    return service.resolve_inline(
+        session, request.app.state.resolver, principal, workspace_id, body, credentials
+    )
+
+
+def _discard_failed_transaction(session: SessionDep) -> None:
+    try:
+        session.rollback()
+    except (OperationalError, PoolTimeoutError):
+        session.invalidate()

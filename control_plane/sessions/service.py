@@ -1,0 +1,268 @@
+"""The resolver: agent + tier + voice map + flag + key → one resolved session config.
+
+No fallback: if the tier's engine cannot run this call (flag off, key missing), the answer is a
+clear error, never a config for a different engine.
+"""
+
+from dataclasses import dataclass
+
+from sqlmodel import Session
+
+from control_plane.auth.principal import Principal
+from control_plane.catalogue import service as catalogue
+from control_plane.catalogue.models import Tier, VoiceMap
+from control_plane.errors import ForbiddenError, ProblemError
+from control_plane.keys import service as keys
+from control_plane.keys.crypto import Keyring
+from control_plane.rollout.gate import FlagGate
+from control_plane.rollout.models import Flag
+from control_plane.sessions.engines import ENGINES
+from control_plane.sessions.ephemeral import EphemeralSecrets
+from control_plane.sessions.models import (
+    AudioConfig,
+    AudioDirection,
+    AudioFormat,
+    Credentials,
+    CredentialsMode,
+    ProviderInfo,
+    ResolvedSessionConfig,
+    SessionSettings,
+    TierSummary,
+    TurnDetection,
+)
+from control_plane.settings import Settings
+from control_plane.workspaces import service as workspaces
+from control_plane.workspaces.models import AgentConfig, BuiltinTools, FunctionTool
+
+DEFAULT_VAD_THRESHOLD = 0.7
+XAI_KEY_MISSING = (
+    "xAI API key not configured for this workspace. Please add it in Settings > Workspace API Keys."
+)
+
+LANGUAGES = {
+    "en": "English",
+    "es": "Spanish",
+    "fr": "French",
+    "de": "German",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "nl": "Dutch",
+    "ja": "Japanese",
+    "ko": "Korean",
+    "zh": "Chinese",
+    "hi": "Hindi",
+    "ar": "Arabic",
+    "ru": "Russian",
+    "pl": "Polish",
+    "tr": "Turkish",
+    "sv": "Swedish",
+}
+
+
+class TierNotEnabledError(ProblemError):
+    status = 403
+    code = "tier_not_enabled"
+    title = "Tier not enabled"
+
+
+class KeyMissingError(ProblemError):
+    status = 409
+    code = "xai_api_key_missing"
+    title = "API key missing"
+
+
+class EngineUnknownError(ProblemError):
+    status = 500
+    code = "engine_unknown"
+    title = "Engine not configured"
+
+
+def instructions_with_language(instructions: str, language: str) -> str:
+    name = LANGUAGES.get(language.split("-")[0].lower(), language)
+    line = f"Always speak {name} ({language}) with the caller unless they ask for another language."
+    return f"{instructions.rstrip()}\n\n{line}" if instructions.strip() else line
+
+
+def resolved_voice(session: Session, tier: Tier, voice: str) -> str:
+    if session.get(VoiceMap, tier.voice_provider) is None:
+        return voice
+    return catalogue.resolve_voice(session, tier.voice_provider, voice).voice
+
+
+def config_version(
+    session: Session, tier: Tier, workspace_revision: int, agent_version: str
+) -> str:
+    """Every write that can change this config bumps one of these parts."""
+    voice_map = session.get(VoiceMap, tier.voice_provider)
+    flag = session.get(Flag, tier.flag_name) if tier.flag_name else None
+    return ".".join(
+        str(part)
+        for part in (
+            tier.version,
+            voice_map.version if voice_map else 0,
+            flag.version if flag else 0,
+            workspace_revision,
+            agent_version,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Resolver:
+    """What resolving needs beyond the database session: one per process."""
+
+    settings: Settings
+    keyring: Keyring
+    gate: FlagGate
+    secrets: EphemeralSecrets
+
+
+def resolve_agent(
+    session: Session,
+    resolver: Resolver,
+    principal: Principal,
+    workspace_id: str,
+    agent_id: str,
+    credentials: CredentialsMode = "key",
+) -> ResolvedSessionConfig:
+    """The config for a stored agent."""
+    reader = _service_reader(principal, workspace_id)
+    agent = workspaces.get_agent(session, reader, workspace_id, agent_id)
+    config = AgentConfig(
+        name=agent.name,
+        pricing_tier=agent.pricing_tier,
+        voice=agent.voice,
+        instructions=agent.instructions,
+        language=agent.language,
+        turn_detection_threshold=agent.turn_detection_threshold,
+        tools=[FunctionTool.model_validate(t) for t in agent.tools],
+        builtin_tools=BuiltinTools.model_validate(agent.builtin_tools),
+    )
+    return _resolve(
+        session,
+        resolver,
+        reader,
+        workspace_id,
+        config,
+        agent.voice,
+        agent.id,
+        str(agent.version),
+        credentials,
+    )
+
+
+def resolve_inline(
+    session: Session,
+    resolver: Resolver,
+    principal: Principal,
+    workspace_id: str,
+    config: AgentConfig,
+    credentials: CredentialsMode = "key",
+) -> ResolvedSessionConfig:
+    """The config for an agent the backend owns, validated like agent creation."""
+    reader = _service_reader(principal, workspace_id)
+    workspaces.get_workspace(session, reader, workspace_id)
+    voice = workspaces.validate_agent_config(session, config)
+    return _resolve(
+        session, resolver, reader, workspace_id, config, voice, None, "inline", credentials
+    )
+
+
+def require_service(principal: Principal) -> None:
+    if not principal.is_service:
+        raise ForbiddenError("Session configs are for service tokens.", code="service_required")
+
+
+def _service_reader(principal: Principal, workspace_id: str) -> Principal:
+    """Service tokens run calls for every workspace; nobody else may resolve configs."""
+    require_service(principal)
+    return Principal(
+        name=principal.name,
+        scopes=principal.scopes | {f"workspace:{workspace_id}"},
+        token_id=principal.token_id,
+    )
+
+
+def _resolve(
+    session: Session,
+    resolver: Resolver,
+    reader: Principal,
+    workspace_id: str,
+    config: AgentConfig,
+    voice: str,
+    agent_id: str | None,
+    agent_version: str,
+    credentials: CredentialsMode,
+) -> ResolvedSessionConfig:
+    settings, gate = resolver.settings, resolver.gate
+    workspace = workspaces.get_workspace(session, reader, workspace_id)
+    tier = catalogue.get_tier(session, config.pricing_tier)
+    profile = ENGINES.get(tier.engine)
+    if profile is None:
+        raise EngineUnknownError(
+            f"Tier '{tier.id}' names engine '{tier.engine}', which this Switchboard does not know."
+        )
+
+    decision = None
+    if tier.flag_name:
+        decision = gate.decide(tier.flag_name, workspace_id, subject=tier.name)
+        if not decision.enabled:
+            raise TierNotEnabledError(
+                decision.reason or f"{tier.name} is not enabled for this workspace.",
+                code="tier_disabled" if decision.killed else "tier_not_enabled",
+                extra={"tier": tier.id, "flag": tier.flag_name, "stage": decision.stage},
+            )
+
+    key = None
+    if profile.key_provider is not None:
+        key = keys.reveal_key(session, resolver.keyring, workspace_id, profile.key_provider)
+    if key is None and profile.key_required:
+        raise KeyMissingError(
+            XAI_KEY_MISSING, extra={"tier": tier.id, "provider": profile.key_provider}
+        )
+    creds = None
+    if key is not None and credentials == "ephemeral" and profile.supports_ephemeral:
+        secret = resolver.secrets.get(workspace_id, key)
+        creds = Credentials(
+            type="ephemeral",
+            provider=profile.provider,
+            value=secret.value,
+            expires_at=secret.expires_at,
+        )
+    elif key is not None and credentials != "none":
+        creds = Credentials(type="api_key", provider=profile.provider, value=key)
+
+    audio = AudioFormat(type=profile.telephony_audio)
+    return ResolvedSessionConfig(
+        config_version=config_version(session, tier, workspace.revision, agent_version),
+        workspace_id=workspace_id,
+        agent_id=agent_id,
+        agent_name=config.name,
+        tier=TierSummary(id=tier.id, name=tier.name, engine=tier.engine),
+        engine=tier.engine,
+        provider=ProviderInfo(
+            name=profile.provider,
+            model=tier.llm_model,
+            realtime_url=profile.realtime_url(settings),
+            stt=f"{tier.stt_provider}:{tier.stt_model}" if tier.stt_model else tier.stt_provider,
+            tts=f"{tier.tts_provider}:{tier.tts_model}" if tier.tts_model else tier.tts_provider,
+            telephony=tier.telephony_provider,
+        ),
+        session=SessionSettings(
+            voice=resolved_voice(session, tier, voice),
+            requested_voice=voice,
+            instructions=instructions_with_language(config.instructions, config.language),
+            language=config.language,
+            turn_detection=TurnDetection(
+                threshold=config.turn_detection_threshold
+                if config.turn_detection_threshold is not None
+                else DEFAULT_VAD_THRESHOLD
+            ),
+            tools=profile.convert_tools(config.tools, config.builtin_tools),
+            audio=AudioConfig(
+                input=AudioDirection(format=audio), output=AudioDirection(format=audio)
+            ),
+        ),
+        credentials=creds,
+        flag=decision,
+    )
