@@ -31,6 +31,11 @@ test: $(VENV)/.installed-dev
 	$(BIN)/mypy
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/test-services.sh $(BIN)/pytest -q $(PYTEST_ARGS)
 
+## Benchmarks: Switchboard vs unleash-server 7.x side by side (PostgreSQL, Node 20, wrk)
+bench: $(VENV)/.installed-dev
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/test-services.sh $(BIN)/python bench/control_plane.py
+
 lint:
 	$(BIN)/ruff format --check . && $(BIN)/ruff check .
 

@@ -41,7 +41,9 @@ def get_session(
             raise
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit (and announce changes) before the response is sent, so a client
+# that got 200 can read its own write and no acknowledged write is lost.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 

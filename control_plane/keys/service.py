@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import httpx
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from control_plane.audit import service as audit
@@ -297,13 +298,26 @@ def delete_key(session: Session, principal: Principal, workspace_id: str, provid
 
 def reveal_key(session: Session, keyring: Keyring, workspace_id: str, provider: str) -> str | None:
     """The plain key, for the session-config resolver only. None when not configured."""
-    row = session.get(WorkspaceApiKey, (workspace_id, provider))
+    # A Core query, not the ORM: this runs on the session-config hot path.
+    row = (
+        session.connection()
+        .execute(_SEALED_KEY, {"workspace_id": workspace_id, "provider": provider})
+        .first()
+    )
     if row is None:
         return None
     return keyring.open(
         Sealed(row.master_key_id, row.nonce, row.ciphertext),
         _associated_data(workspace_id, provider),
     )
+
+
+_KEYS = WorkspaceApiKey.__table__  # type: ignore[attr-defined]
+_SEALED_KEY = (
+    sa_select(_KEYS.c.master_key_id, _KEYS.c.nonce, _KEYS.c.ciphertext)
+    .where(_KEYS.c.workspace_id == bindparam("workspace_id"))
+    .where(_KEYS.c.provider == bindparam("provider"))
+)
 
 
 def rotate_master(session: Session, keyring: Keyring, *, actor: str) -> int:

@@ -50,10 +50,19 @@ class FlagEvaluator(Protocol):
 
 
 class EmbeddedEvaluator:
+    """yggdrasil-engine in-process.
+
+    Decisions per (flag, workspace) are memoized until the next load: the features we compile
+    use no time- or request-dependent constraints, so the same state and workspace always give
+    the same answer, and the hot path pays a dict lookup instead of a round trip through FFI.
+    """
+
     mode = "embedded"
+    MEMO_LIMIT = 100_000
 
     def __init__(self, settings: Settings) -> None:
         self._engine = UnleashEngine()
+        self._memo: dict[tuple[str, str], bool] = {}
         self._context_base = {
             "environment": settings.unleash_environment,
             "appName": settings.unleash_app_name,
@@ -67,14 +76,23 @@ class EmbeddedEvaluator:
         """Any client-API state (features and segments, or delta events) the engine accepts."""
         with self._lock:
             warnings = self._engine.take_state(json.dumps(document))
+            self._memo = {}
         if warnings:
             logger.warning("flag engine warnings: %s", warnings)
 
     def is_enabled(self, flag: str, workspace_id: str) -> bool:
-        return self.evaluate(flag, {"properties": {WORKSPACE_FIELD: workspace_id}})
+        memo = self._memo
+        decision = memo.get((flag, workspace_id))
+        if decision is None:
+            decision = self.evaluate(flag, {"properties": {WORKSPACE_FIELD: workspace_id}})
+            if len(memo) >= self.MEMO_LIMIT:
+                memo.clear()
+            memo[(flag, workspace_id)] = decision
+        return decision
 
     def evaluate(self, flag: str, context: dict[str, Any]) -> bool:
-        return bool(self._engine.is_enabled(flag, {**self._context_base, **context}).is_enabled)
+        """Evaluate without the memo (any context, as the Unleash SDKs do)."""
+        return bool(self._engine.check_enabled(flag, {**self._context_base, **context}).is_enabled)
 
     def variant(self, flag: str, context: dict[str, Any]) -> dict[str, Any]:
         variant = self._engine.get_variant(flag, {**self._context_base, **context}).variant

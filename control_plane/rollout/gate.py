@@ -58,6 +58,7 @@ class FlagGate:
         else:
             self.evaluator = EmbeddedEvaluator(settings)
         self._meta: dict[str, tuple[Stage, bool]] = {}
+        self._versions: dict[str, int] = {}
         self._lock = threading.Lock()
         self.client_body = b""
         self.client_etag = ""
@@ -82,12 +83,14 @@ class FlagGate:
             flags = session.exec(select(Flag).order_by(col(Flag.name))).all()
             features: list[dict[str, Any]] = [dict(f.definition) for f in flags]
             meta: dict[str, tuple[Stage, bool]] = {f.name: (f.stage, f.killed) for f in flags}  # type: ignore[misc]
+            versions = {f.name: f.version for f in flags}
         body = json.dumps(
             client_features_document(features, self._environment), separators=(",", ":")
         ).encode()
         with self._lock:
             self.evaluator.load(features)
             self._meta = meta
+            self._versions = versions
             self.client_body = body
             self.client_etag = strong_etag(body)
 
@@ -110,6 +113,10 @@ class FlagGate:
 
     def stage_of(self, flag: str) -> tuple[Stage, bool] | None:
         return self._meta.get(flag)
+
+    def version_of(self, flag: str) -> int:
+        """The flag's version as loaded (0 when unknown): part of every gated config version."""
+        return self._versions.get(flag, 0)
 
     def decide(self, flag: str, workspace_id: str, subject: str | None = None) -> FlagDecision:
         """Evaluate a flag for a workspace, with a reason a person can read when it is off."""

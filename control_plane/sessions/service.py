@@ -9,13 +9,12 @@ from dataclasses import dataclass
 from sqlmodel import Session
 
 from control_plane.auth.principal import Principal
-from control_plane.catalogue import service as catalogue
-from control_plane.catalogue.models import Tier, VoiceMap
+from control_plane.catalogue.models import Tier
+from control_plane.catalogue.snapshot import CatalogueData, CatalogueSnapshot
 from control_plane.errors import ForbiddenError, ProblemError
 from control_plane.keys import service as keys
 from control_plane.keys.crypto import Keyring
 from control_plane.rollout.gate import FlagGate
-from control_plane.rollout.models import Flag
 from control_plane.sessions.engines import ENGINES
 from control_plane.sessions.ephemeral import EphemeralSecrets
 from control_plane.sessions.models import (
@@ -32,7 +31,7 @@ from control_plane.sessions.models import (
 )
 from control_plane.settings import Settings
 from control_plane.workspaces import service as workspaces
-from control_plane.workspaces.models import AgentConfig, BuiltinTools, FunctionTool
+from control_plane.workspaces.models import AgentConfig
 
 DEFAULT_VAD_THRESHOLD = 0.7
 XAI_KEY_MISSING = (
@@ -83,24 +82,18 @@ def instructions_with_language(instructions: str, language: str) -> str:
     return f"{instructions.rstrip()}\n\n{line}" if instructions.strip() else line
 
 
-def resolved_voice(session: Session, tier: Tier, voice: str) -> str:
-    if session.get(VoiceMap, tier.voice_provider) is None:
-        return voice
-    return catalogue.resolve_voice(session, tier.voice_provider, voice).voice
-
-
 def config_version(
-    session: Session, tier: Tier, workspace_revision: int, agent_version: str
+    data: CatalogueData, gate: FlagGate, tier: Tier, workspace_revision: int, agent_version: str
 ) -> str:
-    """Every write that can change this config bumps one of these parts."""
-    voice_map = session.get(VoiceMap, tier.voice_provider)
-    flag = session.get(Flag, tier.flag_name) if tier.flag_name else None
+    """Every write that can change this config bumps one of these parts: tier, voice map, flag
+    (stage, cohorts, kill), workspace (keys, settings), agent."""
+    voice_map = data.voice_maps.get(tier.voice_provider)
     return ".".join(
         str(part)
         for part in (
             tier.version,
             voice_map.version if voice_map else 0,
-            flag.version if flag else 0,
+            gate.version_of(tier.flag_name) if tier.flag_name else 0,
             workspace_revision,
             agent_version,
         )
@@ -115,6 +108,7 @@ class Resolver:
     keyring: Keyring
     gate: FlagGate
     secrets: EphemeralSecrets
+    catalogue: CatalogueSnapshot
 
 
 def resolve_agent(
@@ -127,25 +121,15 @@ def resolve_agent(
 ) -> ResolvedSessionConfig:
     """The config for a stored agent."""
     reader = _service_reader(principal, workspace_id)
-    agent = workspaces.get_agent(session, reader, workspace_id, agent_id)
-    config = AgentConfig(
-        name=agent.name,
-        pricing_tier=agent.pricing_tier,
-        voice=agent.voice,
-        instructions=agent.instructions,
-        language=agent.language,
-        turn_detection_threshold=agent.turn_detection_threshold,
-        tools=[FunctionTool.model_validate(t) for t in agent.tools],
-        builtin_tools=BuiltinTools.model_validate(agent.builtin_tools),
-    )
+    agent = workspaces.agent_snapshot(session, reader, workspace_id, agent_id)
     return _resolve(
         session,
         resolver,
-        reader,
         workspace_id,
-        config,
-        agent.voice,
-        agent.id,
+        agent.workspace_revision,
+        agent.config,
+        agent.config.voice or "",
+        agent.agent_id,
         str(agent.version),
         credentials,
     )
@@ -161,10 +145,18 @@ def resolve_inline(
 ) -> ResolvedSessionConfig:
     """The config for an agent the backend owns, validated like agent creation."""
     reader = _service_reader(principal, workspace_id)
-    workspaces.get_workspace(session, reader, workspace_id)
+    workspace = workspaces.get_workspace(session, reader, workspace_id)
     voice = workspaces.validate_agent_config(session, config)
     return _resolve(
-        session, resolver, reader, workspace_id, config, voice, None, "inline", credentials
+        session,
+        resolver,
+        workspace_id,
+        workspace.revision,
+        config,
+        voice,
+        None,
+        "inline",
+        credentials,
     )
 
 
@@ -186,17 +178,16 @@ def _service_reader(principal: Principal, workspace_id: str) -> Principal:
 def _resolve(
     session: Session,
     resolver: Resolver,
-    reader: Principal,
     workspace_id: str,
+    workspace_revision: int,
     config: AgentConfig,
     voice: str,
     agent_id: str | None,
     agent_version: str,
     credentials: CredentialsMode,
 ) -> ResolvedSessionConfig:
-    settings, gate = resolver.settings, resolver.gate
-    workspace = workspaces.get_workspace(session, reader, workspace_id)
-    tier = catalogue.get_tier(session, config.pricing_tier)
+    settings, gate, data = resolver.settings, resolver.gate, resolver.catalogue.get()
+    tier = data.tier(config.pricing_tier)
     profile = ENGINES.get(tier.engine)
     if profile is None:
         raise EngineUnknownError(
@@ -234,7 +225,7 @@ def _resolve(
 
     audio = AudioFormat(type=profile.telephony_audio)
     return ResolvedSessionConfig(
-        config_version=config_version(session, tier, workspace.revision, agent_version),
+        config_version=config_version(data, gate, tier, workspace_revision, agent_version),
         workspace_id=workspace_id,
         agent_id=agent_id,
         agent_name=config.name,
@@ -249,7 +240,7 @@ def _resolve(
             telephony=tier.telephony_provider,
         ),
         session=SessionSettings(
-            voice=resolved_voice(session, tier, voice),
+            voice=spoken.voice if (spoken := data.speak(tier, voice)) else voice,
             requested_voice=voice,
             instructions=instructions_with_language(config.instructions, config.language),
             language=config.language,

@@ -6,7 +6,10 @@ caller and answers "not found" for a workspace the caller may not see, so nothin
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+from sqlalchemy import bindparam
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -136,6 +139,54 @@ def get_agent(session: Session, principal: Principal, workspace_id: str, agent_i
             f"Agent '{agent_id}' not found in workspace '{workspace_id}'.", code="agent_not_found"
         )
     return agent
+
+
+@dataclass(frozen=True)
+class AgentSnapshot:
+    """An agent as a call sees it, with its version and its workspace's config revision."""
+
+    agent_id: str
+    config: AgentConfig
+    version: int
+    workspace_revision: int
+
+
+_AGENT_WITH_REVISION = (
+    sa_select(Agent.__table__, Workspace.__table__.c.revision)  # type: ignore[attr-defined]
+    .join(Workspace.__table__, Workspace.__table__.c.id == Agent.__table__.c.workspace_id)  # type: ignore[attr-defined]
+    .where(Agent.__table__.c.id == bindparam("agent_id"))  # type: ignore[attr-defined]
+    .where(Agent.__table__.c.workspace_id == bindparam("workspace_id"))  # type: ignore[attr-defined]
+)
+
+
+def agent_snapshot(
+    session: Session, principal: Principal, workspace_id: str, agent_id: str
+) -> AgentSnapshot:
+    """One Core query, no ORM bookkeeping: this is on the session-config hot path."""
+    if not principal.can_access_workspace(workspace_id):
+        raise _workspace_not_found(workspace_id)
+    row = (
+        session.connection()
+        .execute(_AGENT_WITH_REVISION, {"agent_id": agent_id, "workspace_id": workspace_id})
+        .mappings()
+        .first()
+    )
+    if row is None:
+        get_workspace(session, principal, workspace_id)
+        raise NotFoundError(
+            f"Agent '{agent_id}' not found in workspace '{workspace_id}'.", code="agent_not_found"
+        )
+    config = AgentConfig(
+        name=row["name"],
+        pricing_tier=row["pricing_tier"],
+        voice=row["voice"],
+        instructions=row["instructions"],
+        language=row["language"],
+        turn_detection_threshold=row["turn_detection_threshold"],
+        tools=row["tools"],
+        builtin_tools=row["builtin_tools"],
+    )
+    return AgentSnapshot(row["id"], config, row["version"], row["revision"])
 
 
 def list_agents(session: Session, principal: Principal, workspace_id: str) -> Sequence[Agent]:

@@ -194,4 +194,9 @@ def test_database_outage_serves_last_known_good_and_never_500(
         # Nothing half-applied: the refused write did not happen; a new one does.
         assert http.get(config_path, headers=auth(service)).json()["session"]["voice"] == "Ara"
         assert http.patch(agent_path, json={"voice": "Leo"}, headers=auth(admin)).status_code == 200
-        assert http.get(config_path, headers=auth(service)).json()["session"]["voice"] == "Leo"
+        final = http.get(config_path, headers=auth(service))
+        assert final.json()["session"]["voice"] == "Leo", (
+            final.headers,
+            final.json()["config_version"],
+            app.state.config_cache._entries,
+        )
