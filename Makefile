@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck format bench clean
+.PHONY: run test lint typecheck format bench bench-runtime clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -35,6 +35,11 @@ test: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/test-services.sh $(BIN)/python bench/control_plane.py
+	$(BIN)/python bench/runtime.py
+
+## Runtime benchmark only: GrokRealtimeSession against the fake xAI on loopback
+bench-runtime: $(VENV)/.installed-dev
+	$(BIN)/python bench/runtime.py
 
 lint:
 	$(BIN)/ruff format --check . && $(BIN)/ruff check .

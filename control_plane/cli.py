@@ -319,3 +319,22 @@ def cohorts_set(name: str, workspaces: list[str], actor: str = "cli") -> None:
         typer.echo(f"{cohort.name}\t{','.join(cohort.members) or '-'}")
 
     _flag_command(put)
+
+
+@app.command()
+def worker(host: str = "127.0.0.1", port: int = 8001) -> None:
+    """Serve the call worker: /ws/twilio/{agent_id}, /ws/telnyx/{agent_id}, /twiml, /texml.
+
+    Needs SWITCHBOARD_SERVICE_TOKEN and SWITCHBOARD_CONTROL_PLANE_URL (and
+    SWITCHBOARD_WORKER_PUBLIC_URL for the TwiML/TeXML answers).
+    """
+    import uvicorn
+
+    from control_plane.logging import configure_logging
+    from control_plane.runtime.worker import create_worker_app
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_worker_app(settings), host=host, port=port, log_level="info", access_log=False
+    )

@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     # Tokens accepted by the served Unleash client API (/api/client/features), comma separated.
     client_api_tokens: SecretStr | None = None
 
+    # The call worker (`switchboard worker`): where the control plane is, the service token it
+    # uses, and the public base URL phone providers reach the worker on (for TwiML/TeXML).
+    control_plane_url: str = "http://127.0.0.1:8000"
+    service_token: SecretStr | None = None
+    worker_public_url: str = "http://127.0.0.1:8001"
+    tool_timeout_seconds: float = 10.0
+
     session_secret: SecretStr | None = None
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     max_json_depth: int = Field(default=32, ge=2)

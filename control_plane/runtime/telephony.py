@@ -1,0 +1,250 @@
+"""Twilio Media Streams and Telnyx media streaming, bridged to a realtime session.
+
+Phone audio is G.711 μ-law at 8 kHz and Grok takes `audio/pcmu`, so payloads cross untouched
+in both directions: no decode, no resample, no re-encode. Each provider is a dialect (how to read
+its frames, how to write media/clear/mark back); the bridge itself is shared.
+"""
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from control_plane.runtime.session import (
+    AudioDone,
+    AudioOut,
+    CallEnded,
+    ClearAudio,
+    GrokRealtimeSession,
+    Transcript,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Start:
+    stream_id: str
+    call_id: str
+    parameters: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Media:
+    payload: str
+
+
+@dataclass(frozen=True)
+class Mark:
+    name: str
+
+
+@dataclass(frozen=True)
+class Stop:
+    pass
+
+
+@dataclass(frozen=True)
+class Ignored:
+    why: str
+
+
+PhoneEvent = Start | Media | Mark | Stop | Ignored
+
+
+class Dialect(Protocol):
+    name: str
+
+    def parse(self, frame: dict[str, Any]) -> PhoneEvent: ...
+
+    def media(self, stream_id: str, payload: str) -> dict[str, Any]: ...
+
+    def clear(self, stream_id: str) -> dict[str, Any]: ...
+
+    def mark(self, stream_id: str, name: str) -> dict[str, Any] | None: ...
+
+
+def _media_payload(frame: dict[str, Any]) -> PhoneEvent:
+    media = frame.get("media")
+    if not isinstance(media, dict):
+        return Ignored("media frame without media")
+    if media.get("track", "inbound") not in ("inbound", "inbound_track"):
+        return Ignored("not the caller's track")
+    payload = media.get("payload")
+    if not isinstance(payload, str) or not payload:
+        return Ignored("media frame without payload")
+    try:
+        base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        return Ignored("payload is not valid base64")
+    return Media(payload)
+
+
+class Twilio:
+    name = "twilio"
+
+    def parse(self, frame: dict[str, Any]) -> PhoneEvent:
+        event = frame.get("event")
+        if event == "media":
+            return _media_payload(frame)
+        if event == "start":
+            start = frame.get("start") or {}
+            parameters = start.get("customParameters") or {}
+            return Start(
+                stream_id=str(frame.get("streamSid") or start.get("streamSid") or ""),
+                call_id=str(start.get("callSid") or ""),
+                parameters={str(k): str(v) for k, v in parameters.items()}
+                if isinstance(parameters, dict)
+                else {},
+            )
+        if event == "mark":
+            return Mark(str((frame.get("mark") or {}).get("name", "")))
+        if event == "stop":
+            return Stop()
+        return Ignored(f"event {str(event)[:32]!r}")
+
+    def media(self, stream_id: str, payload: str) -> dict[str, Any]:
+        return {"event": "media", "streamSid": stream_id, "media": {"payload": payload}}
+
+    def clear(self, stream_id: str) -> dict[str, Any]:
+        return {"event": "clear", "streamSid": stream_id}
+
+    def mark(self, stream_id: str, name: str) -> dict[str, Any] | None:
+        return {"event": "mark", "streamSid": stream_id, "mark": {"name": name}}
+
+
+class Telnyx:
+    name = "telnyx"
+
+    def parse(self, frame: dict[str, Any]) -> PhoneEvent:
+        event = frame.get("event")
+        if event == "media":
+            return _media_payload(frame)
+        if event == "start":
+            start = frame.get("start") or {}
+            parameters = start.get("custom_parameters") or start.get("customParameters") or {}
+            return Start(
+                stream_id=str(frame.get("stream_id") or ""),
+                call_id=str(start.get("call_control_id") or ""),
+                parameters={str(k): str(v) for k, v in parameters.items()}
+                if isinstance(parameters, dict)
+                else {},
+            )
+        if event == "mark":
+            return Mark(str((frame.get("mark") or {}).get("name", "")))
+        if event == "stop":
+            return Stop()
+        return Ignored(f"event {str(event)[:32]!r}")
+
+    def media(self, stream_id: str, payload: str) -> dict[str, Any]:
+        return {"event": "media", "media": {"payload": payload}}
+
+    def clear(self, stream_id: str) -> dict[str, Any]:
+        return {"event": "clear"}
+
+    def mark(self, stream_id: str, name: str) -> dict[str, Any] | None:
+        return None  # Telnyx's bidirectional stream documents media and clear only
+
+
+DIALECTS: dict[str, Dialect] = {"twilio": Twilio(), "telnyx": Telnyx()}
+
+
+@dataclass
+class BridgeStats:
+    frames_in: int = 0
+    frames_out: int = 0
+    ignored: int = 0
+    marks_played: list[str] = field(default_factory=list)
+
+
+async def read_phone_event(
+    phone: WebSocket, dialect: Dialect, stats: BridgeStats
+) -> PhoneEvent | None:
+    """The next phone event; None when the phone hung up. Bad frames are skipped, not fatal."""
+    try:
+        text = await phone.receive_text()
+    except WebSocketDisconnect:
+        return None
+    except KeyError:  # a binary frame where text was expected
+        stats.ignored += 1
+        return Ignored("binary frame")
+    if len(text) > MAX_FRAME_BYTES:
+        stats.ignored += 1
+        return Ignored("oversized frame")
+    try:
+        frame = json.loads(text)
+    except ValueError:
+        stats.ignored += 1
+        return Ignored("not JSON")
+    if not isinstance(frame, dict):
+        stats.ignored += 1
+        return Ignored("not an object")
+    event = dialect.parse(frame)
+    if isinstance(event, Ignored):
+        stats.ignored += 1
+    return event
+
+
+async def wait_for_start(phone: WebSocket, dialect: Dialect, stats: BridgeStats) -> Start | None:
+    while True:
+        event = await read_phone_event(phone, dialect, stats)
+        if event is None or isinstance(event, Stop):
+            return None
+        if isinstance(event, Start):
+            return event
+
+
+async def bridge(
+    phone: WebSocket, dialect: Dialect, start: Start, session: GrokRealtimeSession
+) -> BridgeStats:
+    """Move audio both ways until either side ends the call. The session is already open."""
+    stats = BridgeStats()
+    marks = 0
+
+    async def phone_to_grok() -> None:
+        while True:
+            event = await read_phone_event(phone, dialect, stats)
+            if event is None or isinstance(event, Stop):
+                await session.hangup("caller_hangup" if event is None else "phone_stop")
+                return
+            if isinstance(event, Media):
+                stats.frames_in += 1
+                await session.send_audio(event.payload)
+            elif isinstance(event, Mark):
+                stats.marks_played.append(event.name)
+
+    async def grok_to_phone() -> None:
+        nonlocal marks
+        async for event in session.events():
+            if isinstance(event, AudioOut):
+                stats.frames_out += 1
+                await phone.send_text(json.dumps(dialect.media(start.stream_id, event.payload)))
+            elif isinstance(event, ClearAudio):
+                await phone.send_text(json.dumps(dialect.clear(start.stream_id)))
+            elif isinstance(event, AudioDone):
+                marks += 1
+                mark = dialect.mark(start.stream_id, f"response-{marks}")
+                if mark is not None:
+                    await phone.send_text(json.dumps(mark))
+            elif isinstance(event, Transcript):
+                logger.debug("%s: %s", event.role, event.text)
+            elif isinstance(event, CallEnded):
+                return
+
+    inbound = asyncio.create_task(phone_to_grok())
+    outbound = asyncio.create_task(grok_to_phone())
+    done, pending = await asyncio.wait({inbound, outbound}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in done:
+        if task.exception() is not None and not isinstance(task.exception(), WebSocketDisconnect):
+            logger.warning("bridge task failed: %s", type(task.exception()).__name__)
+    return stats

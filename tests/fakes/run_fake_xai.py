@@ -1,0 +1,24 @@
+"""Run the fake xAI server as its own process (benchmarks).
+
+Usage: python -m tests.fakes.run_fake_xai PORT KEY
+"""
+
+import sys
+
+import uvicorn
+
+from tests.fakes.fake_xai import FakeXAIState, build_app
+
+
+def main() -> None:
+    port, key = int(sys.argv[1]), sys.argv[2]
+    state = FakeXAIState(accepted_keys={key}, frames_per_utterance=25, send_unknown_events=False)
+    state.reply_audio = [bytes([0xFF]) * 160 for _ in range(25)]
+    state.delta_interval = 0.02  # like a real provider: about real time
+    uvicorn.run(
+        build_app(state), host="127.0.0.1", port=port, log_level="warning", ws_ping_interval=None
+    )
+
+
+if __name__ == "__main__":
+    main()

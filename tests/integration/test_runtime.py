@@ -1,0 +1,497 @@
+"""GrokRealtimeSession and the call worker, end to end: a real control plane, the fake xAI
+realtime server and a scripted caller on Twilio's and Telnyx's media-stream protocols."""
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from websockets.asyncio.client import connect
+
+from control_plane.app import create_app
+from control_plane.runtime.session import (
+    CallEnded,
+    CallRefusedError,
+    GrokRealtimeSession,
+    MemoryTelemetrySink,
+    SessionConfigError,
+)
+from control_plane.runtime.tools import ToolRegistry
+from control_plane.runtime.worker import create_worker_app
+from control_plane.settings import Settings
+from tests.conftest import auth
+from tests.fakes.fake_xai import FakeXAIState, ToolTurn, build_app
+from tests.fakes.server import BackgroundServer
+
+XAI_KEY = "xai-" + "RuntimeTestKey0123456789ab" + "Rt42"
+KEY_MISSING = (
+    "xAI API key not configured for this workspace. Please add it in Settings > Workspace API Keys."
+)
+CALLER_FRAMES = [base64.b64encode(bytes([0x7F - i]) * 160).decode() for i in range(5)]
+
+
+@dataclass
+class Stack:
+    control_plane: str
+    worker: str
+    service_token: str
+    admin_token: str
+    agent_id: str
+    xai: FakeXAIState
+    telemetry: MemoryTelemetrySink
+    tool_log: list[dict[str, Any]]
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    from sqlmodel import Session
+
+    from control_plane.auth import service as auth_service
+    from control_plane.db import make_engine
+    from control_plane.migrate import upgrade
+
+    xai = FakeXAIState(accepted_keys={XAI_KEY})
+    database_url = f"sqlite:///{tmp_path}/cp.db"
+    upgrade(database_url)
+    with BackgroundServer(build_app(xai)) as fake:
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            environment="test",
+            database_url=database_url,
+            master_key_file=tmp_path / "master.key",
+            xai_base_url=fake.base_url,
+            xai_realtime_url=fake.base_url.replace("http://", "ws://") + "/v1/realtime",
+        )
+        app = create_app(settings)
+        engine = make_engine(settings)
+        with Session(engine) as session:
+            from control_plane.catalogue.seed import seed_catalogue
+
+            seed_catalogue(session)
+            _, admin = auth_service.create_token(session, name="admin", scopes=["admin"])
+            _, service = auth_service.create_token(session, name="service", scopes=["service"])
+            session.commit()
+        engine.dispose()
+        with (
+            BackgroundServer(app) as control_plane,
+            httpx.Client(base_url=control_plane.base_url) as http,
+        ):
+            for ws in ("acme", "globex"):
+                http.post(
+                    "/api/v1/workspaces", json={"id": ws, "name": ws}, headers=auth(admin)
+                ).raise_for_status()
+            http.put(
+                "/api/v1/cohorts/internal",
+                json={"members": ["acme", "globex"]},
+                headers=auth(admin),
+            ).raise_for_status()
+            http.put(
+                "/api/v1/workspaces/acme/settings/api-keys",
+                json={"xai_api_key": XAI_KEY},
+                headers=auth(admin),
+            ).raise_for_status()
+            agent = http.post(
+                "/api/v1/workspaces/acme/agents",
+                json={
+                    "name": "Ava",
+                    "pricing_tier": "grok-realtime",
+                    "voice": "marin",
+                    "instructions": "You are Ava.",
+                    "tools": [
+                        {
+                            "name": "lookup_order",
+                            "parameters": {
+                                "type": "object",
+                                "properties": {"id": {"type": "string"}},
+                            },
+                        }
+                    ],
+                    "builtin_tools": {"web_search": True},
+                },
+                headers=auth(admin),
+            ).json()
+            telemetry = MemoryTelemetrySink()
+            tool_log: list[dict[str, Any]] = []
+
+            def tools_factory(_config: dict[str, Any]) -> ToolRegistry:
+                registry = ToolRegistry(timeout_seconds=1)
+
+                @registry.tool("lookup_order")
+                async def lookup_order(arguments: dict[str, Any]) -> dict[str, Any]:
+                    tool_log.append(arguments)
+                    if arguments.get("id") == "broken":
+                        raise RuntimeError("order service down")
+                    return {"status": "shipped", "id": arguments.get("id")}
+
+                return registry
+
+            worker_settings = settings.model_copy(
+                update={
+                    "control_plane_url": control_plane.base_url,
+                    "service_token": SecretStr(service),
+                }
+            )
+            worker_app = create_worker_app(
+                worker_settings, tools_factory=tools_factory, telemetry=telemetry
+            )
+            with BackgroundServer(worker_app) as worker:
+                yield Stack(
+                    control_plane.base_url,
+                    worker.base_url,
+                    service,
+                    admin,
+                    agent["id"],
+                    xai,
+                    telemetry,
+                    tool_log,
+                )
+
+
+def session_for(
+    stack: Stack, workspace: str = "acme", agent_id: str | None = None, **kwargs: Any
+) -> GrokRealtimeSession:
+    return GrokRealtimeSession(
+        control_plane_url=stack.control_plane,
+        service_token=stack.service_token,
+        workspace_id=workspace,
+        agent_id=agent_id or stack.agent_id,
+        telemetry=stack.telemetry,
+        **kwargs,
+    )
+
+
+async def test_session_initializes_from_the_control_plane(stack: Stack) -> None:
+    async with session_for(stack) as call:
+        assert call.ready_at is not None
+        connection = stack.xai.connections[-1]
+        assert connection.model == "grok-voice-latest"
+        assert connection.authorization == XAI_KEY
+        update = connection.of_type("session.update")[0]["session"]
+        assert update["voice"] == "Ara"  # marin, mapped
+        assert update["audio"] == {
+            "input": {"format": {"type": "audio/pcmu"}},
+            "output": {"format": {"type": "audio/pcmu"}},
+        }
+        assert (
+            update["turn_detection"]["type"] == "server_vad"
+            and update["turn_detection"]["threshold"] == 0.7
+        )
+        assert [t["type"] for t in update["tools"]] == ["function", "web_search"]
+        assert "You are Ava." in update["instructions"]
+    report = stack.telemetry.reports[-1]
+    assert (report.end_reason, report.completed, report.tier) == ("closed", True, "grok-realtime")
+
+
+async def test_ephemeral_credentials_reach_xai(stack: Stack) -> None:
+    async with session_for(stack, credentials="ephemeral"):
+        token = stack.xai.connections[-1].authorization
+    assert token.startswith("xai-eph-") and token != XAI_KEY
+
+
+async def test_missing_key_raises_the_seed_message(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.control_plane) as http:
+        agent = (
+            await http.post(
+                "/api/v1/workspaces/globex/agents",
+                json={"name": "Gus", "pricing_tier": "grok-realtime", "voice": "Rex"},
+                headers=auth(stack.admin_token),
+            )
+        ).json()
+    with pytest.raises(SessionConfigError) as refused:
+        async with session_for(stack, workspace="globex", agent_id=agent["id"]):
+            pass
+    assert refused.value.status == 409
+    assert refused.value.code == "xai_api_key_missing"
+    assert refused.value.message == KEY_MISSING
+    assert stack.xai.connections == []  # never reached xAI, never another provider
+
+
+async def test_xai_refusing_the_key_ends_cleanly(stack: Stack) -> None:
+    stack.xai.accepted_keys.clear()
+    with pytest.raises(CallRefusedError) as refused:
+        async with session_for(stack):
+            pass
+    assert refused.value.code == "xai_refused"
+    assert stack.telemetry.reports[-1].end_reason == "xai_refused"
+    assert stack.telemetry.reports[-1].completed is False
+
+
+# --- a scripted caller ------------------------------------------------------------------------
+
+
+class Phone:
+    """A phone provider's side of a media stream: Twilio's or Telnyx's frames."""
+
+    def __init__(self, kind: str, websocket: Any) -> None:
+        self.kind, self.ws = kind, websocket
+        self.received: list[dict[str, Any]] = []
+
+    async def start(self) -> None:
+        if self.kind == "twilio":
+            await self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+            await self.send(
+                {
+                    "event": "start",
+                    "sequenceNumber": "1",
+                    "streamSid": "MZ123",
+                    "start": {
+                        "streamSid": "MZ123",
+                        "callSid": "CA123",
+                        "tracks": ["inbound"],
+                        "customParameters": {"workspace_id": "acme"},
+                        "mediaFormat": {
+                            "encoding": "audio/x-mulaw",
+                            "sampleRate": 8000,
+                            "channels": 1,
+                        },
+                    },
+                }
+            )
+        else:
+            await self.send({"event": "connected", "version": "1.0.0"})
+            await self.send(
+                {
+                    "event": "start",
+                    "sequence_number": "1",
+                    "stream_id": "ts-123",
+                    "start": {
+                        "call_control_id": "v3:abc",
+                        "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1},
+                    },
+                }
+            )
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(frame))
+
+    async def speak(self, frames: list[str]) -> None:
+        for index, payload in enumerate(frames):
+            media = {
+                "track": "inbound",
+                "chunk": str(index + 1),
+                "timestamp": str(20 * index),
+                "payload": payload,
+            }
+            frame = {"event": "media", "media": media}
+            frame["streamSid" if self.kind == "twilio" else "stream_id"] = (
+                "MZ123" if self.kind == "twilio" else "ts-123"
+            )
+            await self.send(frame)
+
+    async def hang_up(self) -> None:
+        await self.send(
+            {"event": "stop", "stop": {"callSid": "CA123"}}
+            if self.kind == "twilio"
+            else {"event": "stop"}
+        )
+
+    async def collect(self, until: Any, seconds: float = 5.0) -> None:
+        async with asyncio.timeout(seconds):
+            while not until(self):
+                self.received.append(json.loads(await self.ws.recv()))
+
+    def media(self) -> list[str]:
+        return [f["media"]["payload"] for f in self.received if f.get("event") == "media"]
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [f for f in self.received if f.get("event") == name]
+
+
+async def phone_call(stack: Stack, kind: str) -> AsyncIterator[Phone]:
+    query = "" if kind == "twilio" else "?workspace_id=acme"
+    url = stack.worker.replace("http://", "ws://") + f"/ws/{kind}/{stack.agent_id}{query}"
+    async with connect(url) as websocket:
+        phone = Phone(kind, websocket)
+        await phone.start()
+        yield phone
+
+
+async def poll(condition: Any, seconds: float = 5.0) -> None:
+    """Wait for a condition another task or server thread makes true."""
+    async with asyncio.timeout(seconds):
+        while not condition():  # noqa: ASYNC110 - set from another thread, no event to await
+            await asyncio.sleep(0.01)
+
+
+async def wait_for_report(stack: Stack, count: int = 1) -> None:
+    await poll(lambda: len(stack.telemetry.reports) >= count)
+
+
+@pytest.mark.parametrize("kind", ["twilio", "telnyx"])
+async def test_audio_passes_through_untouched_and_transcripts_both_sides(
+    stack: Stack, kind: str
+) -> None:
+    async for phone in phone_call(stack, kind):
+        await phone.speak(CALLER_FRAMES)
+        expected = [base64.b64encode(chunk).decode() for chunk in stack.xai.reply_audio]
+        await phone.collect(lambda p, n=len(expected): len(p.media()) >= n)
+        # The bytes that reach the phone are exactly the bytes xAI sent.
+        assert phone.media() == expected
+        # ...and the bytes that reach xAI are exactly the caller's.
+        appended = [
+            e["audio"] for e in stack.xai.connections[-1].of_type("input_audio_buffer.append")
+        ]
+        assert appended == CALLER_FRAMES
+        if kind == "twilio":
+            await phone.collect(lambda p: bool(p.events("mark")))
+            assert phone.events("mark")[0]["streamSid"] == "MZ123"
+            assert all(f["streamSid"] == "MZ123" for f in phone.events("media"))
+        await phone.hang_up()
+    await wait_for_report(stack)
+    report = stack.telemetry.reports[-1]
+    assert (report.end_reason, report.completed) == ("phone_stop", True)
+    assert report.transcript_events == 2  # caller and agent
+    assert report.time_to_first_audio_ms is not None and report.time_to_first_audio_ms >= 0
+    assert report.websocket_disconnects == 0
+
+
+async def test_transcripts_are_kept_for_both_sides(stack: Stack) -> None:
+    async with session_for(stack) as call:
+        for payload in CALLER_FRAMES:
+            await call.send_audio(payload)
+        await poll(lambda: len(call.transcripts) >= 2)
+    assert [(t.role, t.text) for t in call.transcripts] == [
+        ("caller", "Hello, where is my order?"),
+        ("agent", "Let me check that for you."),
+    ]
+
+
+@pytest.mark.parametrize("style", ["arguments_done", "response_done_only"])
+@pytest.mark.parametrize(("order_id", "ok"), [("A-1042", True), ("broken", False)])
+async def test_tool_call_end_to_end(stack: Stack, style: str, order_id: str, ok: bool) -> None:
+    stack.xai.tool_turns = {0: ToolTurn("lookup_order", {"id": order_id}, style=style)}
+    async for phone in phone_call(stack, "twilio"):
+        await phone.speak(CALLER_FRAMES)
+        await phone.collect(lambda p: len(p.media()) >= len(stack.xai.reply_audio))
+        await phone.hang_up()
+    await wait_for_report(stack)
+    connection = stack.xai.connections[-1]
+    outputs = [e["item"] for e in connection.of_type("conversation.item.create")]
+    assert len(outputs) == 1  # once, although the call shows up in two events
+    assert outputs[0]["type"] == "function_call_output"
+    result = json.loads(outputs[0]["output"])
+    if ok:
+        assert result == {"status": "shipped", "id": "A-1042"}
+    else:
+        assert "order service down" in result["error"]
+    # The model was told to go on: response.create after the tool output.
+    kinds = [e["type"] for e in connection.received]
+    assert kinds.index("response.create") > kinds.index("conversation.item.create")
+    report = stack.telemetry.reports[-1]
+    assert (report.tool_calls_ok, report.tool_calls_failed) == ((1, 0) if ok else (0, 1))
+    assert report.completed is True
+
+
+async def test_barge_in_cancels_and_clears_the_phone(stack: Stack) -> None:
+    stack.xai.delta_interval = 0.05
+    stack.xai.reply_audio = [bytes([i]) * 160 for i in range(1, 41)]  # two seconds of reply
+    async for phone in phone_call(stack, "twilio"):
+        await phone.speak(CALLER_FRAMES)
+        await phone.collect(lambda p: len(p.media()) >= 3)
+        await phone.speak(CALLER_FRAMES[:1])  # the caller talks over the agent
+        await phone.collect(lambda p: bool(p.events("clear")))
+        assert phone.events("clear") == [{"event": "clear", "streamSid": "MZ123"}]
+        await phone.hang_up()
+    await wait_for_report(stack)
+    assert len(stack.xai.connections[-1].of_type("response.cancel")) == 1
+    # The phone got only part of the reply: the rest was cancelled, not played.
+    assert len(phone.media()) < len(stack.xai.reply_audio)
+
+
+@pytest.mark.parametrize(
+    ("script", "reason", "disconnects"),
+    [
+        ({"drop_on_utterance": 0}, "xai_disconnected", 1),
+        ({"error_on_utterance": 0}, "xai_error", 0),
+    ],
+)
+async def test_xai_failure_mid_call_ends_cleanly_without_fallback(
+    stack: Stack, script: dict[str, int], reason: str, disconnects: int
+) -> None:
+    for name, value in script.items():
+        setattr(stack.xai, name, value)
+    async for phone in phone_call(stack, "twilio"):
+        await phone.speak(CALLER_FRAMES)
+        with pytest.raises(Exception):  # noqa: B017 - the worker closes the phone's socket
+            await phone.collect(lambda p: False, seconds=5)
+        assert phone.ws.close_code == 1000
+        assert phone.ws.close_reason == reason
+    await wait_for_report(stack)
+    report = stack.telemetry.reports[-1]
+    assert (report.end_reason, report.completed, report.websocket_disconnects) == (
+        reason,
+        False,
+        disconnects,
+    )
+    assert len(stack.xai.connections) == 1  # no second provider, no retry
+
+
+async def test_xai_session_limit_ends_the_call_cleanly(stack: Stack) -> None:
+    stack.xai.session_limit_seconds = 0.3
+    async with session_for(stack) as call:
+        events = [event async for event in call.events()]
+    assert isinstance(events[-1], CallEnded)
+    assert events[-1].reason == "xai_session_ended"
+    assert stack.telemetry.reports[-1].completed is True
+
+
+async def test_unknown_and_bad_phone_frames_do_not_end_the_call(stack: Stack) -> None:
+    async for phone in phone_call(stack, "twilio"):
+        await phone.ws.send("{not json")
+        await phone.ws.send(
+            json.dumps({"event": "media", "media": {"payload": "***not base64***"}})
+        )
+        await phone.ws.send(json.dumps({"event": "dtmf", "dtmf": {"digit": "1"}}))
+        await phone.ws.send(json.dumps({"event": "media", "media": {"payload": "A" * 70_000}}))
+        await phone.speak(CALLER_FRAMES)
+        await phone.collect(lambda p: len(p.media()) >= len(stack.xai.reply_audio))
+        await phone.hang_up()
+    await wait_for_report(stack)
+    assert stack.telemetry.reports[-1].completed is True
+    assert len(stack.xai.connections[-1].of_type("input_audio_buffer.append")) == len(CALLER_FRAMES)
+
+
+async def test_worker_refuses_engines_without_a_handler(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.control_plane) as http:
+        agent = (
+            await http.post(
+                "/api/v1/workspaces/acme/agents",
+                json={"name": "Max", "pricing_tier": "premium", "voice": "cedar"},
+                headers=auth(stack.admin_token),
+            )
+        ).json()
+    url = stack.worker.replace("http://", "ws://") + f"/ws/twilio/{agent['id']}"
+    async with connect(url) as websocket:
+        phone = Phone("twilio", websocket)
+        await phone.start()
+        with pytest.raises(Exception):  # noqa: B017 - closed by the worker
+            await websocket.recv()
+        assert websocket.close_code == 4403
+        assert websocket.close_reason == "no handler registered for engine openai-realtime"
+    assert stack.xai.connections == []
+
+
+async def test_twiml_and_texml_answers(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.worker) as http:
+        twiml = await http.post(f"/twiml/{stack.agent_id}", params={"workspace_id": "acme"})
+        texml = await http.post(f"/texml/{stack.agent_id}", params={"workspace_id": "acme"})
+    assert twiml.headers["content-type"].startswith("application/xml")
+    assert f"/ws/twilio/{stack.agent_id}?workspace_id=acme" in twiml.text
+    assert '<Parameter name="workspace_id" value="acme"/>' in twiml.text
+    assert f"/ws/telnyx/{stack.agent_id}?workspace_id=acme" in texml.text
+    assert 'bidirectionalMode="rtp"' in texml.text
+
+
+async def test_engine_mismatch_is_refused_by_the_session(stack: Stack) -> None:
+    config = {"engine": "openai-realtime", "tier": {"id": "premium"}}
+    with pytest.raises(CallRefusedError) as refused:
+        async with session_for(stack, config=config):
+            pass
+    assert refused.value.code == "engine_mismatch"
+    assert stack.telemetry.reports[-1].end_reason == "engine_mismatch"
