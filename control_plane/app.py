@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import Engine
 
 from control_plane.audit.api import router as audit_router
@@ -33,6 +33,8 @@ from control_plane.sessions.ephemeral import EphemeralSecrets
 from control_plane.sessions.fastpath import HotPathMiddleware
 from control_plane.sessions.service import Resolver
 from control_plane.settings import Settings
+from control_plane.telemetry.api import router as telemetry_router
+from control_plane.telemetry.metrics import HttpMetricsMiddleware, Metrics, StateCollector
 from control_plane.workspaces.api import router as workspaces_router
 
 logger = logging.getLogger(__name__)
@@ -105,6 +107,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         client_tokens=client_tokens,
     )
     install_middleware(app, settings)
+    app.state.metrics = metrics = Metrics()
+    metrics.registry.register(StateCollector(app.state.engine, gate, config_cache))
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     app.include_router(tokens_router)
     app.include_router(catalogue_router)
     app.include_router(workspaces_router)
@@ -113,6 +118,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rollout_router)
     app.include_router(unleash_client_router)
     app.include_router(sessions_router)
+    app.include_router(telemetry_router)
+
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    def prometheus_metrics() -> PlainTextResponse:
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

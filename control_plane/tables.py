@@ -7,6 +7,7 @@ from control_plane.auth import models as auth_models
 from control_plane.catalogue import models as catalogue_models
 from control_plane.keys import models as keys_models
 from control_plane.rollout import models as rollout_models
+from control_plane.telemetry import models as telemetry_models
 from control_plane.workspaces import models as workspaces_models
 
 metadata = SQLModel.metadata
@@ -18,5 +19,6 @@ __all__ = [
     "keys_models",
     "metadata",
     "rollout_models",
+    "telemetry_models",
     "workspaces_models",
 ]

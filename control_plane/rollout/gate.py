@@ -8,6 +8,7 @@ Unleash client-API document with its ETag. Changes arrive through the change fee
 import json
 import logging
 import threading
+from collections import Counter
 from typing import Any
 
 from sqlalchemy import Engine
@@ -60,6 +61,7 @@ class FlagGate:
         self._meta: dict[str, tuple[Stage, bool]] = {}
         self._versions: dict[str, int] = {}
         self._lock = threading.Lock()
+        self.evaluations: Counter[tuple[str, bool]] = Counter()
         self.client_body = b""
         self.client_etag = ""
         feed.subscribe(self._on_change)
@@ -125,6 +127,7 @@ class FlagGate:
             return self._closed(flag, workspace_id, "off", False, "missing", subject)
         stage, killed = meta
         enabled = self.evaluator.is_enabled(flag, workspace_id)
+        self.evaluations[(flag, enabled)] += 1
         if enabled:
             return FlagDecision(
                 flag=flag, workspace_id=workspace_id, enabled=True, stage=stage, killed=killed

@@ -9,6 +9,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from control_plane.deps import PrincipalDep, SessionDep
+from control_plane.errors import ProblemError
 from control_plane.sessions import service
 from control_plane.sessions.cache import CachedConfig, ConfigCache
 from control_plane.sessions.models import CredentialsMode, ResolvedSessionConfig
@@ -54,25 +55,37 @@ def agent_session_config(
     principal: PrincipalDep,
     credentials: CredentialsQuery = "key",
 ) -> Response:
-    service.require_service(principal)
+    outcomes = request.app.state.metrics.session_config
+    try:
+        service.require_service(principal)
+    except ProblemError as exc:
+        outcomes.labels(exc.code).inc()
+        raise
     cache: ConfigCache = request.app.state.config_cache
     key = (workspace_id, agent_id, credentials)
     entry = cache.get(key)
     if entry is not None:
+        outcomes.labels("ok").inc()
         return config_response(request, entry)
     try:
         config = service.resolve_agent(
             session, request.app.state.resolver, principal, workspace_id, agent_id, credentials
         )
+    except ProblemError as exc:
+        outcomes.labels(exc.code).inc()
+        raise
     except (OperationalError, PoolTimeoutError):
         last = cache.last_known(key)
         if last is None:
+            outcomes.labels("database_unavailable").inc()
             raise
+        outcomes.labels("stale").inc()
         _discard_failed_transaction(session)
         logger.warning(
             "database unreachable: serving last known config for %s/%s", workspace_id, agent_id
         )
         return config_response(request, last, stale=True)
+    outcomes.labels("ok").inc()
     return config_response(request, cache.put(key, config))
 
 

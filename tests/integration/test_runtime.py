@@ -495,3 +495,24 @@ async def test_engine_mismatch_is_refused_by_the_session(stack: Stack) -> None:
             pass
     assert refused.value.code == "engine_mismatch"
     assert stack.telemetry.reports[-1].end_reason == "engine_mismatch"
+
+
+async def test_runtime_telemetry_reaches_the_control_plane(stack: Stack) -> None:
+    async with GrokRealtimeSession(
+        control_plane_url=stack.control_plane,
+        service_token=stack.service_token,
+        workspace_id="acme",
+        agent_id=stack.agent_id,
+    ) as call:  # the default sink posts to /api/v1/telemetry/calls
+        for payload in CALLER_FRAMES:
+            await call.send_audio(payload)
+        await poll(lambda: len(call.transcripts) >= 2)
+    async with httpx.AsyncClient(base_url=stack.control_plane) as http:
+        health = (
+            await http.get(
+                "/api/v1/rollouts/grok-realtime-tier/health", headers=auth(stack.admin_token)
+            )
+        ).json()
+    assert health["overall"]["calls"] == 1
+    assert health["cohorts"]["internal"]["call_completion"]["value"] == 1.0
+    assert health["overall"]["first_audio_p50_ms"] is not None

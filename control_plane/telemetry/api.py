@@ -1,0 +1,55 @@
+"""REST for call telemetry (service scope in), rollout health and guards (admin)."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query
+
+from control_plane.deps import AdminDep, GateDep, PrincipalDep, SessionDep
+from control_plane.errors import ForbiddenError
+from control_plane.telemetry import service
+from control_plane.telemetry.models import (
+    CallBatch,
+    CallReportIn,
+    GuardRead,
+    GuardWrite,
+    IngestResult,
+    RolloutHealth,
+)
+
+router = APIRouter(prefix="/api/v1", tags=["telemetry"])
+
+
+@router.post("/telemetry/calls", response_model=IngestResult)
+def report_calls(
+    body: Annotated[CallReportIn | CallBatch, Body()],
+    session: SessionDep,
+    principal: PrincipalDep,
+    gate: GateDep,
+) -> IngestResult:
+    """One call report or `{"calls": [...]}`; a call id already seen counts once."""
+    if not principal.is_service:
+        raise ForbiddenError("Telemetry comes from service tokens.", code="service_required")
+    reports = body.calls if isinstance(body, CallBatch) else [body]
+    return service.ingest(session, gate, reports)
+
+
+@router.get("/rollouts/{flag}/health", response_model=RolloutHealth)
+def rollout_health(
+    flag: str,
+    session: SessionDep,
+    _admin: AdminDep,
+    window_seconds: Annotated[int | None, Query(ge=60, le=30 * 86_400)] = None,
+) -> RolloutHealth:
+    return service.health(session, flag, window_seconds=window_seconds)
+
+
+@router.get("/rollouts/{flag}/guard", response_model=GuardRead)
+def get_guard(flag: str, session: SessionDep, _admin: AdminDep) -> GuardRead:
+    return GuardRead.model_validate(service.get_guard(session, flag), from_attributes=True)
+
+
+@router.patch("/rollouts/{flag}/guard", response_model=GuardRead)
+def patch_guard(flag: str, body: GuardWrite, session: SessionDep, admin: AdminDep) -> GuardRead:
+    return GuardRead.model_validate(
+        service.update_guard(session, flag, body, actor=admin.actor), from_attributes=True
+    )

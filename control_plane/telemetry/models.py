@@ -1,0 +1,140 @@
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import Field as PydanticField
+from sqlmodel import Field, SQLModel
+
+from control_plane.core import UTCDateTime, utcnow
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class CallReport(SQLModel, table=True):
+    """One finished call, as the runtime reported it. The call id makes reports idempotent."""
+
+    __tablename__ = "call_reports"
+
+    call_id: str = Field(primary_key=True, max_length=64)
+    workspace_id: str = Field(max_length=64, index=True)
+    agent_id: str = Field(max_length=64)
+    tier: str = Field(max_length=64, index=True)
+    engine: str = Field(max_length=64)
+    flag: str | None = Field(default=None, max_length=128, index=True)
+    cohort: str = Field(default="", max_length=64)
+    started_at: datetime = Field(sa_type=UTCDateTime)
+    received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    time_to_first_audio_ms: float | None = None
+    tool_calls_ok: int = 0
+    tool_calls_failed: int = 0
+    transcript_events: int = 0
+    end_reason: str = Field(default="", max_length=64)
+    completed: bool = False
+    websocket_disconnects: int = 0
+    duration_ms: float = 0.0
+
+
+class FlagGuard(SQLModel, table=True):
+    """Health targets a flag's rollout must hold; breaching one pauses the rollout."""
+
+    __tablename__ = "flag_guards"
+
+    flag: str = Field(primary_key=True, max_length=128)
+    enabled: bool = True
+    first_audio_p95_max_ms: float = 1000.0
+    first_audio_target_ms: float = 780.0
+    tool_success_min: float = 0.95
+    completion_min: float = 0.98
+    websocket_stability_min: float = 0.995
+    min_calls: int = 50
+    window_seconds: int = 900
+    webhook_url: str | None = Field(default=None, max_length=500)
+    last_paused_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+# --- API schemas ---------------------------------------------------------------------------
+
+
+class CallReportIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    call_id: Id
+    workspace_id: Id
+    agent_id: Id
+    tier: Id
+    engine: Id
+    started_at: datetime
+    time_to_first_audio_ms: float | None = PydanticField(default=None, ge=0, le=600_000)
+    tool_calls_ok: int = PydanticField(default=0, ge=0, le=100_000)
+    tool_calls_failed: int = PydanticField(default=0, ge=0, le=100_000)
+    transcript_events: int = PydanticField(default=0, ge=0, le=1_000_000)
+    end_reason: Annotated[str, StringConstraints(max_length=64)] = ""
+    completed: bool = False
+    websocket_disconnects: int = PydanticField(default=0, ge=0, le=100_000)
+    duration_ms: float = PydanticField(default=0.0, ge=0, le=86_400_000)
+
+
+class CallBatch(BaseModel):
+    calls: list[CallReportIn] = PydanticField(min_length=1, max_length=1000)
+
+
+class IngestResult(BaseModel):
+    accepted: int
+    duplicates: int
+    paused: list[str]
+
+
+class MetricHealth(BaseModel):
+    value: float | None
+    target: float
+    ok: bool | None
+
+
+class HealthFigures(BaseModel):
+    calls: int
+    first_audio_p50_ms: float | None
+    first_audio_p95: MetricHealth
+    tool_call_success: MetricHealth
+    call_completion: MetricHealth
+    websocket_stability: MetricHealth
+    enough_calls: bool
+
+
+class RolloutHealth(BaseModel):
+    flag: str
+    stage: str
+    killed: bool
+    window_seconds: int
+    since: datetime
+    overall: HealthFigures
+    cohorts: dict[str, HealthFigures]
+    breaches: list[str]
+
+
+class GuardRead(BaseModel):
+    flag: str
+    enabled: bool
+    first_audio_p95_max_ms: float
+    first_audio_target_ms: float
+    tool_success_min: float
+    completion_min: float
+    websocket_stability_min: float
+    min_calls: int
+    window_seconds: int
+    webhook_url: str | None
+    last_paused_at: datetime | None
+
+
+class GuardWrite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool | None = None
+    first_audio_p95_max_ms: float | None = PydanticField(default=None, gt=0, le=60_000)
+    tool_success_min: float | None = PydanticField(default=None, ge=0, le=1)
+    completion_min: float | None = PydanticField(default=None, ge=0, le=1)
+    websocket_stability_min: float | None = PydanticField(default=None, ge=0, le=1)
+    min_calls: int | None = PydanticField(default=None, ge=1, le=1_000_000)
+    window_seconds: int | None = PydanticField(default=None, ge=60, le=7 * 86_400)
+    webhook_url: Annotated[str, StringConstraints(max_length=500, pattern=r"^https?://")] | None = (
+        None
+    )

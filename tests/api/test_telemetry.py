@@ -1,0 +1,246 @@
+"""Call telemetry, rollout health, the self-pausing guard and /metrics."""
+
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import Tokens, auth
+
+FLAG = "grok-realtime-tier"
+BETA_1 = [f"b1-{i}" for i in range(10)]
+BETA_2 = [f"b2-{i}" for i in range(10)]
+INTERNAL = ["acme"]
+
+
+@pytest.fixture
+def beta(client: TestClient, tokens: Tokens) -> None:
+    """The flag in beta: acme internal, two beta cohorts of ten workspaces each."""
+    for workspace in BETA_1 + BETA_2:
+        client.post(
+            "/api/v1/workspaces",
+            json={"id": workspace, "name": workspace},
+            headers=auth(tokens.admin),
+        ).raise_for_status()
+    for cohort, members in (("internal", INTERNAL), ("beta-1", BETA_1), ("beta-2", BETA_2)):
+        client.put(
+            f"/api/v1/cohorts/{cohort}", json={"members": members}, headers=auth(tokens.admin)
+        ).raise_for_status()
+    client.put(
+        f"/api/v1/flags/{FLAG}/rollout",
+        json={"beta_cohorts": ["beta-1", "beta-2"]},
+        headers=auth(tokens.admin),
+    ).raise_for_status()
+    client.put(
+        f"/api/v1/flags/{FLAG}/stage", json={"stage": "beta"}, headers=auth(tokens.admin)
+    ).raise_for_status()
+    client.patch(
+        f"/api/v1/rollouts/{FLAG}/guard",
+        json={"min_calls": 100, "window_seconds": 900},
+        headers=auth(tokens.admin),
+    ).raise_for_status()
+
+
+def synthetic_calls(
+    count: int, workspaces: list[str], *, rng: random.Random, seed_id: str, bad: str | None = None
+) -> list[dict[str, Any]]:
+    """Healthy calls (first audio ~600-900 ms, all tools ok, completed), or with one regression."""
+    now = datetime.now(UTC)
+    calls = []
+    for i in range(count):
+        call = {
+            "call_id": f"{seed_id}-{i}",
+            "workspace_id": rng.choice(workspaces),
+            "agent_id": "agt_sim",
+            "tier": "grok-realtime",
+            "engine": "grok-realtime",
+            "started_at": (now - timedelta(seconds=rng.uniform(0, 600))).isoformat(),
+            "time_to_first_audio_ms": rng.uniform(600, 900),
+            "tool_calls_ok": rng.randint(0, 2),
+            "tool_calls_failed": 0,
+            "transcript_events": rng.randint(2, 20),
+            "end_reason": "caller_hangup",
+            "completed": True,
+            "websocket_disconnects": 0,
+            "duration_ms": rng.uniform(30_000, 300_000),
+        }
+        if bad == "first_audio":
+            call["time_to_first_audio_ms"] = rng.uniform(1200, 2500)
+        elif bad == "tool_call_success" and i % 5 == 0:
+            call["tool_calls_failed"] = 2
+        elif bad == "websocket_stability" and i % 20 == 0:
+            call["websocket_disconnects"] = 1
+            call["completed"] = False
+            call["end_reason"] = "xai_disconnected"
+        calls.append(call)
+    return calls
+
+
+def send(client: TestClient, tokens: Tokens, calls: list[dict[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {"accepted": 0, "duplicates": 0, "paused": []}
+    for start in range(0, len(calls), 500):
+        response = client.post(
+            "/api/v1/telemetry/calls",
+            json={"calls": calls[start : start + 500]},
+            headers=auth(tokens.service),
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        result["accepted"] += body["accepted"]
+        result["duplicates"] += body["duplicates"]
+        result["paused"] += body["paused"]
+    return result
+
+
+def stage(client: TestClient, tokens: Tokens) -> str:
+    return str(client.get(f"/api/v1/flags/{FLAG}", headers=auth(tokens.admin)).json()["stage"])
+
+
+def test_healthy_traffic_never_pauses(client: TestClient, tokens: Tokens, beta: None) -> None:
+    rng = random.Random(1)
+    result = send(
+        client, tokens, synthetic_calls(3000, INTERNAL + BETA_1 + BETA_2, rng=rng, seed_id="ok")
+    )
+    assert (result["accepted"], result["paused"]) == (3000, [])
+    assert stage(client, tokens) == "beta"
+    health = client.get(f"/api/v1/rollouts/{FLAG}/health", headers=auth(tokens.admin)).json()
+    assert health["overall"]["calls"] == 3000
+    assert health["breaches"] == []
+    assert set(health["cohorts"]) == {"internal", "beta-1", "beta-2"}
+    assert 800 < health["overall"]["first_audio_p95"]["value"] <= 900
+    assert health["overall"]["call_completion"]["value"] == 1.0
+
+
+@pytest.mark.parametrize("metric", ["first_audio", "tool_call_success", "websocket_stability"])
+def test_a_regression_in_one_beta_cohort_pauses_within_the_window(
+    client: TestClient, tokens: Tokens, beta: None, metric: str
+) -> None:
+    rng = random.Random(2)
+    send(client, tokens, synthetic_calls(2000, INTERNAL + BETA_2, rng=rng, seed_id="healthy"))
+    assert stage(client, tokens) == "beta"
+    result = send(
+        client, tokens, synthetic_calls(400, BETA_1, rng=rng, seed_id="regressed", bad=metric)
+    )
+    assert result["paused"] == [FLAG]
+    assert stage(client, tokens) == "internal"
+    entry = client.get(
+        "/api/v1/audit", params={"action": "flag.guard_pause"}, headers=auth(tokens.admin)
+    ).json()["entries"][0]
+    assert entry["actor"] == "guard:telemetry"
+    assert entry["details"]["from"] == "beta" and entry["details"]["to"] == "internal"
+    breach = " ".join(entry["details"]["breaches"])
+    assert "cohort beta-1" in breach
+    assert {
+        "first_audio": "first_audio_p95",
+        "tool_call_success": "tool_call_success",
+        "websocket_stability": "websocket_stability",
+    }[metric] in breach
+    assert "cohort beta-2" not in breach
+    # One regression pauses once: more reports of the same calls or older calls do not pause again.
+    again = send(
+        client, tokens, synthetic_calls(400, BETA_1, rng=rng, seed_id="regressed", bad=metric)
+    )
+    assert again["duplicates"] == 400 and again["paused"] == []
+    assert stage(client, tokens) == "internal"
+
+
+def test_too_few_calls_never_pause(client: TestClient, tokens: Tokens, beta: None) -> None:
+    rng = random.Random(3)
+    result = send(
+        client, tokens, synthetic_calls(99, BETA_1, rng=rng, seed_id="few", bad="first_audio")
+    )
+    assert result["paused"] == []
+    assert stage(client, tokens) == "beta"
+    health = client.get(f"/api/v1/rollouts/{FLAG}/health", headers=auth(tokens.admin)).json()
+    assert health["cohorts"]["beta-1"]["enough_calls"] is False
+    assert health["cohorts"]["beta-1"]["first_audio_p95"]["ok"] is False  # visible, not acted on
+
+
+def test_duplicates_count_once(client: TestClient, tokens: Tokens, beta: None) -> None:
+    calls = synthetic_calls(50, BETA_1, rng=random.Random(4), seed_id="dup")
+    assert send(client, tokens, calls)["accepted"] == 50
+    repeat = send(client, tokens, calls + calls[:10])
+    assert (repeat["accepted"], repeat["duplicates"]) == (0, 60)
+    single = client.post(
+        "/api/v1/telemetry/calls", json=calls[0], headers=auth(tokens.service)
+    ).json()
+    assert (single["accepted"], single["duplicates"]) == (0, 1)
+    health = client.get(f"/api/v1/rollouts/{FLAG}/health", headers=auth(tokens.admin)).json()
+    assert health["overall"]["calls"] == 50
+
+
+def test_telemetry_needs_a_service_token_and_valid_reports(
+    client: TestClient, tokens: Tokens
+) -> None:
+    call = synthetic_calls(1, ["acme"], rng=random.Random(5), seed_id="x")[0]
+    assert (
+        client.post("/api/v1/telemetry/calls", json=call, headers=auth(tokens.acme)).status_code
+        == 403
+    )
+    bad = client.post(
+        "/api/v1/telemetry/calls", json={**call, "tool_calls_ok": -1}, headers=auth(tokens.service)
+    )
+    assert bad.status_code == 422
+    assert (
+        client.get(f"/api/v1/rollouts/{FLAG}/health", headers=auth(tokens.acme)).status_code == 403
+    )
+
+
+def test_webhook_is_called_on_pause(client: TestClient, tokens: Tokens, beta: None) -> None:
+    import threading
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from tests.fakes.server import BackgroundServer
+
+    received: list[dict[str, Any]] = []
+    arrived = threading.Event()
+
+    async def hook(request: Request) -> Response:
+        received.append(await request.json())
+        arrived.set()
+        return Response(status_code=204)
+
+    with BackgroundServer(Starlette(routes=[Route("/hook", hook, methods=["POST"])])) as server:
+        client.patch(
+            f"/api/v1/rollouts/{FLAG}/guard",
+            json={"webhook_url": f"{server.base_url}/hook"},
+            headers=auth(tokens.admin),
+        )
+        send(
+            client,
+            tokens,
+            synthetic_calls(200, BETA_1, rng=random.Random(6), seed_id="hook", bad="first_audio"),
+        )
+        assert arrived.wait(5)
+    assert received[0]["flag"] == FLAG and received[0]["to"] == "internal"
+
+
+def test_metrics_parse_with_the_prometheus_parser(
+    client: TestClient, tokens: Tokens, beta: None
+) -> None:
+    send(client, tokens, synthetic_calls(20, BETA_1, rng=random.Random(7), seed_id="m"))
+    client.get("/api/v1/tiers")
+    client.get(
+        "/api/v1/tiers/grok-realtime", params={"workspace_id": "b1-1"}, headers=auth(tokens.admin)
+    )
+    text = client.get("/metrics").text
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    assert "switchboard_http_request_duration_seconds" in families
+    routes = {
+        s.labels.get("route") for s in families["switchboard_http_request_duration_seconds"].samples
+    }
+    assert "/api/v1/tiers/{tier_id}" in routes  # templates, not raw paths
+    calls = {s.labels["cohort"]: s.value for s in families["switchboard_rollout_calls"].samples}
+    assert calls["beta-1"] == 20
+    assert any(
+        s.labels["enabled"] == "true" for s in families["switchboard_flag_evaluations"].samples
+    )
+    assert "switchboard_config_cache" in families
+    assert "xai-" not in text
