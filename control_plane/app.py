@@ -2,12 +2,16 @@
 
 import gc
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
+from starlette.middleware.sessions import SessionMiddleware
 
 from control_plane.audit.api import router as audit_router
 from control_plane.auth.api import router as tokens_router
@@ -35,6 +39,8 @@ from control_plane.sessions.service import Resolver
 from control_plane.settings import Settings
 from control_plane.telemetry.api import router as telemetry_router
 from control_plane.telemetry.metrics import HttpMetricsMiddleware, Metrics, StateCollector
+from control_plane.web.routes import install_page_errors
+from control_plane.web.routes import router as pages_router
 from control_plane.workspaces.api import router as workspaces_router
 
 logger = logging.getLogger(__name__)
@@ -46,6 +52,18 @@ def start_flags(engine: Engine, gate: FlagGate) -> None:
         seed_flags(session)
     gate.sync_server()
     gate.reload()
+
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "templates" / "static"
+
+
+def session_secret(settings: Settings) -> str:
+    """The key that signs session cookies: from settings; outside production a per-process one."""
+    if settings.session_secret is not None:
+        return settings.session_secret.get_secret_value()
+    if settings.environment == "production":
+        raise RuntimeError("Set SWITCHBOARD_SESSION_SECRET: it signs the pages' session cookies.")
+    return secrets.token_urlsafe(32)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -92,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     feed.subscribe(lambda topic: token_cache.require_reverification() if topic == RESYNC else None)
 
     install_error_handlers(app)
+    install_page_errors(app)
     client_tokens = [
         t.strip().encode()
         for t in (
@@ -106,6 +125,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gate=gate,
         client_tokens=client_tokens,
     )
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=session_secret(settings),
+        session_cookie="switchboard_session",
+        same_site="lax",
+        https_only=settings.environment == "production",
+        max_age=12 * 3600,
+    )
     install_middleware(app, settings)
     app.state.metrics = metrics = Metrics()
     metrics.registry.register(StateCollector(app.state.engine, gate, config_cache))
@@ -119,6 +146,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(unleash_client_router)
     app.include_router(sessions_router)
     app.include_router(telemetry_router)
+    app.include_router(pages_router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     def prometheus_metrics() -> PlainTextResponse:

@@ -23,6 +23,8 @@ tokens_app = typer.Typer(
     help="Machine tokens (admin, service, workspace:<id>).", no_args_is_help=True
 )
 app.add_typer(tokens_app, name="tokens")
+users_app = typer.Typer(help="People who sign in to the pages.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 keys_app = typer.Typer(help="Master keys for provider API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
@@ -56,6 +58,10 @@ def seed(
             tokens = seed_demo(session)
     if demo:
         typer.echo("demo workspaces: acme (Acme Support), globex (Globex Sales)")
+        typer.echo(
+            "demo sign-in at http://127.0.0.1:8000/login (password switchboard-demo): "
+            "admin@example.com, ava@acme.example, gus@globex.example"
+        )
         typer.echo("demo tokens (shown once; `switchboard seed --demo` issues new ones):")
         for name, token in tokens.items():
             typer.echo(f"  {name:<13} {token}")
@@ -338,3 +344,33 @@ def worker(host: str = "127.0.0.1", port: int = 8001) -> None:
     uvicorn.run(
         create_worker_app(settings), host=host, port=port, log_level="info", access_log=False
     )
+
+
+@users_app.command("create")
+def users_create(
+    email: str,
+    role: Annotated[
+        str, typer.Option(help="admin (product team) or member (of one workspace)")
+    ] = "member",
+    workspace: Annotated[str | None, typer.Option(help="The member's workspace id")] = None,
+    password: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)
+    ] = "",
+) -> None:
+    """Create a person who can sign in (password hashed with argon2)."""
+    from control_plane.errors import ProblemError
+
+    engine = make_engine(Settings())
+    try:
+        with session_scope(engine) as session:
+            user = auth_service.create_user(
+                session, email=email, password=password, role=role, workspace_id=workspace
+            )
+            typer.echo(
+                f"user {user.id} {user.email} ({user.role}{f', {workspace}' if workspace else ''})"
+            )
+    except ProblemError as exc:
+        typer.echo(f"error ({exc.code}): {exc.detail}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        engine.dispose()

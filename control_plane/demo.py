@@ -1,8 +1,9 @@
 """Demo data for `switchboard seed --demo`: two workspaces, a few agents, fresh demo tokens."""
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from control_plane.auth import service as auth_service
+from control_plane.auth.models import User
 from control_plane.auth.principal import SYSTEM
 from control_plane.rollout import service as rollout
 from control_plane.rollout.models import CohortWrite
@@ -57,6 +58,14 @@ DEMO_AGENTS = [
     ),
 ]
 
+# Demo accounts for the pages; real ones come from `switchboard users create`.
+DEMO_PASSWORD = "switchboard-demo"  # noqa: S105 - a published demo credential
+DEMO_USERS: list[tuple[str, str, str | None]] = [
+    ("admin@example.com", "admin", None),
+    ("ava@acme.example", "member", "acme"),
+    ("gus@globex.example", "member", "globex"),
+]
+
 DEMO_TOKEN_SCOPES = {
     "demo-admin": ["admin"],
     "demo-service": ["service"],
@@ -87,6 +96,12 @@ def seed_demo(session: Session) -> dict[str, str]:
     if "acme" not in internal.members:
         members = [*internal.members, "acme"]
         rollout.put_cohort(session, None, "internal", CohortWrite(members=members), actor="demo")
+
+    for email, role, member_of in DEMO_USERS:
+        if session.exec(select(User).where(User.email == email)).first() is None:
+            auth_service.create_user(
+                session, email=email, password=DEMO_PASSWORD, role=role, workspace_id=member_of
+            )
 
     tokens: dict[str, str] = {}
     for name, scopes in DEMO_TOKEN_SCOPES.items():

@@ -87,8 +87,7 @@ def get_optional_principal(request: Request, session: SessionDep) -> Principal |
     token = _bearer_token(request)
     if token is not None:
         return authenticate(request, session, token)
-    user_principal: Principal | None = getattr(request.state, "user_principal", None)
-    return user_principal
+    return None
 
 
 OptionalPrincipalDep = Annotated[Principal | None, Depends(get_optional_principal)]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs a command with the servers the tests need, started on loopback and stopped afterwards:
 #   - PostgreSQL (Debian's package; installed when missing and we are root)
+#   - Chromium (Debian's package, installed when missing and we are root) for the page tests
 #   - unleash-server 7.x from npm (tests/unleash_server), on that PostgreSQL; it starts in the
 #     background while the tests run, and the tests that need it wait for it to be healthy
 # Exports SWITCHBOARD_TEST_POSTGRES_URL (and SWITCHBOARD_TEST_PG_CTL for fault tests) and
@@ -96,6 +97,18 @@ start_unleash() {
   export SWITCHBOARD_TEST_UNLEASH_LOG="$work/unleash.log"
   log "unleash-server starting on 127.0.0.1:$port (log: $work/unleash.log)"
 }
+
+ensure_chromium() {
+  command -v chromium >/dev/null && return 0
+  if [[ "$(id -u)" == "0" ]] && command -v apt-get >/dev/null; then
+    log "installing Chromium (Debian package chromium) for the page tests"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+  command -v chromium >/dev/null || log "Chromium is not installed: page tests will skip"
+}
+
+ensure_chromium
 
 if [[ -z "${SWITCHBOARD_TEST_POSTGRES_URL:-}" ]]; then
   if ensure_postgres; then

@@ -26,6 +26,21 @@ class ApiToken(SQLModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+class User(SQLModel, table=True):
+    """A person who signs in to the pages: a product admin, or a member of one workspace."""
+
+    __tablename__ = "users"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=254, unique=True, index=True)
+    password_hash: str = Field(max_length=200)
+    role: str = Field(max_length=16)  # "admin" or "member"
+    workspace_id: str | None = Field(
+        default=None, max_length=64, foreign_key="workspaces.id", ondelete="CASCADE"
+    )
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
 def validate_scope(scope: str) -> str:
     if scope in (ADMIN_SCOPE, SERVICE_SCOPE):
         return scope

@@ -3,13 +3,15 @@
 import hashlib
 import secrets
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from sqlmodel import Session, col, select
 
-from control_plane.auth.models import ApiToken, validate_scope
+from control_plane.auth.models import ApiToken, User, validate_scope
 from control_plane.auth.principal import Principal
 from control_plane.changes import notify
 from control_plane.core import utcnow
-from control_plane.errors import NotFoundError
+from control_plane.errors import ConflictError, InvalidInputError, NotFoundError
 
 TOKENS_TOPIC = "tokens"
 TOKEN_PREFIX = "sbt_"  # noqa: S105 - a public marker, not a secret
@@ -66,3 +68,50 @@ def revoke_tokens_named(session: Session, name: str) -> int:
     if count:
         notify(session, TOKENS_TOPIC)
     return count
+
+
+# --- people -------------------------------------------------------------------------------
+
+_hasher = PasswordHasher()
+_DUMMY_HASH = _hasher.hash("switchboard-timing-equaliser")
+ROLES = ("admin", "member")
+
+
+def create_user(
+    session: Session, *, email: str, password: str, role: str, workspace_id: str | None = None
+) -> User:
+    email = email.strip().lower()
+    if "@" not in email or len(email) > 254:
+        raise InvalidInputError("Give an email address.", code="invalid_email")
+    if len(password) < 10:
+        raise InvalidInputError("Passwords need at least 10 characters.", code="weak_password")
+    if role not in ROLES:
+        raise InvalidInputError("Role is admin or member.", code="invalid_role")
+    if role == "member" and not workspace_id:
+        raise InvalidInputError("A member belongs to a workspace.", code="invalid_role")
+    if session.exec(select(User).where(User.email == email)).first() is not None:
+        raise ConflictError(f"A user with email {email} exists.", code="user_exists")
+    user = User(
+        email=email,
+        password_hash=_hasher.hash(password),
+        role=role,
+        workspace_id=workspace_id if role == "member" else None,
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def authenticate_user(session: Session, email: str, password: str) -> User | None:
+    """The user when the password matches; None otherwise (in about the same time either way)."""
+    user = session.exec(select(User).where(User.email == email.strip().lower())).first()
+    try:
+        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+    except (VerifyMismatchError, InvalidHashError):
+        return None
+    return user
+
+
+def principal_for_user(user: User) -> Principal:
+    scopes = {"admin"} if user.role == "admin" else {f"workspace:{user.workspace_id}"}
+    return Principal(name=user.email, scopes=frozenset(scopes), user_id=user.id)
