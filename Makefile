@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck format bench bench-runtime clean
+.PHONY: run test lint typecheck format bench bench-runtime soak clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -40,6 +40,10 @@ bench: $(VENV)/.installed-dev
 ## Runtime benchmark only: GrokRealtimeSession against the fake xAI on loopback
 bench-runtime: $(VENV)/.installed-dev
 	$(BIN)/python bench/runtime.py
+
+## Bounded soak on loopback (SOAK_SECONDS, SOAK_RATE): errors and memory growth
+soak: $(VENV)/.installed-dev
+	$(BIN)/python bench/soak.py
 
 lint:
 	$(BIN)/ruff format --check . && $(BIN)/ruff check .

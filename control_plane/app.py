@@ -22,7 +22,7 @@ from control_plane.catalogue.snapshot import CatalogueSnapshot
 from control_plane.changes import RESYNC, ChangeFeed
 from control_plane.db import make_engine, session_scope
 from control_plane.deps import SessionDep
-from control_plane.errors import install_error_handlers
+from control_plane.errors import document_problems, install_error_handlers
 from control_plane.keys.api import router as keys_router
 from control_plane.keys.crypto import Keyring
 from control_plane.logging import configure_logging
@@ -110,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     feed.subscribe(lambda topic: token_cache.require_reverification() if topic == RESYNC else None)
 
     install_error_handlers(app)
+    document_problems(app)
     install_page_errors(app)
     client_tokens = [
         t.strip().encode()

@@ -45,19 +45,67 @@ class BodyTooLarge(Exception):
     pass
 
 
+def json_depth_exceeds(body: bytes, limit: int) -> bool:
+    """True when JSON nests deeper than `limit` (strings are skipped). Cheap when it cannot."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
 class RequestLimitsMiddleware:
     """Refuses oversized bodies (413) and adds security headers to every response."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        max_json_depth: int,
+        max_header_bytes: int,
+        max_header_count: int,
+    ) -> None:
         self.app = app
+        self.max_header_bytes = max_header_bytes
+        self.max_header_count = max_header_count
         self.max_body_bytes = max_body_bytes
+        self.max_json_depth = max_json_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
-        declared = dict(scope["headers"]).get(b"content-length")
+        raw_headers = scope["headers"]
+        if (
+            len(raw_headers) > self.max_header_count
+            or sum(len(k) + len(v) for k, v in raw_headers) > self.max_header_bytes
+        ):
+            await self._refuse(
+                send,
+                431,
+                "headers_too_large",
+                "Request header fields too large",
+                "Too many or too large request headers.",
+            )
+            return
+        headers = dict(raw_headers)
+        declared = headers.get(b"content-length")
         if declared is not None:
             if not declared.isdigit():
                 await self._refuse(
@@ -74,6 +122,45 @@ class RequestLimitsMiddleware:
 
         received = 0
         response_started = False
+
+        if b"json" in headers.get(b"content-type", b"") and scope["method"] in (
+            "POST",
+            "PUT",
+            "PATCH",
+        ):
+            # JSON bodies are read whole (they are bounded above) so nesting can be checked
+            # before a parser recurses into it.
+            chunks, more = [], True
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                chunks.append(message.get("body", b""))
+                received += len(chunks[-1])
+                if received > self.max_body_bytes:
+                    await self._refuse_too_large(send)
+                    return
+                more = message.get("more_body", False)
+            body = b"".join(chunks)
+            if json_depth_exceeds(body, self.max_json_depth):
+                await self._refuse(
+                    send,
+                    400,
+                    "json_too_deep",
+                    "Bad request",
+                    f"JSON nests deeper than {self.max_json_depth} levels.",
+                )
+                return
+            replayed = False
+
+            async def replay() -> Message:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            receive = replay
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -123,4 +210,10 @@ class RequestLimitsMiddleware:
 
 
 def install_middleware(app: FastAPI, settings: Settings) -> None:
-    app.add_middleware(RequestLimitsMiddleware, max_body_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_body_bytes=settings.max_request_bytes,
+        max_json_depth=settings.max_json_depth,
+        max_header_bytes=settings.max_header_bytes,
+        max_header_count=settings.max_header_count,
+    )

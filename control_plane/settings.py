@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     session_secret: SecretStr | None = None
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     max_json_depth: int = Field(default=32, ge=2)
+    max_header_bytes: int = Field(default=32_768, ge=1024)
+    max_header_count: int = Field(default=100, ge=10)
     config_cache_size: int = Field(default=10_000, ge=1)
     telemetry_webhook_url: str | None = None
     log_level: str = "INFO"

@@ -6,13 +6,16 @@ a missing PostgreSQL is an error: CI must run them.
 """
 
 import contextlib
+import logging
 import os
+import re
 import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -31,6 +34,36 @@ from tests.fakes.fake_xai import FakeXAIState, build_app
 from tests.fakes.server import BackgroundServer
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# --- secret scanning across the whole run ------------------------------------------------------
+# Every log record and every response a test client receives is scanned for provider keys. Only
+# session configs may carry one (that is their job, for service tokens). Findings fail the run.
+SECRET_PATTERN = re.compile(r"(?:xai|sk)-[A-Za-z0-9]{20,}")
+SECRET_LEAKS: list[str] = []
+
+
+class SecretScanningHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage() + (record.exc_text or "")
+        if SECRET_PATTERN.search(text):
+            SECRET_LEAKS.append(f"log {record.name}: {text[:200]}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    logging.getLogger().addHandler(SecretScanningHandler(level=logging.DEBUG))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if SECRET_LEAKS:
+        print("\nSECRET LEAKS FOUND:\n  " + "\n  ".join(SECRET_LEAKS[:20]))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def scan_response(url: str, text: str) -> None:
+    if "/session-config" not in url and SECRET_PATTERN.search(text):
+        SECRET_LEAKS.append(f"response {url}: {SECRET_PATTERN.search(text)[0][:12]}…")  # type: ignore[index]
+
+
 POSTGRES_URL = os.environ.get("SWITCHBOARD_TEST_POSTGRES_URL")
 
 
@@ -132,6 +165,14 @@ def app(settings: Settings):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def client(app) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
     with TestClient(app) as test_client:
+        send = test_client.request
+
+        def scanned(method: str, url: Any, *args: Any, **kwargs: Any) -> Any:
+            response = send(method, url, *args, **kwargs)
+            scan_response(str(url), response.text)
+            return response
+
+        test_client.request = scanned  # type: ignore[method-assign]
         yield test_client
 
 

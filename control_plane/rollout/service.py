@@ -65,9 +65,10 @@ def _save(
     *,
     actor: str,
     action: str,
-    before: dict[str, Any],
+    before: dict[str, Any] | None,
     details: dict[str, Any] | None = None,
 ) -> Flag:
+    """Recompile, bump the version, audit, and make the change take effect."""
     _recompile(session, flag)
     flag.version += 1
     flag.updated_at = utcnow()
@@ -210,24 +211,15 @@ def put_cohort(
     )
     for flag in list_flags(session):
         if name in flag.internal_cohorts or name in flag.beta_cohorts:
-            flag_before = _snapshot(flag)
-            _recompile(session, flag)
-            flag.version += 1
-            flag.updated_at = utcnow()
-            flag.updated_by = actor
-            session.add(flag)
-            session.flush()
-            audit.record(
+            _save(
                 session,
+                gate,
+                flag,
                 actor=actor,
                 action="flag.recompile",
-                target=flag.name,
-                before=flag_before,
-                after=_snapshot(flag),
+                before=_snapshot(flag),
                 details={"cohort": name},
             )
-            if gate is not None:
-                gate.push(session, flag)
     return cohort
 
 
@@ -291,22 +283,7 @@ def import_definitions(
         flag.internal_cohorts = list(plan.get("internal_cohorts", ["internal"]))
         flag.beta_cohorts = list(plan.get("beta_cohorts", []))
         flag.beta_percentage = int(plan.get("beta_percentage", 0))
-        _recompile(session, flag)
-        flag.version += 1
-        flag.updated_at = utcnow()
-        flag.updated_by = actor
-        session.add(flag)
-        session.flush()
-        audit.record(
-            session,
-            actor=actor,
-            action="flag.import",
-            target=name,
-            before=before,
-            after=_snapshot(flag),
-        )
-        if gate is not None:
-            gate.push(session, flag)
+        _save(session, gate, flag, actor=actor, action="flag.import", before=before)
         counts["flags"] += 1
     return counts
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from control_plane.deps import PrincipalDep, SessionDep
+from control_plane.deps import ServiceDep, SessionDep
 from control_plane.errors import ProblemError
 from control_plane.sessions import service
 from control_plane.sessions.cache import CachedConfig, ConfigCache
@@ -52,15 +52,10 @@ def agent_session_config(
     agent_id: str,
     request: Request,
     session: SessionDep,
-    principal: PrincipalDep,
+    principal: ServiceDep,
     credentials: CredentialsQuery = "key",
 ) -> Response:
     outcomes = request.app.state.metrics.session_config
-    try:
-        service.require_service(principal)
-    except ProblemError as exc:
-        outcomes.labels(exc.code).inc()
-        raise
     cache: ConfigCache = request.app.state.config_cache
     key = (workspace_id, agent_id, credentials)
     entry = cache.get(key)
@@ -96,10 +91,9 @@ def inline_session_config(
     request: Request,
     response: Response,
     session: SessionDep,
-    principal: PrincipalDep,
+    principal: ServiceDep,
     credentials: CredentialsQuery = "key",
 ) -> ResolvedSessionConfig:
-    service.require_service(principal)
     response.headers["Cache-Control"] = "no-store"
     return service.resolve_inline(
         session, request.app.state.resolver, principal, workspace_id, body, credentials

@@ -4,8 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 
-from control_plane.deps import AdminDep, GateDep, PrincipalDep, SessionDep
-from control_plane.errors import ForbiddenError
+from control_plane.deps import AdminDep, GateDep, ServiceDep, SessionDep
 from control_plane.telemetry import service
 from control_plane.telemetry.models import (
     CallBatch,
@@ -23,12 +22,10 @@ router = APIRouter(prefix="/api/v1", tags=["telemetry"])
 def report_calls(
     body: Annotated[CallReportIn | CallBatch, Body()],
     session: SessionDep,
-    principal: PrincipalDep,
+    _service: ServiceDep,
     gate: GateDep,
 ) -> IngestResult:
     """One call report or `{"calls": [...]}`; a call id already seen counts once."""
-    if not principal.is_service:
-        raise ForbiddenError("Telemetry comes from service tokens.", code="service_required")
     reports = body.calls if isinstance(body, CallBatch) else [body]
     return service.ingest(session, gate, reports)
 

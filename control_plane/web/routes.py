@@ -478,7 +478,7 @@ def rollout_cohort(
 
 def install_page_errors(app: FastAPI) -> None:
     """Pages answer errors with a page (and sign-in with a redirect); the API keeps problem+json."""
-    from control_plane.errors import problem_response
+    from control_plane.errors import problem_for
 
     @app.exception_handler(SignInRequired)
     async def sign_in(request: Request, _exc: SignInRequired) -> Response:
@@ -489,15 +489,7 @@ def install_page_errors(app: FastAPI) -> None:
         if request.url.path.startswith("/api/") or "text/html" not in request.headers.get(
             "accept", ""
         ):
-            return problem_response(
-                exc.status,
-                exc.code,
-                exc.title,
-                exc.detail,
-                instance=request.url.path,
-                extra=exc.extra,
-                headers=exc.headers,
-            )
+            return problem_for(request, exc)
         user_id = request.session.get("user_id") if "session" in request.scope else None
         return TEMPLATES.TemplateResponse(
             request,

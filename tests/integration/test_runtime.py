@@ -516,3 +516,13 @@ async def test_runtime_telemetry_reaches_the_control_plane(stack: Stack) -> None
     assert health["overall"]["calls"] == 1
     assert health["cohorts"]["internal"]["call_completion"]["value"] == 1.0
     assert health["overall"]["first_audio_p50_ms"] is not None
+
+
+async def test_slow_xai_ends_the_call_cleanly(stack: Stack) -> None:
+    stack.xai.handshake_delay = 1.0
+    with pytest.raises(CallRefusedError) as refused:
+        async with session_for(stack, ready_timeout=0.3):
+            pass
+    assert refused.value.code == "xai_timeout"
+    report = stack.telemetry.reports[-1]
+    assert (report.end_reason, report.completed) == ("xai_timeout", False)

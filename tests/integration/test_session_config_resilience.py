@@ -200,3 +200,82 @@ def test_database_outage_serves_last_known_good_and_never_500(
             final.json()["config_version"],
             app.state.config_cache._entries,
         )
+
+
+def test_outage_under_load_keeps_reads_up_and_loses_no_acknowledged_write(
+    private_postgres: PrivatePostgres, tmp_path: Path
+) -> None:
+    import threading
+
+    admin, service = tokens_for(private_postgres.url())
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        environment="test",
+        database_url=private_postgres.url(),
+        master_key_file=tmp_path / "master.key",
+        database_timeout_seconds=2,
+    )
+    with BackgroundServer(create_app(settings)) as server:
+        with httpx.Client(base_url=server.base_url, timeout=15) as http:
+            agent_path = prepare(http, admin)
+            assert (
+                http.get(f"{agent_path}/session-config", headers=auth(service)).status_code == 200
+            )
+        stop = threading.Event()
+        reads: list[tuple[int, bool]] = []
+        writes: list[int] = []
+        acknowledged: list[str] = []
+
+        def reader() -> None:
+            with httpx.Client(base_url=server.base_url, timeout=15) as http:
+                while not stop.is_set():
+                    response = http.get(f"{agent_path}/session-config", headers=auth(service))
+                    reads.append(
+                        (
+                            response.status_code,
+                            response.status_code == 200 and response.json()["stale"],
+                        )
+                    )
+                    time.sleep(0.01)
+
+        def writer(index: int) -> None:
+            with httpx.Client(base_url=server.base_url, timeout=15) as http:
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    response = http.post(
+                        "/api/v1/workspaces/acme/agents",
+                        json={"name": f"w{index}-{n}", "pricing_tier": "premium", "voice": "alloy"},
+                        headers=auth(admin),
+                    )
+                    writes.append(response.status_code)
+                    if response.status_code == 201:
+                        acknowledged.append(response.json()["id"])
+                    time.sleep(0.02)
+
+        threads = [threading.Thread(target=reader) for _ in range(2)] + [
+            threading.Thread(target=writer, args=(i,)) for i in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.5)
+        private_postgres.stop()
+        time.sleep(2.5)
+        private_postgres.start()
+        time.sleep(3.0)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+
+        assert {status for status, _ in reads} == {200}, "session-config must keep answering"
+        assert any(stale for _, stale in reads), "the outage was served from last known good"
+        assert set(writes) <= {201, 503} and 503 in writes and writes[-1] == 201
+        with httpx.Client(base_url=server.base_url, timeout=15) as http:
+            stored = {
+                a["id"]
+                for a in http.get("/api/v1/workspaces/acme/agents", headers=auth(admin)).json()[
+                    "agents"
+                ]
+            }
+        assert set(acknowledged) <= stored, "every acknowledged write survived"
+        assert len(acknowledged) > 20
