@@ -135,6 +135,46 @@ def test_official_python_sdk_agrees_with_switchboard(
             assert {w: ours[w] for w in expected} == expected, step
 
 
+NODE_CHECK = Path(__file__).resolve().parent.parent / "unleash_server" / "node_sdk_check.js"
+
+
+def node_sdk_decisions(base_url: str, token: str) -> dict[str, bool]:
+    import subprocess
+
+    result = subprocess.run(
+        ["node", str(NODE_CHECK), f"{base_url}/api", token, FLAG, *GRID],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    decisions: dict[str, bool] = json.loads(result.stdout.strip().splitlines()[-1])
+    return decisions
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_official_node_sdk_agrees_with_switchboard(settings: Settings, admin_token: str) -> None:
+    import shutil
+
+    modules = NODE_CHECK.parent / "node_modules" / "unleash-client"
+    if shutil.which("node") is None or not modules.exists():
+        if IN_CI:
+            pytest.fail("Node.js or unleash-client missing (npm ci in tests/unleash_server)")
+        pytest.skip(
+            "Node.js or the unleash-client package is missing: run make test (it runs npm ci)"
+        )
+    with (
+        BackgroundServer(create_app(settings)) as server,
+        httpx.Client(base_url=server.base_url) as http,
+    ):
+        for step, method, path, body, expected in STEPS:
+            admin_call(http, admin_token, method, path, body)
+            ours = switchboard_decisions(http, admin_token)
+            assert node_sdk_decisions(server.base_url, admin_token) == ours, step
+            assert {w: ours[w] for w in expected} == expected, step
+
+
 def specification_files() -> list[Path]:
     directory = Path(
         os.environ.get(
