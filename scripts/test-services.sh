@@ -82,12 +82,13 @@ start_unleash() {
   secret="$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
   local pg_port="${SWITCHBOARD_TEST_POSTGRES_URL##*:}"
   pg_port="${pg_port%%/*}"
-  "$bin/psql" -q -h 127.0.0.1 -p "$pg_port" -U postgres -c "CREATE DATABASE unleash" >/dev/null
+  local database="unleash_${secret:0:8}"  # a fresh database per run: no state from an earlier one
+  "$bin/psql" -q -h 127.0.0.1 -p "$pg_port" -U postgres -c "CREATE DATABASE $database" >/dev/null
   export SWITCHBOARD_TEST_UNLEASH_ADMIN_TOKEN="*:*.admin-$secret"
   export SWITCHBOARD_TEST_UNLEASH_CLIENT_TOKEN="default:development.client-$secret"
   (
     cd "$here/../tests/unleash_server"
-    DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/unleash" UNLEASH_PORT="$port" \
+    DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/$database" UNLEASH_PORT="$port" \
       INIT_ADMIN_API_TOKENS="$SWITCHBOARD_TEST_UNLEASH_ADMIN_TOKEN" \
       INIT_BACKEND_API_TOKENS="$SWITCHBOARD_TEST_UNLEASH_CLIENT_TOKEN" \
       exec node server.js >"$work/unleash.log" 2>&1

@@ -87,28 +87,38 @@ def _media_payload(frame: dict[str, Any]) -> PhoneEvent:
     return Media(payload)
 
 
-class Twilio:
-    name = "twilio"
+def _parameters(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+class _MediaStream:
+    """What Twilio's and Telnyx's streams share: media, mark and stop frames; `start` differs."""
 
     def parse(self, frame: dict[str, Any]) -> PhoneEvent:
         event = frame.get("event")
         if event == "media":
             return _media_payload(frame)
         if event == "start":
-            start = frame.get("start") or {}
-            parameters = start.get("customParameters") or {}
-            return Start(
-                stream_id=str(frame.get("streamSid") or start.get("streamSid") or ""),
-                call_id=str(start.get("callSid") or ""),
-                parameters={str(k): str(v) for k, v in parameters.items()}
-                if isinstance(parameters, dict)
-                else {},
-            )
+            return self.start(frame, frame.get("start") or {})
         if event == "mark":
             return Mark(str((frame.get("mark") or {}).get("name", "")))
         if event == "stop":
             return Stop()
         return Ignored(f"event {str(event)[:32]!r}")
+
+    def start(self, frame: dict[str, Any], start: dict[str, Any]) -> Start:
+        raise NotImplementedError
+
+
+class Twilio(_MediaStream):
+    name = "twilio"
+
+    def start(self, frame: dict[str, Any], start: dict[str, Any]) -> Start:
+        return Start(
+            stream_id=str(frame.get("streamSid") or start.get("streamSid") or ""),
+            call_id=str(start.get("callSid") or ""),
+            parameters=_parameters(start.get("customParameters")),
+        )
 
     def media(self, stream_id: str, payload: str) -> dict[str, Any]:
         return {"event": "media", "streamSid": stream_id, "media": {"payload": payload}}
@@ -120,28 +130,15 @@ class Twilio:
         return {"event": "mark", "streamSid": stream_id, "mark": {"name": name}}
 
 
-class Telnyx:
+class Telnyx(_MediaStream):
     name = "telnyx"
 
-    def parse(self, frame: dict[str, Any]) -> PhoneEvent:
-        event = frame.get("event")
-        if event == "media":
-            return _media_payload(frame)
-        if event == "start":
-            start = frame.get("start") or {}
-            parameters = start.get("custom_parameters") or start.get("customParameters") or {}
-            return Start(
-                stream_id=str(frame.get("stream_id") or ""),
-                call_id=str(start.get("call_control_id") or ""),
-                parameters={str(k): str(v) for k, v in parameters.items()}
-                if isinstance(parameters, dict)
-                else {},
-            )
-        if event == "mark":
-            return Mark(str((frame.get("mark") or {}).get("name", "")))
-        if event == "stop":
-            return Stop()
-        return Ignored(f"event {str(event)[:32]!r}")
+    def start(self, frame: dict[str, Any], start: dict[str, Any]) -> Start:
+        return Start(
+            stream_id=str(frame.get("stream_id") or ""),
+            call_id=str(start.get("call_control_id") or ""),
+            parameters=_parameters(start.get("custom_parameters") or start.get("customParameters")),
+        )
 
     def media(self, stream_id: str, payload: str) -> dict[str, Any]:
         return {"event": "media", "media": {"payload": payload}}
