@@ -18,7 +18,8 @@ log() { printf '[test-services] %s\n' "$*" >&2; }
 
 cleanup() {
   set +e
-  if [[ -n "${PGCTL_CMD:-}" ]]; then "$here/pg.sh" stop >/dev/null 2>&1; fi
+  # Only stop the PostgreSQL this script started, never one the caller pointed us at.
+  if [[ -n "${started_postgres:-}" ]]; then "$here/pg.sh" stop >/dev/null 2>&1; fi
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
   rm -rf "$work"
 }
@@ -60,6 +61,7 @@ start_postgres() {
   export PGCTL_CMD="${run_as[*]:+${run_as[*]} }$bin/pg_ctl -D $data -l $work/pglog/postgres.log -w -t 30"
   export PG_OPTIONS="-c listen_addresses=127.0.0.1 -p $port -k $work/pgsock -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
   "$here/pg.sh" start >/dev/null
+  started_postgres=1
   export SWITCHBOARD_TEST_POSTGRES_URL="postgresql+psycopg://postgres@127.0.0.1:$port/postgres"
   export SWITCHBOARD_TEST_PG_CTL="$here/pg.sh"
   export SWITCHBOARD_TEST_PG_DUMP="${run_as[*]:+${run_as[*]} }$bin/pg_dump -h 127.0.0.1 -p $port -U postgres"
