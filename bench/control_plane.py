@@ -268,7 +268,7 @@ def main() -> None:
         keyring=keyring,
         gate=gate,
         secrets=EphemeralSecrets(settings),
-        catalogue=CatalogueSnapshot(engine),
+        catalogue=CatalogueSnapshot(),
     )
     principal = auth_service.principal_for_token(Session(engine), service_token)
     assert principal is not None

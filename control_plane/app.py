@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.flag_gate = gate = FlagGate(settings, app.state.engine, feed)
     app.state.token_cache = token_cache = TokenCache()
     app.state.config_cache = config_cache = ConfigCache(settings.config_cache_size)
-    catalogue = CatalogueSnapshot(app.state.engine)
+    catalogue = CatalogueSnapshot()
     app.state.resolver = Resolver(
         settings=settings,
         keyring=app.state.keyring,

@@ -8,7 +8,6 @@ queries at all.
 import threading
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from control_plane.catalogue.models import Tier, Voice, VoiceMap, VoiceMapEntry, VoiceResolution
@@ -54,8 +53,7 @@ class CatalogueData:
 class CatalogueSnapshot:
     INVALIDATING = {"config:*", RESYNC}
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self) -> None:
         self._data: CatalogueData | None = None
         self._lock = threading.Lock()
 
@@ -63,36 +61,38 @@ class CatalogueSnapshot:
         if topic in self.INVALIDATING:
             self._data = None
 
-    def get(self) -> CatalogueData:
+    def get(self, session: Session) -> CatalogueData:
+        """The catalogue; after a change it is loaded again through the caller's session, never
+        a second connection of its own (concurrent requests holding the whole pool would wait
+        for that connection forever)."""
         data = self._data
         if data is None:
             with self._lock:
-                data = self._data = self._data or self._load()
+                data = self._data = self._data or self._load(session)
         return data
 
-    def _load(self) -> CatalogueData:
-        with Session(self._engine, expire_on_commit=False) as session:
-            tiers = {t.id: t for t in session.exec(select(Tier))}
-            voices: dict[str, list[str]] = {}
-            ordered = select(Voice).order_by(
-                col(Voice.provider), col(Voice.sort_order), col(Voice.name)
-            )
-            for voice in session.exec(ordered):
-                voices.setdefault(voice.provider, []).append(voice.name)
-            entries: dict[str, dict[str, str]] = {}
-            for entry in session.exec(select(VoiceMapEntry)):
-                entries.setdefault(entry.target_provider, {})[entry.source_voice] = (
-                    entry.target_voice
-                )
-            voice_maps = {
-                m.target_provider: VoiceMapData(
-                    m.target_provider,
-                    m.default_voice,
-                    entries.get(m.target_provider, {}),
-                    m.version,
-                )
-                for m in session.exec(select(VoiceMap))
-            }
-            for tier in tiers.values():
-                session.expunge(tier)
+    def _load(self, session: Session) -> CatalogueData:
+        # Core rows, turned into detached objects: nothing joins the caller's identity map.
+        connection = session.connection()
+        tiers = {
+            row.id: Tier(**row._mapping)
+            for row in connection.execute(select(Tier.__table__))  # type: ignore[attr-defined]
+        }
+        voices: dict[str, list[str]] = {}
+        ordered = select(Voice.provider, Voice.name).order_by(
+            col(Voice.provider), col(Voice.sort_order), col(Voice.name)
+        )
+        for provider, name in connection.execute(ordered):
+            voices.setdefault(provider, []).append(name)
+        entries: dict[str, dict[str, str]] = {}
+        mapped = select(
+            VoiceMapEntry.target_provider, VoiceMapEntry.source_voice, VoiceMapEntry.target_voice
+        )
+        for target_provider, source_voice, target_voice in connection.execute(mapped):
+            entries.setdefault(target_provider, {})[source_voice] = target_voice
+        maps = select(VoiceMap.target_provider, VoiceMap.default_voice, VoiceMap.version)
+        voice_maps = {
+            provider: VoiceMapData(provider, default_voice, entries.get(provider, {}), version)
+            for provider, default_voice, version in connection.execute(maps)
+        }
         return CatalogueData(tiers=tiers, voices=voices, voice_maps=voice_maps)

@@ -186,7 +186,7 @@ def _resolve(
     agent_version: str,
     credentials: CredentialsMode,
 ) -> ResolvedSessionConfig:
-    settings, gate, data = resolver.settings, resolver.gate, resolver.catalogue.get()
+    settings, gate, data = resolver.settings, resolver.gate, resolver.catalogue.get(session)
     tier = data.tier(config.pricing_tier)
     profile = ENGINES.get(tier.engine)
     if profile is None:
