@@ -33,7 +33,7 @@ from tests.fakes.server import free_port  # noqa: E402
 
 XAI_KEY = "xai-" + "BenchRuntimeKey0123456789" + "abcd"
 FRAME = base64.b64encode(bytes([0x7F]) * 160).decode()
-CALLS = 200
+CALLS = int(os.environ.get("BENCH_CALLS", "200"))
 SECONDS = 10
 
 
@@ -66,7 +66,7 @@ def prepare_control_plane(
     from control_plane.rollout.models import CohortWrite
     from control_plane.settings import Settings
     from control_plane.workspaces import service as workspaces
-    from control_plane.workspaces.models import AgentCreate, WorkspaceCreate
+    from control_plane.workspaces.models import AgentCreate, WorkspaceCreate, WorkspaceSettingsPatch
 
     env = {
         **os.environ,
@@ -89,6 +89,11 @@ def prepare_control_plane(
         rollout.seed_flags(session)
         workspaces.create_workspace(session, SYSTEM, WorkspaceCreate(id="acme", name="Acme"))
         rollout.put_cohort(session, None, "internal", CohortWrite(members=["acme"]), actor="bench")
+        # Every session here is an issued call; the memory sink never ends them on the control
+        # plane, so the workspace needs room for all of them.
+        workspaces.update_settings(
+            session, SYSTEM, "acme", WorkspaceSettingsPatch(max_concurrent_calls=10_000)
+        )
         keys_service.apply_changes(
             session,
             Keyring.from_settings(settings),
@@ -195,6 +200,9 @@ async def measure(control_plane: str, token: str, agent_id: str, fake_port: int)
     all_connected = asyncio.Barrier(CALLS)
 
     async def one_call(index: int) -> None:
+        # Calls arrive at 100 per second, not all in the same millisecond: each start is an
+        # issued call (two writes on the control plane's SQLite).
+        await asyncio.sleep(index * 0.01)
         async with session() as call:
 
             async def drain() -> None:

@@ -17,10 +17,12 @@ from control_plane.audit.api import router as audit_router
 from control_plane.auth.api import router as tokens_router
 from control_plane.auth.cache import TokenCache
 from control_plane.auth.service import TOKENS_TOPIC
+from control_plane.calls.api import router as calls_router
+from control_plane.calls.service import CallPolicy
 from control_plane.catalogue.api import router as catalogue_router
 from control_plane.catalogue.snapshot import CatalogueSnapshot
 from control_plane.changes import RESYNC, ChangeFeed
-from control_plane.db import make_engine, session_scope
+from control_plane.db import make_engine, session_scope, write_gate
 from control_plane.deps import SessionDep
 from control_plane.errors import document_problems, install_error_handlers
 from control_plane.keys.api import router as keys_router
@@ -66,6 +68,21 @@ def session_secret(settings: Settings) -> str:
     return secrets.token_urlsafe(32)
 
 
+def call_policy(settings: Settings, keyring: Keyring) -> CallPolicy:
+    secret = settings.stream_token_secret
+    return CallPolicy(
+        stream_token_key=secret.get_secret_value().encode()
+        if secret is not None
+        else keyring.derive_key("switchboard stream tokens v1"),
+        stream_token_ttl_seconds=settings.stream_token_ttl_seconds,
+        lease_seconds=settings.call_lease_seconds,
+        twilio_auth_token=settings.twilio_auth_token.get_secret_value()
+        if settings.twilio_auth_token is not None
+        else None,
+        telnyx_public_key=settings.telnyx_public_key,
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
@@ -91,7 +108,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = make_engine(settings)
+    app.state.write_gate = write_gate(settings)
     app.state.keyring = Keyring.from_settings(settings)
+    app.state.call_policy = call_policy(settings, app.state.keyring)
     app.state.change_feed = feed = ChangeFeed(settings)
     app.state.flag_gate = gate = FlagGate(settings, app.state.engine, feed)
     app.state.token_cache = token_cache = TokenCache()
@@ -146,6 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rollout_router)
     app.include_router(unleash_client_router)
     app.include_router(sessions_router)
+    app.include_router(calls_router)
     app.include_router(telemetry_router)
     app.include_router(pages_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

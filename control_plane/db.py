@@ -1,7 +1,8 @@
 """Database engine and sessions: SQLite by default, PostgreSQL by URL."""
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, event
@@ -29,6 +30,11 @@ def make_engine(settings: Settings) -> Engine:
         pool_timeout=settings.database_timeout_seconds,
         connect_args={"connect_timeout": max(1, int(settings.database_timeout_seconds))},
     )
+
+
+def write_gate(settings: Settings) -> AbstractContextManager[object]:
+    """Serializes hot-path writers in one process on SQLite (see deps.get_call_path_session)."""
+    return threading.Lock() if settings.is_sqlite else nullcontext()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

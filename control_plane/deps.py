@@ -41,9 +41,22 @@ def get_session(
             raise
 
 
+def serialize_call_writes(request: Request) -> Iterator[None]:
+    """For the writes every call makes (issue, claim, lease, report), declared on the route so
+    it runs before the request's session opens and ends after it commits.
+
+    On SQLite, one such request at a time in this process, queued on a lock: concurrent writers
+    would otherwise wait in SQLite's busy handler, which sleeps up to 100 ms between retries and
+    turns a burst of call starts into timeouts. On PostgreSQL it is a no-op.
+    """
+    with request.app.state.write_gate:
+        yield
+
+
 # scope="function": commit (and announce changes) before the response is sent, so a client
 # that got 200 can read its own write and no acknowledged write is lost.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+SerializedCallWrites = Depends(serialize_call_writes, scope="function")
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 

@@ -47,6 +47,18 @@ class Settings(BaseSettings):
     worker_public_url: str = "http://127.0.0.1:8001"
     tool_timeout_seconds: float = 10.0
 
+    # Call entry. Stream tokens are signed with this secret (by default a key derived from the
+    # master keyring), must be used within the TTL, once; a running call renews its lease.
+    stream_token_secret: SecretStr | None = None
+    stream_token_ttl_seconds: int = Field(default=60, ge=5, le=60)
+    call_lease_seconds: int = Field(default=60, ge=10, le=3600)
+    # The worker closes a media stream that sends no valid `start` within this time.
+    stream_start_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # Install-wide webhook secrets for single-tenant installs; a workspace's own secret (the
+    # `twilio` / `telnyx` rows of its provider keys) wins.
+    twilio_auth_token: SecretStr | None = None
+    telnyx_public_key: str | None = None
+
     session_secret: SecretStr | None = None
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     max_json_depth: int = Field(default=32, ge=2)

@@ -4,6 +4,7 @@ from sqlmodel import SQLModel
 
 from control_plane.audit import models as audit_models
 from control_plane.auth import models as auth_models
+from control_plane.calls import models as calls_models
 from control_plane.catalogue import models as catalogue_models
 from control_plane.keys import models as keys_models
 from control_plane.rollout import models as rollout_models
@@ -15,6 +16,7 @@ metadata = SQLModel.metadata
 __all__ = [
     "audit_models",
     "auth_models",
+    "calls_models",
     "catalogue_models",
     "keys_models",
     "metadata",

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from control_plane.settings import Settings
 
@@ -77,6 +79,12 @@ class Keyring:
     @property
     def key_ids(self) -> list[str]:
         return list(self._keys)
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A 32-byte key for another purpose (e.g. signing), derived from the active master key."""
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(
+            self._keys[self.active_id]
+        )
 
     def seal(self, plaintext: str, associated_data: str) -> Sealed:
         nonce = secrets.token_bytes(12)

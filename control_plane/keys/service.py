@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 
 from control_plane.audit import service as audit
 from control_plane.auth.principal import Principal
+from control_plane.calls.webhooks import valid_ed25519_public_key
 from control_plane.changes import notify
 from control_plane.core import utcnow
 from control_plane.errors import ForbiddenError, InvalidInputError, NotFoundError
@@ -33,7 +34,8 @@ from control_plane.workspaces.models import Workspace
 
 logger = logging.getLogger(__name__)
 
-KEY_CHARACTERS = re.compile(r"^[A-Za-z0-9_\-.]+$")
+# Letters, digits and '-_.'; plus '+/=' for base64 keys such as Telnyx's Ed25519 public key.
+KEY_CHARACTERS = re.compile(r"^[A-Za-z0-9_\-.+/=]+$")
 FIELD_SUFFIX = "_api_key"
 
 
@@ -113,7 +115,12 @@ def validate_key(provider: KeyProvider, raw: str) -> str:
         )
     if not KEY_CHARACTERS.match(key):
         raise InvalidInputError(
-            f"{name} API keys contain only letters, digits, '-', '_' and '.'.",
+            f"{name} API keys contain only letters, digits, '-', '_', '.', '+', '/' and '='.",
+            code="invalid_api_key",
+        )
+    if provider.id == "telnyx" and not valid_ed25519_public_key(key):
+        raise InvalidInputError(
+            f"The {name} is the base64 Ed25519 public key shown in the Telnyx portal.",
             code="invalid_api_key",
         )
     return key

@@ -17,7 +17,6 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +27,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from control_plane.runtime import protocol
+from control_plane.runtime.client import (
+    ClaimedCall,
+    ControlPlaneClient,
+    ControlPlaneError,
+    keep_lease,
+)
 from control_plane.runtime.tools import ToolRegistry
 
 logger = logging.getLogger(__name__)
@@ -51,12 +56,8 @@ IGNORED_EVENTS = {
 }
 
 
-class SessionConfigError(Exception):
-    """The control plane refused the call: carries its problem code and message."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.status, self.code, self.message = status, code, message
+# The control plane refused the call (issuing it, claiming it or resolving its config).
+SessionConfigError = ControlPlaneError
 
 
 class CallRefusedError(Exception):
@@ -128,7 +129,8 @@ class TelemetrySink(Protocol):
 
 
 class HttpTelemetrySink:
-    """Posts each call's telemetry to the control plane; a failure is logged, never raised."""
+    """Posts each call's telemetry to the control plane (which ends the call there); a failure
+    is logged, never raised."""
 
     def __init__(
         self,
@@ -137,28 +139,19 @@ class HttpTelemetrySink:
         timeout: float = 3.0,
         http: httpx.AsyncClient | None = None,
     ) -> None:
-        self.url = control_plane_url.rstrip("/") + "/api/v1/telemetry/calls"
-        self.headers = {"Authorization": f"Bearer {service_token}"}
-        self.timeout = timeout
-        self.http = http
+        self.control_plane_url, self.service_token = control_plane_url, service_token
+        self.timeout, self.http = timeout, http
 
     async def report(self, telemetry: CallTelemetry) -> None:
+        client = ControlPlaneClient(
+            self.control_plane_url, self.service_token, http=self.http, timeout=self.timeout
+        )
         try:
-            async with contextlib.AsyncExitStack() as stack:
-                client = self.http
-                if client is None:
-                    client = await stack.enter_async_context(httpx.AsyncClient())
-                response = await client.post(
-                    self.url, json=asdict(telemetry), headers=self.headers, timeout=self.timeout
-                )
-            if response.status_code >= 400:
-                logger.warning(
-                    "telemetry for call %s refused: %s", telemetry.call_id, response.status_code
-                )
-        except httpx.HTTPError as exc:
-            logger.warning(
-                "telemetry for call %s not sent: %s", telemetry.call_id, type(exc).__name__
-            )
+            await client.report(asdict(telemetry))
+        except ControlPlaneError as exc:
+            logger.warning("telemetry for call %s refused: %s", telemetry.call_id, exc.code)
+        finally:
+            await client.aclose()
 
 
 class MemoryTelemetrySink:
@@ -170,58 +163,6 @@ class MemoryTelemetrySink:
 
 
 # --- the session ------------------------------------------------------------------------------
-
-
-async def fetch_session_config(
-    control_plane_url: str,
-    service_token: str,
-    workspace_id: str,
-    agent_id: str,
-    *,
-    credentials: str = "key",
-    http_timeout: float = 3.0,
-    attempts: int = 3,
-    http: httpx.AsyncClient | None = None,
-) -> dict[str, Any]:
-    """GET the resolved config; retry on connection errors only, never on an answer.
-
-    Pass a long-lived `http` client: creating one costs tens of milliseconds (its TLS context),
-    which a call start should not pay.
-    """
-    base = control_plane_url.rstrip("/")
-    url = f"{base}/api/v1/workspaces/{workspace_id}/agents/{agent_id}/session-config"
-    async with contextlib.AsyncExitStack() as stack:
-        if http is None:
-            http = await stack.enter_async_context(httpx.AsyncClient(timeout=http_timeout))
-        for attempt in range(1, attempts + 1):
-            try:
-                response = await http.get(
-                    url,
-                    params={"credentials": credentials},
-                    headers={"Authorization": f"Bearer {service_token}"},
-                    timeout=http_timeout,
-                )
-                break
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                if attempt == attempts:
-                    raise SessionConfigError(
-                        503,
-                        "control_plane_unreachable",
-                        f"Switchboard unreachable: {type(exc).__name__}",
-                    ) from exc
-                await asyncio.sleep(0.1 * 2**attempt)
-    if response.status_code != 200:
-        try:
-            problem = response.json()
-        except ValueError:
-            problem = {}
-        raise SessionConfigError(
-            response.status_code,
-            str(problem.get("code", "session_config_failed")),
-            str(problem.get("detail", f"Switchboard answered {response.status_code}")),
-        )
-    config: dict[str, Any] = response.json()
-    return config
 
 
 class GrokRealtimeSession:
@@ -236,17 +177,20 @@ class GrokRealtimeSession:
         telemetry: TelemetrySink | None = None,
         credentials: Literal["key", "ephemeral"] = "key",
         config: dict[str, Any] | None = None,
-        call_id: str | None = None,
+        call: ClaimedCall | None = None,
         http_timeout: float = 3.0,
         connect_timeout: float = 5.0,
         ready_timeout: float = 5.0,
         http: httpx.AsyncClient | None = None,
     ) -> None:
-        self.http = http
-        self.control_plane_url = control_plane_url
-        self.service_token = service_token
+        self.control_plane = ControlPlaneClient(
+            control_plane_url, service_token, http=http, timeout=http_timeout
+        )
+        self.call = call
         self.tools = tools or ToolRegistry()
-        self.sink: TelemetrySink = telemetry or HttpTelemetrySink(control_plane_url, service_token)
+        self.sink: TelemetrySink = telemetry or HttpTelemetrySink(
+            control_plane_url, service_token, http=http
+        )
         self.credentials = credentials
         self.config = config
         self.http_timeout, self.connect_timeout, self.ready_timeout = (
@@ -255,12 +199,13 @@ class GrokRealtimeSession:
             ready_timeout,
         )
         self.telemetry = CallTelemetry(
-            call_id=call_id or uuid.uuid4().hex, workspace_id=workspace_id, agent_id=agent_id
+            call_id=call.call_id if call else "", workspace_id=workspace_id, agent_id=agent_id
         )
         self.transcripts: list[Transcript] = []
         self._ws: ClientConnection | None = None
         self._outbound: asyncio.Queue[OutboundEvent] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
+        self._leased = contextlib.AsyncExitStack()  # renews the call's lease while it runs
         self._tool_tasks: set[asyncio.Task[None]] = set()
         self._seen_calls: set[str] = set()
         self._active_response: str | None = None
@@ -288,15 +233,21 @@ class GrokRealtimeSession:
 
     async def start(self) -> None:
         self._started = time.monotonic()
+        if self.call is None:
+            # Embedded without a worker: the control plane issues the call (its cap, its
+            # refusals) and this session claims it at once.
+            issued = await self.control_plane.issue_call(
+                self.telemetry.workspace_id, self.telemetry.agent_id
+            )
+            self.call = await self.control_plane.claim_call(
+                issued.stream_token, self.telemetry.agent_id
+            )
+        self.telemetry.call_id = self.call.call_id
+        self.telemetry.workspace_id = self.call.workspace_id
+        await self._leased.enter_async_context(keep_lease(self.control_plane, self.call))
         if self.config is None:
-            self.config = await fetch_session_config(
-                self.control_plane_url,
-                self.service_token,
-                self.telemetry.workspace_id,
-                self.telemetry.agent_id,
-                credentials=self.credentials,
-                http_timeout=self.http_timeout,
-                http=self.http,
+            self.config = await self.control_plane.session_config(
+                self.call.workspace_id, self.call.agent_id, self.credentials
             )
         config = self.config
         self.telemetry.tier = config["tier"]["id"]
@@ -383,10 +334,12 @@ class GrokRealtimeSession:
         await asyncio.gather(
             *(t for t in [self._reader, *self._tool_tasks] if t), return_exceptions=True
         )
-        if not self._reported:
+        await self._leased.aclose()
+        if not self._reported and self.call is not None:  # only issued calls are reported
             self._reported = True
             self.telemetry.duration_ms = round((time.monotonic() - self._started) * 1000, 1)
             await self.sink.report(self.telemetry)
+        await self.control_plane.aclose()
 
     async def _close_socket(self) -> None:
         self._closing = True

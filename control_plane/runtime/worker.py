@@ -1,27 +1,44 @@
 """The call worker: phone numbers point here, and each call runs on the engine its agent's tier
 resolves to. grok-realtime runs on GrokRealtimeSession; other engines run on handlers the host
 backend registers; with no handler the call is refused with a clear message. Never a fallback.
+
+Call entry is authenticated end to end:
+1. The phone provider fetches `/twiml/{agent}` or `/texml/{agent}`. The worker hands the signed
+   webhook to the control plane, which checks the signature with the workspace's own secret and
+   issues the call (or refuses it: the caller hears a polite hang-up, or busy at the call limit).
+2. The answer points the media stream here with a single-use stream token.
+3. The stream must present that token at `start`, within a few seconds, before any config is
+   fetched or xAI is reached; workspace and agent come from the token, never from the caller.
+   Anything else closes the socket with 4401 `unauthorized` (the why goes to the log only).
 """
 
+import asyncio
+import base64
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-from urllib.parse import urlencode
-from xml.sax.saxutils import quoteattr
+from urllib.parse import parse_qsl, urlencode
+from xml.sax.saxutils import escape, quoteattr
 
 import httpx
-from fastapi import FastAPI, Query, Request, Response, WebSocket
+from fastapi import FastAPI, Request, Response, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
+from control_plane.runtime.client import (
+    ClaimedCall,
+    ControlPlaneClient,
+    ControlPlaneError,
+    IssuedCall,
+    keep_lease,
+)
 from control_plane.runtime.session import (
     GROK_ENGINE,
     CallRefusedError,
     GrokRealtimeSession,
     HttpTelemetrySink,
-    SessionConfigError,
     TelemetrySink,
-    fetch_session_config,
 )
 from control_plane.runtime.telephony import (
     DIALECTS,
@@ -40,8 +57,49 @@ logger = logging.getLogger(__name__)
 EngineHandler = Callable[[WebSocket, Dialect, Start, dict[str, Any]], Awaitable[None]]
 
 # Close codes the phone side sees (application range 4000-4999).
+CLOSE_UNAUTHORIZED = 4401
 CLOSE_REFUSED = 4403
 CLOSE_FAILED = 4500
+UNAUTHORIZED = "unauthorized"
+
+ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+MAX_WEBHOOK_BYTES = 64 * 1024
+MAX_TOKEN_CHARS = 1024
+
+SORRY = "We're sorry, this line can't take your call right now. Please try again later."
+
+
+def _xml(body: str) -> Response:
+    return Response(
+        f'<?xml version="1.0" encoding="UTF-8"?><Response>{body}</Response>',
+        media_type="application/xml",
+    )
+
+
+def hang_up_politely() -> Response:
+    return _xml(f"<Say>{escape(SORRY)}</Say><Hangup/>")
+
+
+def busy() -> Response:
+    return _xml('<Reject reason="busy"/>')
+
+
+def forbidden() -> Response:
+    return Response("forbidden", status_code=403, media_type="text/plain")
+
+
+async def authorize_stream(
+    control_plane: ControlPlaneClient, agent_id: str, token: str | None
+) -> ClaimedCall | None:
+    """The issued call this stream may run, or None. Claiming makes the token used."""
+    if not token or len(token) > MAX_TOKEN_CHARS or not ID.fullmatch(agent_id):
+        logger.warning("stream refused for agent %s: no usable stream token", agent_id[:64])
+        return None
+    try:
+        return await control_plane.claim_call(token, agent_id)
+    except ControlPlaneError as exc:
+        logger.warning("stream refused for agent %s: %s", agent_id[:64], exc.code)
+        return None
 
 
 def create_worker_app(
@@ -58,13 +116,17 @@ def create_worker_app(
         )
     service_token = settings.service_token.get_secret_value()
     engine_handlers = dict(handlers or {})
+    public_url = settings.worker_public_url.rstrip("/")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # One pooled HTTP client for config pulls and telemetry: a call start must not pay for
-        # a new client (its TLS context alone costs tens of milliseconds).
+        # One pooled HTTP client for the control plane: a call start must not pay for a new
+        # client (its TLS context alone costs tens of milliseconds).
         async with httpx.AsyncClient() as http:
             app.state.http = http
+            app.state.control_plane = ControlPlaneClient(
+                settings.control_plane_url, service_token, http=http
+            )
             app.state.sink = telemetry or HttpTelemetrySink(
                 settings.control_plane_url, service_token, http=http
             )
@@ -72,63 +134,116 @@ def create_worker_app(
 
     app = FastAPI(title="Switchboard call worker", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.calls = []  # BridgeStats of finished calls, newest last (bounded)
+    app.state.stream_start_timeout_seconds = settings.stream_start_timeout_seconds
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    def stream_url(kind: str, agent_id: str, workspace_id: str) -> str:
-        base = settings.worker_public_url.replace("http://", "ws://").replace("https://", "wss://")
-        return (
-            f"{base.rstrip('/')}/ws/{kind}/{agent_id}?{urlencode({'workspace_id': workspace_id})}"
-        )
+    def stream_url(kind: str, agent_id: str, query: dict[str, str] | None = None) -> str:
+        base = public_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        return f"{base}/ws/{kind}/{agent_id}" + (f"?{urlencode(query)}" if query else "")
+
+    async def issue(request: Request, agent_id: str, provider: str) -> IssuedCall | Response:
+        """Hand the signed webhook to the control plane; a Response when the call is refused."""
+        workspace_id = request.query_params.get("workspace_id", "")
+        if not ID.fullmatch(agent_id) or not ID.fullmatch(workspace_id):
+            logger.warning("%s webhook refused: malformed agent or workspace id", provider)
+            return forbidden()
+        raw = await request.body()
+        if len(raw) > MAX_WEBHOOK_BYTES:
+            logger.warning("%s webhook refused: body of %d bytes", provider, len(raw))
+            return forbidden()
+        # The URL the provider requested: our public URL, this path, this query string.
+        url = public_url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        params = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+        webhook: dict[str, Any]
+        if provider == "twilio":
+            webhook = {
+                "provider": "twilio",
+                "url": url,
+                "params": params,
+                "signature": request.headers.get("x-twilio-signature", ""),
+            }
+        else:
+            webhook = {
+                "provider": "telnyx",
+                "body_base64": base64.b64encode(raw).decode("ascii"),
+                "timestamp": request.headers.get("telnyx-timestamp", ""),
+                "signature": request.headers.get("telnyx-signature-ed25519", ""),
+            }
+        control_plane: ControlPlaneClient = request.app.state.control_plane
+        try:
+            return await control_plane.issue_call(
+                workspace_id,
+                agent_id,
+                channel=provider,
+                provider_call_id=params.get("CallSid") or params.get("CallControlId"),
+                webhook=webhook,
+            )
+        except ControlPlaneError as exc:
+            logger.warning(
+                "%s call for %s/%s refused: %s (%s)",
+                provider,
+                workspace_id,
+                agent_id,
+                exc.code,
+                exc.message,
+            )
+            if exc.code.startswith("webhook_") or exc.status == 422:
+                return forbidden()
+            if exc.status == 429:
+                return busy()
+            return hang_up_politely()
 
     @app.post("/twiml/{agent_id}")
-    def twiml(agent_id: str, workspace_id: str = Query(min_length=1, max_length=64)) -> Response:
-        url = stream_url("twilio", agent_id, workspace_id)
-        body = (
-            '<?xml version="1.0" encoding="UTF-8"?><Response><Connect>'
-            f"<Stream url={quoteattr(url)}>"
-            f'<Parameter name="workspace_id" value={quoteattr(workspace_id)}/></Stream>'
-            "</Connect></Response>"
+    async def twiml(agent_id: str, request: Request) -> Response:
+        issued = await issue(request, agent_id, "twilio")
+        if isinstance(issued, Response):
+            return issued
+        return _xml(
+            f"<Connect><Stream url={quoteattr(stream_url('twilio', issued.agent_id))}>"
+            f'<Parameter name="stream_token" value={quoteattr(issued.stream_token)}/>'
+            "</Stream></Connect>"
         )
-        return Response(body, media_type="application/xml")
 
     @app.post("/texml/{agent_id}")
-    def texml(agent_id: str, workspace_id: str = Query(min_length=1, max_length=64)) -> Response:
-        url = stream_url("telnyx", agent_id, workspace_id)
-        body = (
-            '<?xml version="1.0" encoding="UTF-8"?><Response><Connect>'
-            f'<Stream url={quoteattr(url)} bidirectionalMode="rtp" /></Connect></Response>'
-        )
-        return Response(body, media_type="application/xml")
+    async def texml(agent_id: str, request: Request) -> Response:
+        issued = await issue(request, agent_id, "telnyx")
+        if isinstance(issued, Response):
+            return issued
+        url = stream_url("telnyx", issued.agent_id, {"token": issued.stream_token})
+        return _xml(f'<Connect><Stream url={quoteattr(url)} bidirectionalMode="rtp" /></Connect>')
 
     async def run_call(
-        phone: WebSocket, dialect: Dialect, agent_id: str, workspace_id: str | None
+        phone: WebSocket, dialect: Dialect, agent_id: str, url_token: str | None
     ) -> None:
         await phone.accept()
-        start = await wait_for_start(phone, dialect, BridgeStats())
+        try:
+            async with asyncio.timeout(app.state.stream_start_timeout_seconds):
+                start = await wait_for_start(phone, dialect, BridgeStats())
+        except TimeoutError:
+            logger.warning("stream for agent %s closed: no start in time", agent_id[:64])
+            await _close(phone, CLOSE_UNAUTHORIZED, UNAUTHORIZED)
+            return
         if start is None:
             return
-        workspace = start.parameters.get("workspace_id") or workspace_id
-        if not workspace:
-            await phone.close(CLOSE_REFUSED, "workspace_id missing")
+        control_plane: ControlPlaneClient = app.state.control_plane
+        token = start.parameters.get("stream_token") or url_token
+        call = await authorize_stream(control_plane, agent_id, token)
+        if call is None:
+            await _close(phone, CLOSE_UNAUTHORIZED, UNAUTHORIZED)
             return
         try:
-            config = await fetch_session_config(
-                settings.control_plane_url, service_token, workspace, agent_id
-            )
-        except SessionConfigError as exc:
-            logger.warning("call refused for %s/%s: %s", workspace, agent_id, exc.code)
-            await phone.close(CLOSE_REFUSED, f"{exc.code}: {exc.message}"[:120])
+            config = await control_plane.session_config(call.workspace_id, call.agent_id)
+        except ControlPlaneError as exc:
+            logger.warning("call %s refused: %s", call.call_id, exc.code)
+            await control_plane.end_call(call.call_id, exc.code)
+            await _close(phone, CLOSE_REFUSED, f"{exc.code}: {exc.message}"[:120])
             return
         engine = config["engine"]
         if engine != GROK_ENGINE:
-            handler = engine_handlers.get(engine)
-            if handler is None:
-                await phone.close(CLOSE_REFUSED, f"no handler registered for engine {engine}"[:120])
-                return
-            await handler(phone, dialect, start, config)
+            await run_other_engine(phone, dialect, start, config, call)
             return
         tools = (
             tools_factory(config) if tools_factory else ToolRegistry(settings.tool_timeout_seconds)
@@ -136,32 +251,47 @@ def create_worker_app(
         session = GrokRealtimeSession(
             control_plane_url=settings.control_plane_url,
             service_token=service_token,
-            workspace_id=workspace,
-            agent_id=agent_id,
+            workspace_id=call.workspace_id,
+            agent_id=call.agent_id,
             tools=tools,
             telemetry=app.state.sink,
             config=config,
             http=app.state.http,
-            call_id=start.call_id or None,
+            call=call,
         )
         try:
             async with session:
                 stats = await bridge(phone, dialect, start, session)
         except CallRefusedError as exc:
-            await phone.close(CLOSE_REFUSED, f"{exc.code}: {exc.message}"[:120])
+            await _close(phone, CLOSE_REFUSED, f"{exc.code}: {exc.message}"[:120])
             return
         app.state.calls = [*app.state.calls[-99:], stats]
         ended = session.ended
-        with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # the phone may have gone
-            await phone.close(1000, (ended.reason if ended else "ended")[:120])
+        await _close(phone, 1000, (ended.reason if ended else "ended")[:120])
+
+    async def run_other_engine(
+        phone: WebSocket, dialect: Dialect, start: Start, config: dict[str, Any], call: ClaimedCall
+    ) -> None:
+        control_plane: ControlPlaneClient = app.state.control_plane
+        handler = engine_handlers.get(config["engine"])
+        if handler is None:
+            await control_plane.end_call(call.call_id, "no_handler")
+            reason = f"no handler registered for engine {config['engine']}"
+            await _close(phone, CLOSE_REFUSED, reason[:120])
+            return
+        try:
+            async with keep_lease(control_plane, call):
+                await handler(phone, dialect, start, config)
+        finally:
+            await control_plane.end_call(call.call_id, "handler_done")
 
     @app.websocket("/ws/twilio/{agent_id}")
-    async def twilio(phone: WebSocket, agent_id: str, workspace_id: str | None = None) -> None:
-        await run_call(phone, DIALECTS["twilio"], agent_id, workspace_id)
+    async def twilio(phone: WebSocket, agent_id: str, token: str | None = None) -> None:
+        await run_call(phone, DIALECTS["twilio"], agent_id, token)
 
     @app.websocket("/ws/telnyx/{agent_id}")
-    async def telnyx(phone: WebSocket, agent_id: str, workspace_id: str | None = None) -> None:
-        await run_call(phone, DIALECTS["telnyx"], agent_id, workspace_id)
+    async def telnyx(phone: WebSocket, agent_id: str, token: str | None = None) -> None:
+        await run_call(phone, DIALECTS["telnyx"], agent_id, token)
 
     @app.middleware("http")
     async def no_cache(
@@ -172,3 +302,8 @@ def create_worker_app(
         return response
 
     return app
+
+
+async def _close(phone: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # the phone may have gone
+        await phone.close(code, reason)

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 
-from control_plane.deps import AdminDep, GateDep, ServiceDep, SessionDep
+from control_plane.deps import AdminDep, GateDep, SerializedCallWrites, ServiceDep, SessionDep
 from control_plane.telemetry import service
 from control_plane.telemetry.models import (
     CallBatch,
@@ -18,7 +18,7 @@ from control_plane.telemetry.models import (
 router = APIRouter(prefix="/api/v1", tags=["telemetry"])
 
 
-@router.post("/telemetry/calls", response_model=IngestResult)
+@router.post("/telemetry/calls", response_model=IngestResult, dependencies=[SerializedCallWrites])
 def report_calls(
     body: Annotated[CallReportIn | CallBatch, Body()],
     session: SessionDep,

@@ -56,13 +56,16 @@ class FlagGuard(SQLModel, table=True):
 
 
 class CallReportIn(BaseModel):
+    """A finished call. Only calls the control plane issued are accepted; workspace, agent,
+    tier and engine are taken from the issued call, so what a report says of them is ignored."""
+
     model_config = ConfigDict(extra="ignore")
 
     call_id: Id
-    workspace_id: Id
-    agent_id: Id
-    tier: Id
-    engine: Id
+    workspace_id: Id | None = None
+    agent_id: Id | None = None
+    tier: Annotated[str, StringConstraints(max_length=64)] | None = None
+    engine: Annotated[str, StringConstraints(max_length=64)] | None = None
     started_at: datetime
     time_to_first_audio_ms: float | None = PydanticField(default=None, ge=0, le=600_000)
     tool_calls_ok: int = PydanticField(default=0, ge=0, le=100_000)

@@ -20,8 +20,11 @@ import httpx
 from sqlmodel import Session, col, select
 
 from control_plane.audit import service as audit
+from control_plane.calls import service as calls
+from control_plane.calls.models import Call
 from control_plane.catalogue.models import Tier
 from control_plane.core import utcnow
+from control_plane.errors import InvalidInputError
 from control_plane.rollout import service as rollout
 from control_plane.rollout.gate import FlagGate
 from control_plane.rollout.models import Flag
@@ -52,8 +55,10 @@ def cohort_of(flag: Flag, cohorts: dict[str, list[str]], workspace_id: str) -> s
 def ingest(
     session: Session, gate: FlagGate | None, reports: Sequence[CallReportIn]
 ) -> IngestResult:
-    """Store new reports (a call id seen before counts once), then let the guards look."""
+    """Store new reports of issued calls (a call id seen before counts once), end those calls,
+    then let the guards look. A report of a call the control plane never issued is refused."""
     unique = {r.call_id: r for r in reports}
+    issued = require_issued(session, list(unique))
     existing = set(
         session.exec(
             select(CallReport.call_id).where(col(CallReport.call_id).in_(list(unique)))
@@ -66,17 +71,25 @@ def ingest(
     for report in unique.values():
         if report.call_id in existing:
             continue
-        flag_name = flags_by_tier.get(report.tier)
+        call = issued[report.call_id]
+        flag_name = flags_by_tier.get(call.tier)
         flag = flags.get(flag_name) if flag_name else None
         session.add(
             CallReport(
-                **report.model_dump(),
+                **report.model_dump(exclude={"workspace_id", "agent_id", "tier", "engine"}),
+                workspace_id=call.workspace_id,
+                agent_id=call.agent_id,
+                tier=call.tier,
+                engine=call.engine,
                 flag=flag_name,
-                cohort=cohort_of(flag, cohorts, report.workspace_id) if flag else "",
+                cohort=cohort_of(flag, cohorts, call.workspace_id) if flag else "",
             )
         )
         if flag_name:
             touched.add(flag_name)
+    calls.mark_ended(
+        session, list(unique), {r.call_id: r.end_reason or "reported" for r in unique.values()}
+    )
     session.flush()
     paused = [
         name for name in sorted(touched) if gate is not None and guard_check(session, gate, name)
@@ -86,6 +99,20 @@ def ingest(
         duplicates=len(reports) - (len(unique) - len(existing)),
         paused=paused,
     )
+
+
+def require_issued(session: Session, call_ids: list[str]) -> dict[str, Call]:
+    """The issued calls behind these ids; any id the control plane never issued refuses all."""
+    issued = calls.issued_calls(session, call_ids)
+    unknown = [call_id for call_id in call_ids if call_id not in issued]
+    if unknown:
+        shown = ", ".join(call_id[:64] for call_id in unknown[:5])
+        raise InvalidInputError(
+            f"{len(unknown)} report(s) name calls this control plane never issued: {shown}. "
+            "Nothing was stored.",
+            code="unknown_call",
+        )
+    return issued
 
 
 def get_guard(session: Session, flag_name: str) -> FlagGuard:

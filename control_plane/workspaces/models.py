@@ -32,6 +32,8 @@ class WorkspaceSettings(SQLModel, table=True):
     )
     default_tier_id: str | None = Field(default=None, max_length=64, foreign_key="tiers.id")
     default_language: str = Field(default="en", max_length=32)
+    # Calls this workspace may run at once, across every worker; admins change it.
+    max_concurrent_calls: int = Field(default=20, sa_column_kwargs={"server_default": "20"})
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
@@ -83,6 +85,7 @@ class WorkspaceSettingsRead(BaseModel):
     workspace_id: str
     default_tier_id: str | None
     default_language: str
+    max_concurrent_calls: int
     updated_at: datetime
 
 
@@ -91,6 +94,9 @@ class WorkspaceSettingsPatch(BaseModel):
 
     default_tier_id: str | None = None
     default_language: Annotated[str, StringConstraints(pattern=LANGUAGE_PATTERN)] | None = None
+    max_concurrent_calls: int | None = PydanticField(
+        default=None, ge=0, le=100_000, description="Admins only."
+    )
 
 
 ToolName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]

@@ -106,6 +106,13 @@ def update_settings(
         catalogue.get_tier(session, changes["default_tier_id"])
     if "default_language" in changes and changes["default_language"] is None:
         raise InvalidInputError("default_language cannot be null.", code="invalid_settings")
+    if "max_concurrent_calls" in changes:
+        if not principal.is_admin:
+            raise ForbiddenError(
+                "Only admins change a workspace's call limit.", code="admin_required"
+            )
+        if changes["max_concurrent_calls"] is None:
+            raise InvalidInputError("max_concurrent_calls cannot be null.", code="invalid_settings")
     for field, value in changes.items():
         setattr(settings, field, value)
     settings.updated_at = utcnow()

@@ -36,6 +36,9 @@ SAMPLE_BODIES: dict[tuple[str, str], Any] = {
         "started_at": "2026-01-01T00:00:00Z",
     },
     ("PATCH", "/api/v1/rollouts/{flag}/guard"): {"min_calls": 1},
+    ("POST", "/api/v1/workspaces/{workspace_id}/agents/{agent_id}/calls"): {"channel": "api"},
+    ("POST", "/api/v1/calls/claim"): {"stream_token": "st1.x.y"},
+    ("POST", "/api/v1/calls/{call_id}/end"): {"reason": "x"},
 }
 
 
@@ -108,7 +111,7 @@ def test_foreign_workspace_tokens_get_404_everywhere(
         assert response.status_code == expected, (method, route.path, response.text)
         assert response.headers["content-type"] == "application/problem+json"
         checked.append(f"{method} {route.path}")
-    assert len(checked) >= 13, checked
+    assert len(checked) >= 15, checked
     # Nothing changed for acme.
     agent = client.get(
         f"/api/v1/workspaces/acme/agents/{agent_id}", headers=auth(tokens.acme)

@@ -306,7 +306,7 @@ def test_verification_never_blocks_when_xai_is_unreachable(
 
 def test_providers_are_data(client: TestClient, tokens: Tokens) -> None:
     listed = client.get("/api/v1/key-providers", headers=auth(tokens.acme)).json()
-    assert [p["id"] for p in listed] == ["openai", "xai"]
+    assert [p["id"] for p in listed] == ["openai", "telnyx", "twilio", "xai"]
     added = client.put(
         "/api/v1/key-providers/deepgram",
         json={"display_name": "Deepgram", "min_length": 32, "max_length": 64},
@@ -318,7 +318,13 @@ def test_providers_are_data(client: TestClient, tokens: Tokens) -> None:
         k["provider"]: k["configured"]
         for k in client.get(KEYS.format("acme"), headers=auth(tokens.acme)).json()["keys"]
     }
-    assert statuses == {"deepgram": True, "openai": False, "xai": False}
+    assert statuses == {
+        "deepgram": True,
+        "openai": False,
+        "telnyx": False,
+        "twilio": False,
+        "xai": False,
+    }
     assert (
         client.put(
             "/api/v1/key-providers/x", json={"display_name": "X"}, headers=auth(tokens.acme)

@@ -7,7 +7,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlmodel import Session, select
 
+from control_plane.calls.models import Call
+from control_plane.telemetry import service as telemetry_service
 from tests.conftest import Tokens, auth
 
 FLAG = "grok-realtime-tier"
@@ -79,7 +82,35 @@ def synthetic_calls(
     return calls
 
 
+def record_as_issued(client: TestClient, calls: list[dict[str, Any]]) -> None:
+    """Write the synthetic calls into the calls table, as if the control plane had issued them
+    (issuing through the API is tested in tests/integration/test_call_entry.py)."""
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    with Session(engine) as session:
+        known = set(session.exec(select(Call.id)).all())
+        for call in calls:
+            if call["call_id"] in known:
+                continue
+            known.add(call["call_id"])
+            session.add(
+                Call(
+                    id=call["call_id"],
+                    workspace_id=call["workspace_id"],
+                    agent_id=call["agent_id"],
+                    tier=call["tier"],
+                    engine=call["engine"],
+                    provider="xai",
+                    channel="api",
+                    state="active",
+                    started_at=datetime.fromisoformat(call["started_at"]),
+                    lease_expires_at=datetime.now(UTC) + timedelta(minutes=5),
+                )
+            )
+        session.commit()
+
+
 def send(client: TestClient, tokens: Tokens, calls: list[dict[str, Any]]) -> dict[str, Any]:
+    record_as_issued(client, calls)
     result: dict[str, Any] = {"accepted": 0, "duplicates": 0, "paused": []}
     for start in range(0, len(calls), 500):
         response = client.post(
@@ -172,10 +203,72 @@ def test_duplicates_count_once(client: TestClient, tokens: Tokens, beta: None) -
     assert health["overall"]["calls"] == 50
 
 
+def health_calls(client: TestClient, tokens: Tokens) -> int:
+    health = client.get(f"/api/v1/rollouts/{FLAG}/health", headers=auth(tokens.admin)).json()
+    return int(health["overall"]["calls"])
+
+
+def test_reports_of_calls_never_issued_are_refused(
+    client: TestClient, tokens: Tokens, beta: None
+) -> None:
+    issued = synthetic_calls(3, BETA_1, rng=random.Random(8), seed_id="real")
+    assert send(client, tokens, issued)["accepted"] == 3
+    forged = synthetic_calls(60, BETA_1, rng=random.Random(9), seed_id="forged", bad="first_audio")
+    for body in (forged[0], {"calls": forged}, {"calls": [*forged, issued[0]]}):
+        response = client.post("/api/v1/telemetry/calls", json=body, headers=auth(tokens.service))
+        assert response.status_code == 422, response.text
+        assert response.json()["code"] == "unknown_call"
+    assert health_calls(client, tokens) == 3
+    assert stage(client, tokens) == "beta"
+
+
+def test_without_the_issued_call_check_forged_reports_count_and_pause(
+    client: TestClient, tokens: Tokens, beta: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def every_id_is_issued(session: Session, call_ids: list[str]) -> dict[str, Call]:
+        return {
+            call_id: Call(
+                id=call_id,
+                workspace_id="b1-1",
+                agent_id="agt_forged",
+                tier="grok-realtime",
+                engine="grok-realtime",
+                provider="xai",
+                channel="api",
+                lease_expires_at=datetime.now(UTC),
+            )
+            for call_id in call_ids
+        }
+
+    monkeypatch.setattr(telemetry_service, "require_issued", every_id_is_issued)
+    forged = synthetic_calls(
+        150, BETA_1, rng=random.Random(10), seed_id="forged", bad="tool_call_success"
+    )
+    response = client.post(
+        "/api/v1/telemetry/calls", json={"calls": forged}, headers=auth(tokens.service)
+    )
+    assert response.json()["accepted"] == 150
+    assert response.json()["paused"] == [FLAG]
+    assert stage(client, tokens) == "internal"
+
+
+def test_a_report_ends_its_call_and_frees_its_slot(client: TestClient, tokens: Tokens) -> None:
+    (call,) = synthetic_calls(1, ["acme"], rng=random.Random(11), seed_id="slot")
+    record_as_issued(client, [call])
+    calls = client.get("/api/v1/workspaces/acme/calls", headers=auth(tokens.admin)).json()
+    assert calls["active"] == 1
+    send(client, tokens, [call])
+    calls = client.get("/api/v1/workspaces/acme/calls", headers=auth(tokens.admin)).json()
+    assert calls["active"] == 0
+    assert calls["calls"][0]["state"] == "ended"
+    assert calls["calls"][0]["end_reason"] == "caller_hangup"
+
+
 def test_telemetry_needs_a_service_token_and_valid_reports(
     client: TestClient, tokens: Tokens
 ) -> None:
     call = synthetic_calls(1, ["acme"], rng=random.Random(5), seed_id="x")[0]
+    record_as_issued(client, [call])
     assert (
         client.post("/api/v1/telemetry/calls", json=call, headers=auth(tokens.acme)).status_code
         == 403

@@ -1,169 +1,35 @@
 """GrokRealtimeSession and the call worker, end to end: a real control plane, the fake xAI
 realtime server and a scripted caller on Twilio's and Telnyx's media-stream protocols."""
 
-import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
-from websockets.asyncio.client import connect
 
-from control_plane.app import create_app
 from control_plane.runtime.session import (
     CallEnded,
     CallRefusedError,
     GrokRealtimeSession,
-    MemoryTelemetrySink,
     SessionConfigError,
 )
-from control_plane.runtime.tools import ToolRegistry
-from control_plane.runtime.worker import create_worker_app
-from control_plane.settings import Settings
 from tests.conftest import auth
-from tests.fakes.fake_xai import FakeXAIState, ToolTurn, build_app
-from tests.fakes.server import BackgroundServer
+from tests.fakes.fake_xai import ToolTurn
+from tests.integration.callstack import (
+    CALLER_FRAMES,
+    XAI_KEY,
+    Stack,
+    answer_telnyx,
+    answer_twilio,
+    phone_call,
+    poll,
+    session_for,
+    wait_for_report,
+)
 
-XAI_KEY = "xai-" + "RuntimeTestKey0123456789ab" + "Rt42"
 KEY_MISSING = (
     "xAI API key not configured for this workspace. Please add it in Settings > Workspace API Keys."
 )
-CALLER_FRAMES = [base64.b64encode(bytes([0x7F - i]) * 160).decode() for i in range(5)]
-
-
-@dataclass
-class Stack:
-    control_plane: str
-    worker: str
-    service_token: str
-    admin_token: str
-    agent_id: str
-    xai: FakeXAIState
-    telemetry: MemoryTelemetrySink
-    tool_log: list[dict[str, Any]]
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    from sqlmodel import Session
-
-    from control_plane.auth import service as auth_service
-    from control_plane.db import make_engine
-    from control_plane.migrate import upgrade
-
-    xai = FakeXAIState(accepted_keys={XAI_KEY})
-    database_url = f"sqlite:///{tmp_path}/cp.db"
-    upgrade(database_url)
-    with BackgroundServer(build_app(xai)) as fake:
-        settings = Settings(  # type: ignore[call-arg]
-            _env_file=None,
-            environment="test",
-            database_url=database_url,
-            master_key_file=tmp_path / "master.key",
-            xai_base_url=fake.base_url,
-            xai_realtime_url=fake.base_url.replace("http://", "ws://") + "/v1/realtime",
-        )
-        app = create_app(settings)
-        engine = make_engine(settings)
-        with Session(engine) as session:
-            from control_plane.catalogue.seed import seed_catalogue
-
-            seed_catalogue(session)
-            _, admin = auth_service.create_token(session, name="admin", scopes=["admin"])
-            _, service = auth_service.create_token(session, name="service", scopes=["service"])
-            session.commit()
-        engine.dispose()
-        with (
-            BackgroundServer(app) as control_plane,
-            httpx.Client(base_url=control_plane.base_url) as http,
-        ):
-            for ws in ("acme", "globex"):
-                http.post(
-                    "/api/v1/workspaces", json={"id": ws, "name": ws}, headers=auth(admin)
-                ).raise_for_status()
-            http.put(
-                "/api/v1/cohorts/internal",
-                json={"members": ["acme", "globex"]},
-                headers=auth(admin),
-            ).raise_for_status()
-            http.put(
-                "/api/v1/workspaces/acme/settings/api-keys",
-                json={"xai_api_key": XAI_KEY},
-                headers=auth(admin),
-            ).raise_for_status()
-            agent = http.post(
-                "/api/v1/workspaces/acme/agents",
-                json={
-                    "name": "Ava",
-                    "pricing_tier": "grok-realtime",
-                    "voice": "marin",
-                    "instructions": "You are Ava.",
-                    "tools": [
-                        {
-                            "name": "lookup_order",
-                            "parameters": {
-                                "type": "object",
-                                "properties": {"id": {"type": "string"}},
-                            },
-                        }
-                    ],
-                    "builtin_tools": {"web_search": True},
-                },
-                headers=auth(admin),
-            ).json()
-            telemetry = MemoryTelemetrySink()
-            tool_log: list[dict[str, Any]] = []
-
-            def tools_factory(_config: dict[str, Any]) -> ToolRegistry:
-                registry = ToolRegistry(timeout_seconds=1)
-
-                @registry.tool("lookup_order")
-                async def lookup_order(arguments: dict[str, Any]) -> dict[str, Any]:
-                    tool_log.append(arguments)
-                    if arguments.get("id") == "broken":
-                        raise RuntimeError("order service down")
-                    return {"status": "shipped", "id": arguments.get("id")}
-
-                return registry
-
-            worker_settings = settings.model_copy(
-                update={
-                    "control_plane_url": control_plane.base_url,
-                    "service_token": SecretStr(service),
-                }
-            )
-            worker_app = create_worker_app(
-                worker_settings, tools_factory=tools_factory, telemetry=telemetry
-            )
-            with BackgroundServer(worker_app) as worker:
-                yield Stack(
-                    control_plane.base_url,
-                    worker.base_url,
-                    service,
-                    admin,
-                    agent["id"],
-                    xai,
-                    telemetry,
-                    tool_log,
-                )
-
-
-def session_for(
-    stack: Stack, workspace: str = "acme", agent_id: str | None = None, **kwargs: Any
-) -> GrokRealtimeSession:
-    return GrokRealtimeSession(
-        control_plane_url=stack.control_plane,
-        service_token=stack.service_token,
-        workspace_id=workspace,
-        agent_id=agent_id or stack.agent_id,
-        telemetry=stack.telemetry,
-        **kwargs,
-    )
 
 
 async def test_session_initializes_from_the_control_plane(stack: Stack) -> None:
@@ -220,107 +86,6 @@ async def test_xai_refusing_the_key_ends_cleanly(stack: Stack) -> None:
     assert refused.value.code == "xai_refused"
     assert stack.telemetry.reports[-1].end_reason == "xai_refused"
     assert stack.telemetry.reports[-1].completed is False
-
-
-# --- a scripted caller ------------------------------------------------------------------------
-
-
-class Phone:
-    """A phone provider's side of a media stream: Twilio's or Telnyx's frames."""
-
-    def __init__(self, kind: str, websocket: Any) -> None:
-        self.kind, self.ws = kind, websocket
-        self.received: list[dict[str, Any]] = []
-
-    async def start(self) -> None:
-        if self.kind == "twilio":
-            await self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-            await self.send(
-                {
-                    "event": "start",
-                    "sequenceNumber": "1",
-                    "streamSid": "MZ123",
-                    "start": {
-                        "streamSid": "MZ123",
-                        "callSid": "CA123",
-                        "tracks": ["inbound"],
-                        "customParameters": {"workspace_id": "acme"},
-                        "mediaFormat": {
-                            "encoding": "audio/x-mulaw",
-                            "sampleRate": 8000,
-                            "channels": 1,
-                        },
-                    },
-                }
-            )
-        else:
-            await self.send({"event": "connected", "version": "1.0.0"})
-            await self.send(
-                {
-                    "event": "start",
-                    "sequence_number": "1",
-                    "stream_id": "ts-123",
-                    "start": {
-                        "call_control_id": "v3:abc",
-                        "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1},
-                    },
-                }
-            )
-
-    async def send(self, frame: dict[str, Any]) -> None:
-        await self.ws.send(json.dumps(frame))
-
-    async def speak(self, frames: list[str]) -> None:
-        for index, payload in enumerate(frames):
-            media = {
-                "track": "inbound",
-                "chunk": str(index + 1),
-                "timestamp": str(20 * index),
-                "payload": payload,
-            }
-            frame = {"event": "media", "media": media}
-            frame["streamSid" if self.kind == "twilio" else "stream_id"] = (
-                "MZ123" if self.kind == "twilio" else "ts-123"
-            )
-            await self.send(frame)
-
-    async def hang_up(self) -> None:
-        await self.send(
-            {"event": "stop", "stop": {"callSid": "CA123"}}
-            if self.kind == "twilio"
-            else {"event": "stop"}
-        )
-
-    async def collect(self, until: Any, seconds: float = 5.0) -> None:
-        async with asyncio.timeout(seconds):
-            while not until(self):
-                self.received.append(json.loads(await self.ws.recv()))
-
-    def media(self) -> list[str]:
-        return [f["media"]["payload"] for f in self.received if f.get("event") == "media"]
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [f for f in self.received if f.get("event") == name]
-
-
-async def phone_call(stack: Stack, kind: str) -> AsyncIterator[Phone]:
-    query = "" if kind == "twilio" else "?workspace_id=acme"
-    url = stack.worker.replace("http://", "ws://") + f"/ws/{kind}/{stack.agent_id}{query}"
-    async with connect(url) as websocket:
-        phone = Phone(kind, websocket)
-        await phone.start()
-        yield phone
-
-
-async def poll(condition: Any, seconds: float = 5.0) -> None:
-    """Wait for a condition another task or server thread makes true."""
-    async with asyncio.timeout(seconds):
-        while not condition():  # noqa: ASYNC110 - set from another thread, no event to await
-            await asyncio.sleep(0.01)
-
-
-async def wait_for_report(stack: Stack, count: int = 1) -> None:
-    await poll(lambda: len(stack.telemetry.reports) >= count)
 
 
 @pytest.mark.parametrize("kind", ["twilio", "telnyx"])
@@ -466,26 +231,21 @@ async def test_worker_refuses_engines_without_a_handler(stack: Stack) -> None:
                 headers=auth(stack.admin_token),
             )
         ).json()
-    url = stack.worker.replace("http://", "ws://") + f"/ws/twilio/{agent['id']}"
-    async with connect(url) as websocket:
-        phone = Phone("twilio", websocket)
-        await phone.start()
-        with pytest.raises(Exception):  # noqa: B017 - closed by the worker
-            await websocket.recv()
-        assert websocket.close_code == 4403
-        assert websocket.close_reason == "no handler registered for engine openai-realtime"
+    async for phone in phone_call(stack, "twilio", agent_id=agent["id"]):
+        assert await phone.closed() == (4403, "no handler registered for engine openai-realtime")
     assert stack.xai.connections == []
 
 
 async def test_twiml_and_texml_answers(stack: Stack) -> None:
-    async with httpx.AsyncClient(base_url=stack.worker) as http:
-        twiml = await http.post(f"/twiml/{stack.agent_id}", params={"workspace_id": "acme"})
-        texml = await http.post(f"/texml/{stack.agent_id}", params={"workspace_id": "acme"})
-    assert twiml.headers["content-type"].startswith("application/xml")
-    assert f"/ws/twilio/{stack.agent_id}?workspace_id=acme" in twiml.text
-    assert '<Parameter name="workspace_id" value="acme"/>' in twiml.text
-    assert f"/ws/telnyx/{stack.agent_id}?workspace_id=acme" in texml.text
+    twiml = await answer_twilio(stack)
+    texml = await answer_telnyx(stack)
+    assert twiml.status == texml.status == 200
+    # Workspace and agent ride in the token, not in anything the caller could change.
+    assert twiml.stream_url == stack.ws(f"/ws/twilio/{stack.agent_id}")
+    assert twiml.stream_token and twiml.stream_token.startswith("st1.")
+    assert texml.stream_url.startswith(stack.ws(f"/ws/telnyx/{stack.agent_id}?token=st1."))
     assert 'bidirectionalMode="rtp"' in texml.text
+    assert twiml.stream_token != texml.stream_token
 
 
 async def test_engine_mismatch_is_refused_by_the_session(stack: Stack) -> None:

@@ -1,0 +1,120 @@
+"""REST for issued calls: issue, claim, renew, end (service); list (admin, workspace)."""
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response, status
+
+from control_plane.calls import service
+from control_plane.calls.models import (
+    CallClaim,
+    CallEnd,
+    CallIssue,
+    CallList,
+    CallRead,
+    ClaimedCall,
+    IssuedCall,
+    LeaseRenewed,
+    SafeId,
+)
+from control_plane.deps import PrincipalDep, SerializedCallWrites, ServiceDep, SessionDep
+
+router = APIRouter(prefix="/api/v1", tags=["calls"])
+
+
+def _policy(request: Request) -> service.CallPolicy:
+    policy: service.CallPolicy = request.app.state.call_policy
+    return policy
+
+
+@router.post(
+    "/workspaces/{workspace_id}/agents/{agent_id}/calls",
+    response_model=IssuedCall,
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[SerializedCallWrites],
+    responses={
+        403: {"description": "webhook_signature_invalid / tier_not_enabled / tier_disabled"},
+        404: {"description": "workspace_not_found / agent_not_found"},
+        409: {"description": "xai_api_key_missing"},
+        429: {"description": "call_limit_reached"},
+    },
+)
+def issue_call(
+    workspace_id: str,
+    agent_id: str,
+    body: CallIssue,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    principal: ServiceDep,
+) -> IssuedCall:
+    """Issue a call: checks the phone webhook's signature, refuses it as a session config would
+    be refused, holds one of the workspace's call slots and returns a single-use stream token."""
+    response.headers["Cache-Control"] = "no-store"
+    return service.issue_call(
+        session,
+        request.app.state.resolver,
+        _policy(request),
+        principal,
+        workspace_id,
+        agent_id,
+        body,
+    )
+
+
+@router.post(
+    "/calls/claim",
+    response_model=ClaimedCall,
+    dependencies=[SerializedCallWrites],
+    responses={401: {}, 403: {}},
+)
+def claim_call(
+    body: CallClaim, request: Request, session: SessionDep, principal: ServiceDep
+) -> ClaimedCall:
+    """Redeem a stream token once; the answer names the call's workspace and agent."""
+    return service.claim_call(
+        session, _policy(request), principal, body.stream_token, body.agent_id
+    )
+
+
+@router.post(
+    "/calls/{call_id}/lease",
+    response_model=LeaseRenewed,
+    dependencies=[SerializedCallWrites],
+    responses={404: {}, 409: {}},
+)
+def renew_lease(
+    call_id: SafeId, request: Request, session: SessionDep, principal: ServiceDep
+) -> LeaseRenewed:
+    """Keep a running call's slot; a call whose lease lapses no longer counts."""
+    return service.renew_lease(session, _policy(request), principal, call_id)
+
+
+@router.post(
+    "/calls/{call_id}/end",
+    response_model=CallRead,
+    dependencies=[SerializedCallWrites],
+    responses={404: {}},
+)
+def end_call(
+    call_id: SafeId, body: CallEnd, session: SessionDep, principal: ServiceDep
+) -> CallRead:
+    """Release a call that ended without a telemetry report (idempotent)."""
+    call = service.end_call(session, principal, call_id, body.reason)
+    return CallRead.model_validate(call, from_attributes=True)
+
+
+@router.get("/workspaces/{workspace_id}/calls", response_model=CallList, responses={404: {}})
+def list_calls(
+    workspace_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    state: Literal["issued", "active", "ended", "lapsed"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> CallList:
+    """The workspace's calls, newest first, with how many hold a slot against its limit."""
+    calls, active, cap = service.list_calls(session, principal, workspace_id, state, limit)
+    return CallList(
+        calls=[CallRead.model_validate(c, from_attributes=True) for c in calls],
+        active=active,
+        max_concurrent_calls=cap,
+    )

@@ -1,0 +1,141 @@
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import Field as PydanticField
+from sqlmodel import Field, SQLModel
+
+from control_plane.core import UTCDateTime, utcnow
+
+# Ids the runtime puts into URLs: letters, digits, '_' and '-', nothing that changes a path.
+SAFE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+SafeId = Annotated[str, StringConstraints(pattern=SAFE_ID_PATTERN)]
+
+CallState = Literal["issued", "active", "ended", "lapsed"]
+Channel = Literal["twilio", "telnyx", "api"]
+# States that hold one of the workspace's concurrent-call slots while their lease runs.
+HOLDING_STATES = ("issued", "active")
+
+
+class Call(SQLModel, table=True):
+    """A call the control plane issued. Only issued calls may reach xAI or count in telemetry."""
+
+    __tablename__ = "calls"
+
+    id: str = Field(primary_key=True, max_length=64)
+    workspace_id: str = Field(
+        max_length=64, foreign_key="workspaces.id", index=True, ondelete="CASCADE"
+    )
+    agent_id: str = Field(max_length=64)
+    tier: str = Field(max_length=64)
+    engine: str = Field(max_length=64)
+    provider: str = Field(max_length=32)
+    channel: str = Field(max_length=16)
+    provider_call_id: str | None = Field(default=None, max_length=128)
+    state: str = Field(default="issued", max_length=16, index=True)
+    started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    claimed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    lease_expires_at: datetime = Field(sa_type=UTCDateTime)
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    end_reason: str = Field(default="", max_length=64)
+
+
+# --- API schemas ---------------------------------------------------------------------------
+
+
+class TwilioWebhook(BaseModel):
+    """What Twilio signed: the public URL it requested and the POST parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["twilio"]
+    url: str = PydanticField(min_length=8, max_length=2048, pattern=r"^https?://")
+    params: dict[
+        Annotated[str, StringConstraints(max_length=128)],
+        Annotated[str, StringConstraints(max_length=4096)],
+    ] = PydanticField(default_factory=dict, max_length=200)
+    signature: str = PydanticField(max_length=256)
+
+
+class TelnyxWebhook(BaseModel):
+    """What Telnyx signed: `{timestamp}|{raw body}`, the body as base64 of its exact bytes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["telnyx"]
+    body_base64: str = PydanticField(max_length=200_000)
+    timestamp: str = PydanticField(max_length=32)
+    signature: str = PydanticField(max_length=256)
+
+
+class CallIssue(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    channel: Channel = "api"
+    provider_call_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    webhook: TwilioWebhook | TelnyxWebhook | None = PydanticField(
+        default=None,
+        discriminator="provider",
+        description="Required for twilio and telnyx: the signed webhook the call arrived on.",
+    )
+
+
+class IssuedCall(BaseModel):
+    call_id: str
+    workspace_id: str
+    agent_id: str
+    stream_token: str = PydanticField(
+        description="Single-use; present it at the media stream's start before it expires."
+    )
+    expires_at: datetime
+
+
+class CallClaim(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stream_token: str = PydanticField(min_length=1, max_length=1024)
+    agent_id: SafeId | None = PydanticField(
+        default=None, description="The agent the stream was opened for; must match the token."
+    )
+
+
+class ClaimedCall(BaseModel):
+    call_id: str
+    workspace_id: str
+    agent_id: str
+    lease_seconds: int
+    lease_expires_at: datetime
+
+
+class LeaseRenewed(BaseModel):
+    call_id: str
+    lease_expires_at: datetime
+
+
+class CallEnd(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "ended"
+
+
+class CallRead(BaseModel):
+    id: str
+    workspace_id: str
+    agent_id: str
+    tier: str
+    engine: str
+    provider: str
+    channel: str
+    provider_call_id: str | None
+    state: CallState
+    started_at: datetime
+    claimed_at: datetime | None
+    lease_expires_at: datetime
+    ended_at: datetime | None
+    end_reason: str
+
+
+class CallList(BaseModel):
+    calls: list[CallRead]
+    active: int = PydanticField(description="Calls holding a slot now (issued or active).")
+    max_concurrent_calls: int

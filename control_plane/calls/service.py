@@ -1,0 +1,357 @@
+"""Issued calls: the only way a call reaches xAI.
+
+A call backend (the worker answering a phone webhook, or a backend embedding the runtime) asks
+for a call; the control plane checks the webhook's signature with the workspace's own secret,
+refuses the call for the same reasons a session config would be refused, holds one of the
+workspace's concurrent-call slots for it and hands back a single-use stream token. The media
+stream presents that token at `start`; the call is claimed once, its lease renewed while it runs,
+and it ends when its telemetry report arrives or its lease lapses.
+"""
+
+import base64
+import binascii
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, update
+from sqlmodel import Session, col, select
+
+from control_plane.auth.principal import Principal
+from control_plane.calls import tokens, webhooks
+from control_plane.calls.models import (
+    HOLDING_STATES,
+    Call,
+    CallIssue,
+    ClaimedCall,
+    IssuedCall,
+    LeaseRenewed,
+    TelnyxWebhook,
+    TwilioWebhook,
+)
+from control_plane.core import new_id, utcnow
+from control_plane.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    ProblemError,
+)
+from control_plane.keys import service as keys
+from control_plane.sessions import service as sessions
+from control_plane.workspaces import service as workspaces
+from control_plane.workspaces.models import WorkspaceSettings
+
+logger = logging.getLogger(__name__)
+
+# An issued call whose stream never came keeps its slot this much past its token's expiry.
+ISSUED_GRACE_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class CallPolicy:
+    """What issuing and claiming calls needs beyond the database: one per process."""
+
+    stream_token_key: bytes
+    stream_token_ttl_seconds: int
+    lease_seconds: int
+    # Install-wide secrets for single-tenant installs, used when a workspace has none.
+    twilio_auth_token: str | None = None
+    telnyx_public_key: str | None = None
+
+
+class CallLimitError(ProblemError):
+    status = 429
+    code = "call_limit_reached"
+    title = "Concurrent call limit reached"
+
+
+class StreamTokenRefusedError(ProblemError):
+    status = 401
+    code = "stream_token_invalid"
+    title = "Stream token refused"
+
+
+def _require_service(principal: Principal) -> None:
+    if not principal.is_service:
+        raise ForbiddenError("Calls are issued to service tokens.", code="service_required")
+
+
+# --- issuing ---------------------------------------------------------------------------------
+
+
+def issue_call(
+    session: Session,
+    resolver: sessions.Resolver,
+    policy: CallPolicy,
+    principal: Principal,
+    workspace_id: str,
+    agent_id: str,
+    body: CallIssue,
+) -> IssuedCall:
+    _require_service(principal)
+    check_webhook(session, resolver, policy, workspace_id, body)
+    # The same refusals as a session config (agent unknown, tier not enabled or killed, key
+    # missing), before any phone audio flows. Credentials stay out: nothing is minted here.
+    config = sessions.resolve_agent(
+        session, resolver, principal, workspace_id, agent_id, credentials="none"
+    )
+    now = utcnow()
+    cap = _lock_call_slots(session, workspace_id, now)
+    holding = holding_calls(session, workspace_id, now)
+    if not may_start_another(holding, cap):
+        logger.warning("call refused for workspace %s: %d of %d slots", workspace_id, holding, cap)
+        raise CallLimitError(
+            f"This workspace already has {holding} calls running (limit {cap}).",
+            extra={"max_concurrent_calls": cap},
+            headers={"Retry-After": "5"},
+        )
+    expires_at = now + timedelta(seconds=policy.stream_token_ttl_seconds)
+    call = Call(
+        id=new_id("call"),
+        workspace_id=workspace_id,
+        agent_id=agent_id,
+        tier=config.tier.id,
+        engine=config.engine,
+        provider=config.provider.name,
+        channel=body.channel,
+        provider_call_id=body.provider_call_id,
+        started_at=now,
+        lease_expires_at=expires_at + timedelta(seconds=ISSUED_GRACE_SECONDS),
+    )
+    session.add(call)
+    session.flush()
+    token = tokens.sign(
+        policy.stream_token_key,
+        tokens.StreamGrant(call.id, workspace_id, agent_id, expires_at),
+    )
+    return IssuedCall(
+        call_id=call.id,
+        workspace_id=workspace_id,
+        agent_id=agent_id,
+        stream_token=token,
+        expires_at=expires_at,
+    )
+
+
+def may_start_another(holding: int, cap: int) -> bool:
+    return holding < cap
+
+
+def holding_calls(session: Session, workspace_id: str, now: datetime) -> int:
+    """Calls holding a slot: issued or active, with a lease that has not lapsed."""
+    return session.exec(
+        select(func.count())
+        .select_from(Call)
+        .where(Call.workspace_id == workspace_id)
+        .where(col(Call.state).in_(HOLDING_STATES))
+        .where(col(Call.lease_expires_at) >= now)
+    ).one()
+
+
+def _lock_call_slots(session: Session, workspace_id: str, now: datetime) -> int:
+    """Serialize issuance per workspace and release lapsed slots; returns the workspace's cap.
+
+    The no-op UPDATE is the transaction's first write: it takes PostgreSQL's row lock and
+    SQLite's write lock, so two processes issuing at once count each other's calls.
+    """
+    settings = session.get(WorkspaceSettings, workspace_id)
+    if settings is None:  # a workspace created before settings rows existed
+        session.add(WorkspaceSettings(workspace_id=workspace_id))
+        session.flush()
+    session.execute(
+        update(WorkspaceSettings)
+        .where(col(WorkspaceSettings.workspace_id) == workspace_id)
+        .values(max_concurrent_calls=WorkspaceSettings.max_concurrent_calls)
+    )
+    session.execute(
+        update(Call)
+        .where(col(Call.workspace_id) == workspace_id)
+        .where(col(Call.state).in_(HOLDING_STATES))
+        .where(col(Call.lease_expires_at) < now)
+        .values(state="lapsed", ended_at=now, end_reason="lease_lapsed")
+    )
+    cap: int = session.exec(
+        select(WorkspaceSettings.max_concurrent_calls).where(
+            WorkspaceSettings.workspace_id == workspace_id
+        )
+    ).one()
+    return cap
+
+
+def check_webhook(
+    session: Session,
+    resolver: sessions.Resolver,
+    policy: CallPolicy,
+    workspace_id: str,
+    body: CallIssue,
+) -> None:
+    """Phone calls need the provider's signed webhook, checked with the workspace's secret."""
+    if body.channel == "api":
+        if body.webhook is not None:
+            raise InvalidInputError(
+                "A webhook goes with channel twilio or telnyx.", code="invalid_call"
+            )
+        return
+    webhook = body.webhook
+    if webhook is None or webhook.provider != body.channel:
+        raise InvalidInputError(
+            f"Channel {body.channel} needs the {body.channel} webhook the call arrived on.",
+            code="webhook_required",
+        )
+    secret = keys.reveal_key(session, resolver.keyring, workspace_id, webhook.provider)
+    if secret is None:
+        secret = (
+            policy.twilio_auth_token if webhook.provider == "twilio" else policy.telnyx_public_key
+        )
+    if secret is None:
+        raise _signature_refused(
+            "webhook_secret_missing",
+            f"No {webhook.provider} webhook secret is configured for this workspace.",
+            workspace_id,
+        )
+    try:
+        if isinstance(webhook, TwilioWebhook):
+            webhooks.verify_twilio(secret, webhook.url, webhook.params, webhook.signature)
+        elif isinstance(webhook, TelnyxWebhook):
+            webhooks.verify_telnyx(
+                secret, _raw_body(webhook), webhook.timestamp, webhook.signature, time.time()
+            )
+    except webhooks.WebhookSignatureError as exc:
+        raise _signature_refused(exc.code, str(exc), workspace_id) from exc
+
+
+def _raw_body(webhook: TelnyxWebhook) -> bytes:
+    try:
+        return base64.b64decode(webhook.body_base64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInputError("body_base64 is not base64.", code="invalid_call") from exc
+
+
+def _signature_refused(code: str, why: str, workspace_id: str) -> ForbiddenError:
+    logger.warning("webhook refused for workspace %s: %s (%s)", workspace_id, code, why)
+    return ForbiddenError(f"Webhook signature refused: {why}.", code=code)
+
+
+# --- the call's life -------------------------------------------------------------------------
+
+
+def claim_call(
+    session: Session,
+    policy: CallPolicy,
+    principal: Principal,
+    stream_token: str,
+    agent_id: str | None,
+) -> ClaimedCall:
+    """Redeem a stream token, once: workspace and agent come from the token, never the caller."""
+    _require_service(principal)
+    now = utcnow()
+    try:
+        grant = tokens.verify(policy.stream_token_key, stream_token, now)
+    except tokens.StreamTokenError as exc:
+        raise StreamTokenRefusedError(str(exc), code=exc.code) from exc
+    if not token_fits(grant, agent_id):
+        raise StreamTokenRefusedError(
+            "The stream token was issued for another agent.", code="stream_token_mismatch"
+        )
+    lease_expires_at = now + timedelta(seconds=policy.lease_seconds)
+    claimed = session.execute(
+        update(Call)
+        .where(col(Call.id) == grant.call_id)
+        .where(col(Call.workspace_id) == grant.workspace_id)
+        .where(col(Call.agent_id) == grant.agent_id)
+        .where(col(Call.state).in_(claimable_states()))
+        .values(state="active", claimed_at=now, lease_expires_at=lease_expires_at)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        raise StreamTokenRefusedError(
+            "The stream token was already used.", code="stream_token_used"
+        )
+    return ClaimedCall(
+        call_id=grant.call_id,
+        workspace_id=grant.workspace_id,
+        agent_id=grant.agent_id,
+        lease_seconds=policy.lease_seconds,
+        lease_expires_at=lease_expires_at,
+    )
+
+
+def token_fits(grant: tokens.StreamGrant, agent_id: str | None) -> bool:
+    """A token opens the stream of the agent it was issued for, no other."""
+    return agent_id is None or agent_id == grant.agent_id
+
+
+def claimable_states() -> tuple[str, ...]:
+    """Only a call nobody has claimed yet: this is what makes a stream token single-use."""
+    return ("issued",)
+
+
+def renew_lease(
+    session: Session, policy: CallPolicy, principal: Principal, call_id: str
+) -> LeaseRenewed:
+    _require_service(principal)
+    lease_expires_at = utcnow() + timedelta(seconds=policy.lease_seconds)
+    renewed = session.execute(
+        update(Call)
+        .where(col(Call.id) == call_id)
+        .where(col(Call.state) == "active")
+        .values(lease_expires_at=lease_expires_at)
+    )
+    if renewed.rowcount != 1:  # type: ignore[attr-defined]
+        call = _get_call(session, call_id)
+        raise ConflictError(
+            f"Call {call_id} is {call.state}; its lease cannot be renewed.", code="call_not_active"
+        )
+    return LeaseRenewed(call_id=call_id, lease_expires_at=lease_expires_at)
+
+
+def end_call(session: Session, principal: Principal, call_id: str, reason: str) -> Call:
+    """Release the call's slot (idempotent); telemetry reports end calls the same way."""
+    _require_service(principal)
+    call = _get_call(session, call_id)
+    mark_ended(session, [call_id], {call_id: reason})
+    session.refresh(call)
+    return call
+
+
+def mark_ended(session: Session, call_ids: Sequence[str], reasons: dict[str, str]) -> None:
+    now = utcnow()
+    for call_id in call_ids:
+        session.execute(
+            update(Call)
+            .where(col(Call.id) == call_id)
+            .where(col(Call.state).in_(HOLDING_STATES))
+            .values(state="ended", ended_at=now, end_reason=reasons.get(call_id, "")[:64])
+        )
+
+
+def issued_calls(session: Session, call_ids: Sequence[str]) -> dict[str, Call]:
+    if not call_ids:
+        return {}
+    rows = session.exec(select(Call).where(col(Call.id).in_(list(call_ids)))).all()
+    return {row.id: row for row in rows}
+
+
+def _get_call(session: Session, call_id: str) -> Call:
+    call = session.get(Call, call_id)
+    if call is None:
+        raise NotFoundError(f"No call {call_id[:64]} was issued.", code="call_not_found")
+    return call
+
+
+def list_calls(
+    session: Session,
+    principal: Principal,
+    workspace_id: str,
+    state: str | None,
+    limit: int,
+) -> tuple[Sequence[Call], int, int]:
+    """Newest first; with how many hold a slot now and the workspace's cap."""
+    settings = workspaces.get_settings(session, principal, workspace_id)
+    query = select(Call).where(Call.workspace_id == workspace_id)
+    if state is not None:
+        query = query.where(Call.state == state)
+    calls = session.exec(query.order_by(col(Call.started_at).desc()).limit(limit)).all()
+    return calls, holding_calls(session, workspace_id, utcnow()), settings.max_concurrent_calls

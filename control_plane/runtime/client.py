@@ -1,0 +1,224 @@
+"""The runtime's side of the control plane's REST API: issue and claim calls, renew their
+leases, pull session configs, report telemetry.
+
+Every id that goes into a URL is checked against the id pattern and percent-encoded, and every
+answer is checked for its shape: a caller cannot steer the service token to another path, and an
+unexpected answer is a clear `ControlPlaneError`, never a crash.
+"""
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+logger = logging.getLogger(__name__)
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+class ControlPlaneError(Exception):
+    """The control plane refused (or could not answer): carries its problem code and message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass(frozen=True)
+class IssuedCall:
+    call_id: str
+    workspace_id: str
+    agent_id: str
+    stream_token: str
+    expires_at: str
+
+
+@dataclass(frozen=True)
+class ClaimedCall:
+    call_id: str
+    workspace_id: str
+    agent_id: str
+    lease_seconds: int
+
+
+def path_id(value: object, what: str) -> str:
+    """An id, safe to put into a URL path: checked against the pattern, then encoded."""
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+        raise ControlPlaneError(400, "invalid_id", f"{what} is not a valid id")
+    return quote(value, safe="")
+
+
+def _strings(answer: dict[str, Any], *names: str) -> dict[str, str]:
+    values = {name: answer.get(name) for name in names}
+    if not all(isinstance(v, str) and v for v in values.values()):
+        raise ControlPlaneError(502, "bad_answer", f"the control plane's answer lacks {names}")
+    return {k: str(v) for k, v in values.items()}
+
+
+class ControlPlaneClient:
+    """Pass a long-lived `http` client: creating one costs tens of milliseconds (its TLS
+    context), which a call start should not pay."""
+
+    def __init__(
+        self,
+        base_url: str,
+        service_token: str,
+        *,
+        http: httpx.AsyncClient | None = None,
+        timeout: float = 3.0,
+        attempts: int = 3,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {service_token}"}
+        self.timeout, self.attempts = timeout, attempts
+        self._http, self._owns_http = http, http is None
+
+    async def aclose(self) -> None:
+        if self._owns_http and self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """One call; retried on connection errors only, never on an answer."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self.timeout)
+        for attempt in range(1, self.attempts + 1):
+            try:
+                response = await self._http.request(
+                    method,
+                    self.base_url + path,
+                    json=json,
+                    params=params,
+                    headers=self.headers,
+                    timeout=self.timeout,
+                )
+                break
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if attempt == self.attempts:
+                    raise ControlPlaneError(
+                        503,
+                        "control_plane_unreachable",
+                        f"Switchboard unreachable: {type(exc).__name__}",
+                    ) from exc
+                await asyncio.sleep(0.1 * 2**attempt)
+            except httpx.HTTPError as exc:
+                raise ControlPlaneError(
+                    503, "control_plane_unreachable", f"Switchboard failed: {type(exc).__name__}"
+                ) from exc
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            answer = {}
+            if response.is_success:
+                raise ControlPlaneError(502, "bad_answer", "the control plane's answer is not JSON")
+        if not response.is_success:
+            raise ControlPlaneError(
+                response.status_code,
+                str(answer.get("code", "control_plane_error"))[:64],
+                str(answer.get("detail", f"Switchboard answered {response.status_code}"))[:500],
+            )
+        return answer
+
+    async def session_config(
+        self, workspace_id: str, agent_id: str, credentials: str = "key"
+    ) -> dict[str, Any]:
+        ws, agent = path_id(workspace_id, "workspace id"), path_id(agent_id, "agent id")
+        config = await self._request(
+            "GET",
+            f"/api/v1/workspaces/{ws}/agents/{agent}/session-config",
+            params={"credentials": credentials},
+        )
+        _strings(config, "engine")
+        if not isinstance(config.get("tier"), dict):
+            raise ControlPlaneError(502, "bad_answer", "the session config has no tier")
+        return config
+
+    async def issue_call(
+        self,
+        workspace_id: str,
+        agent_id: str,
+        *,
+        channel: str = "api",
+        provider_call_id: str | None = None,
+        webhook: dict[str, Any] | None = None,
+    ) -> IssuedCall:
+        ws, agent = path_id(workspace_id, "workspace id"), path_id(agent_id, "agent id")
+        body: dict[str, Any] = {"channel": channel}
+        if provider_call_id:
+            body["provider_call_id"] = provider_call_id[:128]
+        if webhook is not None:
+            body["webhook"] = webhook
+        answer = await self._request(
+            "POST", f"/api/v1/workspaces/{ws}/agents/{agent}/calls", json=body
+        )
+        fields = _strings(
+            answer, "call_id", "workspace_id", "agent_id", "stream_token", "expires_at"
+        )
+        return IssuedCall(**fields)
+
+    async def claim_call(self, stream_token: str, agent_id: str) -> ClaimedCall:
+        path_id(agent_id, "agent id")
+        answer = await self._request(
+            "POST", "/api/v1/calls/claim", json={"stream_token": stream_token, "agent_id": agent_id}
+        )
+        fields = _strings(answer, "call_id", "workspace_id", "agent_id")
+        lease = answer.get("lease_seconds")
+        if not isinstance(lease, int) or lease <= 0:
+            raise ControlPlaneError(502, "bad_answer", "the claim has no lease")
+        for name in ("call_id", "workspace_id", "agent_id"):
+            path_id(fields[name], name)
+        return ClaimedCall(**fields, lease_seconds=lease)
+
+    async def renew_lease(self, call_id: str) -> None:
+        await self._request("POST", f"/api/v1/calls/{path_id(call_id, 'call id')}/lease")
+
+    async def end_call(self, call_id: str, reason: str) -> None:
+        """Release a call that ends without a telemetry report; failures are logged only."""
+        try:
+            await self._request(
+                "POST",
+                f"/api/v1/calls/{path_id(call_id, 'call id')}/end",
+                json={"reason": reason[:64]},
+            )
+        except ControlPlaneError as exc:
+            logger.warning("call %s not released: %s", call_id, exc.code)
+
+    async def report(self, telemetry: dict[str, Any]) -> None:
+        await self._request("POST", "/api/v1/telemetry/calls", json=telemetry)
+
+
+@contextlib.asynccontextmanager
+async def keep_lease(client: ControlPlaneClient, call: ClaimedCall) -> AsyncIterator[None]:
+    """Renew the call's lease while the block runs, a third of the lease at a time, so the
+    call keeps its slot; a worker that dies stops renewing and the slot comes back by itself."""
+
+    async def renew_forever() -> None:
+        while True:
+            await asyncio.sleep(call.lease_seconds / 3)
+            try:
+                await client.renew_lease(call.call_id)
+            except ControlPlaneError as exc:
+                logger.warning("lease of call %s not renewed: %s", call.call_id, exc.code)
+
+    task = asyncio.create_task(renew_forever(), name=f"lease-{call.call_id}")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
