@@ -89,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.write_gate = write_gate(settings)
         start_flags(app.state.engine, app.state.flag_gate)
         app.state.change_feed.start()
         # Everything loaded so far lives as long as the process: keep it out of GC passes,
@@ -108,7 +109,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = make_engine(settings)
-    app.state.write_gate = write_gate(settings)
     app.state.keyring = Keyring.from_settings(settings)
     app.state.call_policy = call_policy(settings, app.state.keyring)
     app.state.change_feed = feed = ChangeFeed(settings)

@@ -1,8 +1,8 @@
 """Database engine and sessions: SQLite by default, PostgreSQL by URL."""
 
-import threading
+import asyncio
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, event
@@ -32,9 +32,10 @@ def make_engine(settings: Settings) -> Engine:
     )
 
 
-def write_gate(settings: Settings) -> AbstractContextManager[object]:
-    """Serializes hot-path writers in one process on SQLite (see deps.get_call_path_session)."""
-    return threading.Lock() if settings.is_sqlite else nullcontext()
+def write_gate(settings: Settings) -> AbstractAsyncContextManager[object]:
+    """Serializes hot-path writers in one process on SQLite (see deps.serialize_call_writes).
+    Make it inside the running event loop (the app's lifespan)."""
+    return asyncio.Lock() if settings.is_sqlite else nullcontext()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

@@ -1,6 +1,6 @@
 """FastAPI dependencies: settings, database session, the caller and what the caller may do."""
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -41,15 +41,17 @@ def get_session(
             raise
 
 
-def serialize_call_writes(request: Request) -> Iterator[None]:
+async def serialize_call_writes(request: Request) -> AsyncIterator[None]:
     """For the writes every call makes (issue, claim, lease, report), declared on the route so
     it runs before the request's session opens and ends after it commits.
 
-    On SQLite, one such request at a time in this process, queued on a lock: concurrent writers
-    would otherwise wait in SQLite's busy handler, which sleeps up to 100 ms between retries and
-    turns a burst of call starts into timeouts. On PostgreSQL it is a no-op.
+    On SQLite, one such request at a time in this process, queued on an asyncio lock: concurrent
+    writers would otherwise wait in SQLite's busy handler, which sleeps up to 100 ms between
+    retries and turns a burst of call starts into timeouts. Waiting happens on the event loop,
+    never in a worker thread, so waiters cannot starve the holder of the thread it needs. On
+    PostgreSQL it is a no-op.
     """
-    with request.app.state.write_gate:
+    async with request.app.state.write_gate:
         yield
 
 

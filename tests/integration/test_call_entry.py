@@ -371,3 +371,23 @@ async def test_without_the_cap_the_31st_call_is_issued(
     monkeypatch.setattr(calls_service, "may_start_another", lambda *args: True)
     answers = await asyncio.gather(*(answer_twilio(stack) for _ in range(31)))
     assert len([a for a in answers if a.stream_token]) == 31
+
+
+async def test_a_burst_of_call_starts_wider_than_the_thread_pool_is_answered(stack: Stack) -> None:
+    """120 call starts at once (the server's thread pool has 40 threads): writers queue without
+    holding a thread, so the one holding the SQLite write gate always gets one to finish."""
+    await set_cap(stack, 1000)
+    async with httpx.AsyncClient(
+        base_url=stack.control_plane,
+        headers=auth(stack.service_token),
+        timeout=20,
+        limits=httpx.Limits(max_connections=200),
+    ) as http:
+        answers = await asyncio.gather(
+            *(
+                http.post(f"/api/v1/workspaces/acme/agents/{stack.agent_id}/calls", json={})
+                for _ in range(120)
+            )
+        )
+    assert [a.status_code for a in answers] == [201] * 120
+    assert calls_of(stack)["active"] == 120
