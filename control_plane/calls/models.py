@@ -3,6 +3,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 from pydantic import Field as PydanticField
+from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
 
 from control_plane.core import UTCDateTime, utcnow
@@ -21,18 +22,18 @@ class Call(SQLModel, table=True):
     """A call the control plane issued. Only issued calls may reach xAI or count in telemetry."""
 
     __tablename__ = "calls"
+    # Issuing a call counts the workspace's calls that hold a slot: (workspace, state).
+    __table_args__ = (Index("ix_calls_workspace_id_state", "workspace_id", "state"),)
 
     id: str = Field(primary_key=True, max_length=64)
-    workspace_id: str = Field(
-        max_length=64, foreign_key="workspaces.id", index=True, ondelete="CASCADE"
-    )
+    workspace_id: str = Field(max_length=64, foreign_key="workspaces.id", ondelete="CASCADE")
     agent_id: str = Field(max_length=64)
     tier: str = Field(max_length=64)
     engine: str = Field(max_length=64)
     provider: str = Field(max_length=32)
     channel: str = Field(max_length=16)
     provider_call_id: str | None = Field(default=None, max_length=128)
-    state: str = Field(default="issued", max_length=16, index=True)
+    state: str = Field(default="issued", max_length=16)
     started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
     claimed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     lease_expires_at: datetime = Field(sa_type=UTCDateTime)
@@ -78,6 +79,11 @@ class CallIssue(BaseModel):
         discriminator="provider",
         description="Required for twilio and telnyx: the signed webhook the call arrived on.",
     )
+    claim: bool = PydanticField(
+        default=False,
+        description="Channel api only: the caller runs the call itself, with no media stream "
+        "to present the token later, so the call is claimed at once (one round trip).",
+    )
 
 
 class IssuedCall(BaseModel):
@@ -88,6 +94,10 @@ class IssuedCall(BaseModel):
         description="Single-use; present it at the media stream's start before it expires."
     )
     expires_at: datetime
+    state: CallState = PydanticField(description="`active` when issued with `claim`.")
+    lease_seconds: int | None = PydanticField(
+        default=None, description="With `claim`: renew the lease within this many seconds."
+    )
 
 
 class CallClaim(BaseModel):

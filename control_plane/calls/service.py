@@ -109,6 +109,11 @@ def issue_call(
             headers={"Retry-After": "5"},
         )
     expires_at = now + timedelta(seconds=policy.stream_token_ttl_seconds)
+    if body.claim and body.channel != "api":
+        raise InvalidInputError(
+            "Only channel api calls are claimed at issue; phone calls present their token.",
+            code="invalid_call",
+        )
     call = Call(
         id=new_id("call"),
         workspace_id=workspace_id,
@@ -121,6 +126,9 @@ def issue_call(
         started_at=now,
         lease_expires_at=expires_at + timedelta(seconds=ISSUED_GRACE_SECONDS),
     )
+    if body.claim:
+        call.state, call.claimed_at = "active", now
+        call.lease_expires_at = now + timedelta(seconds=policy.lease_seconds)
     session.add(call)
     session.flush()
     token = tokens.sign(
@@ -133,6 +141,8 @@ def issue_call(
         agent_id=agent_id,
         stream_token=token,
         expires_at=expires_at,
+        state="active" if body.claim else "issued",
+        lease_seconds=policy.lease_seconds if body.claim else None,
     )
 
 

@@ -54,6 +54,16 @@ def path_id(value: object, what: str) -> str:
     return quote(value, safe="")
 
 
+def _claimed(answer: dict[str, Any]) -> ClaimedCall:
+    fields = _strings(answer, "call_id", "workspace_id", "agent_id")
+    lease = answer.get("lease_seconds")
+    if not isinstance(lease, int) or lease <= 0:
+        raise ControlPlaneError(502, "bad_answer", "the call was not claimed")
+    for name in ("call_id", "workspace_id", "agent_id"):
+        path_id(fields[name], name)
+    return ClaimedCall(**fields, lease_seconds=lease)
+
+
 def _strings(answer: dict[str, Any], *names: str) -> dict[str, str]:
     values = {name: answer.get(name) for name in names}
     if not all(isinstance(v, str) and v for v in values.values()):
@@ -171,18 +181,22 @@ class ControlPlaneClient:
         )
         return IssuedCall(**fields)
 
+    async def start_call(self, workspace_id: str, agent_id: str) -> ClaimedCall:
+        """Issue and claim a call in one round trip, for a backend that runs it itself."""
+        ws, agent = path_id(workspace_id, "workspace id"), path_id(agent_id, "agent id")
+        answer = await self._request(
+            "POST",
+            f"/api/v1/workspaces/{ws}/agents/{agent}/calls",
+            json={"channel": "api", "claim": True},
+        )
+        return _claimed(answer)
+
     async def claim_call(self, stream_token: str, agent_id: str) -> ClaimedCall:
         path_id(agent_id, "agent id")
         answer = await self._request(
             "POST", "/api/v1/calls/claim", json={"stream_token": stream_token, "agent_id": agent_id}
         )
-        fields = _strings(answer, "call_id", "workspace_id", "agent_id")
-        lease = answer.get("lease_seconds")
-        if not isinstance(lease, int) or lease <= 0:
-            raise ControlPlaneError(502, "bad_answer", "the claim has no lease")
-        for name in ("call_id", "workspace_id", "agent_id"):
-            path_id(fields[name], name)
-        return ClaimedCall(**fields, lease_seconds=lease)
+        return _claimed(answer)
 
     async def renew_lease(self, call_id: str) -> None:
         await self._request("POST", f"/api/v1/calls/{path_id(call_id, 'call id')}/lease")

@@ -235,12 +235,9 @@ class GrokRealtimeSession:
         self._started = time.monotonic()
         if self.call is None:
             # Embedded without a worker: the control plane issues the call (its cap, its
-            # refusals) and this session claims it at once.
-            issued = await self.control_plane.issue_call(
+            # refusals), claimed at once since no media stream will present a token.
+            self.call = await self.control_plane.start_call(
                 self.telemetry.workspace_id, self.telemetry.agent_id
-            )
-            self.call = await self.control_plane.claim_call(
-                issued.stream_token, self.telemetry.agent_id
             )
         self.telemetry.call_id = self.call.call_id
         self.telemetry.workspace_id = self.call.workspace_id

@@ -48,8 +48,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("calls", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_calls_started_at"), ["started_at"], unique=False)
-        batch_op.create_index(batch_op.f("ix_calls_state"), ["state"], unique=False)
-        batch_op.create_index(batch_op.f("ix_calls_workspace_id"), ["workspace_id"], unique=False)
+        batch_op.create_index(
+            "ix_calls_workspace_id_state", ["workspace_id", "state"], unique=False
+        )
 
     with op.batch_alter_table("workspace_settings", schema=None) as batch_op:
         batch_op.add_column(
@@ -86,8 +87,7 @@ def downgrade() -> None:
         batch_op.drop_column("max_concurrent_calls")
 
     with op.batch_alter_table("calls", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_calls_workspace_id"))
-        batch_op.drop_index(batch_op.f("ix_calls_state"))
+        batch_op.drop_index("ix_calls_workspace_id_state")
         batch_op.drop_index(batch_op.f("ix_calls_started_at"))
 
     op.drop_table("calls")

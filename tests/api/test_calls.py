@@ -221,3 +221,17 @@ def test_foreign_workspaces_cannot_list_calls(
     issue(client, tokens, agent)
     response = client.get("/api/v1/workspaces/acme/calls", headers=auth(tokens.globex))
     assert response.status_code == 404
+
+
+def test_a_backend_running_the_call_itself_claims_it_at_issue(
+    client: TestClient, tokens: Tokens, agent: str
+) -> None:
+    started = issue(client, tokens, agent, claim=True)
+    assert started.status_code == 201, started.text
+    assert (started.json()["state"], started.json()["lease_seconds"]) == ("active", 60)
+    replay = claim(client, tokens, started.json()["stream_token"], agent)
+    assert (replay.status_code, replay.json()["code"]) == (401, "stream_token_used")
+    phone = issue(client, tokens, agent, channel="twilio", claim=True)
+    assert phone.status_code == 422
+    issued = issue(client, tokens, agent).json()
+    assert (issued["state"], issued["lease_seconds"]) == ("issued", None)
