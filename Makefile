@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck format bench bench-runtime soak clean
+.PHONY: run test lint typecheck format bench bench-runtime bench-call-entry soak clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -36,10 +36,15 @@ bench: $(VENV)/.installed-dev
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/test-services.sh $(BIN)/python bench/control_plane.py
 	$(BIN)/python bench/runtime.py
+	$(BIN)/python bench/call_entry.py
 
 ## Runtime benchmark only: GrokRealtimeSession against the fake xAI on loopback
 bench-runtime: $(VENV)/.installed-dev
 	$(BIN)/python bench/runtime.py
+
+## What authenticated call entry adds to a call start: signature and token checks, round trips
+bench-call-entry: $(VENV)/.installed-dev
+	$(BIN)/python bench/call_entry.py
 
 ## Bounded soak on loopback (SOAK_SECONDS, SOAK_RATE): errors and memory growth
 soak: $(VENV)/.installed-dev
