@@ -59,15 +59,20 @@ def _claimed(answer: dict[str, Any]) -> ClaimedCall:
     lease = answer.get("lease_seconds")
     if not isinstance(lease, int) or lease <= 0:
         raise ControlPlaneError(502, "bad_answer", "the call was not claimed")
-    for name in ("call_id", "workspace_id", "agent_id"):
-        path_id(fields[name], name)
     return ClaimedCall(**fields, lease_seconds=lease)
 
 
+IDS = {"call_id", "workspace_id", "agent_id"}
+
+
 def _strings(answer: dict[str, Any], *names: str) -> dict[str, str]:
+    """These fields of an answer, each a non-empty string, ids matching the id pattern (they
+    go into URLs later)."""
     values = {name: answer.get(name) for name in names}
     if not all(isinstance(v, str) and v for v in values.values()):
         raise ControlPlaneError(502, "bad_answer", f"the control plane's answer lacks {names}")
+    if any(name in IDS and not ID_PATTERN.fullmatch(str(values[name])) for name in names):
+        raise ControlPlaneError(502, "bad_answer", "the control plane's answer has a bad id")
     return {k: str(v) for k, v in values.items()}
 
 
