@@ -1,21 +1,16 @@
-"""xAI Grok Voice Agent realtime events: what we send, and reading what comes back.
+"""What the runtime says to xAI's realtime API, built from the typed events in `events.py`, and
+the function calls it reads back.
 
-See shared/grok-realtime-protocol.md. Be tolerant in what we accept: unknown events are logged
-and skipped, function calls may arrive as `response.function_call_arguments.done` or only inside
-`response.done`, `conversation.created` comes before `session.updated`, `ping` comes any time.
+Function calls may arrive as `response.function_call_arguments.done`, with their arguments
+streamed before as `.delta` events, or only inside `response.done`'s output list.
 """
 
-import itertools
 import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-_event_ids = itertools.count(1)
-
-
-def _event(kind: str, **fields: Any) -> str:
-    return json.dumps({"type": kind, "event_id": f"evt_sb_{next(_event_ids)}", **fields})
+from control_plane.runtime import events
 
 
 def realtime_url(base_url: str, model: str) -> str:
@@ -27,8 +22,7 @@ def realtime_url(base_url: str, model: str) -> str:
 
 def session_update(session: dict[str, Any]) -> str:
     """From the resolved config's `session` block to xAI's `session.update`."""
-    return _event(
-        "session.update",
+    return events.SessionUpdate(
         session={
             "instructions": session["instructions"],
             "voice": session["voice"],
@@ -38,8 +32,8 @@ def session_update(session: dict[str, Any]) -> str:
                 "output": {"format": _format(session["audio"]["output"]["format"])},
             },
             "tools": session["tools"],
-        },
-    )
+        }
+    ).encode()
 
 
 def _format(audio_format: dict[str, Any]) -> dict[str, Any]:
@@ -47,29 +41,27 @@ def _format(audio_format: dict[str, Any]) -> dict[str, Any]:
 
 
 def append_audio(payload_b64: str) -> str:
-    return _event("input_audio_buffer.append", audio=payload_b64)
+    return events.InputAudioAppend(audio=payload_b64).encode()
 
 
 def function_call_output(call_id: str, output: Any) -> str:
-    return _event(
-        "conversation.item.create",
-        item={"type": "function_call_output", "call_id": call_id, "output": json.dumps(output)},
-    )
+    return events.ConversationItemCreate(
+        item={"type": "function_call_output", "call_id": call_id, "output": json.dumps(output)}
+    ).encode()
 
 
 def response_create() -> str:
-    return _event("response.create")
+    return events.ResponseCreate().encode()
 
 
 def response_cancel() -> str:
-    return _event("response.cancel")
+    return events.ResponseCancel().encode()
 
 
 def user_text(text: str) -> str:
-    return _event(
-        "conversation.item.create",
-        item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
-    )
+    return events.ConversationItemCreate(
+        item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+    ).encode()
 
 
 @dataclass(frozen=True)
@@ -77,27 +69,20 @@ class FunctionCall:
     call_id: str
     name: str
     arguments: str
+    response_id: str | None = None
 
 
-def function_calls_in(event: dict[str, Any]) -> list[FunctionCall]:
-    """Function calls carried by an event, in either of the shapes xAI has been seen to use."""
-    kind = event.get("type")
-    if kind == "response.function_call_arguments.done":
-        if event.get("call_id") and event.get("name"):
-            return [FunctionCall(event["call_id"], event["name"], event.get("arguments") or "{}")]
+def function_calls_in(event: events.ServerEvent) -> list[FunctionCall]:
+    """Function calls carried by a `response.done`'s output list."""
+    if not isinstance(event, events.ResponseDone):
         return []
-    if kind == "response.done":
-        calls = []
-        for item in (event.get("response") or {}).get("output") or []:
-            if (
-                isinstance(item, dict)
-                and item.get("type") == "function_call"
-                and item.get("call_id")
-            ):
-                calls.append(
-                    FunctionCall(
-                        item["call_id"], item.get("name", ""), item.get("arguments") or "{}"
-                    )
-                )
-        return calls
-    return []
+    return [
+        FunctionCall(
+            str(item["call_id"]),
+            str(item.get("name") or ""),
+            str(item.get("arguments") or "{}"),
+            event.response.id or None,
+        )
+        for item in event.response.output
+        if item.get("type") == "function_call" and item.get("call_id")
+    ]

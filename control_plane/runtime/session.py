@@ -14,10 +14,10 @@ ends the call with a reason.
 
 import asyncio
 import contextlib
-import json
 import logging
+import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -26,6 +26,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from control_plane.runtime import events as wire
 from control_plane.runtime import protocol
 from control_plane.runtime.client import (
     ClaimedCall,
@@ -38,22 +39,49 @@ from control_plane.runtime.tools import ToolRegistry
 logger = logging.getLogger(__name__)
 
 GROK_ENGINE = "grok-realtime"
-IGNORED_EVENTS = {
-    "ping",
-    "session.updated",
-    "session.created",
-    "conversation.created",
-    "conversation.item.added",
-    "conversation.item.created",
-    "input_audio_buffer.committed",
-    "input_audio_buffer.cleared",
-    "response.output_item.added",
-    "response.output_item.done",
-    "response.content_part.added",
-    "response.content_part.done",
-    "response.output_audio_transcript.delta",
-    "response.function_call_arguments.delta",
+
+# xAI `error` events that end the call, by `code` or by `type`, and why. Every other error is
+# logged, counted in telemetry (`nonfatal_errors`) and the call goes on: realtime APIs of this
+# family report many recoverable problems as errors (a bad client event, a response that
+# failed), and when an error really is fatal the server also closes the socket, which ends the
+# call by itself.
+FATAL_ERRORS = {
+    "invalid_api_key": "the key or client secret was refused: nothing further will work",
+    "authentication_error": "the credentials were refused",
+    "permission_error": "the key may not use this model or API",
+    "insufficient_quota": "the account has no credit left",
+    "session_expired": "the session is over (its client secret or its time ran out)",
+    "session_limit_reached": "xAI ended the session at its time limit",
 }
+# Errors that are no error for the call at all: logged at debug level, not counted.
+BENIGN_ERRORS = {
+    # A barge-in races the end of the response it cancels: the response was already done.
+    "response_cancel_not_active": "cancelled a response that had already finished",
+}
+# Control-plane refusals while resolving the config that are worth another try (xAI answered
+# the client-secret request with 429 or 5xx), and the end reason when the deadline passes.
+RETRYABLE_CONFIG_CODES = {
+    "xai_rate_limited": "xai_rate_limited",
+    "xai_unavailable": "xai_unavailable",
+}
+# An ephemeral secret this close to its expiry is not used: the config is fetched again.
+EPHEMERAL_MARGIN_SECONDS = 30
+
+
+def _credentials_expiring(config: dict[str, Any]) -> bool:
+    expires_at = (config.get("credentials") or {}).get("expires_at")
+    return (
+        isinstance(expires_at, int | float) and expires_at - time.time() < EPHEMERAL_MARGIN_SECONDS
+    )
+
+
+async def _backoff(attempt: int, deadline: float, *, base: float = 0.2, attempts: int = 4) -> bool:
+    """Sleep before another try (exponential, full jitter); False when none is left."""
+    delay = random.uniform(0, base * 2 ** (attempt - 1))  # noqa: S311 - jitter, not secrets
+    if attempt >= attempts or time.monotonic() + delay >= deadline:
+        return False
+    await asyncio.sleep(delay)
+    return True
 
 
 # The control plane refused the call (issuing it, claiming it or resolving its config).
@@ -122,6 +150,9 @@ class CallTelemetry:
     completed: bool = False
     websocket_disconnects: int = 0
     duration_ms: float = 0.0
+    nonfatal_errors: int = 0
+    unknown_events: int = 0
+    connect_retries: int = 0
 
 
 class TelemetrySink(Protocol):
@@ -181,6 +212,7 @@ class GrokRealtimeSession:
         http_timeout: float = 3.0,
         connect_timeout: float = 5.0,
         ready_timeout: float = 5.0,
+        setup_deadline: float = 8.0,
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self.control_plane = ControlPlaneClient(
@@ -198,6 +230,7 @@ class GrokRealtimeSession:
             connect_timeout,
             ready_timeout,
         )
+        self.setup_deadline = setup_deadline
         self.telemetry = CallTelemetry(
             call_id=call.call_id if call else "", workspace_id=workspace_id, agent_id=agent_id
         )
@@ -208,6 +241,10 @@ class GrokRealtimeSession:
         self._leased = contextlib.AsyncExitStack()  # renews the call's lease while it runs
         self._tool_tasks: set[asyncio.Task[None]] = set()
         self._seen_calls: set[str] = set()
+        self._arguments: dict[str, list[str]] = {}  # call id → streamed argument deltas
+        self._call_names: dict[str, str] = {}
+        self._tools_of_response: dict[str, list[asyncio.Task[None]]] = {}
+        self._cancelled: set[str | None] = set()  # responses whose late audio is dropped
         self._active_response: str | None = None
         self._audio_since_clear = False
         self._speech_stopped_at: float | None = None
@@ -233,6 +270,7 @@ class GrokRealtimeSession:
 
     async def start(self) -> None:
         self._started = time.monotonic()
+        deadline = self._started + self.setup_deadline
         if self.call is None:
             # Embedded without a worker: the control plane issues the call (its cap, its
             # refusals), claimed at once since no media stream will present a token.
@@ -242,10 +280,8 @@ class GrokRealtimeSession:
         self.telemetry.call_id = self.call.call_id
         self.telemetry.workspace_id = self.call.workspace_id
         await self._leased.enter_async_context(keep_lease(self.control_plane, self.call))
-        if self.config is None:
-            self.config = await self.control_plane.session_config(
-                self.call.workspace_id, self.call.agent_id, self.credentials
-            )
+        if self.config is None or _credentials_expiring(self.config):
+            self.config = await self._fetch_config(deadline)
         config = self.config
         self.telemetry.tier = config["tier"]["id"]
         self.telemetry.engine = config["engine"]
@@ -262,21 +298,7 @@ class GrokRealtimeSession:
             )
         url = protocol.realtime_url(config["provider"]["realtime_url"], config["provider"]["model"])
         opened = time.monotonic()
-        try:
-            self._ws = await connect(
-                url,
-                additional_headers={"Authorization": f"Bearer {credentials['value']}"},
-                open_timeout=self.connect_timeout,
-                max_size=2**22,
-                ping_interval=None,
-                # base64 μ-law barely compresses; deflating every 20 ms frame only costs CPU.
-                compression=None,
-            )
-        except (OSError, InvalidStatus, TimeoutError) as exc:
-            self._end("xai_refused", type(exc).__name__)
-            raise CallRefusedError(
-                "xai_refused", f"xAI refused the realtime connection ({type(exc).__name__})."
-            ) from exc
+        self._ws = await self._connect(url, credentials["value"], deadline)
         await self._ws.send(protocol.session_update(config["session"]))
         await self._await_session_updated()
         self.ready_at = time.monotonic()
@@ -285,22 +307,73 @@ class GrokRealtimeSession:
             self._read_forever(), name=f"grok-reader-{self.telemetry.call_id}"
         )
 
+    async def _fetch_config(self, deadline: float) -> dict[str, Any]:
+        """The session config; minting an ephemeral secret may meet xAI's 429/5xx: retried."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self.control_plane.session_config(
+                    self.telemetry.workspace_id, self.telemetry.agent_id, self.credentials
+                )
+            except ControlPlaneError as exc:
+                reason = RETRYABLE_CONFIG_CODES.get(exc.code)
+                if reason is None or not await _backoff(attempt, deadline):
+                    if reason is not None:
+                        self._end(reason, exc.message)
+                    raise
+
+    async def _connect(self, url: str, secret: str, deadline: float) -> ClientConnection:
+        """Open xAI's socket; 429, 5xx and timeouts are retried with jitter until the setup
+        deadline, then the call ends with `xai_rate_limited` or `xai_unavailable`."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await connect(
+                    url,
+                    additional_headers={"Authorization": f"Bearer {secret}"},
+                    open_timeout=min(self.connect_timeout, max(0.1, deadline - time.monotonic())),
+                    max_size=2**22,
+                    ping_interval=None,
+                    # base64 μ-law barely compresses; deflating every 20 ms frame only costs CPU.
+                    compression=None,
+                )
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                if status == 429:
+                    reason, detail = "xai_rate_limited", "xAI answered 429 to the connection"
+                elif status >= 500:
+                    reason, detail = "xai_unavailable", f"xAI answered {status}"
+                else:
+                    self._end("xai_refused", f"HTTP {status}")
+                    raise CallRefusedError(
+                        "xai_refused", f"xAI refused the realtime connection (HTTP {status})."
+                    ) from exc
+            except (OSError, TimeoutError) as exc:
+                reason, detail = "xai_unavailable", type(exc).__name__
+            self.telemetry.connect_retries += 1
+            if not await _backoff(attempt, deadline):
+                self.telemetry.connect_retries -= 1  # the last try was not retried
+                self._end(reason, detail)
+                raise CallRefusedError(reason, f"xAI could not be reached in time ({detail}).")
+
     async def _await_session_updated(self) -> None:
         assert self._ws is not None
         try:
             async with asyncio.timeout(self.ready_timeout):
                 async for raw in self._ws:
-                    event = self._parse(raw)
-                    if event is None:
+                    event = wire.parse_server_event(raw)
+                    if isinstance(event, wire.Malformed):
                         continue
-                    kind = event.get("type")
-                    if kind == "session.updated":
+                    if event.type == "session.updated":
                         return
-                    if kind == "error":
-                        message = (event.get("error") or {}).get("message", "")
+                    if isinstance(event, wire.ErrorEvent):
+                        # Before the session is set up any error means it will not be.
+                        message = event.error.message
                         self._end("xai_error", message)
                         raise CallRefusedError("xai_error", f"xAI refused the session: {message}")
-                    # conversation.created comes first; pings come any time; neither matters here.
+                    # session.created / conversation.created come first; pings come any time.
         except TimeoutError as exc:
             self._end("xai_timeout", "no session.updated")
             raise CallRefusedError(
@@ -369,67 +442,114 @@ class GrokRealtimeSession:
 
     # --- reading xAI --------------------------------------------------------------------------
 
-    @staticmethod
-    def _parse(raw: str | bytes) -> dict[str, Any] | None:
-        try:
-            event = json.loads(raw)
-        except ValueError:
-            logger.warning("xAI sent a frame that is not JSON; skipped")
-            return None
-        return event if isinstance(event, dict) else None
-
     async def _read_forever(self) -> None:
         assert self._ws is not None
         try:
             async for raw in self._ws:
-                event = self._parse(raw)
-                if event is not None:
-                    await self._handle(event)
+                await self._handle(wire.parse_server_event(raw))
             if not self._closing:
-                self._end("xai_session_ended", self._ws.close_reason or "", completed=True)
+                # xAI closes a healthy session only at its session limit.
+                self._end("xai_session_limit", self._ws.close_reason or "", completed=True)
         except ConnectionClosed as exc:
             if not self._closing:
                 self.telemetry.websocket_disconnects += 1
                 self._end("xai_disconnected", f"code {exc.rcvd.code if exc.rcvd else 'none'}")
 
-    async def _handle(self, event: dict[str, Any]) -> None:
-        kind = event.get("type", "")
-        if kind == "response.output_audio.delta":
-            if self.telemetry.time_to_first_audio_ms is None:
-                since = self._speech_stopped_at or self.ready_at or self._started
-                self.telemetry.time_to_first_audio_ms = round((time.monotonic() - since) * 1000, 1)
-            self._audio_since_clear = True
-            self._outbound.put_nowait(AudioOut(event.get("delta", "")))
-        elif kind == "response.created":
-            self._active_response = (event.get("response") or {}).get("id", "response")
-        elif kind == "response.output_audio.done":
-            self._outbound.put_nowait(AudioDone(event.get("response_id", "")))
-        elif kind == "response.output_audio_transcript.done":
-            self._transcript("agent", event.get("transcript", ""))
-        elif kind == "conversation.item.input_audio_transcription.completed":
-            self._transcript("caller", event.get("transcript", ""))
-        elif kind == "input_audio_buffer.speech_started":
+    async def _handle(self, event: wire.ServerEvent | wire.Malformed) -> None:
+        if isinstance(event, wire.AudioDelta):
+            self._audio(event)
+        elif isinstance(event, wire.ResponseCreated):
+            self._active_response = event.response.id or "response"
+        elif isinstance(event, wire.AudioDone):
+            if event.response_id not in self._cancelled:
+                self._outbound.put_nowait(AudioDone(event.response_id or ""))
+        elif isinstance(event, wire.AgentTranscriptDone):
+            self._transcript("agent", event.transcript)
+        elif isinstance(event, wire.CallerTranscriptCompleted):
+            self._transcript("caller", event.transcript)
+        elif isinstance(event, wire.SpeechStarted):
             await self._barge_in()
-        elif kind == "input_audio_buffer.speech_stopped":
+        elif isinstance(event, wire.SpeechStopped):
             self._speech_stopped_at = time.monotonic()
-        elif kind in ("response.function_call_arguments.done", "response.done"):
-            if kind == "response.done":
-                self._active_response = None
-            for call in protocol.function_calls_in(event):
-                if call.call_id not in self._seen_calls:
-                    self._seen_calls.add(call.call_id)
-                    task = asyncio.create_task(self._run_tool(call))
-                    self._tool_tasks.add(task)
-                    task.add_done_callback(self._tool_tasks.discard)
-        elif kind == "error":
-            error = event.get("error") or {}
-            self._end(
-                "xai_error",
-                f"{error.get('code') or error.get('type') or 'error'}: {error.get('message', '')}",
+        elif isinstance(event, wire.OutputItemAdded):
+            item = event.item
+            if item.get("type") == "function_call" and item.get("call_id"):
+                self._call_names[str(item["call_id"])] = str(item.get("name") or "")
+        elif isinstance(event, wire.FunctionCallArgumentsDelta):
+            self._arguments.setdefault(event.call_id, []).append(event.delta)
+            if event.name:
+                self._call_names[event.call_id] = event.name
+        elif isinstance(event, wire.FunctionCallArgumentsDone):
+            streamed = "".join(self._arguments.pop(event.call_id, []))
+            self._start_tool(
+                protocol.FunctionCall(
+                    event.call_id,
+                    event.name or self._call_names.get(event.call_id, ""),
+                    event.arguments if event.arguments is not None else (streamed or "{}"),
+                    event.response_id or self._active_response,
+                )
             )
+        elif isinstance(event, wire.ResponseDone):
+            await self._response_done(event)
+        elif isinstance(event, wire.ErrorEvent):
+            await self._error(event.error)
+        elif isinstance(event, wire.UnknownEvent):
+            self.telemetry.unknown_events += 1
+            logger.info("unknown xAI event %r skipped", event.type[:64])
+        elif isinstance(event, wire.Malformed):
+            self.telemetry.unknown_events += 1
+            logger.warning("xAI sent a frame the runtime cannot read (%s); skipped", event.why)
+
+    def _audio(self, event: wire.AudioDelta) -> None:
+        response = event.response_id or self._active_response
+        if response in self._cancelled:
+            return  # still in flight when the response was cancelled: the caller must not hear it
+        if self.telemetry.time_to_first_audio_ms is None:
+            since = self._speech_stopped_at or self.ready_at or self._started
+            self.telemetry.time_to_first_audio_ms = round((time.monotonic() - since) * 1000, 1)
+        self._audio_since_clear = True
+        self._outbound.put_nowait(AudioOut(event.delta))
+
+    async def _response_done(self, event: wire.ResponseDone) -> None:
+        response = event.response
+        if response.id and response.id == self._active_response:
+            self._active_response = None
+        if response.status == "cancelled" and response.id not in self._cancelled:
+            # Cancelled by xAI itself (its own turn detection): the same as a barge-in.
+            self._cancelled.add(response.id)
+            self._clear_phone()
+        elif response.status in ("failed", "incomplete"):
+            self.telemetry.nonfatal_errors += 1
+            logger.warning(
+                "call %s: xAI response %s %s: %s",
+                self.telemetry.call_id,
+                response.id,
+                response.status,
+                str(response.status_details)[:200],
+            )
+        for call in protocol.function_calls_in(event):
+            self._start_tool(call)
+        tools = self._tools_of_response.pop(response.id or "", [])
+        if tools:
+            # One response.create once every tool of this response has answered.
+            self._spawn(self._continue_after(tools))
+
+    async def _error(self, error: wire.RealtimeError) -> None:
+        code, kind = error.code or "", error.type or ""
+        if code in BENIGN_ERRORS:
+            logger.debug("call %s: %s (%s)", self.telemetry.call_id, code, BENIGN_ERRORS[code])
+            return
+        if code in FATAL_ERRORS or kind in FATAL_ERRORS:
+            self._end("xai_error", f"{code or kind}: {error.message}"[:300])
             await self._close_socket()
-        elif kind not in IGNORED_EVENTS:
-            logger.info("unknown xAI event %r skipped", kind[:64])
+            return
+        self.telemetry.nonfatal_errors += 1
+        logger.warning(
+            "call %s: xAI error %s, call goes on: %s",
+            self.telemetry.call_id,
+            code or kind or "error",
+            error.message[:200],
+        )
 
     def _transcript(self, role: Literal["caller", "agent"], text: str) -> None:
         transcript = Transcript(role, text)
@@ -440,14 +560,35 @@ class GrokRealtimeSession:
     async def _barge_in(self) -> None:
         """The caller speaks: stop the model, and drop audio the phone has not played yet."""
         if self._active_response is not None and self._ws is not None:
+            self._cancelled.add(self._active_response)
             self._active_response = None
             try:
                 await self._ws.send(protocol.response_cancel())
             except ConnectionClosed:
                 return
+        self._clear_phone()
+
+    def _clear_phone(self) -> None:
+        """Once per stretch of agent audio: the phone drops what it has queued."""
         if self._audio_since_clear:
             self._audio_since_clear = False
             self._outbound.put_nowait(ClearAudio())
+
+    # --- tools -------------------------------------------------------------------------------
+
+    def _start_tool(self, call: protocol.FunctionCall) -> None:
+        """Run each call once, whichever event announced it; tools of a response run at once."""
+        if call.call_id in self._seen_calls:
+            return
+        self._seen_calls.add(call.call_id)
+        task = self._spawn(self._run_tool(call))
+        self._tools_of_response.setdefault(call.response_id or "", []).append(task)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        self._tool_tasks.add(task)
+        task.add_done_callback(self._tool_tasks.discard)
+        return task
 
     async def _run_tool(self, call: protocol.FunctionCall) -> None:
         result = await self.tools.run(call.name, call.arguments)
@@ -457,11 +598,15 @@ class GrokRealtimeSession:
             self.telemetry.tool_calls_failed += 1
         if self._ws is None or self.ended is not None:
             return
-        try:
+        with contextlib.suppress(ConnectionClosed):
             await self._ws.send(protocol.function_call_output(call.call_id, result.output))
-            await self._ws.send(protocol.response_create())
-        except ConnectionClosed:
+
+    async def _continue_after(self, tools: list[asyncio.Task[None]]) -> None:
+        await asyncio.gather(*tools, return_exceptions=True)
+        if self._ws is None or self.ended is not None:
             return
+        with contextlib.suppress(ConnectionClosed):
+            await self._ws.send(protocol.response_create())
 
     def _end(self, reason: str, detail: str, *, completed: bool = False) -> None:
         if self.ended is not None:

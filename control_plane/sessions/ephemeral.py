@@ -67,6 +67,14 @@ class EphemeralSecrets:
                 code="xai_api_key_rejected",
                 title="Provider rejected the key",
             )
+        if response.status_code == 429:
+            raise ProblemError(
+                "xAI is rate-limiting client-secret requests; retry shortly.",
+                status=503,
+                code="xai_rate_limited",
+                title="Provider rate limit",
+                headers={"Retry-After": response.headers.get("retry-after", "1")[:8]},
+            )
         if response.status_code >= 400:
             raise XAIUnavailableError(
                 f"xAI answered {response.status_code} to the client-secret request."

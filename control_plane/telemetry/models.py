@@ -32,6 +32,9 @@ class CallReport(SQLModel, table=True):
     completed: bool = False
     websocket_disconnects: int = 0
     duration_ms: float = 0.0
+    nonfatal_errors: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    unknown_events: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    connect_retries: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class FlagGuard(SQLModel, table=True):
@@ -75,6 +78,15 @@ class CallReportIn(BaseModel):
     completed: bool = False
     websocket_disconnects: int = PydanticField(default=0, ge=0, le=100_000)
     duration_ms: float = PydanticField(default=0.0, ge=0, le=86_400_000)
+    nonfatal_errors: int = PydanticField(
+        default=0, ge=0, le=1_000_000, description="xAI errors the call survived"
+    )
+    unknown_events: int = PydanticField(
+        default=0, ge=0, le=10_000_000, description="xAI events skipped as unknown or unreadable"
+    )
+    connect_retries: int = PydanticField(
+        default=0, ge=0, le=100, description="retries of the xAI connection (429, 5xx, timeouts)"
+    )
 
 
 class CallBatch(BaseModel):

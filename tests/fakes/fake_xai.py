@@ -1,16 +1,22 @@
 """A fake xAI API on loopback, for tests and benchmarks: the real one is out of reach here.
 
-HTTP: `GET /v1/api-key` (key check) and `POST /v1/realtime/client_secrets` (ephemeral secrets).
+HTTP: `GET /v1/api-key` (key check) and `POST /v1/realtime/client_secrets` (ephemeral secrets,
+which expire: a connection with an expired one is refused).
 WebSocket: `/v1/realtime?model=...`, speaking the documented protocol with its quirks:
-`conversation.created` before `session.updated`, `ping` events, function calls both as
-`response.function_call_arguments.done` and only inside `response.done`, `error` events, and a
-close at its session limit. Behaviour is scripted through FakeXAIState; every connection records
-what it received.
+`session.created` (optionally) and `conversation.created` before `session.updated`, `ping`
+events during the call, a validator that answers a malformed `session.update` with an `error`,
+function calls as `response.function_call_arguments.done` (optionally streamed as `.delta`s
+first), only inside `response.done`, or several in one response, `response.done` with status
+`cancelled`/`failed`/`incomplete`, audio still in flight after a cancel, a cancel of a response
+that already finished answered with `response_cancel_not_active`, a server-side cancel when the
+caller talks over the agent, fatal and non-fatal `error`s, HTTP 429/503 on the upgrade and on
+client secrets, and a close at its session limit. Behaviour is scripted through FakeXAIState;
+every connection records what it received and sent.
 
 A caller "utterance" is `frames_per_utterance` appended audio frames: the fake then plays server
 VAD (speech_started/stopped, committed, the caller's transcript) and answers with a response:
-audio deltas (the bytes in `reply_audio`, paced by `delta_interval`), the agent's transcript, or a
-tool call first when the turn is scripted for one.
+audio deltas (the bytes in `reply_audio`, paced by `delta_interval`), the agent's transcript, or
+tool calls first when the turn is scripted for them.
 """
 
 import asyncio
@@ -23,9 +29,12 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+
+VOICES = {"ara", "rex", "sal", "eve", "leo"}
+AUDIO_TYPES = {"audio/pcm", "audio/pcmu", "audio/pcma"}
 
 
 @dataclass
@@ -33,6 +42,7 @@ class ToolTurn:
     name: str
     arguments: dict[str, Any]
     # "arguments_done": response.function_call_arguments.done and response.done;
+    # "streamed": .delta events carry the arguments, then .done without them, then response.done;
     # "response_done_only": the call appears only inside response.done's output.
     style: str = "arguments_done"
 
@@ -48,6 +58,9 @@ class Connection:
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.received if e.get("type") == kind]
 
+    def sent_of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.sent if e.get("type") == kind]
+
 
 @dataclass
 class FakeXAIState:
@@ -55,7 +68,14 @@ class FakeXAIState:
     secrets_minted: list[dict[str, Any]] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
     http_delay: float = 0.0
+    secret_ttl_seconds: int | None = None  # overrides what the client asks for
+    # HTTP statuses to answer the next client-secret requests / WebSocket upgrades with.
+    secret_failures: list[int] = field(default_factory=list)
+    upgrade_failures: list[int] = field(default_factory=list)
+    upgrade_attempts: int = 0
     # Realtime behaviour.
+    session_created_first: bool = False
+    ping_interval: float | None = None
     frames_per_utterance: int = 5
     reply_audio: list[bytes] = field(
         default_factory=lambda: [bytes([i]) * 160 for i in range(1, 6)]
@@ -63,16 +83,27 @@ class FakeXAIState:
     delta_interval: float = 0.0
     caller_transcripts: list[str] = field(default_factory=lambda: ["Hello, where is my order?"])
     agent_transcript: str = "Let me check that for you."
-    tool_turns: dict[int, ToolTurn] = field(default_factory=dict)  # utterance index → tool call
-    error_on_utterance: int | None = None
+    # utterance index → the tool calls of that turn's response (several run in one response).
+    tool_turns: dict[int, ToolTurn | list[ToolTurn]] = field(default_factory=dict)
+    # utterance index → an `error` event's `error` object, sent instead of the response.
+    errors_on_utterance: dict[int, dict[str, Any]] = field(default_factory=dict)
+    close_after_error: int | None = None  # close code to close with after a scripted error
+    # utterance index → the final status of that turn's response (failed, incomplete, ...).
+    response_status_on_utterance: dict[int, str] = field(default_factory=dict)
     drop_on_utterance: int | None = None
+    audio_after_cancel: int = 0  # deltas of a cancelled response still sent after the cancel
+    server_cancel_on_speech: bool = False  # xAI cancels a response itself when the caller talks
     session_limit_seconds: float | None = None
     send_unknown_events: bool = True
     handshake_delay: float = 0.0
     connections: list[Connection] = field(default_factory=list)
 
     def valid_secret(self, token: str) -> bool:
-        return token in self.accepted_keys or any(s["value"] == token for s in self.secrets_minted)
+        if token in self.accepted_keys:
+            return True
+        return any(
+            s["value"] == token and s["expires_at"] > time.time() for s in self.secrets_minted
+        )
 
 
 def _bearer(header: str) -> str | None:
@@ -100,11 +131,14 @@ def build_http_routes(state: FakeXAIState) -> list[Route]:
 
     async def client_secrets(request: Request) -> JSONResponse:
         state.requests.append(("POST", "/v1/realtime/client_secrets"))
+        if state.secret_failures:
+            status = state.secret_failures.pop(0)
+            return JSONResponse({"code": "rate_limited", "error": "slow down"}, status_code=status)
         key = _bearer(request.headers.get("authorization", ""))
         if key not in state.accepted_keys:
             return _unauthorized()
         body = await request.json()
-        seconds = int(body.get("expires_after", {}).get("seconds", 600))
+        seconds = state.secret_ttl_seconds or int(body.get("expires_after", {}).get("seconds", 600))
         secret = {
             "value": "xai-eph-" + secrets.token_urlsafe(24),
             "expires_at": int(time.time()) + seconds,
@@ -118,6 +152,20 @@ def build_http_routes(state: FakeXAIState) -> list[Route]:
     ]
 
 
+def session_problems(session: Any) -> str | None:
+    """What the real server would refuse in a `session.update`, or None."""
+    if not isinstance(session, dict):
+        return "session must be an object"
+    voice = session.get("voice")
+    if voice is not None and (not isinstance(voice, str) or voice.lower() not in VOICES):
+        return f"unknown voice {voice!r}"
+    for direction in ("input", "output"):
+        audio_format = ((session.get("audio") or {}).get(direction) or {}).get("format") or {}
+        if audio_format and audio_format.get("type") not in AUDIO_TYPES:
+            return f"unsupported audio.{direction}.format.type {audio_format.get('type')!r}"
+    return None
+
+
 class RealtimeConversation:
     """One realtime connection of the fake."""
 
@@ -126,7 +174,8 @@ class RealtimeConversation:
         self.frames = 0
         self.utterance = 0
         self.responding: asyncio.Task[None] | None = None
-        self.pending_tool: str | None = None
+        self.response_id: str | None = None
+        self.cancelled: set[str] = set()
         self.counter = 0
 
     def next_id(self, prefix: str) -> str:
@@ -139,12 +188,16 @@ class RealtimeConversation:
         await self.ws.send_text(json.dumps(event))
 
     async def run(self) -> None:
+        if self.state.session_created_first:
+            await self.send("session.created", session={"id": "sess_1"})
         await self.send(
             "conversation.created", conversation={"id": "conv_1", "object": "realtime.conversation"}
         )
-        limit = (
-            asyncio.create_task(self.session_limit()) if self.state.session_limit_seconds else None
-        )
+        background = []
+        if self.state.session_limit_seconds:
+            background.append(asyncio.create_task(self.session_limit()))
+        if self.state.ping_interval:
+            background.append(asyncio.create_task(self.pings()))
         try:
             while True:
                 event = json.loads(await self.ws.receive_text())
@@ -153,8 +206,8 @@ class RealtimeConversation:
         except (WebSocketDisconnect, RuntimeError):
             return  # the peer left, or the fake closed the socket itself
         finally:
-            if limit:
-                limit.cancel()
+            for task in background:
+                task.cancel()
             if self.responding:
                 self.responding.cancel()
 
@@ -163,10 +216,19 @@ class RealtimeConversation:
         self.record.closed_by_fake = "session_limit"
         await self.ws.close(1000, "session time limit reached")
 
+    async def pings(self) -> None:
+        while True:
+            await asyncio.sleep(self.state.ping_interval or 1)
+            await self.send("ping", timestamp=int(time.time() * 1000))
+
     async def on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "session.update":
             await asyncio.sleep(self.state.handshake_delay)
+            problem = session_problems(event.get("session"))
+            if problem:
+                await self.error("invalid_request_error", "invalid_value", problem, event)
+                return
             await self.send("ping", timestamp=int(time.time() * 1000))
             await self.send("session.updated", session=event.get("session", {}))
         elif kind == "input_audio_buffer.append":
@@ -178,18 +240,39 @@ class RealtimeConversation:
                     audio_start_ms=0,
                     item_id=self.next_id("item"),
                 )
+                if self.state.server_cancel_on_speech and self.speaking():
+                    self.cancel_response(by_server=True)
             if self.frames >= self.state.frames_per_utterance:
                 self.frames = 0
                 await self.end_of_utterance()
-        elif (
-            kind == "conversation.item.create"
-            and event.get("item", {}).get("type") == "function_call_output"
-        ):
-            self.pending_tool = None
         elif kind == "response.create":
-            self.responding = asyncio.create_task(self.respond_with_audio())
-        elif kind == "response.cancel" and self.responding and not self.responding.done():
-            self.responding.cancel()
+            self.start_response(self.respond_with_audio())
+        elif kind == "response.cancel":
+            if self.speaking():
+                self.cancel_response(by_server=False)
+            else:
+                await self.error(
+                    "invalid_request_error",
+                    "response_cancel_not_active",
+                    "Cancellation failed: no active response found.",
+                    event,
+                )
+
+    def speaking(self) -> bool:
+        return self.responding is not None and not self.responding.done()
+
+    def start_response(self, work: Any) -> None:
+        self.responding = asyncio.create_task(work)
+
+    def cancel_response(self, *, by_server: bool) -> None:
+        if self.response_id:
+            self.cancelled.add(self.response_id)
+
+    async def error(self, kind: str, code: str, message: str, event: Any = None) -> None:
+        event_id = event.get("event_id") if isinstance(event, dict) else None
+        await self.send(
+            "error", error={"type": kind, "code": code, "message": message, "event_id": event_id}
+        )
 
     async def end_of_utterance(self) -> None:
         index = self.utterance
@@ -208,55 +291,73 @@ class RealtimeConversation:
             transcript=transcript,
         )
         if self.state.send_unknown_events:
-            await self.send("rate_limits.updated", rate_limits=[])
-        if self.state.error_on_utterance == index:
-            await self.send(
-                "error",
-                error={
-                    "type": "server_error",
-                    "code": "internal_error",
-                    "message": "The server had an error",
-                    "event_id": None,
-                },
-            )
-            return
+            await self.send("x.future_event", detail="a type this runtime has never seen")
+        scripted_error = self.state.errors_on_utterance.get(index)
+        if scripted_error is not None:
+            await self.send("error", error={"event_id": None, "message": "", **scripted_error})
+            if self.state.close_after_error is not None:
+                self.record.closed_by_fake = "error"
+                await self.ws.close(self.state.close_after_error, "error")
+                return
         if self.state.drop_on_utterance == index:
             self.record.closed_by_fake = "drop"
             await self.ws.close(1011, "internal error")
             return
-        tool = self.state.tool_turns.get(index)
-        if tool is not None:
-            await self.call_tool(tool)
+        tools = self.state.tool_turns.get(index)
+        if tools is not None:
+            self.start_response(self.call_tools(tools if isinstance(tools, list) else [tools]))
         else:
-            self.responding = asyncio.create_task(self.respond_with_audio())
+            status = self.state.response_status_on_utterance.get(index, "completed")
+            self.start_response(self.respond_with_audio(status))
 
-    async def call_tool(self, tool: ToolTurn) -> None:
-        response_id, call_id = self.next_id("resp"), self.next_id("call")
-        arguments = json.dumps(tool.arguments)
-        self.pending_tool = call_id
+    async def call_tools(self, tools: list[ToolTurn]) -> None:
+        response_id = self.next_id("resp")
+        self.response_id = response_id
         await self.send("response.created", response={"id": response_id, "status": "in_progress"})
-        if tool.style == "arguments_done":
-            await self.send(
-                "response.function_call_arguments.done",
-                response_id=response_id,
-                call_id=call_id,
-                name=tool.name,
-                arguments=arguments,
-            )
-        output = [
-            {"type": "function_call", "call_id": call_id, "name": tool.name, "arguments": arguments}
-        ]
+        output = []
+        for tool in tools:
+            call_id, arguments = self.next_id("call"), json.dumps(tool.arguments)
+            item = {"type": "function_call", "call_id": call_id, "name": tool.name}
+            await self.send("response.output_item.added", response_id=response_id, item=item)
+            if tool.style == "streamed":
+                half = len(arguments) // 2
+                for piece in (arguments[:half], arguments[half:]):
+                    await self.send(
+                        "response.function_call_arguments.delta",
+                        response_id=response_id,
+                        call_id=call_id,
+                        delta=piece,
+                    )
+                await self.send(
+                    "response.function_call_arguments.done", call_id=call_id, name=tool.name
+                )
+            elif tool.style == "arguments_done":
+                await self.send(
+                    "response.function_call_arguments.done",
+                    response_id=response_id,
+                    call_id=call_id,
+                    name=tool.name,
+                    arguments=arguments,
+                )
+            output.append({**item, "arguments": arguments})
         await self.send(
             "response.done", response={"id": response_id, "status": "completed", "output": output}
         )
+        self.response_id = None
 
-    async def respond_with_audio(self) -> None:
+    async def respond_with_audio(self, status: str = "completed") -> None:
         response_id = self.next_id("resp")
+        self.response_id = response_id
         await self.send("response.created", response={"id": response_id, "status": "in_progress"})
         await self.send(
             "response.output_item.added", response_id=response_id, item={"type": "message"}
         )
+        late = 0
         for chunk in self.state.reply_audio:
+            if response_id in self.cancelled:
+                if late >= self.state.audio_after_cancel:
+                    break
+                late += 1  # already on the wire when the cancel arrived
             await self.send(
                 "response.output_audio.delta",
                 response_id=response_id,
@@ -264,6 +365,13 @@ class RealtimeConversation:
             )
             if self.state.delta_interval:
                 await asyncio.sleep(self.state.delta_interval)
+        self.response_id = None
+        if response_id in self.cancelled:
+            await self.send(
+                "response.done",
+                response={"id": response_id, "status": "cancelled", "output": [], "usage": {}},
+            )
+            return
         await self.send("response.output_audio.done", response_id=response_id)
         await self.send(
             "response.output_audio_transcript.done",
@@ -272,12 +380,23 @@ class RealtimeConversation:
         )
         await self.send(
             "response.done",
-            response={"id": response_id, "status": "completed", "output": [], "usage": {}},
+            response={
+                "id": response_id,
+                "status": status,
+                "status_details": None if status == "completed" else {"reason": status},
+                "output": [],
+                "usage": {},
+            },
         )
 
 
 def build_app(state: FakeXAIState) -> Starlette:
     async def realtime(websocket: WebSocket) -> None:
+        state.upgrade_attempts += 1
+        if state.upgrade_failures:
+            status = state.upgrade_failures.pop(0)
+            await websocket.send_denial_response(Response("busy", status_code=status))
+            return
         token = _bearer(websocket.headers.get("authorization", ""))
         if token is None or not state.valid_secret(token):
             await websocket.close(4001, "unauthorized")  # before accept: the handshake is refused

@@ -3,6 +3,7 @@ realtime server and a scripted caller on Twilio's and Telnyx's media-stream prot
 
 import base64
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -173,11 +174,19 @@ async def test_barge_in_cancels_and_clears_the_phone(stack: Stack) -> None:
     ("script", "reason", "disconnects"),
     [
         ({"drop_on_utterance": 0}, "xai_disconnected", 1),
-        ({"error_on_utterance": 0}, "xai_error", 0),
+        (
+            {
+                "errors_on_utterance": {
+                    0: {"type": "authentication_error", "code": "invalid_api_key", "message": "no"}
+                }
+            },
+            "xai_error",
+            0,
+        ),
     ],
 )
 async def test_xai_failure_mid_call_ends_cleanly_without_fallback(
-    stack: Stack, script: dict[str, int], reason: str, disconnects: int
+    stack: Stack, script: dict[str, Any], reason: str, disconnects: int
 ) -> None:
     for name, value in script.items():
         setattr(stack.xai, name, value)
@@ -202,7 +211,7 @@ async def test_xai_session_limit_ends_the_call_cleanly(stack: Stack) -> None:
     async with session_for(stack) as call:
         events = [event async for event in call.events()]
     assert isinstance(events[-1], CallEnded)
-    assert events[-1].reason == "xai_session_ended"
+    assert events[-1].reason == "xai_session_limit"
     assert stack.telemetry.reports[-1].completed is True
 
 

@@ -1,0 +1,204 @@
+"""xAI Grok Voice Agent realtime events, typed: one parse table for what the server sends, and
+the models of what we send.
+
+See shared/grok-realtime-protocol.md; pipecat's `services/xai/realtime/events.py` is an
+independent typed reading of the same protocol. We are tolerant in what we accept: fields the
+runtime does not use are optional, extra fields are kept, an unknown event type parses as
+`UnknownEvent` (skipped and counted by the session), and a frame that is not a JSON object, or an
+event whose fields do not fit its type, parses as `Malformed` — never an exception.
+"""
+
+import itertools
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+_event_ids = itertools.count(1)
+
+
+# --- server → client --------------------------------------------------------------------------
+
+
+class ServerEvent(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    event_id: str | None = None
+
+
+class UnknownEvent(ServerEvent):
+    """An event type this runtime does not know: logged, counted, skipped."""
+
+
+class Malformed(BaseModel):
+    """A frame that is not a JSON object, or an event whose fields do not fit its type."""
+
+    why: str
+
+
+class RealtimeError(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str | None = None
+    code: str | None = None
+    message: str = ""
+    param: str | None = None
+    event_id: str | None = None
+
+
+class ErrorEvent(ServerEvent):
+    error: RealtimeError = Field(default_factory=RealtimeError)
+
+
+class ResponseInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str = ""
+    status: str | None = None
+    status_details: Any = None
+    output: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ResponseCreated(ServerEvent):
+    response: ResponseInfo = Field(default_factory=ResponseInfo)
+
+
+class ResponseDone(ServerEvent):
+    response: ResponseInfo = Field(default_factory=ResponseInfo)
+
+
+class AudioDelta(ServerEvent):
+    response_id: str | None = None
+    item_id: str | None = None
+    delta: str
+
+
+class AudioDone(ServerEvent):
+    response_id: str | None = None
+
+
+class AgentTranscriptDone(ServerEvent):
+    response_id: str | None = None
+    transcript: str = ""
+
+
+class CallerTranscriptCompleted(ServerEvent):
+    item_id: str | None = None
+    transcript: str = ""
+
+
+class SpeechStarted(ServerEvent):
+    item_id: str | None = None
+
+
+class SpeechStopped(ServerEvent):
+    item_id: str | None = None
+
+
+class OutputItemAdded(ServerEvent):
+    response_id: str | None = None
+    item: dict[str, Any] = Field(default_factory=dict)
+
+
+class FunctionCallArgumentsDelta(ServerEvent):
+    response_id: str | None = None
+    call_id: str
+    name: str | None = None
+    delta: str = ""
+
+
+class FunctionCallArgumentsDone(ServerEvent):
+    response_id: str | None = None
+    call_id: str
+    name: str | None = None
+    arguments: str | None = None
+
+
+# Known events the runtime has no use for: parsed as plain ServerEvent, not counted as unknown.
+PASSIVE_EVENTS = (
+    "ping",
+    "session.created",
+    "session.updated",
+    "conversation.created",
+    "conversation.item.added",
+    "conversation.item.created",
+    "conversation.item.deleted",
+    "conversation.item.truncated",
+    "conversation.item.input_audio_transcription.updated",
+    "input_audio_buffer.committed",
+    "input_audio_buffer.cleared",
+    "input_audio_buffer.timeout_triggered",
+    "input_audio_buffer.dtmf_event_received",
+    "response.output_item.done",
+    "response.content_part.added",
+    "response.content_part.done",
+    "response.output_audio_transcript.delta",
+    "response.output_text.delta",
+    "response.text.delta",
+    "rate_limits.updated",
+)
+
+SERVER_EVENTS: dict[str, type[ServerEvent]] = {
+    **dict.fromkeys(PASSIVE_EVENTS, ServerEvent),
+    "error": ErrorEvent,
+    "response.created": ResponseCreated,
+    "response.done": ResponseDone,
+    "response.output_audio.delta": AudioDelta,
+    "response.output_audio.done": AudioDone,
+    "response.output_audio_transcript.done": AgentTranscriptDone,
+    "conversation.item.input_audio_transcription.completed": CallerTranscriptCompleted,
+    "input_audio_buffer.speech_started": SpeechStarted,
+    "input_audio_buffer.speech_stopped": SpeechStopped,
+    "response.output_item.added": OutputItemAdded,
+    "response.function_call_arguments.delta": FunctionCallArgumentsDelta,
+    "response.function_call_arguments.done": FunctionCallArgumentsDone,
+}
+
+
+def parse_server_event(raw: str | bytes) -> ServerEvent | Malformed:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return Malformed(why="not JSON")
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        return Malformed(why="not an event object")
+    model = SERVER_EVENTS.get(data["type"], UnknownEvent)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        return Malformed(why=f"{data['type'][:64]}: {exc.error_count()} invalid field(s)")
+
+
+# --- client → server ----------------------------------------------------------------------------
+
+
+class ClientEvent(BaseModel):
+    type: str
+    event_id: str = Field(default_factory=lambda: f"evt_sb_{next(_event_ids)}")
+
+    def encode(self) -> str:
+        return self.model_dump_json(exclude_none=True)
+
+
+class SessionUpdate(ClientEvent):
+    type: Literal["session.update"] = "session.update"
+    session: dict[str, Any]
+
+
+class InputAudioAppend(ClientEvent):
+    type: Literal["input_audio_buffer.append"] = "input_audio_buffer.append"
+    audio: str
+
+
+class ConversationItemCreate(ClientEvent):
+    type: Literal["conversation.item.create"] = "conversation.item.create"
+    item: dict[str, Any]
+
+
+class ResponseCreate(ClientEvent):
+    type: Literal["response.create"] = "response.create"
+
+
+class ResponseCancel(ClientEvent):
+    type: Literal["response.cancel"] = "response.cancel"
