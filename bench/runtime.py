@@ -12,7 +12,10 @@ import asyncio
 import base64
 import json
 import os
+import re
+import secrets
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -27,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from control_plane.runtime import protocol  # noqa: E402
-from control_plane.runtime.session import AudioOut, GrokRealtimeSession, MemoryTelemetrySink  # noqa: E402
+from control_plane.runtime.session import GrokRealtimeSession, MemoryTelemetrySink  # noqa: E402
 from control_plane.runtime.telephony import DIALECTS, Media  # noqa: E402
 from tests.fakes.server import free_port  # noqa: E402
 
@@ -193,41 +196,6 @@ async def measure(control_plane: str, token: str, agent_id: str, fake_port: int)
             json.dumps(outbound)
         reply_us = (time.perf_counter() - started) / frames * 1e6
 
-    # 3. 200 concurrent calls, each sending a frame every 20 ms for SECONDS. All calls connect
-    # first (a burst of 200 handshakes is a different measurement), then talk at once.
-    lags: list[float] = []
-    received = [0]
-    all_connected = asyncio.Barrier(CALLS)
-
-    async def one_call(index: int) -> None:
-        # Calls arrive at 100 per second, not all in the same millisecond: each start is an
-        # issued call (two writes on the control plane's SQLite).
-        await asyncio.sleep(index * 0.01)
-        async with session() as call:
-
-            async def drain() -> None:
-                async for event in call.events():
-                    if isinstance(event, AudioOut):
-                        received[0] += 1
-                        json.dumps(twilio.media("MZ1", event.payload))  # what the bridge does
-
-            reader = asyncio.create_task(drain())
-            await all_connected.wait()
-            await asyncio.sleep(index * 0.02 / CALLS)  # calls are not phase-locked in real life
-            due = time.perf_counter()
-            for _ in range(SECONDS * 50):
-                due += 0.02
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                event = twilio.parse(json.loads(frame_text))
-                await call.send_audio(event.payload)  # type: ignore[union-attr]
-                lags.append(time.perf_counter() - due)
-            reader.cancel()
-
-    connected_at = time.perf_counter()
-    await asyncio.gather(*(one_call(i) for i in range(CALLS)))
-    wall = time.perf_counter() - connected_at
     await http.aclose()
     return {
         "ready_median_ms": statistics.median(ready) * 1000,
@@ -235,59 +203,215 @@ async def measure(control_plane: str, token: str, agent_id: str, fake_port: int)
         "ready_overhead_ms": overhead_ms,
         "forwarding_us_per_frame": forwarding_us,
         "reply_frame_us": reply_us,
-        "concurrent_calls": CALLS,
-        "frames_sent": len(lags),
-        "agent_frames_received": received[0],
-        "frame_lag_p50_ms": quantile(lags, 0.5) * 1000,
-        "frame_lag_p99_ms": quantile(lags, 0.99) * 1000,
-        "frame_lag_max_ms": max(lags) * 1000,
-        "wall_seconds": wall,
-        "calls_reported": len(sink.reports),
+        "sessions_reported": len(sink.reports),
     }
+
+
+def stamped(talk: bool) -> str:
+    """A 20 ms μ-law frame carrying its send time; talk or silence (0xFF)."""
+    body = bytes([0x7F if talk else 0xFF]) * (160 - 8)
+    return base64.b64encode(struct.pack(">d", time.time()) + body).decode()
+
+
+async def bridged_calls(
+    worker: str, pids: dict[str, int], fake: str, agent_id: str, twilio_token: str
+) -> dict[str, Any]:
+    """CALLS scripted phones → the call worker (its own process) → the fake xAI (its own
+    process), Twilio media streams on the phone side. Each caller talks for 0.5 s, then sends
+    silence while the agent's one-second reply plays out in full, and again, for SECONDS."""
+    from control_plane.calls.webhooks import twilio_signature
+
+    talk_frames, reply_frames = 25, 50
+    phone_lags: list[float] = []
+    received = [0]
+    expected = [0]
+    failures: list[str] = []
+    all_connected = asyncio.Barrier(CALLS + 1)
+    http = httpx.AsyncClient(limits=httpx.Limits(max_connections=CALLS), timeout=20)
+    await http.get(f"{fake}/stats", params={"reset": "1"})
+
+    async def one_call(index: int) -> None:
+        await asyncio.sleep(index * 0.01)  # calls arrive at 100 per second
+        url = f"{worker}/twiml/{agent_id}?workspace_id=acme"
+        params = {"CallSid": f"CA{index:032d}", "From": "+15550100", "To": "+15550199"}
+        answer = await http.post(
+            url,
+            data=params,
+            headers={"X-Twilio-Signature": twilio_signature(twilio_token, url, params)},
+        )
+        stream = re.search(r'<Stream url="([^"]+)"', answer.text)
+        token = re.search(r'name="stream_token" value="([^"]+)"', answer.text)
+        if stream is None or token is None:
+            failures.append(answer.text[:120])
+            await all_connected.wait()
+            return
+        async with connect(stream.group(1), compression=None) as phone:
+            start = {"streamSid": f"MZ{index}", "callSid": params["CallSid"]}
+            await phone.send(json.dumps({"event": "connected", "protocol": "Call"}))
+            await phone.send(
+                json.dumps(
+                    {
+                        "event": "start",
+                        "streamSid": f"MZ{index}",
+                        "start": {**start, "customParameters": {"stream_token": token.group(1)}},
+                    }
+                )
+            )
+            mine = [0]
+
+            async def listen() -> None:
+                async for raw in phone:
+                    frame = json.loads(raw)
+                    if frame.get("event") == "media":
+                        sent_at = struct.unpack(
+                            ">d", base64.b64decode(frame["media"]["payload"])[:8]
+                        )
+                        phone_lags.append(time.time() - sent_at[0])
+                        mine[0] += 1
+                        received[0] += 1
+
+            listener = asyncio.create_task(listen())
+            await all_connected.wait()
+            await asyncio.sleep(index * 0.02 / CALLS)  # calls are not phase-locked in real life
+            utterances, talked = 0, 0
+            due = time.perf_counter()
+            until = due + SECONDS
+            while True:
+                now = time.perf_counter()
+                waiting_for_reply = mine[0] < utterances * reply_frames
+                if now >= until and not waiting_for_reply:
+                    break
+                if now >= until + 5:
+                    failures.append(f"call {index}: reply incomplete")
+                    break
+                talking = now < until and not waiting_for_reply
+                if talking:
+                    talked += 1
+                    if talked == talk_frames:
+                        talked, utterances = 0, utterances + 1
+                media = {"track": "inbound", "payload": stamped(talking)}
+                await phone.send(
+                    json.dumps({"event": "media", "streamSid": f"MZ{index}", "media": media})
+                )
+                due += 0.02
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            expected[0] += utterances * reply_frames
+            await phone.send(json.dumps({"event": "stop", "streamSid": f"MZ{index}"}))
+            listener.cancel()
+
+    tasks = [asyncio.create_task(one_call(i)) for i in range(CALLS)]
+    await all_connected.wait()
+    before, started = {name: cpu_seconds(pid) for name, pid in pids.items()}, time.perf_counter()
+    await asyncio.gather(*tasks)
+    wall = time.perf_counter() - started
+    # Share of one core each process used while the calls ran: the machine has two.
+    cores = {name: (cpu_seconds(pid) - before[name]) / wall for name, pid in pids.items()}
+    fake_stats = (await http.get(f"{fake}/stats")).json()
+    await http.aclose()
+    return {
+        "concurrent_calls": CALLS,
+        "failed_calls": failures,
+        "agent_frames_sent_by_xai": fake_stats["deltas_sent"],
+        "agent_frames_at_phones": received[0],
+        "agent_frames_delivered": received[0] / max(1, fake_stats["deltas_sent"]),
+        "caller_frames_at_xai": fake_stats["caller_frames"],
+        "caller_to_xai_lag_p50_ms": fake_stats["caller_lags_ms"]["0.5"],
+        "caller_to_xai_lag_p99_ms": fake_stats["caller_lags_ms"]["0.99"],
+        "xai_to_phone_lag_p50_ms": quantile(phone_lags, 0.5) * 1000,
+        "xai_to_phone_lag_p99_ms": quantile(phone_lags, 0.99) * 1000,
+        "worker_cpu_ms_per_call_second": cores["worker"] * 1000 / CALLS,
+        "cores_used": cores,
+        "wall_seconds": wall,
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-runtime-"))
-    fake_port, cp_port = free_port(), free_port()
+    fake_port, cp_port, worker_port = free_port(), free_port(), free_port()
+    fake_url = f"http://127.0.0.1:{fake_port}"
+    twilio_token = secrets.token_hex(16)
     fake = start(
-        [sys.executable, "-m", "tests.fakes.run_fake_xai", str(fake_port), XAI_KEY],
+        [sys.executable, "-m", "tests.fakes.run_fake_xai", str(fake_port), XAI_KEY, "--stamped"],
         dict(os.environ),
-        f"http://127.0.0.1:{fake_port}/v1/api-key",
+        f"{fake_url}/v1/api-key",
     )
     env, token, agent_id = prepare_control_plane(
         f"sqlite:///{workdir}/bench.db", workdir, fake_port
     )
+    env["SWITCHBOARD_TWILIO_AUTH_TOKEN"] = twilio_token  # a single-tenant install
+    uvicorn = [sys.executable, "-m", "uvicorn", "--log-level", "warning", "--no-access-log"]
     control_plane = start(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "control_plane.app:create_app",
-            "--factory",
-            "--port",
-            str(cp_port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
+        [*uvicorn, "control_plane.app:create_app", "--factory", "--port", str(cp_port)],
         env,
         f"http://127.0.0.1:{cp_port}/healthz",
+    )
+    worker_env = {
+        **env,
+        "SWITCHBOARD_SERVICE_TOKEN": token,
+        "SWITCHBOARD_CONTROL_PLANE_URL": f"http://127.0.0.1:{cp_port}",
+        "SWITCHBOARD_WORKER_PUBLIC_URL": f"http://127.0.0.1:{worker_port}",
+    }
+    worker = start(
+        [str(Path(sys.executable).parent / "switchboard"), "worker", "--port", str(worker_port)],
+        worker_env,
+        f"http://127.0.0.1:{worker_port}/healthz",
     )
     try:
         # uvloop, as under `switchboard worker` (uvicorn picks it when installed).
         import uvloop
 
         results = uvloop.run(measure(f"http://127.0.0.1:{cp_port}", token, agent_id, fake_port))
+        results |= uvloop.run(
+            bridged_calls(
+                f"http://127.0.0.1:{worker_port}",
+                {"worker": worker.pid, "fake_xai": fake.pid, "phones": os.getpid()},
+                fake_url,
+                agent_id,
+                twilio_token,
+            )
+        )
     finally:
-        control_plane.terminate()
-        fake.terminate()
+        for process in (worker, control_plane, fake):
+            process.terminate()
+            process.wait(timeout=15)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "runtime.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
-    print(f"\nready minus fake handshake: {results['ready_overhead_ms']:.1f} ms (target <= 15)")
-    print(f"forwarding per 20 ms frame: {results['forwarding_us_per_frame']:.1f} us (target <= 50)")
-    print(f"{CALLS} calls, frame lag p99: {results['frame_lag_p99_ms']:.1f} ms (target <= 20)")
+    checks = [
+        ("ready minus fake handshake", results["ready_overhead_ms"], "ms", 15),
+        ("forwarding per 20 ms frame", results["forwarding_us_per_frame"], "us", 50),
+        (
+            f"{CALLS} bridged calls, caller->xAI lag p99",
+            results["caller_to_xai_lag_p99_ms"],
+            "ms",
+            20,
+        ),
+        (
+            f"{CALLS} bridged calls, xAI->phone lag p99",
+            results["xai_to_phone_lag_p99_ms"],
+            "ms",
+            20,
+        ),
+    ]
+    print()
+    for name, value, unit, limit in checks:
+        print(
+            f"{'PASS' if value <= limit else 'FAIL'}  {name}: {value:.1f} {unit} "
+            f"(target <= {limit})"
+        )
+    delivered = results["agent_frames_delivered"]
+    print(
+        f"{'PASS' if delivered == 1 and not results['failed_calls'] else 'FAIL'}  agent frames "
+        f"delivered: {results['agent_frames_at_phones']} of {results['agent_frames_sent_by_xai']}"
+        f" ({delivered:.2%}), failed calls: {len(results['failed_calls'])}"
+    )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,10 @@ tool calls first when the turn is scripted for them.
 
 import asyncio
 import base64
+import contextlib
 import json
 import secrets
+import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +99,13 @@ class FakeXAIState:
     send_unknown_events: bool = True
     handshake_delay: float = 0.0
     connections: list[Connection] = field(default_factory=list)
+    # Benchmarks: audio frames carry their send time (8 bytes, big-endian float seconds) in
+    # front of μ-law bytes; silence (0xFF) is not speech. The fake records how late caller
+    # frames arrive and stamps its own replies as it sends them.
+    stamped_audio: bool = False
+    record_connections: bool = True
+    caller_lags: list[float] = field(default_factory=list)
+    deltas_sent: int = 0
 
     def valid_secret(self, token: str) -> bool:
         if token in self.accepted_keys:
@@ -184,7 +193,8 @@ class RealtimeConversation:
 
     async def send(self, kind: str, **fields: Any) -> None:
         event = {"type": kind, "event_id": self.next_id("event"), **fields}
-        self.record.sent.append(event)
+        if self.state.record_connections:
+            self.record.sent.append(event)
         await self.ws.send_text(json.dumps(event))
 
     async def run(self) -> None:
@@ -201,7 +211,8 @@ class RealtimeConversation:
         try:
             while True:
                 event = json.loads(await self.ws.receive_text())
-                self.record.received.append(event)
+                if self.state.record_connections:
+                    self.record.received.append(event)
                 await self.on_event(event)
         except (WebSocketDisconnect, RuntimeError):
             return  # the peer left, or the fake closed the socket itself
@@ -232,7 +243,11 @@ class RealtimeConversation:
             await self.send("ping", timestamp=int(time.time() * 1000))
             await self.send("session.updated", session=event.get("session", {}))
         elif kind == "input_audio_buffer.append":
-            base64.b64decode(event["audio"], validate=True)  # a real server refuses garbage too
+            frame = base64.b64decode(event["audio"], validate=True)  # a real server refuses garbage
+            if self.state.stamped_audio:
+                self.state.caller_lags.append(time.time() - struct.unpack(">d", frame[:8])[0])
+                if frame[8:].count(0xFF) == len(frame) - 8:
+                    return  # silence: no speech for the fake's VAD
             self.frames += 1
             if self.frames == 1:
                 await self.send(
@@ -262,7 +277,11 @@ class RealtimeConversation:
         return self.responding is not None and not self.responding.done()
 
     def start_response(self, work: Any) -> None:
-        self.responding = asyncio.create_task(work)
+        async def until_the_peer_leaves() -> None:
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                await work
+
+        self.responding = asyncio.create_task(until_the_peer_leaves())
 
     def cancel_response(self, *, by_server: bool) -> None:
         if self.response_id:
@@ -358,11 +377,14 @@ class RealtimeConversation:
                 if late >= self.state.audio_after_cancel:
                     break
                 late += 1  # already on the wire when the cancel arrived
+            if self.state.stamped_audio:
+                chunk = struct.pack(">d", time.time()) + chunk[8:]
             await self.send(
                 "response.output_audio.delta",
                 response_id=response_id,
                 delta=base64.b64encode(chunk).decode(),
             )
+            self.state.deltas_sent += 1
             if self.state.delta_interval:
                 await asyncio.sleep(self.state.delta_interval)
         self.response_id = None
@@ -406,4 +428,27 @@ def build_app(state: FakeXAIState) -> Starlette:
         state.connections.append(record)
         await RealtimeConversation(state, websocket, record).run()
 
-    return Starlette(routes=[*build_http_routes(state), WebSocketRoute("/v1/realtime", realtime)])
+    async def stats(request: Request) -> JSONResponse:
+        if request.query_params.get("reset"):
+            state.caller_lags.clear()
+            state.deltas_sent = 0
+        lags = sorted(state.caller_lags)
+        return JSONResponse(
+            {
+                "connections": len(state.connections),
+                "caller_frames": len(lags),
+                "deltas_sent": state.deltas_sent,
+                "caller_lags_ms": {
+                    q: lags[min(len(lags) - 1, int(len(lags) * float(q)))] * 1000 if lags else None
+                    for q in ("0.5", "0.99")
+                },
+            }
+        )
+
+    return Starlette(
+        routes=[
+            *build_http_routes(state),
+            Route("/stats", stats),
+            WebSocketRoute("/v1/realtime", realtime),
+        ]
+    )

@@ -1,6 +1,9 @@
 """Run the fake xAI server as its own process (benchmarks).
 
-Usage: python -m tests.fakes.run_fake_xai PORT KEY
+Usage: python -m tests.fakes.run_fake_xai PORT KEY [--stamped]
+
+With --stamped (the bridged-calls benchmark) audio carries send times, silence is no speech, an
+utterance is 25 frames of speech (0.5 s) and every reply is 50 frames (1 s) played in real time.
 """
 
 import sys
@@ -15,6 +18,9 @@ def main() -> None:
     state = FakeXAIState(accepted_keys={key}, frames_per_utterance=25, send_unknown_events=False)
     state.reply_audio = [bytes([0xFF]) * 160 for _ in range(25)]
     state.delta_interval = 0.02  # like a real provider: about real time
+    if "--stamped" in sys.argv:
+        state.stamped_audio, state.record_connections = True, False
+        state.reply_audio = [bytes([0xFF]) * 160 for _ in range(50)]
     uvicorn.run(
         build_app(state), host="127.0.0.1", port=port, log_level="warning", ws_ping_interval=None
     )
