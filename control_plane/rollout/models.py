@@ -7,8 +7,9 @@ from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
 from control_plane.core import UTCDateTime, utcnow
+from control_plane.runtime.contract import FlagDecision, Stage
 
-Stage = Literal["off", "internal", "beta", "ga"]
+__all__ = ["FlagDecision", "Stage"]
 STAGES: tuple[Stage, ...] = ("off", "internal", "beta", "ga")
 CohortName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 
@@ -102,13 +103,3 @@ class CohortWrite(BaseModel):
         max_length=5000
     )
     description: str | None = PydanticField(default=None, max_length=500)
-
-
-class FlagDecision(BaseModel):
-    flag: str
-    workspace_id: str
-    enabled: bool
-    stage: Stage
-    killed: bool
-    reason: str | None = None
-    code: str | None = None

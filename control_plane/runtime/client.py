@@ -16,6 +16,9 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from pydantic import ValidationError
+
+from control_plane.runtime.contract import CallReport, ResolvedSessionConfig
 
 logger = logging.getLogger(__name__)
 
@@ -151,17 +154,19 @@ class ControlPlaneClient:
 
     async def session_config(
         self, workspace_id: str, agent_id: str, credentials: str = "key"
-    ) -> dict[str, Any]:
+    ) -> ResolvedSessionConfig:
         ws, agent = path_id(workspace_id, "workspace id"), path_id(agent_id, "agent id")
-        config = await self._request(
+        answer = await self._request(
             "GET",
             f"/api/v1/workspaces/{ws}/agents/{agent}/session-config",
             params={"credentials": credentials},
         )
-        _strings(config, "engine")
-        if not isinstance(config.get("tier"), dict):
-            raise ControlPlaneError(502, "bad_answer", "the session config has no tier")
-        return config
+        try:
+            return ResolvedSessionConfig.model_validate(answer)
+        except ValidationError as exc:
+            raise ControlPlaneError(
+                502, "bad_answer", f"the session config does not fit ({exc.error_count()} fields)"
+            ) from exc
 
     async def issue_call(
         self,
@@ -217,8 +222,8 @@ class ControlPlaneClient:
         except ControlPlaneError as exc:
             logger.warning("call %s not released: %s", call_id, exc.code)
 
-    async def report(self, telemetry: dict[str, Any]) -> None:
-        await self._request("POST", "/api/v1/telemetry/calls", json=telemetry)
+    async def report(self, report: CallReport) -> None:
+        await self._request("POST", "/api/v1/telemetry/calls", json=report.model_dump(mode="json"))
 
 
 @contextlib.asynccontextmanager

@@ -8,13 +8,19 @@ GrokRealtimeSession does — and the same refusal, never another engine.
 
 from typing import Any
 
+from control_plane.runtime.contract import ResolvedSessionConfig
 from control_plane.runtime.session import GROK_ENGINE, CallRefusedError
 
 
-def session_properties(config: dict[str, Any]) -> Any:
+def _plain(config: ResolvedSessionConfig | dict[str, Any]) -> dict[str, Any]:
+    return config.model_dump(mode="json") if isinstance(config, ResolvedSessionConfig) else config
+
+
+def session_properties(config: ResolvedSessionConfig | dict[str, Any]) -> Any:
     """pipecat's `SessionProperties` for a resolved grok-realtime config."""
     from pipecat.services.xai.realtime import events
 
+    config = _plain(config)
     if config.get("engine") != GROK_ENGINE:
         raise CallRefusedError(
             "engine_mismatch", f"This agent's tier runs on {config.get('engine')}; no fallback."
@@ -65,10 +71,11 @@ def session_properties(config: dict[str, Any]) -> Any:
     )
 
 
-def grok_llm_service(config: dict[str, Any], **kwargs: Any) -> Any:
+def grok_llm_service(config: ResolvedSessionConfig | dict[str, Any], **kwargs: Any) -> Any:
     """A ready `GrokRealtimeLLMService` for this call (credentials from the config)."""
     from pipecat.services.xai.realtime.llm import GrokRealtimeLLMService
 
+    config = _plain(config)
     properties = session_properties(config)
     credentials = config.get("credentials") or {}
     if not credentials.get("value"):

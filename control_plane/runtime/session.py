@@ -18,8 +18,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Coroutine
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import httpx
@@ -34,6 +33,7 @@ from control_plane.runtime.client import (
     ControlPlaneError,
     keep_lease,
 )
+from control_plane.runtime.contract import CallReport, ResolvedSessionConfig
 from control_plane.runtime.tools import ToolRegistry
 
 logger = logging.getLogger(__name__)
@@ -68,11 +68,9 @@ RETRYABLE_CONFIG_CODES = {
 EPHEMERAL_MARGIN_SECONDS = 30
 
 
-def _credentials_expiring(config: dict[str, Any]) -> bool:
-    expires_at = (config.get("credentials") or {}).get("expires_at")
-    return (
-        isinstance(expires_at, int | float) and expires_at - time.time() < EPHEMERAL_MARGIN_SECONDS
-    )
+def _credentials_expiring(config: ResolvedSessionConfig) -> bool:
+    expires_at = config.credentials.expires_at if config.credentials else None
+    return expires_at is not None and expires_at - time.time() < EPHEMERAL_MARGIN_SECONDS
 
 
 async def _backoff(attempt: int, deadline: float, *, base: float = 0.2, attempts: int = 4) -> bool:
@@ -134,25 +132,8 @@ OutboundEvent = AudioOut | AudioDone | ClearAudio | Transcript | CallEnded
 # --- telemetry --------------------------------------------------------------------------------
 
 
-@dataclass
-class CallTelemetry:
-    call_id: str
-    workspace_id: str
-    agent_id: str
-    tier: str = ""
-    engine: str = GROK_ENGINE
-    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
-    time_to_first_audio_ms: float | None = None
-    tool_calls_ok: int = 0
-    tool_calls_failed: int = 0
-    transcript_events: int = 0
-    end_reason: str = ""
-    completed: bool = False
-    websocket_disconnects: int = 0
-    duration_ms: float = 0.0
-    nonfatal_errors: int = 0
-    unknown_events: int = 0
-    connect_retries: int = 0
+# What a session reports when it ends: the contract's call report.
+CallTelemetry = CallReport
 
 
 class TelemetrySink(Protocol):
@@ -178,7 +159,7 @@ class HttpTelemetrySink:
             self.control_plane_url, self.service_token, http=self.http, timeout=self.timeout
         )
         try:
-            await client.report(asdict(telemetry))
+            await client.report(telemetry)
         except ControlPlaneError as exc:
             logger.warning("telemetry for call %s refused: %s", telemetry.call_id, exc.code)
         finally:
@@ -207,7 +188,7 @@ class GrokRealtimeSession:
         tools: ToolRegistry | None = None,
         telemetry: TelemetrySink | None = None,
         credentials: Literal["key", "ephemeral"] = "key",
-        config: dict[str, Any] | None = None,
+        config: ResolvedSessionConfig | dict[str, Any] | None = None,
         call: ClaimedCall | None = None,
         http_timeout: float = 3.0,
         connect_timeout: float = 5.0,
@@ -219,19 +200,23 @@ class GrokRealtimeSession:
             control_plane_url, service_token, http=http, timeout=http_timeout
         )
         self.call = call
+        self.workspace_id, self.agent_id = workspace_id, agent_id
         self.tools = tools or ToolRegistry()
         self.sink: TelemetrySink = telemetry or HttpTelemetrySink(
             control_plane_url, service_token, http=http
         )
         self.credentials = credentials
-        self.config = config
+        self.config = (
+            ResolvedSessionConfig.model_validate(config) if isinstance(config, dict) else config
+        )
         self.http_timeout, self.connect_timeout, self.ready_timeout = (
             http_timeout,
             connect_timeout,
             ready_timeout,
         )
         self.setup_deadline = setup_deadline
-        self.telemetry = CallTelemetry(
+        # Filled in as the call goes; validated by the control plane when reported.
+        self.telemetry = CallReport.model_construct(
             call_id=call.call_id if call else "", workspace_id=workspace_id, agent_id=agent_id
         )
         self.transcripts: list[Transcript] = []
@@ -274,32 +259,29 @@ class GrokRealtimeSession:
         if self.call is None:
             # Embedded without a worker: the control plane issues the call (its cap, its
             # refusals), claimed at once since no media stream will present a token.
-            self.call = await self.control_plane.start_call(
-                self.telemetry.workspace_id, self.telemetry.agent_id
-            )
+            self.call = await self.control_plane.start_call(self.workspace_id, self.agent_id)
         self.telemetry.call_id = self.call.call_id
-        self.telemetry.workspace_id = self.call.workspace_id
+        self.workspace_id = self.telemetry.workspace_id = self.call.workspace_id
         await self._leased.enter_async_context(keep_lease(self.control_plane, self.call))
         if self.config is None or _credentials_expiring(self.config):
             self.config = await self._fetch_config(deadline)
         config = self.config
-        self.telemetry.tier = config["tier"]["id"]
-        self.telemetry.engine = config["engine"]
-        if config["engine"] != GROK_ENGINE:
-            self._end("engine_mismatch", f"agent runs on {config['engine']}, not {GROK_ENGINE}")
+        self.telemetry.tier = config.tier.id
+        self.telemetry.engine = config.engine
+        if config.engine != GROK_ENGINE:
+            self._end("engine_mismatch", f"agent runs on {config.engine}, not {GROK_ENGINE}")
             raise CallRefusedError(
-                "engine_mismatch", f"This agent's tier runs on {config['engine']}; no fallback."
+                "engine_mismatch", f"This agent's tier runs on {config.engine}; no fallback."
             )
-        credentials = config.get("credentials") or {}
-        if not credentials.get("value"):
+        if config.credentials is None or not config.credentials.value:
             self._end("credentials_missing", "no xAI credentials in the session config")
             raise CallRefusedError(
                 "credentials_missing", "The session config carries no xAI credentials."
             )
-        url = protocol.realtime_url(config["provider"]["realtime_url"], config["provider"]["model"])
+        url = protocol.realtime_url(config.provider.realtime_url or "", config.provider.model)
         opened = time.monotonic()
-        self._ws = await self._connect(url, credentials["value"], deadline)
-        await self._ws.send(protocol.session_update(config["session"]))
+        self._ws = await self._connect(url, config.credentials.value, deadline)
+        await self._ws.send(protocol.session_update(config.session.model_dump(mode="json")))
         await self._await_session_updated()
         self.ready_at = time.monotonic()
         self.xai_handshake_seconds = self.ready_at - opened
@@ -307,14 +289,14 @@ class GrokRealtimeSession:
             self._read_forever(), name=f"grok-reader-{self.telemetry.call_id}"
         )
 
-    async def _fetch_config(self, deadline: float) -> dict[str, Any]:
+    async def _fetch_config(self, deadline: float) -> ResolvedSessionConfig:
         """The session config; minting an ephemeral secret may meet xAI's 429/5xx: retried."""
         attempt = 0
         while True:
             attempt += 1
             try:
                 return await self.control_plane.session_config(
-                    self.telemetry.workspace_id, self.telemetry.agent_id, self.credentials
+                    self.workspace_id, self.agent_id, self.credentials
                 )
             except ControlPlaneError as exc:
                 reason = RETRYABLE_CONFIG_CODES.get(exc.code)

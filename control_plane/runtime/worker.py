@@ -33,6 +33,7 @@ from control_plane.runtime.client import (
     IssuedCall,
     keep_lease,
 )
+from control_plane.runtime.contract import ResolvedSessionConfig
 from control_plane.runtime.session import (
     GROK_ENGINE,
     CallRefusedError,
@@ -54,7 +55,7 @@ from control_plane.settings import Settings
 logger = logging.getLogger(__name__)
 
 # A host backend's handler for another engine: (phone socket, dialect, start, resolved config).
-EngineHandler = Callable[[WebSocket, Dialect, Start, dict[str, Any]], Awaitable[None]]
+EngineHandler = Callable[[WebSocket, Dialect, Start, ResolvedSessionConfig], Awaitable[None]]
 
 # Close codes the phone side sees (application range 4000-4999).
 CLOSE_UNAUTHORIZED = 4401
@@ -106,7 +107,7 @@ def create_worker_app(
     settings: Settings | None = None,
     *,
     handlers: dict[str, EngineHandler] | None = None,
-    tools_factory: Callable[[dict[str, Any]], ToolRegistry] | None = None,
+    tools_factory: Callable[[ResolvedSessionConfig], ToolRegistry] | None = None,
     telemetry: TelemetrySink | None = None,
 ) -> FastAPI:
     settings = settings or Settings()
@@ -241,8 +242,7 @@ def create_worker_app(
             await control_plane.end_call(call.call_id, exc.code)
             await _close(phone, CLOSE_REFUSED, f"{exc.code}: {exc.message}"[:120])
             return
-        engine = config["engine"]
-        if engine != GROK_ENGINE:
+        if config.engine != GROK_ENGINE:
             await run_other_engine(phone, dialect, start, config, call)
             return
         tools = (
@@ -270,13 +270,17 @@ def create_worker_app(
         await _close(phone, 1000, (ended.reason if ended else "ended")[:120])
 
     async def run_other_engine(
-        phone: WebSocket, dialect: Dialect, start: Start, config: dict[str, Any], call: ClaimedCall
+        phone: WebSocket,
+        dialect: Dialect,
+        start: Start,
+        config: ResolvedSessionConfig,
+        call: ClaimedCall,
     ) -> None:
         control_plane: ControlPlaneClient = app.state.control_plane
-        handler = engine_handlers.get(config["engine"])
+        handler = engine_handlers.get(config.engine)
         if handler is None:
             await control_plane.end_call(call.call_id, "no_handler")
-            reason = f"no handler registered for engine {config['engine']}"
+            reason = f"no handler registered for engine {config.engine}"
             await _close(phone, CLOSE_REFUSED, reason[:120])
             return
         try:

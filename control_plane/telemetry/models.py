@@ -6,6 +6,7 @@ from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
 from control_plane.core import UTCDateTime, utcnow
+from control_plane.runtime.contract import CallReport as RuntimeCallReport
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
@@ -58,35 +59,8 @@ class FlagGuard(SQLModel, table=True):
 # --- API schemas ---------------------------------------------------------------------------
 
 
-class CallReportIn(BaseModel):
-    """A finished call. Only calls the control plane issued are accepted; workspace, agent,
-    tier and engine are taken from the issued call, so what a report says of them is ignored."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    call_id: Id
-    workspace_id: Id | None = None
-    agent_id: Id | None = None
-    tier: Annotated[str, StringConstraints(max_length=64)] | None = None
-    engine: Annotated[str, StringConstraints(max_length=64)] | None = None
-    started_at: datetime
-    time_to_first_audio_ms: float | None = PydanticField(default=None, ge=0, le=600_000)
-    tool_calls_ok: int = PydanticField(default=0, ge=0, le=100_000)
-    tool_calls_failed: int = PydanticField(default=0, ge=0, le=100_000)
-    transcript_events: int = PydanticField(default=0, ge=0, le=1_000_000)
-    end_reason: Annotated[str, StringConstraints(max_length=64)] = ""
-    completed: bool = False
-    websocket_disconnects: int = PydanticField(default=0, ge=0, le=100_000)
-    duration_ms: float = PydanticField(default=0.0, ge=0, le=86_400_000)
-    nonfatal_errors: int = PydanticField(
-        default=0, ge=0, le=1_000_000, description="xAI errors the call survived"
-    )
-    unknown_events: int = PydanticField(
-        default=0, ge=0, le=10_000_000, description="xAI events skipped as unknown or unreadable"
-    )
-    connect_retries: int = PydanticField(
-        default=0, ge=0, le=100, description="retries of the xAI connection (429, 5xx, timeouts)"
-    )
+# A report as the runtime sends it: one definition, in the runtime's contract.
+CallReportIn = RuntimeCallReport
 
 
 class CallBatch(BaseModel):

@@ -23,6 +23,7 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 
 from control_plane.app import create_app
+from control_plane.runtime.contract import ResolvedSessionConfig
 from control_plane.runtime.session import GrokRealtimeSession, MemoryTelemetrySink
 from control_plane.runtime.tools import ToolRegistry
 from control_plane.runtime.worker import create_worker_app
@@ -151,7 +152,7 @@ def build_stack(tmp_path: Path, options: StackOptions | None = None) -> Iterator
             telemetry = MemoryTelemetrySink()
             tool_log: list[dict[str, Any]] = []
 
-            def tools_factory(_config: dict[str, Any]) -> ToolRegistry:
+            def tools_factory(_config: ResolvedSessionConfig) -> ToolRegistry:
                 registry = ToolRegistry(timeout_seconds=1)
 
                 @registry.tool("lookup_order")

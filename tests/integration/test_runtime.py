@@ -258,7 +258,9 @@ async def test_twiml_and_texml_answers(stack: Stack) -> None:
 
 
 async def test_engine_mismatch_is_refused_by_the_session(stack: Stack) -> None:
-    config = {"engine": "openai-realtime", "tier": {"id": "premium"}}
+    async with session_for(stack) as probe:  # a real config, then pointed at another engine
+        assert probe.config is not None
+        config = probe.config.model_copy(update={"engine": "openai-realtime"})
     with pytest.raises(CallRefusedError) as refused:
         async with session_for(stack, config=config):
             pass

@@ -123,9 +123,10 @@ async def test_session_created_first_and_pings_mid_call(stack: Stack) -> None:
 
 
 async def test_a_malformed_session_update_is_refused_by_xai(stack: Stack) -> None:
-    async with session_for(stack, config=None) as probe:  # a valid config to spoil
-        config = dict(probe.config or {})
-    config["session"] = {**config["session"], "voice": "Nobody"}
+    async with session_for(stack) as probe:  # a valid config to spoil
+        assert probe.config is not None
+        config = probe.config.model_copy(deep=True)
+    config.session.voice = "Nobody"
     with pytest.raises(CallRefusedError) as refused:
         async with session_for(stack, config=config):
             pass
@@ -355,13 +356,15 @@ async def test_client_secrets_refused_for_good_end_the_call(stack: Stack) -> Non
 async def test_a_secret_near_expiry_is_minted_again_before_use(stack: Stack) -> None:
     stack.xai.secret_ttl_seconds = 10  # the control plane caches it; it is nearly spent
     async with session_for(stack, credentials="ephemeral") as first:
-        stale = dict(first.config or {})
-    assert stale["credentials"]["expires_at"] - time.time() < 30
+        assert first.config is not None and first.config.credentials is not None
+        stale = first.config
+    assert (stale.credentials.expires_at or 0) - time.time() < 30
     stack.xai.secret_ttl_seconds = None
     async with session_for(stack, credentials="ephemeral", config=stale) as call:
         used = stack.xai.connections[-1].authorization
-        assert used != stale["credentials"]["value"]
-        assert call.config is not None and call.config["credentials"]["value"] == used
+        assert used != stale.credentials.value
+        assert call.config is not None and call.config.credentials is not None
+        assert call.config.credentials.value == used
 
 
 async def test_xai_closing_at_its_session_limit_tells_the_phone(stack: Stack) -> None:

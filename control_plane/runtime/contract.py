@@ -1,0 +1,128 @@
+"""The typed contract between the control plane and the runtime: the resolved session config it
+serves and the call report it takes. One definition, imported by both sides (the runtime never
+imports the control plane; the control plane imports this)."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+CredentialsMode = Literal["key", "ephemeral", "none"]
+Stage = Literal["off", "internal", "beta", "ga"]
+
+
+# --- the resolved session config --------------------------------------------------------------
+
+
+class TierSummary(BaseModel):
+    id: str
+    name: str
+    engine: str
+
+
+class ProviderInfo(BaseModel):
+    name: str
+    model: str
+    realtime_url: str | None
+    stt: str | None = None
+    tts: str | None = None
+    telephony: str
+
+
+class TurnDetection(BaseModel):
+    type: Literal["server_vad"] = "server_vad"
+    threshold: float
+    prefix_padding_ms: int = 200
+    silence_duration_ms: int = 600
+
+
+class AudioFormat(BaseModel):
+    type: str
+    rate: int | None = None
+
+
+class AudioDirection(BaseModel):
+    format: AudioFormat
+
+
+class AudioConfig(BaseModel):
+    input: AudioDirection
+    output: AudioDirection
+
+
+class SessionSettings(BaseModel):
+    voice: str
+    requested_voice: str
+    instructions: str
+    language: str
+    turn_detection: TurnDetection
+    tools: list[dict[str, Any]]
+    audio: AudioConfig
+
+
+class Credentials(BaseModel):
+    type: Literal["api_key", "ephemeral"]
+    provider: str
+    value: str
+    expires_at: int | None = None
+
+
+class FlagDecision(BaseModel):
+    flag: str
+    workspace_id: str
+    enabled: bool
+    stage: Stage
+    killed: bool
+    reason: str | None = None
+    code: str | None = None
+
+
+class ResolvedSessionConfig(BaseModel):
+    config_version: str
+    workspace_id: str
+    agent_id: str | None
+    agent_name: str
+    tier: TierSummary
+    engine: str
+    provider: ProviderInfo
+    session: SessionSettings
+    credentials: Credentials | None
+    flag: FlagDecision | None
+    stale: bool = False
+
+
+# --- the call report --------------------------------------------------------------------------
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Name = Annotated[str, StringConstraints(max_length=64)]
+
+
+class CallReport(BaseModel):
+    """One finished call, as the runtime reports it. The control plane accepts reports of calls
+    it issued only, and takes workspace, agent, tier and engine from the issued call."""
+
+    model_config = ConfigDict(extra="ignore", validate_assignment=False)
+
+    call_id: Id
+    workspace_id: Id | None = None
+    agent_id: Id | None = None
+    tier: Name | None = None
+    engine: Name | None = None
+    started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    time_to_first_audio_ms: float | None = Field(default=None, ge=0, le=600_000)
+    tool_calls_ok: int = Field(default=0, ge=0, le=100_000)
+    tool_calls_failed: int = Field(default=0, ge=0, le=100_000)
+    transcript_events: int = Field(default=0, ge=0, le=1_000_000)
+    end_reason: Name = ""
+    completed: bool = False
+    websocket_disconnects: int = Field(default=0, ge=0, le=100_000)
+    duration_ms: float = Field(default=0.0, ge=0, le=86_400_000)
+    nonfatal_errors: int = Field(
+        default=0, ge=0, le=1_000_000, description="xAI errors the call survived"
+    )
+    unknown_events: int = Field(
+        default=0, ge=0, le=10_000_000, description="xAI events skipped as unknown or unreadable"
+    )
+    connect_retries: int = Field(
+        default=0, ge=0, le=100, description="retries of the xAI connection (429, 5xx, timeouts)"
+    )
