@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+# Every table's metadata, so foreign keys between domains resolve whichever command runs.
+import control_plane.tables  # noqa: F401
 from control_plane import migrate as migrations
 from control_plane.auth import service as auth_service
 from control_plane.catalogue.seed import seed_catalogue

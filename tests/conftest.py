@@ -111,9 +111,11 @@ class PostgresDatabases:
         with self.admin.connect() as connection:
             connection.execute(text(sql))
 
-    def create(self) -> str:
+    def create(self, *, empty: bool = False) -> str:
+        """A database from the migrated, seeded template; or an empty one."""
         name = f"sb_test_{uuid.uuid4().hex[:12]}"
-        self._execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+        template = "template0" if empty else self.template
+        self._execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         return name
 
     def drop(self, name: str) -> None:
