@@ -1,6 +1,7 @@
 """RFC 9457 problem details with a stable machine-readable `code` for every error."""
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -9,6 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +205,22 @@ def problem_for(request: Request, exc: ProblemError) -> JSONResponse:
     )
 
 
+def allowed_methods(routes: Sequence[BaseRoute], path: str) -> list[str]:
+    """Every method some route answers on this path (included routers walked too)."""
+    methods: set[str] = set()
+    pending = list(routes)
+    while pending:
+        route = pending.pop()
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            pending.extend(included.routes)
+            continue
+        pattern, route_methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if pattern is not None and route_methods and pattern.match(path):
+            methods |= set(route_methods)
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def handle_problem(request: Request, exc: ProblemError) -> JSONResponse:
@@ -225,13 +243,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def handle_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code, title = _STATUS_CODES.get(exc.status_code, ("http_error", "HTTP error"))
         detail = exc.detail if isinstance(exc.detail, str) else title
+        headers = dict(exc.headers) if exc.headers else {}
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on this path only.
+            headers["Allow"] = ", ".join(allowed_methods(request.app.routes, request.url.path))
         return problem_response(
             exc.status_code,
             code,
             title,
             detail,
             instance=request.url.path,
-            headers=dict(exc.headers) if exc.headers else None,
+            headers=headers or None,
         )
 
     @app.exception_handler(OperationalError)

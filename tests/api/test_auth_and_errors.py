@@ -94,3 +94,22 @@ def test_health_and_security_headers(client: TestClient) -> None:
     assert ready.headers["x-content-type-options"] == "nosniff"
     assert ready.headers["x-frame-options"] == "DENY"
     assert "openapi" in client.get("/openapi.json").json()
+
+
+def test_every_405_names_every_method_of_its_path(client: TestClient) -> None:
+    """Checked against the OpenAPI document: Allow lists exactly the methods it declares."""
+    document = client.get("/openapi.json").json()
+    checked = 0
+    for template, operations in document["paths"].items():
+        declared = sorted(
+            m.upper() for m in operations if m in {"get", "put", "post", "patch", "delete"}
+        )
+        path = template.replace("{", "").replace("}", "")  # any value fits these parameters
+        missing = next(m for m in ("DELETE", "PUT", "PATCH", "POST", "GET") if m not in declared)
+        response = client.request(missing, path)
+        if response.status_code != 405:
+            continue  # another route's template matches this path first (e.g. {id} vs a literal)
+        assert response.headers["allow"] == ", ".join(declared), (missing, template)
+        assert response.headers["content-type"] == "application/problem+json"
+        checked += 1
+    assert checked >= 30, checked
