@@ -16,7 +16,7 @@ from control_plane.keys import service as keys_service
 from control_plane.keys.crypto import DecryptionError, Keyring, generate_master_key, parse_keyring
 from control_plane.keys.models import WorkspaceApiKey
 from control_plane.settings import Settings
-from tests.conftest import FakeXAI, Tokens, auth
+from tests.conftest import FakeXAI, Tokens, auth, skip_or_fail
 from tests.fakes.server import BackgroundServer
 
 KEYS = "/api/v1/workspaces/{}/settings/api-keys"
@@ -200,7 +200,7 @@ def test_database_file_holds_no_plaintext_key(
     else:
         dump = os.environ.get("SWITCHBOARD_TEST_PG_DUMP")
         if not dump:
-            pytest.skip("pg_dump command not provided (run under scripts/test-services.sh)")
+            skip_or_fail("pg_dump command not provided (run under scripts/test-services.sh)")
         database = settings.database_url.rsplit("/", 1)[1]
         blob = subprocess.run(
             [*shlex.split(dump), database], check=True, capture_output=True

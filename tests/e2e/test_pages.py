@@ -15,7 +15,7 @@ from control_plane.app import create_app
 from control_plane.db import make_engine
 from control_plane.demo import DEMO_PASSWORD, seed_demo
 from control_plane.settings import Settings
-from tests.conftest import IN_CI
+from tests.conftest import skip_or_fail
 from tests.fakes.server import BackgroundServer
 
 pytestmark = pytest.mark.browser
@@ -30,13 +30,9 @@ def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip("playwright is not installed (make test installs it)")
+        skip_or_fail("playwright is not installed (make test installs it)")
     if not Path(CHROMIUM).exists():
-        if IN_CI:
-            pytest.fail(
-                "CI=true but Chromium is missing (scripts/test-services.sh installs it as root)"
-            )
-        pytest.skip("Chromium not installed: apt-get install chromium (make test does, as root)")
+        skip_or_fail("Chromium not installed: apt-get install chromium (make test does, as root)")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,

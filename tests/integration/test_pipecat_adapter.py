@@ -6,11 +6,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from control_plane.runtime.session import CallRefusedError
-from tests.conftest import Tokens, auth
+from tests.conftest import Tokens, auth, skip_or_fail
 
-pipecat = pytest.importorskip(
-    "pipecat.services.xai.realtime.events", reason="switchboard[pipecat] not installed"
-)
+try:
+    import pipecat.services.xai.realtime.events  # noqa: F401
+except ImportError:
+    skip_or_fail("switchboard[pipecat] not installed (make test installs the dev extra)")
 
 XAI_KEY = "xai-" + "PipecatAdapterKey012345678" + "Pq9r"
 

@@ -15,7 +15,7 @@ from UnleashClient import UnleashClient
 from control_plane.app import create_app
 from control_plane.rollout.engine import EmbeddedEvaluator
 from control_plane.settings import Settings
-from tests.conftest import IN_CI, UnleashServer, auth
+from tests.conftest import UnleashServer, auth, skip_or_fail
 from tests.fakes.server import BackgroundServer
 
 FLAG = "grok-realtime-tier"
@@ -159,11 +159,7 @@ def test_official_node_sdk_agrees_with_switchboard(settings: Settings, admin_tok
 
     modules = NODE_CHECK.parent / "node_modules" / "unleash-client"
     if shutil.which("node") is None or not modules.exists():
-        if IN_CI:
-            pytest.fail("Node.js or unleash-client missing (npm ci in tests/unleash_server)")
-        pytest.skip(
-            "Node.js or the unleash-client package is missing: run make test (it runs npm ci)"
-        )
+        skip_or_fail("Node.js or the unleash-client package is missing: make test runs npm ci")
     with (
         BackgroundServer(create_app(settings)) as server,
         httpx.Client(base_url=server.base_url) as http,
@@ -193,11 +189,7 @@ def specification_files() -> list[Path]:
 )
 def test_unleash_client_specification(spec: Path | None) -> None:
     if spec is None:
-        if IN_CI:
-            pytest.fail(
-                "@unleash/client-specification is not installed (npm ci in tests/unleash_server)"
-            )
-        pytest.skip("@unleash/client-specification not installed: run make test (it runs npm ci)")
+        skip_or_fail("@unleash/client-specification not installed: make test runs npm ci")
     document = json.loads(spec.read_text())
     evaluator = EmbeddedEvaluator(Settings(_env_file=None))  # type: ignore[call-arg]
     evaluator.load_document(document["state"])
