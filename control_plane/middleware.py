@@ -142,6 +142,7 @@ class RequestLimitsMiddleware:
                     return
                 more = message.get("more_body", False)
             body = b"".join(chunks)
+            received = 0  # the replay below is counted again by limited_receive
             if json_depth_exceeds(body, self.max_json_depth):
                 await self._refuse(
                     send,

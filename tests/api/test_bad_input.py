@@ -1,8 +1,11 @@
 """Bad input gets a clear 4xx problem+json and stores nothing."""
 
+import json
 import socket
+from typing import Any
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 
 from control_plane.app import create_app
@@ -88,3 +91,30 @@ def test_header_and_path_abuse_on_a_real_server(
             status_line = raw.recv(100).split(b"\r\n")[0]
         assert status_line.split()[1].startswith(b"4"), status_line
     assert agent_count(client, tokens) == 0
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_json_bodies_up_to_the_limit_parse_and_larger_ones_get_413(
+    client: TestClient, tokens: Tokens, chunked: bool
+) -> None:
+    """Every size up to the configured limit reaches the parser (here: a 422 for a name far
+    too long); one byte over is 413. Sent whole and in 64 KiB chunks without Content-Length."""
+    limit = client.app.state.settings.max_request_bytes  # type: ignore[attr-defined]
+
+    def post(size: int) -> Any:
+        body = json.dumps({"name": "x" * (size - 12)}).encode()
+        assert len(body) == size
+        content: Any = body
+        if chunked:
+            content = (body[i : i + 65536] for i in range(0, len(body), 65536))
+        return client.post(
+            "/api/v1/workspaces",
+            content=content,
+            headers={**auth(tokens.admin), "Content-Type": "application/json"},
+        )
+
+    for size in (limit // 2 + 1, limit * 3 // 4, limit):
+        response = post(size)
+        assert (response.status_code, response.json()["code"]) == (422, "validation_error"), size
+    over = post(limit + 1)
+    assert (over.status_code, over.json()["code"]) == (413, "request_too_large")
