@@ -6,17 +6,20 @@ a missing PostgreSQL is an error: CI must run them.
 """
 
 import contextlib
+import json
 import logging
 import os
 import re
 import shutil
 import subprocess
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
@@ -45,32 +48,122 @@ def skip_or_fail(reason: str) -> NoReturn:
 
 
 # --- secret scanning across the whole run ------------------------------------------------------
-# Every log record and every response a test client receives is scanned for provider keys. Only
-# session configs may carry one (that is their job, for service tokens). Findings fail the run.
+# Two nets, both fail the run. By value: every key a test stores (any `*_api_key` field sent over
+# HTTP, and whatever a test plants with `plant_secret`) is a canary; it must never appear in a
+# log record or an HTTP response again. By shape: anything that looks like an xAI or OpenAI key.
+# The log net looks at records as handlers see them (after the redactor ran), so a secret the
+# redactor's patterns miss — a Twilio auth token is plain hex — is caught here. The response net
+# is one hook on httpx's transport: the test client, clients talking to background servers and
+# schemathesis all pass through it. Only a session config may carry a key (that is its job).
 SECRET_PATTERN = re.compile(r"(?:xai|sk)-[A-Za-z0-9]{20,}")
+CANARIES: set[str] = set()
 SECRET_LEAKS: list[str] = []
+SCANNED: Counter[str] = Counter()  # what the nets looked at, printed at the end of the run
+KEY_FIELD = re.compile(r"_api_key$")
+
+
+def plant_secret(value: str) -> str:
+    """Mark a value as secret for the rest of the run; returns it."""
+    if len(value) >= 16:
+        CANARIES.add(value)
+    return value
+
+
+def secrets_in(text: str) -> list[str]:
+    found = [m.group(0) for m in SECRET_PATTERN.finditer(text)]
+    return found + [canary for canary in CANARIES if canary in text]
 
 
 class SecretScanningHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
+        SCANNED["log records"] += 1
         text = record.getMessage() + (record.exc_text or "")
-        if SECRET_PATTERN.search(text):
-            SECRET_LEAKS.append(f"log {record.name}: {text[:200]}")
+        for secret in secrets_in(text):
+            SECRET_LEAKS.append(f"log {record.name}: {secret[:6]}… in {text[:120]!r}")
+
+
+def _plant_keys_sent(body: bytes | str | None) -> None:
+    if not body or "_api_key" not in (
+        body if isinstance(body, str) else body.decode(errors="replace")
+    ):
+        return
+    with contextlib.suppress(ValueError):
+        sent = json.loads(body)
+        if isinstance(sent, dict):
+            for field, value in sent.items():
+                if KEY_FIELD.search(str(field)) and isinstance(value, str):
+                    plant_secret(value.strip())
+
+
+def scan_response(url: str, status: int, text: str) -> None:
+    SCANNED["responses"] += 1
+    if status == 200 and url.split("?")[0].endswith("/session-config"):
+        return
+    for secret in secrets_in(text):
+        SECRET_LEAKS.append(f"response {url} ({status}): {secret[:6]}…")
+
+
+def _scan_exchange(path: str, sent: bytes | str | None, status: int, text: str) -> None:
+    _plant_keys_sent(sent)
+    scan_response(path, status, text)
+
+
+def _install_transport_hook() -> None:
+    """Wrap `send` of every HTTP client the tests use: httpx (clients of background servers),
+    httpx2 (Starlette's TestClient) and requests (schemathesis)."""
+    import httpx2
+    import requests
+
+    for client in (httpx.Client, httpx2.Client):
+        sync_send = client.send
+
+        def send(self: Any, request: Any, *args: Any, _send: Any = sync_send, **kw: Any) -> Any:
+            response = _send(self, request, *args, **kw)
+            if not kw.get("stream"):
+                _scan_exchange(
+                    request.url.path, request.content, response.status_code, response.text
+                )
+            return response
+
+        client.send = send  # type: ignore[method-assign]
+    for async_client in (httpx.AsyncClient, httpx2.AsyncClient):
+        async_send = async_client.send
+
+        async def asend(
+            self: Any, request: Any, *args: Any, _send: Any = async_send, **kw: Any
+        ) -> Any:
+            response = await _send(self, request, *args, **kw)
+            if not kw.get("stream"):
+                _scan_exchange(
+                    request.url.path, request.content, response.status_code, response.text
+                )
+            return response
+
+        async_client.send = asend  # type: ignore[method-assign]
+    requests_send = requests.Session.send
+
+    def requests_scanned(self: Any, request: Any, **kw: Any) -> Any:
+        response = requests_send(self, request, **kw)
+        if not kw.get("stream"):
+            _scan_exchange(request.path_url, request.body, response.status_code, response.text)
+        return response
+
+    requests.Session.send = requests_scanned  # type: ignore[method-assign]
 
 
 def pytest_configure(config: pytest.Config) -> None:
     logging.getLogger().addHandler(SecretScanningHandler(level=logging.DEBUG))
+    _install_transport_hook()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    print(
+        f"\nsecret scanner: {SCANNED['responses']} responses, {SCANNED['log records']} log "
+        f"records, {len(CANARIES)} planted keys; {len(SECRET_LEAKS)} leaks"
+    )
     if SECRET_LEAKS:
         print("\nSECRET LEAKS FOUND:\n  " + "\n  ".join(SECRET_LEAKS[:20]))
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
-def scan_response(url: str, text: str) -> None:
-    if "/session-config" not in url and SECRET_PATTERN.search(text):
-        SECRET_LEAKS.append(f"response {url}: {SECRET_PATTERN.search(text)[0][:12]}…")  # type: ignore[index]
 
 
 POSTGRES_URL = os.environ.get("SWITCHBOARD_TEST_POSTGRES_URL")
@@ -172,15 +265,7 @@ def app(settings: Settings):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def client(app) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
     with TestClient(app) as test_client:
-        send = test_client.request
-
-        def scanned(method: str, url: Any, *args: Any, **kwargs: Any) -> Any:
-            response = send(method, url, *args, **kwargs)
-            scan_response(str(url), response.text)
-            return response
-
-        test_client.request = scanned  # type: ignore[method-assign]
-        yield test_client
+        yield test_client  # every response is scanned by the transport hook
 
 
 @dataclass

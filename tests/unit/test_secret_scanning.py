@@ -1,29 +1,90 @@
-"""The run-wide secret scanner finds keys, and redaction keeps them out of logs."""
+"""The run-wide secret scanner sees what the redactor misses, covers every HTTP client, and
+fails a run in which a key leaks."""
 
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from control_plane.logging import redact
 from tests import conftest
 
 KEY = "xai-" + "ScannerCheckKey0123456789abcd"
+TWILIO_TOKEN = "0123456789abcdef0123456789abcdef"
 
 
-def test_scanner_flags_a_raw_key_and_not_a_redacted_one() -> None:
+def record(text: str) -> logging.LogRecord:
+    return logging.LogRecord("t", logging.INFO, __file__, 1, text, None, None)
+
+
+def test_a_planted_secret_is_caught_where_the_redactor_lets_it_through() -> None:
+    conftest.plant_secret(TWILIO_TOKEN)
+    assert redact(f"auth token {TWILIO_TOKEN}") == f"auth token {TWILIO_TOKEN}"  # plain hex
     handler = conftest.SecretScanningHandler()
     before = len(conftest.SECRET_LEAKS)
-    handler.emit(logging.LogRecord("t", logging.INFO, __file__, 1, f"key {KEY}", None, None))
+    handler.emit(record(redact(f"auth token {TWILIO_TOKEN}")))
     assert len(conftest.SECRET_LEAKS) == before + 1
     del conftest.SECRET_LEAKS[before:]  # the planted leak is this test's own
-    handler.emit(
-        logging.LogRecord("t", logging.INFO, __file__, 1, redact(f"key {KEY}"), None, None)
-    )
+    handler.emit(record(redact(f"key {KEY}")))
     assert len(conftest.SECRET_LEAKS) == before
 
 
-def test_response_scan_skips_only_session_configs() -> None:
+def test_keys_sent_over_http_become_canaries_and_responses_are_scanned() -> None:
+    conftest._plant_keys_sent(b'{"telnyx_api_key": "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo="}')
+    assert "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=" in conftest.CANARIES
     before = len(conftest.SECRET_LEAKS)
-    conftest.scan_response("/api/v1/workspaces/a/agents/b/session-config", KEY)
-    assert len(conftest.SECRET_LEAKS) == before
-    conftest.scan_response("/api/v1/workspaces/a/settings/api-keys", KEY)
-    assert len(conftest.SECRET_LEAKS) == before + 1
+    conftest.scan_response("/api/v1/workspaces/a/agents/b/session-config", 200, KEY)
+    assert len(conftest.SECRET_LEAKS) == before  # a session config may carry the key
+    conftest.scan_response("/api/v1/workspaces/a/agents/b/session-config", 502, KEY)
+    conftest.scan_response("/x", 200, "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=")
+    assert len(conftest.SECRET_LEAKS) == before + 2
     del conftest.SECRET_LEAKS[before:]
+
+
+PROBE = """
+import logging
+
+import httpx
+import requests
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+SECRET = "{secret}"
+
+
+def echo(request):
+    return PlainTextResponse({answer})
+
+
+def test_probe():
+    app = Starlette(routes=[Route("/echo", echo, methods=["POST"])])
+    with TestClient(app) as client:
+        client.post("/echo", json={{"xai_api_key": SECRET}})
+    logging.getLogger("probe").warning({logged})
+"""
+
+
+def run_probe(tmp_path: Path, *, answer: str, logged: str) -> subprocess.CompletedProcess[str]:
+    probe = tmp_path / "test_probe.py"
+    secret = "xai-" + "ProbeKeyThatLeaks0123456789"
+    probe.write_text(PROBE.format(secret=secret, answer=answer, logged=logged))
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", str(probe)],
+        cwd=Path(conftest.__file__).resolve().parent.parent,
+        env={**os.environ, "CI": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_run_in_which_a_key_leaks_fails(tmp_path: Path) -> None:
+    clean = run_probe(tmp_path, answer='"stored"', logged='"stored a key"')
+    assert clean.returncode == 0, clean.stdout[-1500:]
+    echoed = run_probe(tmp_path, answer="SECRET[::-1][::-1]", logged='"stored a key"')
+    assert echoed.returncode != 0 and "SECRET LEAKS FOUND" in echoed.stdout, echoed.stdout
+    logged = run_probe(tmp_path, answer='"stored"', logged='"key %s", SECRET.upper().lower()')
+    assert logged.returncode != 0 and "log probe" in logged.stdout, logged.stdout
