@@ -170,11 +170,18 @@ def test_a_regression_in_one_beta_cohort_pauses_within_the_window(
         "websocket_stability": "websocket_stability",
     }[metric] in breach
     assert "cohort beta-2" not in breach
-    # One regression pauses once: more reports of the same calls or older calls do not pause again.
+    # One regression pauses once: more reports of the same calls count once...
     again = send(
         client, tokens, synthetic_calls(400, BETA_1, rng=rng, seed_id="regressed", bad=metric)
     )
     assert again["duplicates"] == 400 and again["paused"] == []
+    # ...and new reports of calls that started before the pause do not pause it again.
+    paused_at = datetime.fromisoformat(entry["at"])
+    older = synthetic_calls(400, BETA_1, rng=rng, seed_id="late-report", bad=metric)
+    for call in older:
+        call["started_at"] = (paused_at - timedelta(seconds=rng.uniform(1, 300))).isoformat()
+    late = send(client, tokens, older)
+    assert (late["accepted"], late["paused"]) == (400, [])
     assert stage(client, tokens) == "internal"
 
 

@@ -141,6 +141,12 @@ async def test_tool_call_end_to_end(stack: Stack, style: str, order_id: str, ok:
     outputs = [e["item"] for e in connection.of_type("conversation.item.create")]
     assert len(outputs) == 1  # once, although the call shows up in two events
     assert outputs[0]["type"] == "function_call_output"
+    (announced,) = [
+        e["item"]
+        for e in connection.sent_of_type("response.output_item.added")
+        if e["item"]["type"] == "function_call"
+    ]
+    assert outputs[0]["call_id"] == announced["call_id"]  # answered with its own id
     result = json.loads(outputs[0]["output"])
     if ok:
         assert result == {"status": "shipped", "id": "A-1042"}
