@@ -1,6 +1,7 @@
 """ASGI middleware: request size limit and security headers, before anything reads the body."""
 
 import json
+import re
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -43,6 +44,10 @@ def _problem(
 
 class BodyTooLarge(Exception):
     pass
+
+
+# A \u0000 escape in a JSON string (an even run of backslashes before it is literal text).
+JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
 
 
 def json_depth_exceeds(body: bytes, limit: int) -> bool:
@@ -143,6 +148,16 @@ class RequestLimitsMiddleware:
                 more = message.get("more_body", False)
             body = b"".join(chunks)
             received = 0  # the replay below is counted again by limited_receive
+            if JSON_NUL.search(body):
+                # PostgreSQL cannot store NUL in text; refuse it here, for every field at once.
+                await self._refuse(
+                    send,
+                    422,
+                    "nul_character",
+                    "Invalid input",
+                    "Text fields must not contain the NUL character (\\u0000).",
+                )
+                return
             if json_depth_exceeds(body, self.max_json_depth):
                 await self._refuse(
                     send,

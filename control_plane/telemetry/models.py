@@ -1,7 +1,8 @@
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+import httpx
+from pydantic import BaseModel, ConfigDict, StringConstraints, field_validator
 from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
@@ -124,6 +125,24 @@ class GuardWrite(BaseModel):
     websocket_stability_min: float | None = PydanticField(default=None, ge=0, le=1)
     min_calls: int | None = PydanticField(default=None, ge=1, le=1_000_000)
     window_seconds: int | None = PydanticField(default=None, ge=60, le=7 * 86_400)
-    webhook_url: Annotated[str, StringConstraints(max_length=500, pattern=r"^https?://")] | None = (
-        None
-    )
+    webhook_url: (
+        Annotated[
+            str,
+            StringConstraints(max_length=500, pattern=r"^https?://"),
+            PydanticField(json_schema_extra={"format": "uri"}),
+        ]
+        | None
+    ) = None
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _a_url_httpx_can_send_to(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            url = httpx.URL(value)
+        except httpx.InvalidURL as exc:
+            raise ValueError("webhook_url is not a valid http(s) URL") from exc
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("webhook_url needs http(s) and a host")
+        return value

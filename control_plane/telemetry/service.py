@@ -271,7 +271,7 @@ def _post_webhook(url: str, payload: dict[str, object]) -> None:
                 headers={"Content-Type": "application/json"},
                 timeout=5,
             )
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             logger.warning("guard webhook not delivered: %s", type(exc).__name__)
 
     threading.Thread(target=send, name="guard-webhook", daemon=True).start()

@@ -124,3 +124,48 @@ def test_json_bodies_up_to_the_limit_parse_and_larger_ones_get_413(
         assert (response.status_code, response.json()["code"]) == (422, "validation_error"), size
     over = post(limit + 1)
     assert (over.status_code, over.json()["code"]) == (413, "request_too_large")
+
+
+NUL_BODIES = [
+    ("POST", "/api/v1/workspaces", '{"id": "nul-ws", "name": "Acme\\u0000Corp"}'),
+    ("PATCH", "/api/v1/rollouts/grok-realtime-tier/guard", '{"webhook_url": "http://a\\u0000b/"}'),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), NUL_BODIES)
+def test_nul_characters_in_text_are_refused_before_the_database(
+    client: TestClient, tokens: Tokens, method: str, path: str, body: str
+) -> None:
+    response = client.request(
+        method,
+        path,
+        content=body,
+        headers={**auth(tokens.admin), "Content-Type": "application/json"},
+    )
+    assert_problem(response, 422)
+    assert response.json()["code"] == "nul_character"
+    assert client.get("/api/v1/workspaces/nul-ws", headers=auth(tokens.admin)).status_code == 404
+
+
+def test_without_the_nul_guard_a_nul_reaches_the_database(
+    client: TestClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+
+    from control_plane import middleware
+
+    monkeypatch.setattr(middleware, "JSON_NUL", re.compile(rb"(?!)"))
+    method, path, body = NUL_BODIES[0]
+
+    def send() -> Any:
+        headers = {**auth(tokens.admin), "Content-Type": "application/json"}
+        return client.request(method, path, content=body, headers=headers)
+
+    if client.app.state.settings.is_sqlite:  # type: ignore[attr-defined]
+        response = send()
+        assert response.status_code == 201 and "\x00" in response.json()["name"]
+    else:  # PostgreSQL cannot store it: the request dies inside the database (a 500)
+        from sqlalchemy.exc import DataError
+
+        with pytest.raises(DataError):
+            send()
