@@ -1,6 +1,7 @@
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, StringConstraints, field_validator
 from pydantic import Field as PydanticField
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
@@ -51,7 +52,9 @@ def validate_scope(scope: str) -> str:
 
 class TokenCreate(BaseModel):
     name: str = PydanticField(min_length=1, max_length=200)
-    scopes: list[str] = PydanticField(max_length=20)
+    scopes: list[
+        Annotated[str, StringConstraints(pattern=r"^(admin|service|workspace:.+)$", max_length=80)]
+    ] = PydanticField(min_length=1, max_length=20)
 
     @field_validator("scopes")
     @classmethod

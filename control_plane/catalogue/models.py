@@ -178,7 +178,18 @@ class VoiceMapWrite(BaseModel):
 
     source_provider: str = PydanticField(default="openai", min_length=1, max_length=64)
     default_voice: VoiceName
-    entries: dict[VoiceName, VoiceName] = PydanticField(max_length=500)
+    entries: dict[VoiceName, VoiceName] = PydanticField(
+        max_length=500,
+        # Say in the document what the code accepts: keys are voice names, nothing else.
+        json_schema_extra={
+            "additionalProperties": False,
+            "propertyNames": {
+                "minLength": 1,
+                "maxLength": 64,
+                "pattern": r"^\s*[A-Za-z0-9_.-]+\s*$",
+            },
+        },
+    )
 
 
 class VoiceResolution(BaseModel):

@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from control_plane.deps import AdminDep, PrincipalDep, SessionDep, SettingsDep
 from control_plane.keys import service
@@ -89,7 +89,10 @@ def list_providers(session: SessionDep, _principal: PrincipalDep) -> list[KeyPro
 
 @router.put("/key-providers/{provider_id}", response_model=KeyProviderRead)
 def put_provider(
-    provider_id: str, body: KeyProviderWrite, session: SessionDep, admin: AdminDep
+    provider_id: Annotated[str, Path(pattern=r"^[a-z0-9]{2,32}$")],
+    body: KeyProviderWrite,
+    session: SessionDep,
+    admin: AdminDep,
 ) -> KeyProviderRead:
     provider = service.put_provider(session, provider_id, body, actor=admin.actor)
     return KeyProviderRead.model_validate(provider, from_attributes=True)

@@ -3,7 +3,7 @@
 import hmac
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response, status
 from sqlmodel import Session
 
 from control_plane.auth import service as auth_service
@@ -25,6 +25,7 @@ from control_plane.rollout.models import (
 )
 from control_plane.settings import Settings
 
+COHORT_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # what rollout.service.put_cohort accepts
 router = APIRouter(prefix="/api/v1", tags=["rollout"])
 client_router = APIRouter(prefix="/api/client", tags=["unleash client API"])
 
@@ -150,7 +151,7 @@ def get_cohort(name: str, request: Request, session: SessionDep, _admin: AdminDe
 
 @router.put("/cohorts/{name}", response_model=CohortRead)
 def put_cohort(
-    name: str,
+    name: Annotated[str, Path(pattern=COHORT_NAME_PATTERN)],
     body: CohortWrite,
     request: Request,
     response: Response,
