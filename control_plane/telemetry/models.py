@@ -9,8 +9,6 @@ from sqlmodel import Field, SQLModel
 from control_plane.core import UTCDateTime, utcnow
 from control_plane.runtime.contract import CallReport as RuntimeCallReport
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-
 
 class CallReport(SQLModel, table=True):
     """One finished call, as the runtime reported it. The call id makes reports idempotent."""
