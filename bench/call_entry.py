@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.runtime import prepare_control_plane, start  # noqa: E402
+from bench.runtime import prepare_control_plane, quantile, start  # noqa: E402
 from control_plane.calls import tokens, webhooks  # noqa: E402
 from tests.fakes.server import free_port  # noqa: E402
 
@@ -39,7 +39,7 @@ def quantiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     return {
         "p50": statistics.median(ordered),
-        "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+        "p99": quantile(ordered, 0.99),
     }
 
 

@@ -321,19 +321,20 @@ def end_call(session: Session, principal: Principal, call_id: str, reason: str) 
     """Release the call's slot (idempotent); telemetry reports end calls the same way."""
     _require_service(principal)
     call = _get_call(session, call_id)
-    mark_ended(session, [call_id], {call_id: reason})
+    mark_ended(session, {call_id: reason})
     session.refresh(call)
     return call
 
 
-def mark_ended(session: Session, call_ids: Sequence[str], reasons: dict[str, str]) -> None:
+def mark_ended(session: Session, reasons: dict[str, str]) -> None:
+    """End these calls (call id → end reason) and release their slots; ended ones stay."""
     now = utcnow()
-    for call_id in call_ids:
+    for call_id, reason in reasons.items():
         session.execute(
             update(Call)
             .where(col(Call.id) == call_id)
             .where(col(Call.state).in_(HOLDING_STATES))
-            .values(state="ended", ended_at=now, end_reason=reasons.get(call_id, "")[:64])
+            .values(state="ended", ended_at=now, end_reason=reason[:64])
         )
 
 

@@ -334,11 +334,10 @@ class GrokRealtimeSession:
                     ) from exc
             except (OSError, TimeoutError) as exc:
                 reason, detail = "xai_unavailable", type(exc).__name__
-            self.telemetry.connect_retries += 1
             if not await _backoff(attempt, deadline):
-                self.telemetry.connect_retries -= 1  # the last try was not retried
                 self._end(reason, detail)
                 raise CallRefusedError(reason, f"xAI could not be reached in time ({detail}).")
+            self.telemetry.connect_retries += 1
 
     async def _await_session_updated(self) -> None:
         assert self._ws is not None

@@ -87,9 +87,7 @@ def ingest(
         )
         if flag_name:
             touched.add(flag_name)
-    calls.mark_ended(
-        session, list(unique), {r.call_id: r.end_reason or "reported" for r in unique.values()}
-    )
+    calls.mark_ended(session, {r.call_id: r.end_reason or "reported" for r in unique.values()})
     session.flush()
     paused = [
         name for name in sorted(touched) if gate is not None and guard_check(session, gate, name)
