@@ -81,13 +81,27 @@ class EmbeddedEvaluator:
             logger.warning("flag engine warnings: %s", warnings)
 
     def is_enabled(self, flag: str, workspace_id: str) -> bool:
-        memo = self._memo
-        decision = memo.get((flag, workspace_id))
+        decision = self._memo.get((flag, workspace_id))
         if decision is None:
-            decision = self.evaluate(flag, {"properties": {WORKSPACE_FIELD: workspace_id}})
-            if len(memo) >= self.MEMO_LIMIT:
-                memo.clear()
-            memo[(flag, workspace_id)] = decision
+            context = {"properties": {WORKSPACE_FIELD: workspace_id}}
+            decision = self._remember((flag, workspace_id), flag, context)
+        return decision
+
+    def check(self, flag: str, context: dict[str, Any]) -> bool:
+        """Any context through the same memo, keyed by its canonical JSON (which starts with
+        `{`, so it never collides with a workspace id)."""
+        key = (flag, json.dumps(context, sort_keys=True, separators=(",", ":")))
+        decision = self._memo.get(key)
+        if decision is None:
+            decision = self._remember(key, flag, context)
+        return decision
+
+    def _remember(self, key: tuple[str, str], flag: str, context: dict[str, Any]) -> bool:
+        decision = self.evaluate(flag, context)
+        memo = self._memo
+        if len(memo) >= self.MEMO_LIMIT:
+            memo.clear()
+        memo[key] = decision
         return decision
 
     def evaluate(self, flag: str, context: dict[str, Any]) -> bool:

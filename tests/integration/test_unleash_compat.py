@@ -3,6 +3,7 @@ against the Unleash client specification, and scale mode against a real unleash-
 
 import json
 import os
+import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -93,12 +94,14 @@ def admin_token(settings: Settings) -> str:
     return token
 
 
-def switchboard_decisions(http: httpx.Client, token: str) -> dict[str, bool]:
+def switchboard_decisions(
+    http: httpx.Client, token: str, workspaces: list[str] = GRID
+) -> dict[str, bool]:
     return {
         w: http.get(
             f"/api/v1/flags/{FLAG}/decision", params={"workspace_id": w}, headers=auth(token)
         ).json()["enabled"]
-        for w in GRID
+        for w in workspaces
     }
 
 
@@ -138,11 +141,11 @@ def test_official_python_sdk_agrees_with_switchboard(
 NODE_CHECK = Path(__file__).resolve().parent.parent / "unleash_server" / "node_sdk_check.js"
 
 
-def node_sdk_decisions(base_url: str, token: str) -> dict[str, bool]:
+def node_sdk_decisions(base_url: str, token: str, workspaces: list[str]) -> dict[str, bool]:
     import subprocess
 
     result = subprocess.run(
-        ["node", str(NODE_CHECK), f"{base_url}/api", token, FLAG, *GRID],
+        ["node", str(NODE_CHECK), f"{base_url}/api", token, FLAG, *workspaces],
         capture_output=True,
         text=True,
         timeout=30,
@@ -153,13 +156,23 @@ def node_sdk_decisions(base_url: str, token: str) -> dict[str, bool]:
     return decisions
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_official_node_sdk_agrees_with_switchboard(settings: Settings, admin_token: str) -> None:
+def require_node_sdk() -> None:
     import shutil
 
     modules = NODE_CHECK.parent / "node_modules" / "unleash-client"
     if shutil.which("node") is None or not modules.exists():
         skip_or_fail("Node.js or the unleash-client package is missing: make test runs npm ci")
+
+
+# Workspaces nobody chose: the percentage steps exercise the SDK's own hashing (murmurhash in
+# JavaScript, independent of the Rust engine we embed) on ids spread like real ones.
+SWEEP = [f"ws-{random.Random(20261125 + i).getrandbits(48):012x}" for i in range(1_000)]
+PERCENTAGES = [0, 10, 33, 50, 90, 100]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_official_node_sdk_agrees_with_switchboard(settings: Settings, admin_token: str) -> None:
+    require_node_sdk()
     with (
         BackgroundServer(create_app(settings)) as server,
         httpx.Client(base_url=server.base_url) as http,
@@ -167,36 +180,56 @@ def test_official_node_sdk_agrees_with_switchboard(settings: Settings, admin_tok
         for step, method, path, body, expected in STEPS:
             admin_call(http, admin_token, method, path, body)
             ours = switchboard_decisions(http, admin_token)
-            assert node_sdk_decisions(server.base_url, admin_token) == ours, step
+            assert node_sdk_decisions(server.base_url, admin_token, GRID) == ours, step
             assert {w: ours[w] for w in expected} == expected, step
 
 
-def specification_files() -> list[Path]:
-    directory = Path(
-        os.environ.get(
-            "SWITCHBOARD_TEST_UNLEASH_SPEC_DIR",
-            "tests/unleash_server/node_modules/@unleash/client-specification/specifications",
-        )
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_node_sdk_agrees_on_a_thousand_workspaces_at_every_percentage(
+    settings: Settings, admin_token: str
+) -> None:
+    require_node_sdk()
+    app = create_app(settings)
+    with BackgroundServer(app) as server, httpx.Client(base_url=server.base_url) as http:
+        admin_call(http, admin_token, "PUT", f"/api/v1/flags/{FLAG}/stage", {"stage": "beta"})
+        for percentage in PERCENTAGES:
+            admin_call(
+                http,
+                admin_token,
+                "PUT",
+                f"/api/v1/flags/{FLAG}/rollout",
+                {"percentage": percentage},
+            )
+            # Ours through the memoized gate every request uses; a sample through REST too.
+            gate = app.state.flag_gate
+            ours = {w: gate.decide(FLAG, w).enabled for w in SWEEP}
+            sample = SWEEP[:: len(SWEEP) // 20]
+            assert {w: ours[w] for w in sample} == switchboard_decisions(http, admin_token, sample)
+            node = node_sdk_decisions(server.base_url, admin_token, SWEEP)
+            disagreements = [w for w in SWEEP if node[w] != ours[w]]
+            assert disagreements == [], (percentage, disagreements[:5])
+            share = 100 * sum(ours.values()) / len(SWEEP)
+            assert abs(share - percentage) <= 5, (percentage, share)
+
+
+SPEC_DIR = Path(
+    os.environ.get(
+        "SWITCHBOARD_TEST_UNLEASH_SPEC_DIR",
+        "tests/unleash_server/node_modules/@unleash/client-specification/specifications",
     )
-    index = directory / "index.json"
-    if not index.exists():
-        return []
-    return [directory / name for name in json.loads(index.read_text())]
-
-
-@pytest.mark.parametrize(
-    "spec", specification_files() or [None], ids=lambda p: p.stem if p else "missing"
 )
-def test_unleash_client_specification(spec: Path | None) -> None:
-    if spec is None:
-        skip_or_fail("@unleash/client-specification not installed: make test runs npm ci")
-    document = json.loads(spec.read_text())
-    evaluator = EmbeddedEvaluator(Settings(_env_file=None))  # type: ignore[call-arg]
-    evaluator.load_document(document["state"])
+# @unleash/client-specification 6.1.0 (pinned in tests/unleash_server/package.json).
+SPEC_FILES, SPEC_CASES, SPEC_VARIANT_CASES = 22, 227, 52
+
+
+def spec_failures(evaluator: EmbeddedEvaluator, document: dict[str, Any]) -> list[str]:
+    """Every case of one specification file, evaluated through the memoized path production
+    uses (twice: the first fills the memo, the second must answer the same from it)."""
     failures = []
     for case in document.get("tests", []):
-        if evaluator.evaluate(case["toggleName"], case["context"]) != case["expectedResult"]:
-            failures.append(case["description"])
+        for attempt in ("cold", "memoized"):
+            if evaluator.check(case["toggleName"], case["context"]) != case["expectedResult"]:
+                failures.append(f"{case['description']} ({attempt})")
     for case in document.get("variantTests", []):
         expected = case["expectedResult"]
         got = evaluator.variant(case["toggleName"], case["context"])
@@ -209,8 +242,63 @@ def test_unleash_client_specification(spec: Path | None) -> None:
             )
         ):
             failures.append(case["description"])
-    assert len(document.get("tests", [])) + len(document.get("variantTests", [])) > 0
+    return failures
+
+
+def run_specification(evaluator: EmbeddedEvaluator) -> tuple[int, int, int, list[str]]:
+    """All files in order through ONE evaluator, as a long-lived process sees state changes:
+    a memo that outlived a load would answer one file's toggles with another's decisions."""
+    names = json.loads((SPEC_DIR / "index.json").read_text())
+    cases = variant_cases = 0
+    failures: list[str] = []
+    for name in names:
+        document = json.loads((SPEC_DIR / name).read_text())
+        evaluator.load_document(document["state"])
+        cases += len(document.get("tests", []))
+        variant_cases += len(document.get("variantTests", []))
+        failures += [f"{name}: {f}" for f in spec_failures(evaluator, document)]
+    return len(names), cases, variant_cases, failures
+
+
+def spec_evaluator() -> EmbeddedEvaluator:
+    if not (SPEC_DIR / "index.json").exists():
+        skip_or_fail("@unleash/client-specification not installed: make test runs npm ci")
+    return EmbeddedEvaluator(Settings(_env_file=None))  # type: ignore[call-arg]
+
+
+def answers_after_the_flags_are_gone(evaluator: EmbeddedEvaluator) -> set[bool]:
+    """Every case that was on, asked again after an empty state is loaded: a memo that outlived
+    the load would still say yes."""
+    evaluator.load_document({"version": 2, "features": []})
+    answers = set()
+    for name in json.loads((SPEC_DIR / "index.json").read_text()):
+        for case in json.loads((SPEC_DIR / name).read_text()).get("tests", []):
+            if case["expectedResult"]:
+                answers.add(evaluator.check(case["toggleName"], case["context"]))
+    return answers
+
+
+def test_unleash_client_specification_through_the_memoized_path() -> None:
+    evaluator = spec_evaluator()
+    files, cases, variant_cases, failures = run_specification(evaluator)
+    assert (files, cases, variant_cases) == (SPEC_FILES, SPEC_CASES, SPEC_VARIANT_CASES)
     assert failures == []
+    assert answers_after_the_flags_are_gone(evaluator) == {False}
+
+
+def test_a_memo_that_survives_a_new_state_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    evaluator = spec_evaluator()
+    original = EmbeddedEvaluator.load_document
+
+    def load_keeping_the_memo(self: EmbeddedEvaluator, document: dict[str, Any]) -> None:
+        memo = self._memo
+        original(self, document)
+        self._memo = memo
+
+    monkeypatch.setattr(EmbeddedEvaluator, "load_document", load_keeping_the_memo)
+    *_, failures = run_specification(evaluator)
+    assert failures == []  # the specification's files share no (toggle, context) pair...
+    assert True in answers_after_the_flags_are_gone(evaluator)  # ...but stale answers show
 
 
 def wait_for(predicate: Callable[[], bool], seconds: float) -> bool:
