@@ -28,7 +28,7 @@ from control_plane.errors import document_problems, install_error_handlers
 from control_plane.keys.api import router as keys_router
 from control_plane.keys.crypto import Keyring
 from control_plane.logging import configure_logging
-from control_plane.middleware import install_middleware
+from control_plane.middleware import document_nul_refusal, install_middleware
 from control_plane.rollout.api import client_router as unleash_client_router
 from control_plane.rollout.api import router as rollout_router
 from control_plane.rollout.gate import FlagGate
@@ -129,7 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     feed.subscribe(lambda topic: token_cache.require_reverification() if topic == RESYNC else None)
 
     install_error_handlers(app)
-    document_problems(app)
+    document_problems(app, refinements=[document_nul_refusal])
     install_page_errors(app)
     client_tokens = [
         t.strip().encode()

@@ -1,7 +1,7 @@
 """RFC 9457 problem details with a stable machine-readable `code` for every error."""
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -159,9 +159,11 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
-def document_problems(app: FastAPI) -> None:
+def document_problems(
+    app: FastAPI, refinements: Sequence[Callable[[dict[str, Any]], None]] = ()
+) -> None:
     """Say in the OpenAPI document what every error really is: problem+json, not FastAPI's
-    default validation body."""
+    default validation body; then let each refinement say what else the app enforces."""
     from fastapi.openapi.utils import get_openapi
 
     def openapi() -> dict[str, Any]:
@@ -187,6 +189,8 @@ def document_problems(app: FastAPI) -> None:
                 responses["default"] = problem
         for name in ("HTTPValidationError", "ValidationError"):
             schema["components"]["schemas"].pop(name, None)
+        for refine in refinements:
+            refine(schema)
         app.openapi_schema = schema
         return schema
 
@@ -230,9 +234,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def handle_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = _validation_errors(exc)
         detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)[:1000]
+        # A model rule raised as PydanticCustomError(..., {"code": ...}) keeps its own code.
+        rule_codes = {(e.get("ctx") or {}).get("code") for e in exc.errors()}
+        code = rule_codes.pop() if len(rule_codes) == 1 and None not in rule_codes else None
         return problem_response(
             422,
-            "validation_error",
+            code or "validation_error",
             "Invalid input",
             detail or "The request is not valid.",
             instance=request.url.path,

@@ -2,6 +2,7 @@
 
 import json
 import re
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -48,6 +49,78 @@ class BodyTooLarge(Exception):
 
 # A \u0000 escape in a JSON string (an even run of backslashes before it is literal text).
 JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
+NUL_IN_QUERY = re.compile(rb"%00|\x00")
+NUL_DETAIL = "Text must not contain the NUL character (\\u0000)."
+JSON_VALUE = "#/components/schemas/JsonValue"
+NO_NUL: dict[str, Any] = {"not": {"pattern": "\\u0000"}}
+
+
+def document_nul_refusal(document: dict[str, Any]) -> None:
+    """Say in the OpenAPI document what this middleware refuses: NUL in any text of a request
+    (JSON strings and keys, path, query), so generated clients and fuzzers send what we take."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas["JsonValue"] = {
+        "description": "Any JSON value whose text, keys included, holds no NUL character.",
+        "anyOf": [
+            {"type": "null"},
+            {"type": "boolean"},
+            {"type": "number"},
+            {"type": "string", **NO_NUL},
+            {"type": "array", "items": {"$ref": JSON_VALUE}},
+            {
+                "type": "object",
+                "propertyNames": NO_NUL,
+                "additionalProperties": {"$ref": JSON_VALUE},
+            },
+        ],
+    }
+    for name, schema in schemas.items():
+        if name != "JsonValue":
+            _refuse_nul(schema)
+    for path in document.get("paths", {}).values():
+        for operation in path.values():
+            for parameter in operation.get("parameters", []):
+                _refuse_nul(parameter.get("schema", {}))
+            for content in operation.get("requestBody", {}).get("content", {}).values():
+                _refuse_nul(content.get("schema", {}))
+
+
+SCHEMA_WORDS = {"type", "$ref", "anyOf", "oneOf", "allOf", "enum", "const", "not", "properties"}
+
+
+# Formats whose grammar has no room for NUL: their strings need no extra rule.
+NUL_FREE_FORMATS = {"date-time", "date", "time", "uri", "email", "uuid", "ipv4", "ipv6"}
+
+
+def _nul_free(node: dict[str, Any]) -> bool:
+    return node.get("format") in NUL_FREE_FORMATS
+
+
+def _refuse_nul(node: Any) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _refuse_nul(item)
+        return
+    if not isinstance(node, dict):
+        return
+    if not SCHEMA_WORDS & node.keys():  # any value at all
+        node["$ref"] = JSON_VALUE
+        return
+    kind = node.get("type")
+    if kind == "string" and not {"enum", "const"} & node.keys() and not _nul_free(node):
+        node.update(NO_NUL)
+    if kind == "object" or "properties" in node:
+        extra = node.get("additionalProperties", True)
+        if extra is not False:
+            node.setdefault("propertyNames", {}).update(NO_NUL)
+            if extra is True or extra == {}:
+                node["additionalProperties"] = {"$ref": JSON_VALUE}
+    for key, value in node.items():
+        if key in ("properties", "$defs"):
+            for child in value.values():
+                _refuse_nul(child)
+        elif key in ("items", "additionalProperties", "anyOf", "oneOf", "allOf"):
+            _refuse_nul(value)
 
 
 def json_depth_exceeds(body: bytes, limit: int) -> bool:
@@ -109,6 +182,9 @@ class RequestLimitsMiddleware:
                 "Too many or too large request headers.",
             )
             return
+        if "\x00" in scope["path"] or NUL_IN_QUERY.search(scope.get("query_string", b"")):
+            await self._refuse(send, 422, "nul_character", "Invalid input", NUL_DETAIL)
+            return
         headers = dict(raw_headers)
         declared = headers.get(b"content-length")
         if declared is not None:
@@ -150,13 +226,7 @@ class RequestLimitsMiddleware:
             received = 0  # the replay below is counted again by limited_receive
             if JSON_NUL.search(body):
                 # PostgreSQL cannot store NUL in text; refuse it here, for every field at once.
-                await self._refuse(
-                    send,
-                    422,
-                    "nul_character",
-                    "Invalid input",
-                    "Text fields must not contain the NUL character (\\u0000).",
-                )
+                await self._refuse(send, 422, "nul_character", "Invalid input", NUL_DETAIL)
                 return
             if json_depth_exceeds(body, self.max_json_depth):
                 await self._refuse(

@@ -151,6 +151,43 @@ def _install_transport_hook() -> None:
     requests.Session.send = requests_scanned  # type: ignore[method-assign]
 
 
+class ScannedASGI:
+    """Server-side net for servers whose clients run in another process (schemathesis run as
+    users run it): every request body plants its keys, every response body is scanned."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __getattr__(self, name: str) -> Any:  # app.state and friends stay reachable
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sent, status, body = bytearray(), 0, bytearray()
+
+        async def receive_seen() -> Any:
+            message = await receive()
+            if message["type"] == "http.request":
+                sent.extend(message.get("body", b""))
+            return message
+
+        async def send_seen(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                body.extend(message.get("body", b""))
+                if not message.get("more_body"):
+                    _scan_exchange(
+                        scope["path"], bytes(sent), status, body.decode(errors="replace")
+                    )
+            await send(message)
+
+        await self.app(scope, receive_seen, send_seen)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     logging.getLogger().addHandler(SecretScanningHandler(level=logging.DEBUG))
     _install_transport_hook()

@@ -1,4 +1,3 @@
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -6,6 +5,7 @@ from fastapi import APIRouter, Query
 from control_plane.audit import service
 from control_plane.audit.models import AuditEntryRead, AuditPage
 from control_plane.deps import AdminDep, SessionDep
+from control_plane.jsontypes import IsoDateTime
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
@@ -20,8 +20,8 @@ def list_audit(
     ] = None,
     actor: Annotated[str | None, Query(max_length=200)] = None,
     target: Annotated[str | None, Query(max_length=200)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoDateTime | None = None,
+    until: IsoDateTime | None = None,
     before_id: Annotated[
         int | None, Query(ge=1, le=2**62, description="page: entries older than this id")
     ] = None,

@@ -1,7 +1,7 @@
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, StringConstraints, field_validator
 from pydantic import Field as PydanticField
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
@@ -51,6 +51,8 @@ def validate_scope(scope: str) -> str:
 
 
 class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str = PydanticField(min_length=1, max_length=200)
     scopes: list[
         Annotated[str, StringConstraints(pattern=r"^(admin|service|workspace:.+)$", max_length=80)]

@@ -7,6 +7,7 @@ from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
 
 from control_plane.core import UTCDateTime, utcnow
+from control_plane.jsontypes import JsonBool
 
 # Ids the runtime puts into URLs: letters, digits, '_' and '-', nothing that changes a path.
 SAFE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -79,7 +80,7 @@ class CallIssue(BaseModel):
         discriminator="provider",
         description="Required for twilio and telnyx: the signed webhook the call arrived on.",
     )
-    claim: bool = PydanticField(
+    claim: JsonBool = PydanticField(
         default=False,
         description="Channel api only: the caller runs the call itself, with no media stream "
         "to present the token later, so the call is claimed at once (one round trip).",

@@ -2,15 +2,16 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints
 from pydantic import Field as PydanticField
 from sqlalchemy import JSON, Column, Numeric
 from sqlmodel import Field, SQLModel
 
 from control_plane.core import UTCDateTime, utcnow
+from control_plane.jsontypes import JsonFloat, VisibleText200, a_json_number, omittable
 
 PricingSource = Literal["seed", "operator-set"]
-FeatureText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+FeatureText = VisibleText200
 
 
 class Tier(SQLModel, table=True):
@@ -130,18 +131,20 @@ class TierPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = PydanticField(default=None, min_length=1, max_length=120)
-    description: str | None = PydanticField(default=None, max_length=1000)
-    cost_per_hour: float | None = PydanticField(default=None, ge=0, le=1000)
-    cost_per_minute: float | None = PydanticField(default=None, ge=0, le=100)
-    pricing_source: PricingSource | None = None
-    features: list[FeatureText] | None = PydanticField(default=None, max_length=20)
-    llm_model: str | None = PydanticField(default=None, min_length=1, max_length=128)
+    name: str = omittable(min_length=1, max_length=120)
+    description: str = omittable(max_length=1000)
+    cost_per_hour: JsonFloat = omittable(ge=0, le=1000)
+    cost_per_minute: JsonFloat = omittable(ge=0, le=100)
+    pricing_source: PricingSource = omittable()
+    features: list[FeatureText] = omittable(max_length=20)
+    llm_model: str = omittable(min_length=1, max_length=128)
     stt_model: str | None = PydanticField(default=None, max_length=128)
     tts_model: str | None = PydanticField(default=None, max_length=128)
-    telephony_provider: str | None = PydanticField(default=None, min_length=1, max_length=64)
-    expected_latency_ms: int | None = PydanticField(default=None, ge=0, le=60_000)
-    quality: str | None = PydanticField(default=None, min_length=1, max_length=64)
+    telephony_provider: str = omittable(min_length=1, max_length=64)
+    expected_latency_ms: (
+        Annotated[int, PydanticField(ge=0, le=60_000), BeforeValidator(a_json_number)] | None
+    ) = None
+    quality: str = omittable(min_length=1, max_length=64)
 
 
 class VoiceRead(BaseModel):
@@ -157,9 +160,7 @@ class VoiceList(BaseModel):
 
 VoiceName = Annotated[
     str,
-    StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$"
-    ),
+    StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$"),
 ]
 
 

@@ -36,9 +36,6 @@ def get_tier(session: Session, tier_id: str) -> Tier:
 
 def update_tier(session: Session, tier: Tier, patch: TierPatch, *, actor: str) -> Tier:
     changes = patch.model_dump(exclude_unset=True)
-    for field in ("name", "llm_model", "telephony_provider", "quality", "pricing_source"):
-        if field in changes and changes[field] is None:
-            raise InvalidInputError(f"'{field}' cannot be null.", code="invalid_tier")
     before = {field: _plain(getattr(tier, field)) for field in changes}
     for field, value in changes.items():
         if field in ("cost_per_hour", "cost_per_minute") and value is not None:

@@ -6,6 +6,7 @@ from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
 from control_plane.core import UTCDateTime, utcnow
+from control_plane.jsontypes import JsonInt
 
 
 class KeyProvider(SQLModel, table=True):
@@ -64,7 +65,14 @@ class ApiKeysUpdate(BaseModel):
     OpenAI are spelled out here for the docs, others are accepted the same way.
     """
 
-    model_config = ConfigDict(extra="allow", hide_input_in_errors=True)
+    model_config = ConfigDict(
+        extra="allow",
+        hide_input_in_errors=True,
+        json_schema_extra={
+            "propertyNames": {"pattern": r"^[a-z0-9]{2,32}_api_key$"},
+            "additionalProperties": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        },
+    )
 
     xai_api_key: SecretStr | None = PydanticField(default=None, description="xai-…")
     openai_api_key: SecretStr | None = PydanticField(default=None, description="sk-…")
@@ -108,6 +116,6 @@ class KeyProviderWrite(BaseModel):
 
     display_name: str = PydanticField(min_length=1, max_length=100)
     key_prefix: str = PydanticField(default="", max_length=16, pattern=r"^[A-Za-z0-9_-]*$")
-    min_length: int = PydanticField(default=20, ge=8, le=512)
-    max_length: int = PydanticField(default=256, ge=8, le=1024)
+    min_length: JsonInt = PydanticField(default=20, ge=8, le=512)
+    max_length: JsonInt = PydanticField(default=256, ge=8, le=1024)
     console_url: str = PydanticField(default="", max_length=300)

@@ -7,6 +7,7 @@ from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
 from control_plane.core import UTCDateTime, utcnow
+from control_plane.jsontypes import JsonInt, omittable
 from control_plane.runtime.contract import FlagDecision, Stage
 
 __all__ = ["FlagDecision", "Stage"]
@@ -78,9 +79,9 @@ class StageChange(BaseModel):
 class RolloutChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    percentage: int | None = PydanticField(default=None, ge=0, le=100)
-    internal_cohorts: list[CohortName] | None = PydanticField(default=None, max_length=20)
-    beta_cohorts: list[CohortName] | None = PydanticField(default=None, max_length=20)
+    percentage: JsonInt = omittable(ge=0, le=100)
+    internal_cohorts: list[CohortName] = omittable(max_length=20)
+    beta_cohorts: list[CohortName] = omittable(max_length=20)
 
 
 class CohortRead(BaseModel):

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from control_plane.jsontypes import IsoDateTime, JsonBool, JsonFloat, JsonInt
+
 CredentialsMode = Literal["key", "ephemeral", "none"]
 Stage = Literal["off", "internal", "beta", "ga"]
 
@@ -108,21 +110,21 @@ class CallReport(BaseModel):
     agent_id: Id | None = None
     tier: Name | None = None
     engine: Name | None = None
-    started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    time_to_first_audio_ms: float | None = Field(default=None, ge=0, le=600_000)
-    tool_calls_ok: int = Field(default=0, ge=0, le=100_000)
-    tool_calls_failed: int = Field(default=0, ge=0, le=100_000)
-    transcript_events: int = Field(default=0, ge=0, le=1_000_000)
+    started_at: IsoDateTime = Field(default_factory=lambda: datetime.now(UTC))
+    time_to_first_audio_ms: JsonFloat | None = Field(default=None, ge=0, le=600_000)
+    tool_calls_ok: JsonInt = Field(default=0, ge=0, le=100_000)
+    tool_calls_failed: JsonInt = Field(default=0, ge=0, le=100_000)
+    transcript_events: JsonInt = Field(default=0, ge=0, le=1_000_000)
     end_reason: Name = ""
-    completed: bool = False
-    websocket_disconnects: int = Field(default=0, ge=0, le=100_000)
-    duration_ms: float = Field(default=0.0, ge=0, le=86_400_000)
-    nonfatal_errors: int = Field(
+    completed: JsonBool = False
+    websocket_disconnects: JsonInt = Field(default=0, ge=0, le=100_000)
+    duration_ms: JsonFloat = Field(default=0.0, ge=0, le=86_400_000)
+    nonfatal_errors: JsonInt = Field(
         default=0, ge=0, le=1_000_000, description="xAI errors the call survived"
     )
-    unknown_events: int = Field(
+    unknown_events: JsonInt = Field(
         default=0, ge=0, le=10_000_000, description="xAI events skipped as unknown or unreadable"
     )
-    connect_retries: int = Field(
+    connect_retries: JsonInt = Field(
         default=0, ge=0, le=100, description="retries of the xAI connection (429, 5xx, timeouts)"
     )

@@ -7,6 +7,7 @@ from pydantic import Field as PydanticField
 from sqlmodel import Field, SQLModel
 
 from control_plane.core import UTCDateTime, utcnow
+from control_plane.jsontypes import JsonBool, JsonFloat, JsonInt, omittable
 from control_plane.runtime.contract import CallReport as RuntimeCallReport
 
 
@@ -116,13 +117,13 @@ class GuardRead(BaseModel):
 class GuardWrite(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool | None = None
-    first_audio_p95_max_ms: float | None = PydanticField(default=None, gt=0, le=60_000)
-    tool_success_min: float | None = PydanticField(default=None, ge=0, le=1)
-    completion_min: float | None = PydanticField(default=None, ge=0, le=1)
-    websocket_stability_min: float | None = PydanticField(default=None, ge=0, le=1)
-    min_calls: int | None = PydanticField(default=None, ge=1, le=1_000_000)
-    window_seconds: int | None = PydanticField(default=None, ge=60, le=7 * 86_400)
+    enabled: JsonBool = omittable()
+    first_audio_p95_max_ms: JsonFloat = omittable(gt=0, le=60_000)
+    tool_success_min: JsonFloat = omittable(ge=0, le=1)
+    completion_min: JsonFloat = omittable(ge=0, le=1)
+    websocket_stability_min: JsonFloat = omittable(ge=0, le=1)
+    min_calls: JsonInt = omittable(ge=1, le=1_000_000)
+    window_seconds: JsonInt = omittable(ge=60, le=7 * 86_400)
     webhook_url: (
         Annotated[
             str,

@@ -3,10 +3,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, field_validator, model_validator
 from pydantic import Field as PydanticField
+from pydantic_core import PydanticCustomError
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
 from control_plane.core import UTCDateTime, utcnow
+from control_plane.jsontypes import (
+    JsonBool,
+    JsonFloat,
+    JsonInt,
+    VisibleText64,
+    VisibleText200,
+    omittable,
+)
 
 WORKSPACE_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{2,63}$"
 LANGUAGE_PATTERN = r"^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8}){0,2}$"
@@ -67,7 +76,7 @@ class Agent(SQLModel, table=True):
 class WorkspaceCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    name: VisibleText200
     id: Annotated[str, StringConstraints(pattern=WORKSPACE_ID_PATTERN)] | None = None
 
 
@@ -93,10 +102,8 @@ class WorkspaceSettingsPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     default_tier_id: str | None = None
-    default_language: Annotated[str, StringConstraints(pattern=LANGUAGE_PATTERN)] | None = None
-    max_concurrent_calls: int | None = PydanticField(
-        default=None, ge=0, le=100_000, description="Admins only."
-    )
+    default_language: Annotated[str, StringConstraints(pattern=LANGUAGE_PATTERN)] = omittable()
+    max_concurrent_calls: JsonInt = omittable(ge=0, le=100_000, description="Admins only.")
 
 
 ToolName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
@@ -147,14 +154,26 @@ class XSearchConfig(BaseModel):
 class BuiltinTools(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    web_search: bool = False
+    web_search: JsonBool = False
     x_search: XSearchConfig | None = None
 
 
-Threshold = Annotated[float, PydanticField(ge=0.0, le=1.0)]
-AgentName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Threshold = Annotated[JsonFloat, PydanticField(ge=0.0, le=1.0)]
+AgentName = VisibleText200
 Language = Annotated[str, StringConstraints(pattern=LANGUAGE_PATTERN)]
 Instructions = Annotated[str, StringConstraints(max_length=20_000)]
+
+
+def unique_tool_names(cls: type, tools: list[FunctionTool]) -> list[FunctionTool]:
+    names = [t.name for t in tools]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise PydanticCustomError(
+            "duplicate_tool_name",
+            "tool names must be unique: {names}",
+            {"names": ", ".join(duplicates), "code": "duplicate_tool_name"},
+        )
+    return tools
 
 
 class AgentConfig(BaseModel):
@@ -164,23 +183,14 @@ class AgentConfig(BaseModel):
 
     name: AgentName = "Inline agent"
     pricing_tier: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    voice: (
-        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None
-    ) = None
+    voice: VisibleText64 | None = None
     instructions: Instructions = ""
     language: Language = "en"
     turn_detection_threshold: Threshold | None = None
     tools: list[FunctionTool] = PydanticField(default_factory=list, max_length=64)
     builtin_tools: BuiltinTools = PydanticField(default_factory=BuiltinTools)
 
-    @field_validator("tools")
-    @classmethod
-    def _unique_tool_names(cls, tools: list[FunctionTool]) -> list[FunctionTool]:
-        names = [t.name for t in tools]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"tool names must be unique: {', '.join(duplicates)}")
-        return tools
+    _unique_tool_names = field_validator("tools")(unique_tool_names)
 
 
 class AgentCreate(AgentConfig):
@@ -190,16 +200,16 @@ class AgentCreate(AgentConfig):
 class AgentPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: AgentName | None = None
-    pricing_tier: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
-    voice: (
-        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None
-    ) = None
-    instructions: Instructions | None = None
-    language: Language | None = None
+    name: AgentName = omittable()
+    pricing_tier: Annotated[str, StringConstraints(min_length=1, max_length=64)] = omittable()
+    voice: VisibleText64 | None = None
+    instructions: Instructions = omittable()
+    language: Language = omittable()
     turn_detection_threshold: Threshold | None = None
-    tools: list[FunctionTool] | None = PydanticField(default=None, max_length=64)
-    builtin_tools: BuiltinTools | None = None
+    tools: list[FunctionTool] = omittable(max_length=64)
+    builtin_tools: BuiltinTools = omittable()
+
+    _unique_tool_names = field_validator("tools")(unique_tool_names)
 
 
 class AgentRead(BaseModel):

@@ -7,7 +7,9 @@ caller and answers "not found" for a workspace the caller may not see, so nothin
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import bindparam
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
@@ -104,15 +106,8 @@ def update_settings(
     changes = patch.model_dump(exclude_unset=True)
     if changes.get("default_tier_id") is not None:
         catalogue.get_tier(session, changes["default_tier_id"])
-    if "default_language" in changes and changes["default_language"] is None:
-        raise InvalidInputError("default_language cannot be null.", code="invalid_settings")
-    if "max_concurrent_calls" in changes:
-        if not principal.is_admin:
-            raise ForbiddenError(
-                "Only admins change a workspace's call limit.", code="admin_required"
-            )
-        if changes["max_concurrent_calls"] is None:
-            raise InvalidInputError("max_concurrent_calls cannot be null.", code="invalid_settings")
+    if "max_concurrent_calls" in changes and not principal.is_admin:
+        raise ForbiddenError("Only admins change a workspace's call limit.", code="admin_required")
     for field, value in changes.items():
         setattr(settings, field, value)
     settings.updated_at = utcnow()
@@ -228,27 +223,38 @@ def create_agent(
     return agent
 
 
+def _merged_config(agent: Agent, changes: dict[str, Any]) -> AgentConfig:
+    """The agent as it will be after the patch, checked as a whole (the patch alone is valid,
+    but a stored agent from before a rule was tightened may not be)."""
+    try:
+        return AgentConfig.model_validate(
+            {
+                "name": agent.name,
+                "pricing_tier": agent.pricing_tier,
+                "voice": agent.voice,
+                "instructions": agent.instructions,
+                "language": agent.language,
+                "turn_detection_threshold": agent.turn_detection_threshold,
+                "tools": agent.tools,
+                "builtin_tools": agent.builtin_tools,
+            }
+            | changes
+        )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidInputError(
+            f"The agent would not be valid after this change: {problems}", code="invalid_agent"
+        ) from None
+
+
 def update_agent(
     session: Session, principal: Principal, workspace_id: str, agent_id: str, patch: AgentPatch
 ) -> Agent:
     agent = get_agent(session, principal, workspace_id, agent_id)
     changes = patch.model_dump(exclude_unset=True)
-    for field in ("name", "pricing_tier", "instructions", "language", "tools", "builtin_tools"):
-        if field in changes and changes[field] is None:
-            raise InvalidInputError(f"'{field}' cannot be null.", code="invalid_agent")
-    merged = AgentConfig.model_validate(
-        {
-            "name": agent.name,
-            "pricing_tier": agent.pricing_tier,
-            "voice": agent.voice,
-            "instructions": agent.instructions,
-            "language": agent.language,
-            "turn_detection_threshold": agent.turn_detection_threshold,
-            "tools": agent.tools,
-            "builtin_tools": agent.builtin_tools,
-        }
-        | changes
-    )
+    merged = _merged_config(agent, changes)
     voice = validate_agent_config(session, merged)
     agent.name = merged.name
     agent.pricing_tier = merged.pricing_tier

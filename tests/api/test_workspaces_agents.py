@@ -87,7 +87,7 @@ def test_chat_completions_tool_form_is_flattened(client: TestClient, tokens: Tok
         ({"turn_detection_threshold": 1.5}, "validation_error", "turn_detection_threshold"),
         ({"language": "english please"}, "validation_error", "language"),
         ({"tools": [{"name": "bad name!"}]}, "validation_error", "tools"),
-        ({"tools": [LOOKUP, LOOKUP]}, "validation_error", "unique"),
+        ({"tools": [LOOKUP, LOOKUP]}, "duplicate_tool_name", "unique"),
         (
             {"tools": [{"name": "x", "parameters": {"type": "string"}}]},
             "validation_error",
