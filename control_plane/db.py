@@ -6,6 +6,7 @@ from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, event
+from sqlalchemy.orm import ORMExecuteState
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session, create_engine
 
@@ -61,3 +62,35 @@ def session_scope(engine: Engine, feed: "ChangeFeed | None" = None) -> Iterator[
         except BaseException:
             session.rollback()
             raise
+
+
+WROTE = "switchboard.wrote"
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _note_write_statements(state: ORMExecuteState) -> None:
+    if not state.is_select:
+        state.session.info[WROTE] = True
+
+
+@event.listens_for(Session, "after_flush")
+def _note_flush(session: Session, _context: Any) -> None:
+    session.info[WROTE] = True
+
+
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_rollback")
+def _forget_writes(session: Session) -> None:
+    session.info.pop(WROTE, None)
+
+
+def has_work_to_commit(session: Session) -> bool:
+    """Whether this transaction changed anything (ORM statements and flushes; the Core reads on
+    hot paths go through `session.connection()` and are reads only) or announced a change."""
+    return bool(
+        session.info.get(WROTE)
+        or session.new
+        or session.dirty
+        or session.deleted
+        or session.info.get("change_topics")
+    )

@@ -13,6 +13,7 @@ from control_plane.auth import service as auth_service
 from control_plane.auth.cache import TokenCache
 from control_plane.auth.principal import Principal
 from control_plane.changes import attach
+from control_plane.db import has_work_to_commit
 from control_plane.errors import ForbiddenError, UnauthorizedError
 from control_plane.rollout.gate import FlagGate
 from control_plane.settings import Settings
@@ -31,11 +32,17 @@ def get_engine(request: Request) -> Engine:
 def get_session(
     request: Request, engine: Annotated[Engine, Depends(get_engine)]
 ) -> Iterator[Session]:
-    """One session per request; commits when the handler returns without error."""
+    """One session per request; commits when the handler returns without error.
+
+    A request that wrote nothing is not committed: closing the session ends its read-only
+    transaction, and a database that went away after the answer was built cannot turn a good
+    answer (a session config, say) into a 503.
+    """
     with attach(Session(engine, expire_on_commit=False), request.app.state.change_feed) as session:
         try:
             yield session
-            session.commit()
+            if has_work_to_commit(session):
+                session.commit()
         except BaseException:
             session.rollback()
             raise

@@ -1,6 +1,9 @@
 """Tokens, scopes and the shape of every error."""
 
+import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session as SQLSession
 from sqlmodel import Session, select
 
 from control_plane.auth import service as auth_service
@@ -113,3 +116,35 @@ def test_every_405_names_every_method_of_its_path(client: TestClient) -> None:
         assert response.headers["content-type"] == "application/problem+json"
         checked += 1
     assert checked >= 30, checked
+
+
+def _commit_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database goes away after the answer is built, just before the request commits."""
+
+    def lost(self: SQLSession) -> None:
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(SQLSession, "commit", lost)
+
+
+def test_a_read_is_not_lost_to_a_failed_commit(
+    client: TestClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _commit_fails(monkeypatch)
+    assert client.get("/api/v1/workspaces/acme", headers=auth(tokens.admin)).status_code == 200
+    # A write still fails loudly: nothing is acknowledged that was not stored.
+    response = client.post(
+        "/api/v1/workspaces", json={"id": "initech", "name": "I"}, headers=auth(tokens.admin)
+    )
+    assert response.status_code == 503
+    assert response.json()["code"] == "database_unavailable"
+
+
+def test_a_read_fails_on_a_failed_commit_when_every_request_commits(
+    client: TestClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from control_plane import deps
+
+    monkeypatch.setattr(deps, "has_work_to_commit", lambda session: True)
+    _commit_fails(monkeypatch)
+    assert client.get("/api/v1/workspaces/acme", headers=auth(tokens.admin)).status_code == 503
