@@ -90,7 +90,7 @@ start_unleash() {
   export SWITCHBOARD_TEST_UNLEASH_CLIENT_TOKEN="default:development.client-$secret"
   (
     cd "$here/../tests/unleash_server"
-    DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/$database" UNLEASH_PORT="$port" \
+    NODE_ENV=production DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/$database" UNLEASH_PORT="$port" \
       INIT_ADMIN_API_TOKENS="$SWITCHBOARD_TEST_UNLEASH_ADMIN_TOKEN" \
       INIT_BACKEND_API_TOKENS="$SWITCHBOARD_TEST_UNLEASH_CLIENT_TOKEN" \
       exec node server.js >"$work/unleash.log" 2>&1
