@@ -24,13 +24,43 @@ def make_engine(settings: Settings) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(
+    engine = create_engine(
         settings.database_url,
         pool_size=settings.database_pool_size,
         pool_pre_ping=True,
         pool_timeout=settings.database_timeout_seconds,
         connect_args={"connect_timeout": max(1, int(settings.database_timeout_seconds))},
     )
+    connection_class = bounded_connection_class(settings.database_query_timeout_seconds)
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        return connection_class.connect(*cargs, **cparams)
+
+    return engine
+
+
+def bounded_connection_class(seconds: float) -> type[Any]:
+    """A psycopg connection whose every wait on the server (query, fetch, commit, the pool's
+    ping) ends after `seconds`: libpq would wait forever on a server that accepted the TCP
+    connection and then stopped answering. The timed-out connection is closed, which SQLAlchemy
+    sees as a disconnect and drops from the pool."""
+    import psycopg
+    from psycopg import errors
+
+    class BoundedConnection(psycopg.Connection[Any]):
+        def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+            if timeout is not None:  # psycopg's own bounded waits (notifies) keep their meaning
+                return super().wait(gen, interval, timeout)
+            try:
+                return super().wait(gen, interval, seconds)
+            except errors._WaitTimeout:
+                self.pgconn.finish()
+                raise psycopg.OperationalError(
+                    f"the database did not answer within {seconds:g} s; connection closed"
+                ) from None
+
+    return BoundedConnection
 
 
 def write_gate(settings: Settings) -> AbstractAsyncContextManager[object]:

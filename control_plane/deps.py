@@ -43,9 +43,19 @@ def get_session(
             yield session
             if has_work_to_commit(session):
                 session.commit()
+            else:
+                end_read_only(session)
         except BaseException:
             session.rollback()
             raise
+
+
+def end_read_only(session: Session) -> None:
+    """End a transaction that only read: its answer stands even if the connection is gone."""
+    try:
+        session.rollback()
+    except (OperationalError, PoolTimeoutError):
+        session.invalidate()
 
 
 async def serialize_call_writes(request: Request) -> AsyncIterator[None]:

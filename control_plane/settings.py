@@ -16,6 +16,10 @@ class Settings(BaseSettings):
     database_pool_size: int = 10
     # Seconds a request waits for a database connection before the write fails with 503.
     database_timeout_seconds: float = 5.0
+    # PostgreSQL: a query or commit that gets no answer within this many seconds (a paused or
+    # cut-off database, where connections hang instead of failing) is abandoned and its
+    # connection closed, so requests fail with 503 instead of holding a worker thread forever.
+    database_query_timeout_seconds: float = Field(default=30.0, gt=0)
 
     # Keyring for provider API keys: "id1:base64key,id2:base64key"; the first entry is active.
     master_keys: SecretStr | None = None

@@ -447,8 +447,36 @@ class PrivatePostgres:
             "start",
         )
 
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+    def stop(self, mode: str = "immediate") -> None:
+        """`immediate` is a crash (no goodbye to clients); `fast` ends every session first."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def _processes(self) -> list[int]:
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = []
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                if parent == postmaster:
+                    children.append(int(proc.name))
+        return [postmaster, *children]
+
+    def pause(self) -> None:
+        """Freeze every server process: connections stay open and the kernel still accepts new
+        ones, but nothing answers (as on a hung host or a partition)."""
+        import signal
+
+        for pid in self._processes():
+            os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        import signal
+
+        for pid in self._processes():
+            os.kill(pid, signal.SIGCONT)
 
 
 def _free_port() -> int:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from control_plane.deps import ServiceDep, SessionDep
+from control_plane.deps import ServiceDep, SessionDep, end_read_only
 from control_plane.errors import ProblemError
 from control_plane.sessions import service
 from control_plane.sessions.cache import CachedConfig, ConfigCache
@@ -75,7 +75,7 @@ def agent_session_config(
             outcomes.labels("database_unavailable").inc()
             raise
         outcomes.labels("stale").inc()
-        _discard_failed_transaction(session)
+        end_read_only(session)
         logger.warning(
             "database unreachable: serving last known config for %s/%s", workspace_id, agent_id
         )
@@ -98,10 +98,3 @@ def inline_session_config(
     return service.resolve_inline(
         session, request.app.state.resolver, principal, workspace_id, body, credentials
     )
-
-
-def _discard_failed_transaction(session: SessionDep) -> None:
-    try:
-        session.rollback()
-    except (OperationalError, PoolTimeoutError):
-        session.invalidate()

@@ -199,77 +199,190 @@ def test_database_outage_serves_last_known_good_and_never_500(
         assert http.get(config_path, headers=auth(service)).json()["session"]["voice"] == "Leo"
 
 
-def test_outage_under_load_keeps_reads_up_and_loses_no_acknowledged_write(
-    private_postgres: PrivatePostgres, tmp_path: Path
-) -> None:
-    import threading
+READ_AGENTS = 20
 
+
+class Load:
+    """Two readers over many session-config keys and two writers of four kinds, until stopped.
+
+    Writes: agents created (201), agents edited and keys rotated (both invalidate cached
+    configs, so reads of those keys must fall back to the last known good), cohorts rewritten.
+    Every write's answer and duration is kept; ids of acknowledged agents are kept to check
+    they survived."""
+
+    def __init__(self, base_url: str, admin: str, service: str, agent_paths: list[str]) -> None:
+        import threading
+
+        self.base_url, self.admin, self.service = base_url, admin, service
+        self.agent_paths = agent_paths
+        self.stop = threading.Event()
+        self.reads: list[tuple[int, bool]] = []
+        self.refusals: list[str] = []
+        self.writes: list[tuple[str, int, float]] = []
+        self.acknowledged: list[str] = []
+        self.threads = [threading.Thread(target=self._reader, args=(i,)) for i in range(2)] + [
+            threading.Thread(target=self._writer, args=(i,)) for i in range(2)
+        ]
+
+    def __enter__(self) -> "Load":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+        assert not any(thread.is_alive() for thread in self.threads), "a request never returned"
+
+    def _reader(self, index: int) -> None:
+        with httpx.Client(base_url=self.base_url, timeout=30) as http:
+            n = index
+            while not self.stop.is_set():
+                n += 1
+                path = self.agent_paths[n % len(self.agent_paths)]
+                response = http.get(f"{path}/session-config", headers=auth(self.service))
+                if response.status_code != 200:
+                    self.refusals.append(response.text)
+                stale = response.status_code == 200 and response.json()["stale"]
+                self.reads.append((response.status_code, stale))
+                time.sleep(0.01)
+
+    def _writer(self, index: int) -> None:
+        kinds = ["create", "edit", "rotate", "cohort"]
+        with httpx.Client(base_url=self.base_url, timeout=30) as http:
+            n = 0
+            while not self.stop.is_set():
+                n += 1
+                kind = kinds[n % len(kinds)]
+                started = time.monotonic()
+                if kind == "create":
+                    body = {"name": f"w{index}-{n}", "pricing_tier": "premium", "voice": "alloy"}
+                    response = http.post(
+                        "/api/v1/workspaces/acme/agents", json=body, headers=auth(self.admin)
+                    )
+                    if response.status_code == 201:
+                        self.acknowledged.append(response.json()["id"])
+                elif kind == "edit":
+                    path = self.agent_paths[n % len(self.agent_paths)]
+                    body = {"instructions": f"revision {index}-{n}"}
+                    response = http.patch(path, json=body, headers=auth(self.admin))
+                elif kind == "rotate":
+                    body = {"xai_api_key": XAI_KEY[:-4] + f"{index}{n:03d}"[-4:]}
+                    response = http.put(
+                        "/api/v1/workspaces/acme/settings/api-keys",
+                        json=body,
+                        headers=auth(self.admin),
+                    )
+                else:
+                    response = http.put(
+                        "/api/v1/cohorts/beta-1",
+                        json={"members": ["acme"], "description": f"{index}-{n}"},
+                        headers=auth(self.admin),
+                    )
+                self.writes.append((kind, response.status_code, time.monotonic() - started))
+                time.sleep(0.02)
+
+
+def loaded_agents(http: httpx.Client, admin: str) -> list[str]:
+    first = prepare(http, admin)
+    paths = [first]
+    for index in range(READ_AGENTS - 1):
+        agent = http.post(
+            "/api/v1/workspaces/acme/agents",
+            json={"name": f"Reader {index}", "pricing_tier": "grok-realtime", "voice": "marin"},
+            headers=auth(admin),
+        )
+        assert agent.status_code == 201, agent.text
+        paths.append(f"/api/v1/workspaces/acme/agents/{agent.json()['id']}")
+    return paths
+
+
+def assert_survived(load: Load, http: httpx.Client, admin: str, longest_write: float) -> None:
+    assert {status for status, _ in load.reads} == {200}, load.refusals[:3]
+    assert any(stale for _, stale in load.reads), "the outage was served from last known good"
+    statuses = {status for _, status, _ in load.writes}
+    assert statuses <= {200, 201, 503}, statuses
+    assert 503 in statuses, "some writes met the outage"
+    assert {kind for kind, status, _ in load.writes[-8:] if status in (200, 201)} == {
+        "create",
+        "edit",
+        "rotate",
+        "cohort",
+    }, "every kind of write works again"
+    slowest = max(seconds for _, _, seconds in load.writes)
+    assert slowest < longest_write, f"a write took {slowest:.1f} s"
+    stored = {
+        a["id"]
+        for a in http.get("/api/v1/workspaces/acme/agents", headers=auth(admin)).json()["agents"]
+    }
+    assert set(load.acknowledged) <= stored, "every acknowledged write survived"
+    assert len(load.acknowledged) > 5
+
+
+@pytest.mark.parametrize("mode", ["immediate", "fast"])
+def test_outage_under_load_keeps_reads_up_and_loses_no_acknowledged_write(
+    private_postgres: PrivatePostgres, tmp_path: Path, mode: str
+) -> None:
+    """A crash (`immediate`) and an orderly shutdown (`fast`: every session is told to go)."""
     admin, service = tokens_for(private_postgres.url())
     settings = outage_settings(private_postgres, tmp_path)
-    with BackgroundServer(create_app(settings)) as server:
-        with httpx.Client(base_url=server.base_url, timeout=15) as http:
-            agent_path = prepare(http, admin)
-            assert (
-                http.get(f"{agent_path}/session-config", headers=auth(service)).status_code == 200
-            )
-        stop = threading.Event()
-        reads: list[tuple[int, bool]] = []
-        refusals: list[str] = []
-        writes: list[int] = []
-        acknowledged: list[str] = []
+    with (
+        BackgroundServer(create_app(settings)) as server,
+        httpx.Client(base_url=server.base_url, timeout=15) as http,
+    ):
+        paths = loaded_agents(http, admin)
+        with Load(server.base_url, admin, service, paths) as load:
+            time.sleep(1.5)
+            private_postgres.stop(mode)
+            time.sleep(2.5)
+            private_postgres.start()
+            time.sleep(3.0)
+        assert_survived(load, http, admin, longest_write=10)
 
-        def reader() -> None:
-            with httpx.Client(base_url=server.base_url, timeout=15) as http:
-                while not stop.is_set():
-                    response = http.get(f"{agent_path}/session-config", headers=auth(service))
-                    if response.status_code != 200:
-                        refusals.append(response.text)
-                    reads.append(
-                        (
-                            response.status_code,
-                            response.status_code == 200 and response.json()["stale"],
-                        )
-                    )
-                    time.sleep(0.01)
 
-        def writer(index: int) -> None:
-            with httpx.Client(base_url=server.base_url, timeout=15) as http:
-                n = 0
-                while not stop.is_set():
-                    n += 1
-                    response = http.post(
-                        "/api/v1/workspaces/acme/agents",
-                        json={"name": f"w{index}-{n}", "pricing_tier": "premium", "voice": "alloy"},
-                        headers=auth(admin),
-                    )
-                    writes.append(response.status_code)
-                    if response.status_code == 201:
-                        acknowledged.append(response.json()["id"])
-                    time.sleep(0.02)
+def test_a_paused_database_cannot_hang_requests(
+    private_postgres: PrivatePostgres, tmp_path: Path
+) -> None:
+    """Connections to a frozen server stay open and never answer; without a bound on every
+    wait, requests would hold their worker threads until the server woke up."""
+    admin, service = tokens_for(private_postgres.url())
+    settings = outage_settings(private_postgres, tmp_path).model_copy(
+        update={"database_query_timeout_seconds": 2.0}
+    )
+    with (
+        BackgroundServer(create_app(settings)) as server,
+        httpx.Client(base_url=server.base_url, timeout=15) as http,
+    ):
+        paths = loaded_agents(http, admin)
+        with Load(server.base_url, admin, service, paths) as load:
+            time.sleep(1.5)
+            private_postgres.pause()
+            try:
+                time.sleep(8.0)
+            finally:
+                private_postgres.resume()
+            time.sleep(4.0)
+        assert_survived(load, http, admin, longest_write=7)
 
-        threads = [threading.Thread(target=reader) for _ in range(2)] + [
-            threading.Thread(target=writer, args=(i,)) for i in range(2)
-        ]
-        for thread in threads:
-            thread.start()
-        time.sleep(1.5)
-        private_postgres.stop()
-        time.sleep(2.5)
-        private_postgres.start()
-        time.sleep(3.0)
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=30)
 
-        assert {status for status, _ in reads} == {200}, refusals[:3]
-        assert any(stale for _, stale in reads), "the outage was served from last known good"
-        assert set(writes) <= {201, 503} and 503 in writes and writes[-1] == 201
-        with httpx.Client(base_url=server.base_url, timeout=15) as http:
-            stored = {
-                a["id"]
-                for a in http.get("/api/v1/workspaces/acme/agents", headers=auth(admin)).json()[
-                    "agents"
-                ]
-            }
-        assert set(acknowledged) <= stored, "every acknowledged write survived"
-        assert len(acknowledged) > 20
+def test_without_the_bound_a_paused_database_hangs_requests(
+    private_postgres: PrivatePostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from control_plane import db
+
+    monkeypatch.setattr(
+        db, "bounded_connection_class", lambda seconds: __import__("psycopg").Connection
+    )
+    admin, _ = tokens_for(private_postgres.url())
+    with (
+        BackgroundServer(create_app(outage_settings(private_postgres, tmp_path))) as server,
+        httpx.Client(base_url=server.base_url, timeout=15) as http,
+    ):
+        agent_path = prepare(http, admin)
+        private_postgres.pause()
+        try:
+            with pytest.raises(httpx.ReadTimeout):
+                http.patch(agent_path, json={"instructions": "x"}, headers=auth(admin), timeout=6)
+        finally:
+            private_postgres.resume()
