@@ -23,14 +23,12 @@ from control_plane.rollout.models import (
     RolloutChange,
     StageChange,
 )
+from control_plane.served import served_response
 from control_plane.settings import Settings
 
 COHORT_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # what rollout.service.put_cohort accepts
 router = APIRouter(prefix="/api/v1", tags=["rollout"])
 client_router = APIRouter(prefix="/api/client", tags=["unleash client API"])
-
-
-NO_STORE = "no-store"
 
 
 def flag_read(flag: Flag) -> FlagRead:
@@ -204,11 +202,7 @@ ClientDep = Annotated[None, Depends(require_client_token)]
     responses={200: {"description": "Unleash client API features document (version 2)"}},
 )
 def client_features(request: Request, gate: GateDep, _client: ClientDep) -> Response:
-    headers = {"ETag": gate.client_etag, "Cache-Control": NO_STORE}
-    if_none_match = request.headers.get("if-none-match")
-    if if_none_match and gate.client_etag in {t.strip() for t in if_none_match.split(",")}:
-        return Response(status_code=304, headers=headers)
-    return Response(content=gate.client_body, media_type="application/json", headers=headers)
+    return served_response(request, gate.client_document)
 
 
 @client_router.post("/register", status_code=status.HTTP_202_ACCEPTED, response_class=Response)

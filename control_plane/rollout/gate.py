@@ -16,7 +16,6 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
 from control_plane.changes import RESYNC, ChangeFeed
-from control_plane.http import strong_etag
 from control_plane.rollout.engine import (
     EmbeddedEvaluator,
     FlagEvaluator,
@@ -25,11 +24,14 @@ from control_plane.rollout.engine import (
     client_features_document,
 )
 from control_plane.rollout.models import Flag, FlagDecision, Stage
+from control_plane.served import Served
 from control_plane.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 FLAGS_TOPIC = "flags"
+# The client API document carries no secret, but each SDK polls for the newest: never cache it.
+NO_STORE = "no-store"
 
 REASONS: dict[str, tuple[str, str]] = {
     "killed": ("flag_killed", "is switched off for everyone by the kill switch"),
@@ -62,8 +64,7 @@ class FlagGate:
         self._versions: dict[str, int] = {}
         self._lock = threading.Lock()
         self.evaluations: Counter[tuple[str, bool]] = Counter()
-        self.client_body = b""
-        self.client_etag = ""
+        self.client_document = Served.of(b"", NO_STORE)
         feed.subscribe(self._on_change)
 
     @property
@@ -93,8 +94,7 @@ class FlagGate:
             self.evaluator.load(features)
             self._meta = meta
             self._versions = versions
-            self.client_body = body
-            self.client_etag = strong_etag(body)
+            self.client_document = Served.of(body, NO_STORE)
 
     def sync_server(self) -> None:
         """Scale mode: create on the Unleash server whatever flags it does not have yet."""

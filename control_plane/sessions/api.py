@@ -10,6 +10,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from control_plane.deps import ServiceDep, SessionDep, end_read_only
 from control_plane.errors import ProblemError
+from control_plane.served import served_response
 from control_plane.sessions import service
 from control_plane.sessions.cache import CachedConfig, ConfigCache
 from control_plane.sessions.models import CredentialsMode, ResolvedSessionConfig
@@ -18,7 +19,6 @@ from control_plane.workspaces.models import AgentConfig
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["session config"])
 
-STALE_HEADER = "X-Switchboard-Stale"
 CredentialsQuery = Annotated[
     CredentialsMode,
     Query(
@@ -28,13 +28,9 @@ CredentialsQuery = Annotated[
 
 
 def config_response(request: Request, entry: CachedConfig, *, stale: bool = False) -> Response:
-    headers = {"Cache-Control": "no-store", "ETag": entry.etag}
     if stale:
-        headers[STALE_HEADER] = "true"
-        return Response(content=entry.stale_body, media_type="application/json", headers=headers)
-    if request.headers.get("if-none-match") == entry.etag:
-        return Response(status_code=304, headers=headers)
-    return Response(content=entry.body, media_type="application/json", headers=headers)
+        return served_response(request, entry.stale, stale=True)
+    return served_response(request, entry.served)
 
 
 @router.get(

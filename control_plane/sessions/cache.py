@@ -12,8 +12,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from control_plane.changes import RESYNC
-from control_plane.http import strong_etag
 from control_plane.rollout.gate import FLAGS_TOPIC
+from control_plane.served import Served
 from control_plane.sessions.models import ResolvedSessionConfig
 
 CacheKey = tuple[str, str, str]
@@ -21,25 +21,30 @@ WORKSPACE_TOPIC_PREFIX = "config:"
 EVERYTHING = {"config:*", FLAGS_TOPIC, RESYNC}
 
 
+# A config holds a key or a client secret: no shared cache may keep it.
+NO_STORE = "no-store"
+
+
 @dataclass
 class CachedConfig:
     config: ResolvedSessionConfig
-    body: bytes
-    etag: str
+    served: Served
     valid: bool = True
     # Ephemeral credentials expire: the entry must be rebuilt before they do.
     valid_until: float | None = None
-    _stale_body: bytes | None = field(default=None, repr=False)
+    _stale: Served | None = field(default=None, repr=False)
 
     @property
     def usable(self) -> bool:
         return self.valid and (self.valid_until is None or time.time() < self.valid_until)
 
     @property
-    def stale_body(self) -> bytes:
-        if self._stale_body is None:
-            self._stale_body = serialize(self.config.model_copy(update={"stale": True}))
-        return self._stale_body
+    def stale(self) -> Served:
+        """The same config marked `"stale": true`, for when the database is unreachable."""
+        if self._stale is None:
+            body = serialize(self.config.model_copy(update={"stale": True}))
+            self._stale = Served.of(body, NO_STORE)
+        return self._stale
 
 
 def serialize(config: ResolvedSessionConfig) -> bytes:
@@ -68,12 +73,11 @@ class ConfigCache:
         return self._entries.get(key)
 
     def put(self, key: CacheKey, config: ResolvedSessionConfig) -> CachedConfig:
-        body = serialize(config)
         valid_until = None
         if config.credentials is not None and config.credentials.expires_at is not None:
             valid_until = config.credentials.expires_at - self.ephemeral_margin_seconds
         entry = CachedConfig(
-            config=config, body=body, etag=strong_etag(body), valid_until=valid_until
+            config=config, served=Served.of(serialize(config), NO_STORE), valid_until=valid_until
         )
         with self._lock:
             self._entries[key] = entry

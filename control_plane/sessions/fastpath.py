@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from control_plane.auth.cache import TokenCache
 from control_plane.auth.service import hash_token
 from control_plane.rollout.gate import FlagGate
+from control_plane.served import send_served
 from control_plane.sessions.cache import ConfigCache
 
 SESSION_CONFIG = re.compile(r"^/api/v1/workspaces/([^/]+)/agents/([^/]+)/session-config$")
@@ -78,10 +79,7 @@ class HotPathMiddleware:
         entry = self.config_cache.get((workspace_id, agent_id, credentials))
         if entry is None:
             return False
-        if self._header(scope, b"if-none-match") == entry.etag.encode():
-            await self._send(send, 304, b"", entry.etag.encode(), b"no-store")
-        else:
-            await self._send(send, 200, entry.body, entry.etag.encode(), b"no-store")
+        await send_served(send, entry.served, self._header(scope, b"if-none-match"))
         return True
 
     async def _client_features(self, scope: Scope, send: Send) -> bool:
@@ -95,22 +93,5 @@ class HotPathMiddleware:
             allowed = principal is not None and (principal.is_admin or principal.is_service)
         if not allowed:
             return False
-        etag = self.gate.client_etag.encode()
-        if self._header(scope, b"if-none-match") == etag:
-            await self._send(send, 304, b"", etag, b"no-store")
-        else:
-            await self._send(send, 200, self.gate.client_body, etag, b"no-store")
+        await send_served(send, self.gate.client_document, self._header(scope, b"if-none-match"))
         return True
-
-    @staticmethod
-    async def _send(
-        send: Send, status: int, body: bytes, etag: bytes, cache_control: bytes
-    ) -> None:
-        headers = [(b"etag", etag), (b"cache-control", cache_control)]
-        if status == 200:
-            headers += [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})

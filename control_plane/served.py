@@ -1,0 +1,67 @@
+"""Answers kept as the bytes we send: the one mechanism behind every hot read.
+
+Session configs, the Unleash client API and the catalogue are built once per change, serialized
+once, and then sent as they are, with a strong ETag computed at build time: a matching
+`If-None-Match` answers 304 without building anything. `send_served` writes such an answer
+straight to ASGI (the fast path, before the framework runs); `served_response` hands it to
+FastAPI (the routes, which build on a miss and explain every error).
+"""
+
+from dataclasses import dataclass
+
+from fastapi import Request, Response
+from starlette.types import Send
+
+from control_plane.http import strong_etag
+
+STALE_HEADER = "X-Switchboard-Stale"
+
+
+@dataclass(frozen=True)
+class Served:
+    body: bytes
+    etag: str
+    cache_control: str
+    vary: str | None = None
+
+    @classmethod
+    def of(cls, body: bytes, cache_control: str, vary: str | None = None) -> "Served":
+        return cls(body, strong_etag(body), cache_control, vary)
+
+    def matches(self, if_none_match: str | bytes | None) -> bool:
+        if not if_none_match:
+            return False
+        text = (
+            if_none_match.decode("latin-1") if isinstance(if_none_match, bytes) else if_none_match
+        )
+        tags = {part.strip().removeprefix("W/") for part in text.split(",")}
+        return "*" in tags or self.etag in tags
+
+    def headers(self, *, stale: bool = False) -> dict[str, str]:
+        headers = {"ETag": self.etag, "Cache-Control": self.cache_control}
+        if self.vary:
+            headers["Vary"] = self.vary
+        if stale:
+            headers[STALE_HEADER] = "true"
+        return headers
+
+
+def served_response(request: Request, served: Served, *, stale: bool = False) -> Response:
+    headers = served.headers(stale=stale)
+    if not stale and served.matches(request.headers.get("if-none-match")):
+        return Response(status_code=304, headers=headers)
+    return Response(content=served.body, media_type="application/json", headers=headers)
+
+
+async def send_served(send: Send, served: Served, if_none_match: bytes | None) -> None:
+    headers = [(name.lower().encode(), value.encode()) for name, value in served.headers().items()]
+    if served.matches(if_none_match):
+        await send({"type": "http.response.start", "status": 304, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    headers += [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(served.body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": served.body})
