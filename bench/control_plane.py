@@ -6,7 +6,9 @@ as a second row. Every endpoint is warmed (3 s of the same load) before its meas
 
   - wrk -t1 -c16 -d10s: Unleash's /api/client/features (20 features); Switchboard's
     /api/client/features (the same 20), its session-config for one agent, and its session-config
-    over 1,000 agents in 50 workspaces, a random one per request (bench/random_path.lua)
+    over 1,000 agents in 50 workspaces, a random one per request (bench/random_path.lua); the
+    catalogue the frontend reads (tiers anonymous and for a workspace, a tier, voices, a voice
+    map) and a conditional read answered 304
   - in-process: flag evaluation through the memo and raw through the engine, and an uncached
     session-config resolve, p50/p99
 
@@ -63,6 +65,16 @@ WORKSPACES, AGENTS_PER_WORKSPACE = 50, 20
 WRK = ["wrk", "-t1", "-c16", "--latency"]
 CLIENT_TOKEN = "bench-client-token"  # noqa: S105 (a loopback benchmark token)
 FLAG = "grok-realtime-tier"
+# wrk needs a header; this one changes nothing for an anonymous read.
+ANONYMOUS = "Accept: application/json"
+# What the frontend reads: (result name, path, who asks)
+CATALOGUE_READS = [
+    ("tiers_anonymous", "/api/v1/tiers", "none"),
+    ("tiers_workspace", "/api/v1/tiers", "workspace"),
+    ("tier_by_id", "/api/v1/tiers/grok-realtime", "none"),
+    ("voices", "/api/v1/voices", "none"),
+    ("voice_map", "/api/v1/voice-maps/grok", "none"),
+]
 
 # What each figure must reach (the issues that set them: session-config ≥ 2.5x Unleash's
 # req/s with p99 ≤ 5 ms; client API ≥ 1.5x; evaluation p99 ≤ 50 µs; resolve p99 ≤ 1 ms).
@@ -75,6 +87,11 @@ TARGETS: dict[str, tuple[str, float]] = {
     "flag_evaluation_memoized_p99_us": ("<=", 50.0),
     "flag_evaluation_raw_p99_us": ("<=", 50.0),
     "resolve_uncached_p99_us": ("<=", 1000.0),
+    # Issue 21: catalogue reads >= 3x Unleash with p99 <= 3 ms; 304s >= 5x; no read below 1x.
+    "catalogue_reads_slowest_vs_unleash": (">=", 3.0),
+    "catalogue_reads_worst_p99_ms": ("<=", 3.0),
+    "catalogue_304_vs_unleash": (">=", 5.0),
+    "every_read_path_slowest_vs_unleash": (">=", 1.0),
 }
 
 
@@ -166,6 +183,7 @@ class Seeded:
     single_agent_path: str
     agent_paths: list[str]
     features: list[dict[str, Any]]
+    workspace_token: str = ""
 
 
 def seed(database_url: str, workdir: Path) -> Seeded:
@@ -234,10 +252,13 @@ def seed(database_url: str, workdir: Path) -> Seeded:
                     f"/api/v1/workspaces/{workspace_id}/agents/{agent.id}/session-config"
                 )
         _, service_token = auth_service.create_token(session, name="bench", scopes=["service"])
+        _, workspace_token = auth_service.create_token(
+            session, name="bench-00", scopes=[f"workspace:{workspace_ids[0]}"]
+        )
         session.commit()
         features = [f.definition for f in rollout.list_flags(session)]
     engine.dispose()
-    return Seeded(settings, service_token, agent_paths[0], agent_paths, features)
+    return Seeded(settings, service_token, agent_paths[0], agent_paths, features, workspace_token)
 
 
 @contextmanager
@@ -300,6 +321,14 @@ def measure_switchboard(seeded: Seeded, workdir: Path) -> dict[str, Any]:
             f"{base}{seeded.agent_paths[0]}", service, paths=paths
         )
         results["session_config_1000_agents"]["bytes"] = results["session_config"]["bytes"]
+        workspace = f"Authorization: Bearer {seeded.workspace_token}"
+        for name, path, header in CATALOGUE_READS:
+            header = {"workspace": workspace, "none": ANONYMOUS}[header]
+            results[name] = measured(f"{base}{path}", header)
+            results[name]["bytes"] = response_bytes(f"{base}{path}", header)
+        etag = http.get("/api/v1/tiers").headers["etag"]
+        results["tiers_304"] = measured(f"{base}/api/v1/tiers", f"If-None-Match: {etag}")
+        results["tiers_304"]["bytes"] = 0
     return results
 
 
@@ -427,6 +456,14 @@ def main() -> None:
         "flag_evaluation_memoized_p99_us": in_process["flag_evaluation_memoized"]["p99_us"],
         "flag_evaluation_raw_p99_us": in_process["flag_evaluation_raw"]["p99_us"],
         "resolve_uncached_p99_us": in_process["resolve_uncached"]["p99_us"],
+        "catalogue_reads_slowest_vs_unleash": min(
+            ours[name]["requests_per_second"] for name, _, _ in CATALOGUE_READS
+        )
+        / unleash_rps,
+        "catalogue_reads_worst_p99_ms": max(ours[name]["p99_ms"] for name, _, _ in CATALOGUE_READS),
+        "catalogue_304_vs_unleash": ours["tiers_304"]["requests_per_second"] / unleash_rps,
+        "every_read_path_slowest_vs_unleash": min(r["requests_per_second"] for r in ours.values())
+        / unleash_rps,
     }
     results["targets"] = {
         name: {"value": value, "target": f"{TARGETS[name][0]} {TARGETS[name][1]}"}
@@ -446,8 +483,8 @@ def main() -> None:
         ("unleash-server, PostgreSQL: /api/client/features", results["unleash_client_features"])
     ]
     for label in databases:
-        for name in ("client_features", "session_config", "session_config_1000_agents"):
-            rows.append((f"switchboard, {label}: {name}", results[f"switchboard_{label}"][name]))
+        for name, measurement in results[f"switchboard_{label}"].items():
+            rows.append((f"switchboard, {label}: {name}", measurement))
     print(f"\n{'measurement':<58}{'req/s':>9}{'p99 ms':>9}{'bytes':>8}{'non-2xx':>9}")
     invalid = []
     for name, r in rows:

@@ -20,6 +20,7 @@ from control_plane.auth.service import TOKENS_TOPIC
 from control_plane.calls.api import router as calls_router
 from control_plane.calls.service import CallPolicy
 from control_plane.catalogue.api import router as catalogue_router
+from control_plane.catalogue.reads import CatalogueReads
 from control_plane.catalogue.snapshot import CatalogueSnapshot
 from control_plane.changes import RESYNC, ChangeFeed
 from control_plane.db import make_engine, session_scope, write_gate
@@ -124,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalogue=catalogue,
     )
     feed.subscribe(catalogue.on_change)
+    app.state.catalogue_reads = CatalogueReads(catalogue, gate)
     feed.subscribe(config_cache.invalidate)
     feed.subscribe(lambda topic: token_cache.clear() if topic == TOKENS_TOPIC else None)
     feed.subscribe(lambda topic: token_cache.require_reverification() if topic == RESYNC else None)
@@ -144,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         token_cache=token_cache,
         gate=gate,
         client_tokens=client_tokens,
+        catalogue_reads=app.state.catalogue_reads,
     )
     app.add_middleware(
         SessionMiddleware,

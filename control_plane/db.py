@@ -6,6 +6,8 @@ from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import ORMExecuteState
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session, create_engine
@@ -124,3 +126,11 @@ def has_work_to_commit(session: Session) -> bool:
         or session.deleted
         or session.info.get("change_topics")
     )
+
+
+def end_read_only(session: Session) -> None:
+    """End a transaction that only read: its answer stands even if the connection is gone."""
+    try:
+        session.rollback()
+    except (OperationalError, PoolTimeoutError):
+        session.invalidate()

@@ -13,7 +13,7 @@ from control_plane.auth import service as auth_service
 from control_plane.auth.cache import TokenCache
 from control_plane.auth.principal import Principal
 from control_plane.changes import attach
-from control_plane.db import has_work_to_commit
+from control_plane.db import end_read_only, has_work_to_commit
 from control_plane.errors import ForbiddenError, UnauthorizedError
 from control_plane.rollout.gate import FlagGate
 from control_plane.settings import Settings
@@ -48,14 +48,6 @@ def get_session(
         except BaseException:
             session.rollback()
             raise
-
-
-def end_read_only(session: Session) -> None:
-    """End a transaction that only read: its answer stands even if the connection is gone."""
-    try:
-        session.rollback()
-    except (OperationalError, PoolTimeoutError):
-        session.invalidate()
 
 
 async def serialize_call_writes(request: Request) -> AsyncIterator[None]:

@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlmodel import Session
 
 from control_plane.auth.principal import Principal
@@ -19,30 +19,14 @@ from control_plane.catalogue.models import (
     VoiceRead,
     VoiceResolution,
 )
+from control_plane.catalogue.reads import CatalogueReads, ReadKey, sorted_tiers, workspace_context
+from control_plane.catalogue.snapshot import CatalogueData
 from control_plane.deps import AdminDep, GateDep, OptionalPrincipalDep, SessionDep
 from control_plane.errors import NotFoundError
-from control_plane.http import check_if_match, conditional_json, json_bytes, strong_etag
+from control_plane.http import check_if_match, json_bytes, strong_etag
 from control_plane.rollout.gate import FlagGate
 
 router = APIRouter(prefix="/api/v1", tags=["catalogue"])
-
-PUBLIC_CACHE = "public, max-age=30, must-revalidate"
-PRIVATE_CACHE = "private, max-age=0, must-revalidate"
-
-
-def workspace_context(principal: Principal | None, workspace_id: str | None) -> str | None:
-    """Whose view of the catalogue: ?workspace_id=, or the caller's only workspace."""
-    if principal is None:
-        return None
-    if workspace_id is not None:
-        if not principal.can_access_workspace(workspace_id):
-            raise NotFoundError(
-                f"Workspace '{workspace_id}' not found.", code="workspace_not_found"
-            )
-        return workspace_id
-    if len(principal.workspace_ids) == 1 and not principal.is_admin:
-        return next(iter(principal.workspace_ids))
-    return None
 
 
 def with_availability(tier: TierRead, gate: FlagGate, workspace_id: str | None) -> TierRead:
@@ -62,7 +46,7 @@ def with_availability(tier: TierRead, gate: FlagGate, workspace_id: str | None) 
     )
 
 
-def tier_read(session: Session, tier: Tier) -> TierRead:
+def tier_read(data: CatalogueData, tier: Tier) -> TierRead:
     return TierRead(
         id=tier.id,
         name=tier.name,
@@ -82,13 +66,25 @@ def tier_read(session: Session, tier: Tier) -> TierRead:
             telephony_provider=tier.telephony_provider,
         ),
         voice_provider=tier.voice_provider,
-        voices=service.voice_names(session, tier.voice_provider),
+        voices=data.voices.get(tier.voice_provider, []),
         expected_latency_ms=tier.expected_latency_ms,
         quality=tier.quality,
         flag_name=tier.flag_name,
         version=tier.version,
         updated_at=tier.updated_at,
     )
+
+
+def get_reads(request: Request) -> CatalogueReads:
+    reads: CatalogueReads = request.app.state.catalogue_reads
+    return reads
+
+
+ReadsDep = Annotated[CatalogueReads, Depends(get_reads)]
+
+
+def tiers_key(tier_id: str | None, context: str | None, principal: Principal | None) -> ReadKey:
+    return ("tier" if tier_id else "tiers", tier_id, context, principal is not None)
 
 
 WorkspaceQuery = Annotated[
@@ -103,18 +99,16 @@ def list_tiers(
     session: SessionDep,
     principal: OptionalPrincipalDep,
     gate: GateDep,
+    reads: ReadsDep,
     workspace_id: WorkspaceQuery = None,
 ) -> Response:
     context = workspace_context(principal, workspace_id)
-    tiers = [
-        with_availability(tier_read(session, t), gate, context) for t in service.list_tiers(session)
-    ]
-    return conditional_json(
-        request,
-        json_bytes(TierList(tiers=tiers)),
-        cache_control=PRIVATE_CACHE if principal else PUBLIC_CACHE,
-        vary="Authorization",
-    )
+
+    def render(data: CatalogueData) -> bytes:
+        tiers = [with_availability(tier_read(data, t), gate, context) for t in sorted_tiers(data)]
+        return json_bytes(TierList(tiers=tiers))
+
+    return reads.respond(request, session, tiers_key(None, context, principal), render)
 
 
 @router.get(
@@ -128,16 +122,15 @@ def get_tier(
     session: SessionDep,
     principal: OptionalPrincipalDep,
     gate: GateDep,
+    reads: ReadsDep,
     workspace_id: WorkspaceQuery = None,
 ) -> Response:
     context = workspace_context(principal, workspace_id)
-    tier = with_availability(tier_read(session, service.get_tier(session, tier_id)), gate, context)
-    return conditional_json(
-        request,
-        json_bytes(tier),
-        cache_control=PRIVATE_CACHE if principal else PUBLIC_CACHE,
-        vary="Authorization",
-    )
+
+    def render(data: CatalogueData) -> bytes:
+        return json_bytes(with_availability(tier_read(data, data.tier(tier_id)), gate, context))
+
+    return reads.respond(request, session, tiers_key(tier_id, context, principal), render)
 
 
 @router.patch("/tiers/{tier_id}", response_model=TierRead)
@@ -148,27 +141,35 @@ def patch_tier(
     response: Response,
     session: SessionDep,
     admin: AdminDep,
+    reads: ReadsDep,
 ) -> TierRead:
     tier = service.get_tier(session, tier_id)
-    check_if_match(request, strong_etag(json_bytes(tier_read(session, tier))))
-    updated = tier_read(session, service.update_tier(session, tier, patch, actor=admin.actor))
-    response.headers["ETag"] = strong_etag(json_bytes(updated))
-    return updated
+    data = reads.snapshot.get(session)
+    check_if_match(request, strong_etag(json_bytes(tier_read(data, tier))))
+    updated = service.update_tier(session, tier, patch, actor=admin.actor)
+    # The snapshot is dropped on commit; the tier's voices are not what a PATCH changes.
+    answer = tier_read(data, updated)
+    response.headers["ETag"] = strong_etag(json_bytes(answer))
+    return answer
 
 
-@router.get("/voices", response_model=VoiceList)
+@router.get("/voices", response_model=None, responses={200: {"model": VoiceList}})
 def list_voices(
+    request: Request,
     session: SessionDep,
+    reads: ReadsDep,
     provider: Annotated[str | None, Query(max_length=64, description="e.g. grok or openai")] = None,
-) -> VoiceList:
-    return VoiceList(
-        voices=[
+) -> Response:
+    def render(_data: CatalogueData) -> bytes:
+        voices = [
             VoiceRead(
                 provider=v.provider, name=v.name, description=v.description, is_default=v.is_default
             )
             for v in service.list_voices(session, provider)
         ]
-    )
+        return json_bytes(VoiceList(voices=voices))
+
+    return reads.respond(request, session, ("voices", provider, None, False), render)
 
 
 def _voice_map_read(session: Session, provider: str) -> VoiceMapRead:
@@ -185,9 +186,13 @@ def _voice_map_read(session: Session, provider: str) -> VoiceMapRead:
 
 
 @router.get("/voice-maps/{provider}", response_model=None, responses={200: {"model": VoiceMapRead}})
-def get_voice_map(provider: str, request: Request, session: SessionDep) -> Response:
-    body = json_bytes(_voice_map_read(session, provider))
-    return conditional_json(request, body, cache_control=PUBLIC_CACHE)
+def get_voice_map(
+    provider: str, request: Request, session: SessionDep, reads: ReadsDep
+) -> Response:
+    def render(_data: CatalogueData) -> bytes:
+        return json_bytes(_voice_map_read(session, provider))
+
+    return reads.respond(request, session, ("voice-map", provider, None, False), render)
 
 
 @router.get("/voice-maps/{provider}/resolve", response_model=VoiceResolution)

@@ -57,6 +57,11 @@ class CatalogueSnapshot:
         self._data: CatalogueData | None = None
         self._lock = threading.Lock()
 
+    @property
+    def current(self) -> CatalogueData | None:
+        """The loaded catalogue, or None after a change until the next `get`."""
+        return self._data
+
     def on_change(self, topic: str) -> None:
         if topic in self.INVALIDATING:
             self._data = None

@@ -65,6 +65,7 @@ class FlagGate:
         self._lock = threading.Lock()
         self.evaluations: Counter[tuple[str, bool]] = Counter()
         self.client_document = Served.of(b"", NO_STORE)
+        self.generation = 0  # bumped on every reload: answers built on older flags are stale
         feed.subscribe(self._on_change)
 
     @property
@@ -95,6 +96,7 @@ class FlagGate:
             self._meta = meta
             self._versions = versions
             self.client_document = Served.of(body, NO_STORE)
+            self.generation += 1
 
     def sync_server(self) -> None:
         """Scale mode: create on the Unleash server whatever flags it does not have yet."""

@@ -1,8 +1,10 @@
-"""The two hot reads, answered before the framework runs when the answer is already known:
+"""The hot reads, answered before the framework runs when the answer is already known:
 
 - GET /api/v1/workspaces/{w}/agents/{a}/session-config with a recently verified service token
   and a valid cached config;
-- GET /api/client/features with a configured client token (or a verified admin/service token).
+- GET /api/client/features with a configured client token (or a verified admin/service token);
+- the catalogue the frontend reads (GET /api/v1/tiers, /tiers/{id}, /voices, /voice-maps/{p}),
+  anonymous or with a recently verified token, when that variant is built and current.
 
 Everything else, including every miss, goes on to the FastAPI routes, which build and cache the
 answers, so both paths always agree.
@@ -15,13 +17,19 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from control_plane.auth.cache import TokenCache
+from control_plane.auth.principal import Principal
 from control_plane.auth.service import hash_token
+from control_plane.catalogue.reads import CatalogueReads, ReadKey, workspace_context
+from control_plane.errors import NotFoundError
 from control_plane.rollout.gate import FlagGate
 from control_plane.served import send_served
 from control_plane.sessions.cache import ConfigCache
 
 SESSION_CONFIG = re.compile(r"^/api/v1/workspaces/([^/]+)/agents/([^/]+)/session-config$")
 CLIENT_FEATURES = "/api/client/features"
+CATALOGUE_PREFIX = "/api/v1/"
+TIER = re.compile(r"^/api/v1/tiers(?:/([^/]+))?$")
+VOICE_MAP = re.compile(r"^/api/v1/voice-maps/([^/]+)$")
 CREDENTIAL_MODES = {"key", "ephemeral", "none"}
 
 
@@ -34,8 +42,10 @@ class HotPathMiddleware:
         token_cache: TokenCache,
         gate: FlagGate,
         client_tokens: list[bytes],
+        catalogue_reads: CatalogueReads,
     ) -> None:
         self.app = app
+        self.catalogue_reads = catalogue_reads
         self.config_cache = config_cache
         self.token_cache = token_cache
         self.gate = gate
@@ -51,7 +61,48 @@ class HotPathMiddleware:
                 match = SESSION_CONFIG.match(path)
                 if match and await self._session_config(scope, send, match[1], match[2]):
                     return
+            elif path.startswith(CATALOGUE_PREFIX) and await self._catalogue(scope, send, path):
+                return
         await self.app(scope, receive, send)
+
+    async def _catalogue(self, scope: Scope, send: Send, path: str) -> bool:
+        key = self._catalogue_key(scope, path)
+        served = self.catalogue_reads.cached(key) if key is not None else None
+        if served is None:
+            return False
+        await send_served(send, served, self._header(scope, b"if-none-match"))
+        return True
+
+    def _catalogue_key(self, scope: Scope, path: str) -> ReadKey | None:
+        """The variant this request asks for, or None when only the route can tell."""
+        tier = TIER.match(path)
+        voice_map = VOICE_MAP.match(path)
+        if tier is None and voice_map is None and path != "/api/v1/voices":
+            return None
+        query = scope.get("query_string", b"")
+        params = dict(parse_qsl(query.decode("latin-1"))) if query else {}
+        if voice_map is not None:  # voices and voice maps are the same for everyone
+            return None if params else ("voice-map", voice_map[1], None, False)
+        if tier is None:
+            provider = params.pop("provider", None)
+            return None if params else ("voices", provider, None, False)
+        workspace_id = params.pop("workspace_id", None)
+        if params:
+            return None
+        principal: Principal | None = None
+        authorization = self._header(scope, b"authorization")
+        if authorization is not None:
+            if authorization[:7].lower() != b"bearer ":
+                return None
+            token = authorization[7:].strip().decode("latin-1")
+            principal = self.token_cache.fresh(hash_token(token))
+            if principal is None:
+                return None
+        try:
+            context = workspace_context(principal, workspace_id)
+        except NotFoundError:
+            return None
+        return ("tier" if tier[1] else "tiers", tier[1], context, principal is not None)
 
     @staticmethod
     def _header(scope: Scope, name: bytes) -> bytes | None:

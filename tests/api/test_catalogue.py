@@ -185,3 +185,96 @@ def test_voice_map_rejects_unknown_target_voice(client: TestClient, tokens: Toke
         headers=auth(tokens.acme),
     )
     assert forbidden.status_code == 403
+
+
+def _tiers(client: TestClient, **kwargs: object) -> tuple[str, dict[str, dict[str, object]]]:
+    response = client.get("/api/v1/tiers", **kwargs)  # type: ignore[arg-type]
+    assert response.status_code == 200, response.text
+    return response.headers["etag"], {t["id"]: t for t in response.json()["tiers"]}
+
+
+def test_every_kind_of_edit_shows_in_the_next_catalogue_read(
+    client: TestClient, tokens: Tokens
+) -> None:
+    admin = auth(tokens.admin)
+    etag, tiers = _tiers(client)
+    assert _tiers(client)[0] == etag  # served again as it was
+    # A tier edit
+    assert client.patch("/api/v1/tiers/budget", json={"name": "Thrift"}, headers=admin).is_success
+    etag_after, tiers = _tiers(client)
+    assert tiers["budget"]["name"] == "Thrift" and etag_after != etag
+    # A voice map edit
+    before = client.get("/api/v1/voice-maps/grok").json()
+    entries = {**before["entries"], "alloy": "Rex"}
+    body = {"default_voice": before["default_voice"], "entries": entries}
+    assert client.put("/api/v1/voice-maps/grok", json=body, headers=admin).is_success
+    assert client.get("/api/v1/voice-maps/grok").json()["entries"]["alloy"] == "Rex"
+    # A cohort change and a flag change: acme's view of availability
+    view = {"params": {"workspace_id": "acme"}, "headers": admin}
+    assert _tiers(client, **view)[1]["grok-realtime"]["available"] is False
+    members = {"members": ["acme"]}
+    assert client.put("/api/v1/cohorts/internal", json=members, headers=admin).is_success
+    assert _tiers(client, **view)[1]["grok-realtime"]["available"] is True
+    assert client.post("/api/v1/flags/grok-realtime-tier/kill", headers=admin).is_success
+    killed = _tiers(client, **view)[1]["grok-realtime"]
+    assert killed["available"] is False and killed["unavailable_code"] == "tier_disabled"
+
+
+def test_the_etag_changes_exactly_when_the_body_does(client: TestClient, tokens: Tokens) -> None:
+    admin = auth(tokens.admin)
+    etag, _ = _tiers(client)
+    # A change elsewhere (an agent) and a flag change the anonymous view does not show.
+    agent = {"name": "Ava", "pricing_tier": "premium", "voice": "alloy"}
+    assert client.post("/api/v1/workspaces/acme/agents", json=agent, headers=admin).is_success
+    assert client.post("/api/v1/flags/grok-realtime-tier/kill", headers=admin).is_success
+    assert _tiers(client)[0] == etag
+    assert client.patch("/api/v1/tiers/budget", json={"quality": "fair"}, headers=admin).is_success
+    assert _tiers(client)[0] != etag
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["built", "served"])
+def test_a_matching_etag_answers_304_with_cache_headers(
+    client: TestClient, tokens: Tokens, warm: bool
+) -> None:
+    etag, _ = _tiers(client)
+    if not warm:  # the next request must build it again (the route's path)
+        client.app.state.catalogue_reads.snapshot.on_change("config:*")  # type: ignore[attr-defined]
+    response = client.get("/api/v1/tiers", headers={"If-None-Match": etag})
+    assert response.status_code == 304 and response.content == b""
+    assert response.headers["cache-control"].startswith("public, max-age=30")
+    assert "stale-while-revalidate" in response.headers["cache-control"]
+    private = client.get("/api/v1/tiers", headers=auth(tokens.acme))
+    assert private.headers["cache-control"].startswith("private")
+    assert private.headers["vary"] == "Authorization"
+
+
+def _database_away(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from control_plane.catalogue.snapshot import CatalogueSnapshot
+
+    def away(self: CatalogueSnapshot, session: object) -> None:
+        raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(CatalogueSnapshot, "_load", away)
+    client.app.state.catalogue_reads.snapshot.on_change("config:*")  # type: ignore[attr-defined]
+
+
+def test_database_away_serves_the_last_catalogue_marked_stale(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    known = client.get("/api/v1/tiers")
+    _database_away(client, monkeypatch)
+    stale = client.get("/api/v1/tiers")
+    assert stale.status_code == 200
+    assert stale.headers["x-switchboard-stale"] == "true"
+    assert stale.content == known.content
+
+
+def test_database_away_with_nothing_known_is_a_clear_503(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _database_away(client, monkeypatch)
+    response = client.get("/api/v1/tiers")
+    assert response.status_code == 503
+    assert response.json()["code"] == "database_unavailable"

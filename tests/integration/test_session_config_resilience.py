@@ -155,6 +155,20 @@ def test_a_change_through_one_process_is_served_by_the_other(
     assert one.post("/api/v1/flags/grok-realtime-tier/kill", headers=auth(admin)).status_code == 200
     wait_until(lambda: other.get(config_path, headers=auth(service)).status_code == 403, 1.0)
     assert other.get(config_path, headers=auth(service)).json()["code"] == "tier_disabled"
+    # The catalogue the frontend reads travels the same way: a tier edit, then availability.
+    assert other.get("/api/v1/tiers/budget").json()["name"] != "Thrift"  # cached there now
+    assert one.patch(
+        "/api/v1/tiers/budget", json={"name": "Thrift"}, headers=auth(admin)
+    ).is_success
+    elapsed = wait_until(lambda: other.get("/api/v1/tiers/budget").json()["name"] == "Thrift", 1.0)
+    assert elapsed < 1.0
+    view = {"params": {"workspace_id": "acme"}, "headers": auth(admin)}
+    assert other.get("/api/v1/tiers/grok-realtime", **view).json()["available"] is False
+    assert one.post("/api/v1/flags/grok-realtime-tier/resume", headers=auth(admin)).is_success
+    elapsed = wait_until(
+        lambda: other.get("/api/v1/tiers/grok-realtime", **view).json()["available"] is True, 1.0
+    )
+    assert elapsed < 1.0
 
 
 def test_database_outage_serves_last_known_good_and_never_500(
