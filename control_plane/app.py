@@ -39,7 +39,7 @@ from control_plane.sessions.cache import ConfigCache
 from control_plane.sessions.ephemeral import EphemeralSecrets
 from control_plane.sessions.fastpath import HotPathMiddleware
 from control_plane.sessions.service import Resolver
-from control_plane.settings import Settings
+from control_plane.settings import Settings, production_refusals
 from control_plane.telemetry.api import router as telemetry_router
 from control_plane.telemetry.metrics import HttpMetricsMiddleware, Metrics, StateCollector
 from control_plane.web.routes import install_page_errors
@@ -64,8 +64,6 @@ def session_secret(settings: Settings) -> str:
     """The key that signs session cookies: from settings; outside production a per-process one."""
     if settings.session_secret is not None:
         return settings.session_secret.get_secret_value()
-    if settings.environment == "production":
-        raise RuntimeError("Set SWITCHBOARD_SESSION_SECRET: it signs the pages' session cookies.")
     return secrets.token_urlsafe(32)
 
 
@@ -108,6 +106,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Control plane for voice agents on several realtime providers.",
         lifespan=lifespan,
     )
+    refusals = production_refusals(settings)
+    if refusals:
+        raise RuntimeError(" ".join(refusals))
     app.state.settings = settings
     app.state.engine = make_engine(settings)
     app.state.keyring = Keyring.from_settings(settings)

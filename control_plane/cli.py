@@ -12,7 +12,7 @@ from control_plane import migrate as migrations
 from control_plane.auth import service as auth_service
 from control_plane.catalogue.seed import seed_catalogue
 from control_plane.db import make_engine, session_scope
-from control_plane.settings import Settings
+from control_plane.settings import Settings, production_refusals
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -47,7 +47,15 @@ def seed(
     from control_plane.demo import seed_demo
     from control_plane.rollout.service import seed_flags
 
-    engine = make_engine(Settings())
+    settings = Settings()
+    if demo and settings.environment == "production":
+        typer.echo(
+            "error: demo data (admin@example.com / switchboard-demo and demo tokens) is refused "
+            "in production; create users and tokens with `switchboard users` and `tokens`.",
+            err=True,
+        )
+        raise typer.Exit(2)
+    engine = make_engine(settings)
     with session_scope(engine) as session:
         added = seed_catalogue(session)
         typer.echo(
@@ -79,6 +87,19 @@ def serve(
 ) -> None:
     """Serve the control plane with uvicorn."""
     import uvicorn
+
+    from control_plane.keys.crypto import Keyring, MasterKeyError
+
+    settings = Settings()
+    refusals = production_refusals(settings)
+    try:
+        Keyring.from_settings(settings)
+    except MasterKeyError as exc:
+        refusals.append(str(exc))
+    if refusals:
+        for refusal in refusals:
+            typer.echo(f"refused: {refusal}", err=True)
+        raise typer.Exit(2)
 
     uvicorn.run(
         "control_plane.app:create_app",

@@ -79,3 +79,25 @@ class Settings(BaseSettings):
     @property
     def scale_mode(self) -> bool:
         return bool(self.unleash_url)
+
+
+MIN_SESSION_SECRET_BYTES = 32
+
+
+def production_refusals(settings: Settings) -> list[str]:
+    """What production refuses to start with, one line each (empty outside production).
+
+    The master key is checked where it is read (`Keyring.from_settings`): a development key file
+    is refused there.
+    """
+    if settings.environment != "production":
+        return []
+    refusals = []
+    secret = settings.session_secret.get_secret_value() if settings.session_secret else ""
+    if len(secret.encode()) < MIN_SESSION_SECRET_BYTES:
+        refusals.append(
+            f"SWITCHBOARD_SESSION_SECRET is {len(secret.encode())} bytes; production needs at "
+            f"least {MIN_SESSION_SECRET_BYTES} (python -c 'import secrets; "
+            "print(secrets.token_urlsafe(48))')."
+        )
+    return refusals

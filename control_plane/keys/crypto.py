@@ -123,7 +123,13 @@ class Keyring:
         if path is None and settings.environment != "production":
             path = DEFAULT_DEV_KEY_FILE
         if path is not None and path.exists():
-            return cls(parse_keyring(path.read_text()))
+            keyring = cls(parse_keyring(path.read_text()))
+            if settings.environment == "production" and keyring.active_id.startswith("dev-"):
+                raise MasterKeyError(
+                    f"The master key in {path} is a development key (made on a first run outside "
+                    "production); production needs its own: `switchboard keys generate-master`."
+                )
+            return keyring
         if settings.environment == "production":
             raise MasterKeyError(
                 "No master key: set SWITCHBOARD_MASTER_KEYS='id:base64key' or "

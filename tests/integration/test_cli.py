@@ -122,3 +122,98 @@ def test_serve_and_worker_come_up(cli_env: dict[str, str]) -> None:
         for process in (server, worker):
             process.terminate()
             assert process.wait(timeout=15) is not None
+
+
+def refused(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [SWITCHBOARD, *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, f"switchboard {' '.join(args)} was not refused:\n{done.stdout}"
+    return done.stderr
+
+
+@pytest.fixture
+def production_env(tmp_path: Path) -> dict[str, str]:
+    """Production with a proper session secret and master key, on a migrated SQLite file."""
+    from control_plane.keys.crypto import create_key_file
+
+    create_key_file(tmp_path / "prod.key", "prod-1")
+    env = {
+        **os.environ,
+        "SWITCHBOARD_ENVIRONMENT": "production",
+        "SWITCHBOARD_DATABASE_URL": f"sqlite:///{tmp_path}/prod.db",
+        "SWITCHBOARD_MASTER_KEY_FILE": str(tmp_path / "prod.key"),
+        "SWITCHBOARD_SESSION_SECRET": "s" * 48,
+    }
+    run(env, "migrate")
+    return env
+
+
+def test_production_refuses_demo_data(production_env: dict[str, str]) -> None:
+    message = refused(production_env, "seed", "--demo")
+    assert "refused in production" in message and len(message.strip().splitlines()) == 1
+    assert "tiers" in run(production_env, "seed")  # the catalogue itself is fine
+
+
+def test_production_refuses_a_short_session_secret(production_env: dict[str, str]) -> None:
+    message = refused({**production_env, "SWITCHBOARD_SESSION_SECRET": "x"}, "serve")
+    assert "SWITCHBOARD_SESSION_SECRET is 1 bytes" in message
+    assert len(message.strip().splitlines()) == 1
+
+
+def test_production_refuses_a_development_key_file(
+    production_env: dict[str, str], tmp_path: Path
+) -> None:
+    from control_plane.keys.crypto import create_key_file
+
+    create_key_file(tmp_path / "dev.key", "dev-abc123")
+    message = refused(
+        {**production_env, "SWITCHBOARD_MASTER_KEY_FILE": str(tmp_path / "dev.key")}, "serve"
+    )
+    assert "development key" in message and len(message.strip().splitlines()) == 1
+
+
+def test_a_weak_session_secret_lets_anyone_forge_an_admin_cookie_without_the_refusal(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Why the refusal exists: with the check off, production starts on secret 'x', and a cookie
+    signed with 'x' by someone who guessed it opens the admin pages."""
+    import base64
+
+    import itsdangerous
+    from fastapi.testclient import TestClient
+
+    from control_plane import app as app_module
+    from control_plane.keys.crypto import create_key_file
+    from control_plane.migrate import upgrade
+    from control_plane.settings import Settings
+
+    create_key_file(tmp_path / "prod.key", "prod-1")
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        environment="production",
+        database_url=f"sqlite:///{tmp_path}/weak.db",
+        master_key_file=tmp_path / "prod.key",
+        session_secret="x",
+    )
+    upgrade(settings.database_url)
+    with pytest.raises(RuntimeError, match="SESSION_SECRET"):
+        app_module.create_app(settings)
+    monkeypatch.setattr(app_module, "production_refusals", lambda settings: [])
+    application = app_module.create_app(settings)
+    from sqlmodel import Session
+
+    from control_plane.auth import service as auth_service
+
+    with Session(application.state.engine) as session:
+        admin = auth_service.create_user(
+            session, email="root@example.com", password="long enough pw 123", role="admin"
+        )
+        session.commit()
+        admin_id = admin.id
+    payload = base64.b64encode(json.dumps({"user_id": admin_id}).encode())
+    forged = itsdangerous.TimestampSigner("x").sign(payload).decode()
+    with TestClient(application, base_url="https://testserver") as client:
+        client.cookies.set("switchboard_session", forged)
+        page = client.get("/rollout", follow_redirects=False)
+    assert page.status_code == 200 and "Rollout" in page.text
