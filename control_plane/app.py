@@ -155,7 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         session_cookie="switchboard_session",
         same_site="lax",
         https_only=settings.environment == "production",
-        max_age=12 * 3600,
+        max_age=settings.session_absolute_hours * 3600,
     )
     install_middleware(app, settings)
     app.state.metrics = metrics = Metrics()

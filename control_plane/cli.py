@@ -369,6 +369,28 @@ def worker(host: str = "127.0.0.1", port: int = 8001) -> None:
     )
 
 
+@users_app.command("set-password")
+def users_set_password(
+    email: str,
+    password: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)
+    ] = "",
+) -> None:
+    """Give a person a new password; every page session they had ends."""
+    from control_plane.errors import ProblemError
+
+    engine = make_engine(Settings())
+    try:
+        with session_scope(engine) as session:
+            user = auth_service.set_password(session, email, password)
+            typer.echo(f"user {user.id} {user.email}: password changed, sessions ended")
+    except ProblemError as exc:
+        typer.echo(f"error ({exc.code}): {exc.detail}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        engine.dispose()
+
+
 @users_app.command("create")
 def users_create(
     email: str,

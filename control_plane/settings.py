@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     telnyx_public_key: str | None = None
 
     session_secret: SecretStr | None = None
+    # A page session ends after this long without a request, and after this long in any case.
+    session_idle_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+    session_absolute_hours: int = Field(default=12, ge=1, le=30 * 24)
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     max_json_depth: int = Field(default=32, ge=2)
     max_header_bytes: int = Field(default=32_768, ge=1024)

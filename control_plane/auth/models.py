@@ -40,6 +40,8 @@ class User(SQLModel, table=True):
         default=None, max_length=64, foreign_key="workspaces.id", ondelete="CASCADE"
     )
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Bumped on sign-out and password change: cookies that carry an older one are refused.
+    session_version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 def validate_scope(scope: str) -> str:

@@ -112,6 +112,25 @@ def authenticate_user(session: Session, email: str, password: str) -> User | Non
     return user
 
 
+def set_password(session: Session, email: str, password: str) -> User:
+    """A new password; every session signed in with the old one ends."""
+    user = session.exec(select(User).where(User.email == email.strip().lower())).first()
+    if user is None:
+        raise NotFoundError(f"No user with email {email}.", code="user_not_found")
+    if len(password) < 10:
+        raise InvalidInputError("Passwords need at least 10 characters.", code="weak_password")
+    user.password_hash = _hasher.hash(password)
+    end_sessions(session, user)
+    return user
+
+
+def end_sessions(session: Session, user: User) -> None:
+    """Revoke every session cookie issued to this user so far (sign-out, password change)."""
+    user.session_version += 1
+    session.add(user)
+    session.flush()
+
+
 def principal_for_user(user: User) -> Principal:
     scopes = {"admin"} if user.role == "admin" else {f"workspace:{user.workspace_id}"}
     return Principal(name=user.email, scopes=frozenset(scopes), user_id=user.id)

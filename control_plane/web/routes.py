@@ -7,6 +7,7 @@ the same. Every form carries a CSRF token tied to the session.
 
 import hmac
 import secrets
+import time
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -27,6 +28,7 @@ from control_plane.keys import service as keys
 from control_plane.rollout import service as rollout
 from control_plane.rollout.gate import FlagGate
 from control_plane.rollout.models import STAGES, CohortWrite, RolloutChange
+from control_plane.settings import Settings
 from control_plane.telemetry import service as telemetry
 from control_plane.workspaces import service as workspaces
 from control_plane.workspaces.models import AgentCreate, AgentPatch
@@ -58,10 +60,24 @@ CsrfDep = Annotated[None, Depends(check_csrf)]
 
 
 def current_user(request: Request, session: Annotated[Session, Depends(get_session)]) -> User:
-    user_id = request.session.get("user_id")
+    """The signed-in user, if the cookie's session is still alive: issued for the user's current
+    session version (not signed out since, password unchanged), within the absolute lifetime,
+    and used within the idle lifetime."""
+    cookie = request.session
+    user_id = cookie.get("user_id")
     user = session.get(User, user_id) if isinstance(user_id, int) else None
-    if user is None:
+    settings: Settings = request.app.state.settings
+    now = int(time.time())
+    if (
+        user is None
+        or cookie.get("sv") != user.session_version
+        or now - int(cookie.get("iat", 0)) > settings.session_absolute_hours * 3600
+        or now - int(cookie.get("seen", 0)) > settings.session_idle_minutes * 60
+    ):
+        cookie.clear()
         raise SignInRequired
+    if now - int(cookie["seen"]) >= 60:  # a fresh cookie at most once a minute
+        cookie["seen"] = now
     return user
 
 
@@ -113,14 +129,21 @@ def login(
             error="Email or password is wrong.",
             email=email,
         )
+    now = int(time.time())
     request.session.clear()
-    request.session["user_id"] = user.id
+    request.session.update({"user_id": user.id, "sv": user.session_version, "iat": now})
+    request.session["seen"] = now
     request.session["csrf"] = secrets.token_urlsafe(24)  # a fresh token per sign-in
     return see_other("/tiers")
 
 
 @router.post("/logout")
-def logout(request: Request, _csrf: CsrfDep) -> Response:
+def logout(request: Request, session: SessionDep, _csrf: CsrfDep) -> Response:
+    """Sign out everywhere: the session version moves on, so a copied cookie is dead too."""
+    user_id = request.session.get("user_id")
+    user = session.get(User, user_id) if isinstance(user_id, int) else None
+    if user is not None and request.session.get("sv") == user.session_version:
+        auth_service.end_sessions(session, user)
     request.session.clear()
     return see_other("/login")
 

@@ -211,7 +211,9 @@ def test_a_weak_session_secret_lets_anyone_forge_an_admin_cookie_without_the_ref
         )
         session.commit()
         admin_id = admin.id
-    payload = base64.b64encode(json.dumps({"user_id": admin_id}).encode())
+    now = int(__import__("time").time())
+    claims = {"user_id": admin_id, "sv": 0, "iat": now, "seen": now}  # the cookie's known shape
+    payload = base64.b64encode(json.dumps(claims).encode())
     forged = itsdangerous.TimestampSigner("x").sign(payload).decode()
     with TestClient(application, base_url="https://testserver") as client:
         client.cookies.set("switchboard_session", forged)

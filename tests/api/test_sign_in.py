@@ -1,0 +1,113 @@
+"""Page sessions as an attacker meets them: a cookie copied before sign-out, after a password
+change, or kept past its lifetimes. Each guard beside the attack succeeding without it."""
+
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+
+from control_plane.auth import service as auth_service
+from control_plane.demo import DEMO_PASSWORD, seed_demo
+
+ADMIN = "admin@example.com"
+
+
+@pytest.fixture
+def pages(client: TestClient) -> Iterator[TestClient]:
+    with Session(client.app.state.engine) as session:  # type: ignore[attr-defined]
+        seed_demo(session)
+        session.commit()
+    yield client
+
+
+def csrf(client: TestClient) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)
+    assert match is not None
+    return match[1]
+
+
+def sign_in(client: TestClient, email: str = ADMIN, password: str = DEMO_PASSWORD) -> int:
+    form = {"email": email, "password": password, "csrf": csrf(client)}
+    return client.post("/login", data=form, follow_redirects=False).status_code
+
+
+def visit(client: TestClient, cookie: str) -> tuple[int, str]:
+    """The rollout page with exactly this cookie; its status and the cookie to use next."""
+    client.cookies.clear()
+    client.cookies.set("switchboard_session", cookie)
+    response = client.get("/rollout", follow_redirects=False)
+    client.cookies.clear()
+    return response.status_code, response.cookies.get("switchboard_session") or cookie
+
+
+def rollout_status(client: TestClient, cookie: str) -> int:
+    return visit(client, cookie)[0]
+
+
+def signed_in_cookie(client: TestClient) -> str:
+    client.cookies.clear()
+    assert sign_in(client) == 303
+    cookie = client.cookies.get("switchboard_session")
+    assert cookie and rollout_status(client, cookie) == 200
+    return cookie
+
+
+def sign_out(client: TestClient, cookie: str) -> None:
+    client.cookies.clear()
+    client.cookies.set("switchboard_session", cookie)
+    token = re.search(r'name="csrf" value="([^"]+)"', client.get("/rollout").text)
+    assert token is not None
+    response = client.post("/logout", data={"csrf": token[1]}, follow_redirects=False)
+    assert response.status_code == 303
+
+
+def test_a_cookie_copied_before_sign_out_is_dead(pages: TestClient) -> None:
+    copied = signed_in_cookie(pages)
+    sign_out(pages, copied)
+    assert rollout_status(pages, copied) == 303  # to /login
+
+
+def test_without_revocation_a_copied_cookie_outlives_sign_out(
+    pages: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(auth_service, "end_sessions", lambda session, user: None)
+    copied = signed_in_cookie(pages)
+    sign_out(pages, copied)
+    assert rollout_status(pages, copied) == 200
+
+
+def test_a_password_change_ends_every_session(pages: TestClient) -> None:
+    copied = signed_in_cookie(pages)
+    with Session(pages.app.state.engine) as session:  # type: ignore[attr-defined]
+        auth_service.set_password(session, ADMIN, "a brand new password")
+        session.commit()
+    assert rollout_status(pages, copied) == 303
+    pages.cookies.clear()
+    assert sign_in(pages, password="a brand new password") == 303
+
+
+def test_sessions_end_after_the_idle_and_absolute_lifetimes(
+    pages: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = pages.app.state.settings  # type: ignore[attr-defined]
+    cookie = signed_in_cookie(pages)
+    now = time.time()
+    idle = settings.session_idle_minutes * 60
+    monkeypatch.setattr(time, "time", lambda: now + idle - 5)
+    assert rollout_status(pages, cookie) == 200  # still within the idle lifetime
+    monkeypatch.setattr(time, "time", lambda: now + idle + 5)
+    assert rollout_status(pages, cookie) == 303
+    # Kept busy, a session still ends at the absolute lifetime.
+    monkeypatch.setattr(time, "time", lambda: now)
+    cookie = signed_in_cookie(pages)
+    step, elapsed = idle // 2, 0
+    while elapsed + step < settings.session_absolute_hours * 3600:
+        elapsed += step
+        monkeypatch.setattr(time, "time", lambda at=now + elapsed: at)
+        status, cookie = visit(pages, cookie)
+        assert status == 200, elapsed
+    monkeypatch.setattr(time, "time", lambda: now + settings.session_absolute_hours * 3600 + 5)
+    assert rollout_status(pages, cookie) == 303
