@@ -3,6 +3,7 @@
 import gc
 import logging
 import secrets
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from control_plane.audit.api import router as audit_router
 from control_plane.auth.api import router as tokens_router
 from control_plane.auth.cache import TokenCache
 from control_plane.auth.service import TOKENS_TOPIC
+from control_plane.auth.throttle import ThrottlePolicy
 from control_plane.calls.api import router as calls_router
 from control_plane.calls.service import CallPolicy
 from control_plane.catalogue.api import router as catalogue_router
@@ -110,6 +112,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if refusals:
         raise RuntimeError(" ".join(refusals))
     app.state.settings = settings
+    app.state.throttle_policy = ThrottlePolicy.from_settings(settings)
+    app.state.password_hashing = threading.BoundedSemaphore(settings.max_concurrent_password_hashes)
     app.state.engine = make_engine(settings)
     app.state.keyring = Keyring.from_settings(settings)
     app.state.call_policy = call_policy(settings, app.state.keyring)

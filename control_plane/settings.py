@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     # A page session ends after this long without a request, and after this long in any case.
     session_idle_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
     session_absolute_hours: int = Field(default=12, ge=1, le=30 * 24)
+    # Sign-in throttling: free failures per account and per client address, then a lock of
+    # base * 2^(extra failures) seconds, capped. Password hashes run at most N at a time (each
+    # argon2 hash takes 64 MiB), so a flood of sign-ins cannot exhaust memory.
+    sign_in_free_attempts: int = Field(default=5, ge=1)
+    sign_in_free_attempts_per_address: int = Field(default=20, ge=1)
+    sign_in_backoff_base_seconds: float = Field(default=1.0, gt=0)
+    sign_in_backoff_max_seconds: float = Field(default=900.0, gt=0)
+    max_concurrent_password_hashes: int = Field(default=2, ge=1, le=64)
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     max_json_depth: int = Field(default=32, ge=2)
     max_header_bytes: int = Field(default=32_768, ge=1024)

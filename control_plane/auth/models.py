@@ -44,6 +44,18 @@ class User(SQLModel, table=True):
     session_version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
+class SignInThrottle(SQLModel, table=True):
+    """Failed sign-ins per account ("account:<email>") and per client address ("address:<ip>"),
+    kept in the database so every process sees the same count."""
+
+    __tablename__ = "sign_in_throttles"
+
+    key: str = Field(primary_key=True, max_length=300)
+    failures: int = 0
+    locked_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+
+
 def validate_scope(scope: str) -> str:
     if scope in (ADMIN_SCOPE, SERVICE_SCOPE):
         return scope

@@ -7,6 +7,7 @@ the same. Every form carries a CSRF token tied to the session.
 
 import hmac
 import secrets
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +20,7 @@ from sqlmodel import Session
 
 from control_plane.audit import service as audit
 from control_plane.auth import service as auth_service
+from control_plane.auth import throttle
 from control_plane.auth.models import User
 from control_plane.auth.principal import Principal
 from control_plane.catalogue import service as catalogue
@@ -119,8 +121,28 @@ def login(
     email: Annotated[str, Form(max_length=254)],
     password: Annotated[str, Form(max_length=200)],
 ) -> Response:
-    user = auth_service.authenticate_user(session, email, password)
+    keys = throttle.keys_for(email, request.client.host if request.client else None)
+    wait = throttle.retry_after(session, keys)
+    if wait is not None:
+        return too_many_attempts(request, email, wait)
+    hashing: threading.BoundedSemaphore = request.app.state.password_hashing
+    if not hashing.acquire(timeout=5):
+        return render(
+            request,
+            "login.html",
+            None,
+            status_code=503,
+            error="Signing in is busy right now; try again in a few seconds.",
+            email=email,
+        )
+    try:
+        user = auth_service.authenticate_user(session, email, password)
+    finally:
+        hashing.release()
     if user is None:
+        policy: throttle.ThrottlePolicy = request.app.state.throttle_policy
+        for key in throttle.record_failure(session, policy, keys):
+            audit.record(session, actor="sign-in", action="auth.sign_in_locked", target=key)
         return render(
             request,
             "login.html",
@@ -129,12 +151,26 @@ def login(
             error="Email or password is wrong.",
             email=email,
         )
+    throttle.record_success(session, email)
     now = int(time.time())
     request.session.clear()
     request.session.update({"user_id": user.id, "sv": user.session_version, "iat": now})
     request.session["seen"] = now
     request.session["csrf"] = secrets.token_urlsafe(24)  # a fresh token per sign-in
     return see_other("/tiers")
+
+
+def too_many_attempts(request: Request, email: str, wait: int) -> HTMLResponse:
+    response = render(
+        request,
+        "login.html",
+        None,
+        status_code=429,
+        error=f"Too many failed sign-ins. Try again in {wait} s.",
+        email=email,
+    )
+    response.headers["Retry-After"] = str(wait)
+    return response
 
 
 @router.post("/logout")

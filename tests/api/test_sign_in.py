@@ -111,3 +111,53 @@ def test_sessions_end_after_the_idle_and_absolute_lifetimes(
         assert status == 200, elapsed
     monkeypatch.setattr(time, "time", lambda: now + settings.session_absolute_hours * 3600 + 5)
     assert rollout_status(pages, cookie) == 303
+
+
+def wrong_then_right(client: TestClient, wrong: int) -> list[int]:
+    client.cookies.clear()
+    answers = [sign_in(client, password=f"guess number {i}") for i in range(wrong)]
+    return [*answers, sign_in(client)]
+
+
+def test_guessing_passwords_is_throttled(pages: TestClient) -> None:
+    answers = wrong_then_right(pages, 100)
+    assert answers[:5] == [401] * 5  # the free attempts
+    assert set(answers[5:]) == {429}  # then locked, the right password included
+    assert (
+        pages.cookies.get("switchboard_session") is None
+        or rollout_status(pages, pages.cookies.get("switchboard_session") or "") == 303
+    )
+    refused = pages.post(
+        "/login",
+        data={"email": ADMIN, "password": DEMO_PASSWORD, "csrf": csrf(pages)},
+        follow_redirects=False,
+    )
+    assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) >= 1
+    assert "Too many failed sign-ins" in refused.text
+
+
+def test_without_throttling_100_guesses_then_the_right_one_get_in(
+    pages: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from control_plane.auth import throttle
+
+    monkeypatch.setattr(throttle, "retry_after", lambda session, keys, now=None: None)
+    answers = wrong_then_right(pages, 100)
+    assert set(answers[:100]) == {401} and answers[100] == 303
+
+
+def test_a_lock_is_per_account_and_ends(pages: TestClient) -> None:
+    from datetime import timedelta
+
+    from control_plane.auth import throttle
+    from control_plane.core import utcnow
+
+    assert wrong_then_right(pages, 6)[-1] == 429
+    # Another account from the same address is not locked (the address allows 20).
+    assert sign_in(pages, email="ava@acme.example") == 303
+    with Session(pages.app.state.engine) as session:  # type: ignore[attr-defined]
+        keys = throttle.keys_for(ADMIN, None)
+        later = utcnow() + timedelta(seconds=3)  # 1 s * 2^1 after the sixth failure
+        assert throttle.retry_after(session, keys) is not None
+        assert throttle.retry_after(session, keys, now=later) is None
