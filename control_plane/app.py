@@ -1,6 +1,7 @@
 """The FastAPI application factory: settings, database, routers, middleware, lifespan."""
 
 import gc
+import hmac
 import logging
 import secrets
 import threading
@@ -8,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
@@ -27,7 +28,7 @@ from control_plane.catalogue.snapshot import CatalogueSnapshot
 from control_plane.changes import RESYNC, ChangeFeed
 from control_plane.db import make_engine, session_scope, write_gate
 from control_plane.deps import SessionDep
-from control_plane.errors import document_problems, install_error_handlers
+from control_plane.errors import NotFoundError, document_problems, install_error_handlers
 from control_plane.keys.api import router as keys_router
 from control_plane.keys.crypto import Keyring
 from control_plane.logging import configure_logging
@@ -69,6 +70,22 @@ def session_secret(settings: Settings) -> str:
     return secrets.token_urlsafe(32)
 
 
+def docs_public(settings: Settings) -> bool:
+    if settings.public_docs is not None:
+        return settings.public_docs
+    return settings.environment != "production"
+
+
+def metrics_allowed(settings: Settings, authorization: str | None) -> bool:
+    """Outside production anyone may scrape; in production only with the metrics token."""
+    if settings.environment != "production" and settings.metrics_token is None:
+        return True
+    if settings.metrics_token is None or authorization is None:
+        return False
+    expected = f"Bearer {settings.metrics_token.get_secret_value()}"
+    return hmac.compare_digest(authorization.encode(), expected.encode())
+
+
 def call_policy(settings: Settings, keyring: Keyring) -> CallPolicy:
     secret = settings.stream_token_secret
     return CallPolicy(
@@ -102,11 +119,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.flag_gate.close()
         app.state.engine.dispose()
 
+    public = docs_public(settings)
     app = FastAPI(
         title="Switchboard",
         version="0.1.0",
         summary="Control plane for voice agents on several realtime providers.",
         lifespan=lifespan,
+        docs_url="/docs" if public else None,
+        redoc_url="/redoc" if public else None,
+        openapi_url="/openapi.json" if public else None,
     )
     refusals = production_refusals(settings)
     if refusals:
@@ -179,7 +200,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
-    def prometheus_metrics() -> PlainTextResponse:
+    def prometheus_metrics(request: Request) -> PlainTextResponse:
+        if not metrics_allowed(settings, request.headers.get("authorization")):
+            raise NotFoundError("Not found.", code="not_found")
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/healthz", tags=["health"])

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     telnyx_public_key: str | None = None
 
     session_secret: SecretStr | None = None
+    # What the app shows about itself. API docs (/docs, /openapi.json): on by default outside
+    # production, off in production unless set. /metrics: open outside production; in
+    # production only with `Authorization: Bearer <metrics_token>` (404 without a token set).
+    public_docs: bool | None = None
+    metrics_token: SecretStr | None = None
     # A page session ends after this long without a request, and after this long in any case.
     session_idle_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
     session_absolute_hours: int = Field(default=12, ge=1, le=30 * 24)
