@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     max_header_count: int = Field(default=100, ge=10)
     config_cache_size: int = Field(default=10_000, ge=1)
     telemetry_webhook_url: str | None = None
+    # Production sends webhooks to public addresses only; these hosts are let through as named.
+    webhook_allowed_hosts: str | None = None
     log_level: str = "INFO"
 
     @cached_property

@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Request
 
 from control_plane.deps import AdminDep, GateDep, SerializedCallWrites, ServiceDep, SessionDep
 from control_plane.telemetry import service
@@ -21,13 +21,14 @@ router = APIRouter(prefix="/api/v1", tags=["telemetry"])
 @router.post("/telemetry/calls", response_model=IngestResult, dependencies=[SerializedCallWrites])
 def report_calls(
     body: Annotated[CallReportIn | CallBatch, Body()],
+    request: Request,
     session: SessionDep,
     _service: ServiceDep,
     gate: GateDep,
 ) -> IngestResult:
     """One call report or `{"calls": [...]}`; a call id already seen counts once."""
     reports = body.calls if isinstance(body, CallBatch) else [body]
-    return service.ingest(session, gate, reports)
+    return service.ingest(session, gate, reports, request.app.state.outbound_policy)
 
 
 @router.get("/rollouts/{flag}/health", response_model=RolloutHealth)
@@ -46,7 +47,9 @@ def get_guard(flag: str, session: SessionDep, _admin: AdminDep) -> GuardRead:
 
 
 @router.patch("/rollouts/{flag}/guard", response_model=GuardRead)
-def patch_guard(flag: str, body: GuardWrite, session: SessionDep, admin: AdminDep) -> GuardRead:
-    return GuardRead.model_validate(
-        service.update_guard(session, flag, body, actor=admin.actor), from_attributes=True
-    )
+def patch_guard(
+    flag: str, body: GuardWrite, request: Request, session: SessionDep, admin: AdminDep
+) -> GuardRead:
+    outbound = request.app.state.outbound_policy
+    guard = service.update_guard(session, flag, body, actor=admin.actor, outbound=outbound)
+    return GuardRead.model_validate(guard, from_attributes=True)

@@ -8,15 +8,13 @@ completion ≥ 98 %, WebSocket stability ≥ 99.5 %). A cohort or the whole roll
 started before a pause do not count again, so one regression pauses once.
 """
 
-import json
 import logging
 import math
 import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
-import httpx
 from sqlmodel import Session, col, select
 
 from control_plane.audit import service as audit
@@ -25,6 +23,7 @@ from control_plane.calls.models import Call
 from control_plane.catalogue.models import Tier
 from control_plane.core import utcnow
 from control_plane.errors import InvalidInputError
+from control_plane.outbound import NotPublicError, OutboundPolicy
 from control_plane.rollout import service as rollout
 from control_plane.rollout.gate import FlagGate
 from control_plane.rollout.models import Flag
@@ -53,7 +52,10 @@ def cohort_of(flag: Flag, cohorts: dict[str, list[str]], workspace_id: str) -> s
 
 
 def ingest(
-    session: Session, gate: FlagGate | None, reports: Sequence[CallReportIn]
+    session: Session,
+    gate: FlagGate | None,
+    reports: Sequence[CallReportIn],
+    outbound: OutboundPolicy | None = None,
 ) -> IngestResult:
     """Store new reports of issued calls (a call id seen before counts once), end those calls,
     then let the guards look. A report of a call the control plane never issued is refused."""
@@ -90,7 +92,9 @@ def ingest(
     calls.mark_ended(session, {r.call_id: r.end_reason or "reported" for r in unique.values()})
     session.flush()
     paused = [
-        name for name in sorted(touched) if gate is not None and guard_check(session, gate, name)
+        name
+        for name in sorted(touched)
+        if gate is not None and guard_check(session, gate, name, outbound=outbound)
     ]
     return IngestResult(
         accepted=len(unique) - len(existing),
@@ -123,9 +127,24 @@ def get_guard(session: Session, flag_name: str) -> FlagGuard:
     return guard
 
 
-def update_guard(session: Session, flag_name: str, body: GuardWrite, *, actor: str) -> FlagGuard:
+def update_guard(
+    session: Session,
+    flag_name: str,
+    body: GuardWrite,
+    *,
+    actor: str,
+    outbound: OutboundPolicy | None = None,
+) -> FlagGuard:
     guard = get_guard(session, flag_name)
     changes = body.model_dump(exclude_unset=True)
+    if changes.get("webhook_url") and outbound is not None:
+        try:
+            outbound.check_literal(changes["webhook_url"])
+        except NotPublicError as exc:
+            raise InvalidInputError(
+                f"webhook_url must reach a public address in production: {exc}.",
+                code="webhook_not_public",
+            ) from None
     before = {k: getattr(guard, k) for k in changes}
     for key, value in changes.items():
         setattr(guard, key, value)
@@ -229,7 +248,11 @@ def health(
 
 
 def guard_check(
-    session: Session, gate: FlagGate, flag_name: str, now: datetime | None = None
+    session: Session,
+    gate: FlagGate,
+    flag_name: str,
+    now: datetime | None = None,
+    outbound: OutboundPolicy | None = None,
 ) -> bool:
     """Pause the rollout if a target is breached during internal or beta. True if paused."""
     guard = get_guard(session, flag_name)
@@ -255,21 +278,13 @@ def guard_check(
         paused_to,
         "; ".join(report.breaches),
     )
-    if guard.webhook_url:
-        _post_webhook(guard.webhook_url, {"flag": flag_name, **details, "at": now.isoformat()})
+    if guard.webhook_url and outbound is not None:
+        payload = {"flag": flag_name, **details, "at": now.isoformat()}
+        _post_webhook(outbound, guard.webhook_url, payload)
     return True
 
 
-def _post_webhook(url: str, payload: dict[str, object]) -> None:
-    def send() -> None:
-        try:
-            httpx.post(
-                url,
-                content=json.dumps(payload),
-                headers={"Content-Type": "application/json"},
-                timeout=5,
-            )
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            logger.warning("guard webhook not delivered: %s", type(exc).__name__)
-
-    threading.Thread(target=send, name="guard-webhook", daemon=True).start()
+def _post_webhook(outbound: OutboundPolicy, url: str, payload: Mapping[str, object]) -> None:
+    threading.Thread(
+        target=outbound.post_json, args=(url, payload), name="guard-webhook", daemon=True
+    ).start()

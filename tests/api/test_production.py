@@ -67,3 +67,46 @@ def test_without_the_guards_production_shows_docs_and_metrics_to_anyone(
     client = client_of(production())
     assert "paths" in client.get("/openapi.json").json()
     assert client.get("/metrics").status_code == 200
+
+
+def admin_token(application: FastAPI) -> str:
+    from sqlmodel import Session
+
+    from control_plane.auth import service as auth_service
+
+    with Session(application.state.engine) as session:
+        _, token = auth_service.create_token(session, name="ops", scopes=["admin"])
+        session.commit()
+    return token
+
+
+METADATA = {"webhook_url": "http://169.254.169.254/latest/meta-data/"}
+
+
+def test_production_refuses_a_guard_webhook_to_the_metadata_address(
+    production: Callable[[], FastAPI], client_of: Callable[[FastAPI], TestClient]
+) -> None:
+    application = production()
+    client = client_of(application)
+    headers = {"Authorization": f"Bearer {admin_token(application)}"}
+    response = client.patch(
+        "/api/v1/rollouts/grok-realtime-tier/guard", json=METADATA, headers=headers
+    )
+    assert response.status_code == 422 and response.json()["code"] == "webhook_not_public"
+
+
+def test_without_the_check_the_metadata_address_is_stored(
+    production: Callable[[], FastAPI],
+    client_of: Callable[[FastAPI], TestClient],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from control_plane.outbound import OutboundPolicy
+
+    monkeypatch.setattr(OutboundPolicy, "check_literal", lambda self, url: None)
+    application = production()
+    client = client_of(application)
+    headers = {"Authorization": f"Bearer {admin_token(application)}"}
+    response = client.patch(
+        "/api/v1/rollouts/grok-realtime-tier/guard", json=METADATA, headers=headers
+    )
+    assert response.status_code == 200 and response.json()["webhook_url"] == METADATA["webhook_url"]

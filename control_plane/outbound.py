@@ -1,0 +1,101 @@
+"""Requests the control plane sends to addresses its users chose (the guard's webhook).
+
+In production such a request may only reach a public address: the host is resolved at send time,
+every address it resolves to is checked (loopback, private, link-local — which includes cloud
+metadata at 169.254.169.254 —, multicast, reserved and unspecified are refused), and the request
+goes to the checked address itself, so a DNS answer that changes between check and connect
+cannot redirect it. Redirects are not followed. Hosts in SWITCHBOARD_WEBHOOK_ALLOWED_HOSTS are
+let through as they are (an internal alerting service, say).
+"""
+
+import ipaddress
+import json
+import logging
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import httpx
+
+from control_plane.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+Resolver = Callable[[str, int], list[str]]
+
+
+class NotPublicError(ValueError):
+    """The target is not a public address and is not on the allow-list."""
+
+
+def resolve(host: str, port: int) -> list[str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def is_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+@dataclass(frozen=True)
+class OutboundPolicy:
+    public_only: bool
+    allowed_hosts: frozenset[str]
+    timeout_seconds: float = 5.0
+    resolver: Resolver = resolve
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "OutboundPolicy":
+        hosts = settings.webhook_allowed_hosts or ""
+        return cls(
+            public_only=settings.environment == "production",
+            allowed_hosts=frozenset(h.strip().lower() for h in hosts.split(",") if h.strip()),
+        )
+
+    def check_literal(self, url: str) -> None:
+        """At write time: refuse what can be told without DNS (an IP literal, localhost)."""
+        host = httpx.URL(url).host.lower()
+        if not self.public_only or host in self.allowed_hosts:
+            return
+        if host == "localhost" or host.endswith(".localhost"):
+            raise NotPublicError(f"{host} is not a public address")
+        try:
+            literal = is_public(host)
+        except ValueError:
+            return  # a name: checked on every send
+        if not literal:
+            raise NotPublicError(f"{host} is not a public address")
+
+    def target(self, url: str) -> tuple[httpx.URL, dict[str, str], dict[str, str]]:
+        """The URL to connect to (the checked address), the Host header and the TLS name."""
+        parsed = httpx.URL(url)
+        host = parsed.host.lower()
+        if not self.public_only or host in self.allowed_hosts:
+            return parsed, {}, {}
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        addresses = self.resolver(host, port)
+        refused = [a for a in addresses if not is_public(a)]
+        if not addresses or refused:
+            raise NotPublicError(f"{host} resolves to {', '.join(refused) or 'nothing'}")
+        pinned = parsed.copy_with(host=addresses[0])
+        return pinned, {"Host": parsed.netloc.decode("ascii")}, {"sni_hostname": host}
+
+    def post_json(self, url: str, payload: Mapping[str, object]) -> httpx.Response | None:
+        """POST the payload; None (and a warning in the log) when refused or not delivered."""
+        try:
+            target, headers, extensions = self.target(url)
+            with httpx.Client(timeout=self.timeout_seconds, follow_redirects=False) as client:
+                return client.post(
+                    target,
+                    content=json.dumps(payload),
+                    headers={"Content-Type": "application/json", **headers},
+                    extensions=extensions,
+                )
+        except NotPublicError as exc:
+            logger.warning("webhook refused: %s", exc)
+        except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
+            logger.warning("webhook not delivered: %s", type(exc).__name__)
+        return None
