@@ -353,7 +353,10 @@ def test_audit_is_admin_only_and_filters(client: TestClient, tokens: Tokens) -> 
 
 def test_missing_master_key_stops_production_startup(tmp_path: Path) -> None:
     settings = Settings(
-        _env_file=None, environment="production", database_url=f"sqlite:///{tmp_path}/x.db"
+        _env_file=None,
+        environment="production",
+        database_url=f"sqlite:///{tmp_path}/x.db",
+        session_secret="s" * 48,
     )  # type: ignore[call-arg]
     with pytest.raises(Exception, match="SWITCHBOARD_MASTER_KEYS"):
         create_app(settings)
@@ -362,6 +365,7 @@ def test_missing_master_key_stops_production_startup(tmp_path: Path) -> None:
         environment="production",
         database_url=f"sqlite:///{tmp_path}/x.db",
         master_keys="k1:dG9vLXNob3J0",
+        session_secret="s" * 48,
     )  # type: ignore[call-arg]
     with pytest.raises(Exception, match="32 bytes"):
         create_app(bad)
