@@ -34,6 +34,7 @@ from control_plane.keys.crypto import Keyring
 from control_plane.logging import configure_logging
 from control_plane.middleware import document_nul_refusal, install_middleware
 from control_plane.outbound import OutboundPolicy
+from control_plane.ratelimit import SlidingWindowLimit
 from control_plane.rollout.api import client_router as unleash_client_router
 from control_plane.rollout.api import router as rollout_router
 from control_plane.rollout.gate import FlagGate
@@ -136,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.throttle_policy = ThrottlePolicy.from_settings(settings)
     app.state.outbound_policy = OutboundPolicy.from_settings(settings)
+    app.state.key_verifications = SlidingWindowLimit(settings.key_verifications_per_hour, 3600)
     app.state.password_hashing = threading.BoundedSemaphore(settings.max_concurrent_password_hashes)
     app.state.engine = make_engine(settings)
     app.state.keyring = Keyring.from_settings(settings)

@@ -34,9 +34,22 @@ app.add_typer(keys_app, name="keys")
 @app.command()
 def migrate(revision: str = "head") -> None:
     """Bring the database schema up to date (Alembic)."""
+    from control_plane.keys import service as keys_service
+    from control_plane.keys.crypto import Keyring
+
     settings = Settings()
     migrations.upgrade(settings.database_url, revision)
     typer.echo(f"database migrated to {revision}")
+    if revision != "head":
+        return
+    # Data that needs the master key, which Alembic does not have: fingerprints stored as plain
+    # SHA-256 before they were keyed are recomputed once.
+    engine = make_engine(settings)
+    with session_scope(engine) as session:
+        if keys_service.has_unkeyed_fingerprints(session):
+            count = keys_service.refresh_fingerprints(session, Keyring.from_settings(settings))
+            typer.echo(f"key fingerprints keyed with the master key: {count}")
+    engine.dispose()
 
 
 @app.command()

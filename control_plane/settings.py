@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     xai_realtime_url: str = "wss://api.x.ai/v1/realtime"
     openai_realtime_url: str = "wss://api.openai.com/v1/realtime"
     xai_verify_keys: bool = False
+    # Checks of candidate xAI keys with xAI, per workspace per hour: one workspace token must
+    # not become an oracle for stolen keys.
+    key_verifications_per_hour: int = Field(default=10, ge=1)
     xai_timeout_seconds: float = 5.0
     ephemeral_secret_ttl_seconds: int = 300
 

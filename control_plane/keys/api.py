@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from control_plane.deps import AdminDep, PrincipalDep, SessionDep, SettingsDep
+from control_plane.errors import ProblemError
 from control_plane.keys import service
 from control_plane.keys.crypto import Keyring
 from control_plane.keys.models import (
@@ -15,6 +16,7 @@ from control_plane.keys.models import (
     KeyProviderWrite,
     KeyVerification,
 )
+from control_plane.ratelimit import SlidingWindowLimit
 
 router = APIRouter(prefix="/api/v1", tags=["keys"])
 
@@ -39,6 +41,7 @@ def get_keys(workspace_id: str, session: SessionDep, principal: PrincipalDep) ->
 def put_keys(
     workspace_id: str,
     body: ApiKeysUpdate,
+    request: Request,
     session: SessionDep,
     principal: PrincipalDep,
     keyring: KeyringDep,
@@ -54,6 +57,17 @@ def put_keys(
         if change.new_key is None or change.provider.id != "xai":
             continue
         if verify if verify is not None else settings.xai_verify_keys:
+            limit: SlidingWindowLimit = request.app.state.key_verifications
+            wait = limit.acquire(workspace_id)
+            if wait is not None:
+                raise ProblemError(
+                    f"This workspace checked {limit.limit} keys with xAI in the last hour; "
+                    f"try again in {wait} s. Nothing was changed.",
+                    status=429,
+                    code="verification_rate_limited",
+                    title="Too many requests",
+                    headers={"Retry-After": str(wait)},
+                )
             verification.append(
                 service.verify_xai_key(
                     settings.xai_base_url, change.new_key, settings.xai_timeout_seconds

@@ -5,6 +5,7 @@ back to the plain key is `reveal_key`, which the session-config resolver alone c
 """
 
 import hashlib
+import hmac
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -44,8 +45,15 @@ def _associated_data(workspace_id: str, provider: str) -> str:
     return f"switchboard:{workspace_id}:{provider}"
 
 
-def fingerprint(key: str) -> str:
-    return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+FINGERPRINT_PURPOSE = "switchboard key fingerprints v1"
+
+
+def fingerprint(keyring: Keyring, workspace_id: str, provider: str, key: str) -> str:
+    """A keyed hash of the key, bound to its row: nobody without the master key can test a
+    candidate key against it, and one key shows a different fingerprint in each workspace."""
+    message = f"{workspace_id}:{provider}:{key}".encode()
+    digest = hmac.new(keyring.derive_key(FINGERPRINT_PURPOSE), message, hashlib.sha256)
+    return "hmac:" + digest.hexdigest()[:16]
 
 
 def authorize(session: Session, principal: Principal, workspace_id: str) -> Workspace:
@@ -236,7 +244,7 @@ def _store(
 ) -> None:
     row = session.get(WorkspaceApiKey, (workspace_id, provider))
     sealed = keyring.seal(key, _associated_data(workspace_id, provider))
-    new_fingerprint = fingerprint(key)
+    new_fingerprint = fingerprint(keyring, workspace_id, provider, key)
     old_fingerprint = row.fingerprint if row else None
     if row is None:
         row = WorkspaceApiKey(
@@ -327,6 +335,30 @@ _SEALED_KEY = (
 )
 
 
+def has_unkeyed_fingerprints(session: Session) -> bool:
+    query = select(WorkspaceApiKey.workspace_id).where(
+        col(WorkspaceApiKey.fingerprint).startswith("sha256:")
+    )
+    return session.exec(query.limit(1)).first() is not None
+
+
+def refresh_fingerprints(session: Session, keyring: Keyring) -> int:
+    """Recompute fingerprints that were not made with the active master key: after a master
+    rotation, and once for keys stored with plain SHA-256 fingerprints before they were keyed.
+    Returns how many changed."""
+    changed = 0
+    for row in session.exec(select(WorkspaceApiKey)).all():
+        associated_data = _associated_data(row.workspace_id, row.provider)
+        plain = keyring.open(Sealed(row.master_key_id, row.nonce, row.ciphertext), associated_data)
+        current = fingerprint(keyring, row.workspace_id, row.provider, plain)
+        if row.fingerprint != current:
+            row.fingerprint = current
+            session.add(row)
+            changed += 1
+    session.flush()
+    return changed
+
+
 def rotate_master(session: Session, keyring: Keyring, *, actor: str) -> int:
     """Re-encrypt every key not yet under the active master key.
 
@@ -348,6 +380,7 @@ def rotate_master(session: Session, keyring: Keyring, *, actor: str) -> int:
         )
         session.add(row)
     session.flush()
+    refresh_fingerprints(session, keyring)
     audit.record(
         session,
         actor=actor,

@@ -44,7 +44,7 @@ def test_set_read_replace_remove(client: TestClient, tokens: Tokens) -> None:
     status = xai_status(client, tokens.acme)
     assert status["configured"] is True
     assert status["last4"] == "K7q1"
-    assert str(status["fingerprint"]).startswith("sha256:")
+    assert str(status["fingerprint"]).startswith("hmac:")
     assert status["updated_by"] == "token:{}:acme".format(status["updated_by"].split(":")[1])  # type: ignore[union-attr]
     first_fingerprint = status["fingerprint"]
 
@@ -369,3 +369,111 @@ def test_missing_master_key_stops_production_startup(tmp_path: Path) -> None:
     )  # type: ignore[call-arg]
     with pytest.raises(Exception, match="32 bytes"):
         create_app(bad)
+
+
+def plain_sha256(key: str) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def test_fingerprints_are_keyed_and_bound_to_their_workspace(
+    client: TestClient, tokens: Tokens
+) -> None:
+    assert put_keys(client, tokens.admin, {"xai_api_key": XAI_KEY}, "acme").status_code == 200
+    assert put_keys(client, tokens.admin, {"xai_api_key": XAI_KEY}, "globex").status_code == 200
+    acme = xai_status(client, tokens.admin, "acme")["fingerprint"]
+    globex = xai_status(client, tokens.admin, "globex")["fingerprint"]
+    assert acme != globex  # the same key does not show as the same key across workspaces
+    assert plain_sha256(XAI_KEY)[7:] not in f"{acme}{globex}"  # a candidate key cannot be tested
+
+
+def test_with_plain_hashes_one_key_is_recognisable_everywhere(
+    client: TestClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from control_plane.keys import service as keys_service
+
+    monkeypatch.setattr(
+        keys_service, "fingerprint", lambda keyring, workspace, provider, key: plain_sha256(key)
+    )
+    assert put_keys(client, tokens.admin, {"xai_api_key": XAI_KEY}, "acme").status_code == 200
+    assert put_keys(client, tokens.admin, {"xai_api_key": XAI_KEY}, "globex").status_code == 200
+    acme = xai_status(client, tokens.admin, "acme")["fingerprint"]
+    assert (
+        acme == xai_status(client, tokens.admin, "globex")["fingerprint"] == plain_sha256(XAI_KEY)
+    )
+
+
+def test_rotation_and_migrate_recompute_fingerprints(client: TestClient, tokens: Tokens) -> None:
+    import base64
+
+    from sqlmodel import Session
+
+    from control_plane.keys import service as keys_service
+    from control_plane.keys.crypto import Keyring, generate_master_key
+    from control_plane.keys.models import WorkspaceApiKey
+
+    assert put_keys(client, tokens.acme, {"xai_api_key": XAI_KEY}).status_code == 200
+    before = xai_status(client, tokens.acme)["fingerprint"]
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    old: Keyring = client.app.state.keyring  # type: ignore[attr-defined]
+    entries = [("k2", base64.b64decode(generate_master_key()))]
+    entries += [(key_id, old._keys[key_id]) for key_id in old._keys]
+    rotated = Keyring(entries)
+    with Session(engine) as session:
+        keys_service.rotate_master(session, rotated, actor="test")
+        session.commit()
+        row = session.get(WorkspaceApiKey, ("acme", "xai"))
+        assert row is not None and row.fingerprint not in (None, before)
+        assert row.fingerprint == keys_service.fingerprint(rotated, "acme", "xai", XAI_KEY)
+        # A row from before fingerprints were keyed is recomputed once.
+        row.fingerprint = plain_sha256(XAI_KEY)
+        session.add(row)
+        session.commit()
+        assert keys_service.has_unkeyed_fingerprints(session)
+        assert keys_service.refresh_fingerprints(session, rotated) == 1
+        assert not keys_service.has_unkeyed_fingerprints(session)
+
+
+def guess_keys(client: TestClient, token: str, fake_xai: FakeXAI, guesses: int) -> list[str]:
+    """Candidate keys checked with xAI through ?verify=true; the answers' codes."""
+    client.app.state.settings.xai_base_url = fake_xai.base_url  # type: ignore[attr-defined]
+    answers = []
+    for index in range(guesses):
+        response = client.put(
+            KEYS.format("acme") + "?verify=true",
+            json={"xai_api_key": XAI_KEY_2[:-4] + f"{index:04d}"},
+            headers=auth(token),
+        )
+        answers.append(response.json().get("code", "ok") if response.status_code != 200 else "ok")
+    return answers
+
+
+def test_key_verification_is_rate_limited_per_workspace(
+    client: TestClient, tokens: Tokens, fake_xai: FakeXAI
+) -> None:
+    answers = guess_keys(client, tokens.acme, fake_xai, 12)
+    assert answers[:10] == ["api_key_rejected"] * 10
+    assert answers[10:] == ["verification_rate_limited"] * 2
+    refused = client.put(
+        KEYS.format("acme") + "?verify=true",
+        json={"xai_api_key": XAI_KEY},
+        headers=auth(tokens.acme),
+    )
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+    # Another workspace has its own budget.
+    other = client.put(
+        KEYS.format("globex") + "?verify=true",
+        json={"xai_api_key": XAI_KEY_2},
+        headers=auth(tokens.globex),
+    )
+    assert other.json()["code"] == "api_key_rejected"
+
+
+def test_without_the_limit_a_token_can_test_keys_without_end(
+    client: TestClient, tokens: Tokens, fake_xai: FakeXAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from control_plane.ratelimit import SlidingWindowLimit
+
+    monkeypatch.setattr(SlidingWindowLimit, "acquire", lambda self, key: None)
+    assert set(guess_keys(client, tokens.acme, fake_xai, 30)) == {"api_key_rejected"}
