@@ -81,10 +81,10 @@ def seed_demo(session: Session) -> dict[str, str]:
             workspaces.create_workspace(
                 session, SYSTEM, WorkspaceCreate(id=workspace_id, name=name)
             )
-    if not workspaces.list_agents(session, SYSTEM, "acme"):
+    if not workspaces.list_agents(session, SYSTEM, "acme")[0]:
         for agent in DEMO_AGENTS:
             workspaces.create_agent(session, SYSTEM, "acme", agent)
-    if not workspaces.list_agents(session, SYSTEM, "globex"):
+    if not workspaces.list_agents(session, SYSTEM, "globex")[0]:
         workspaces.create_agent(
             session,
             SYSTEM,

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     # Checks of candidate xAI keys with xAI, per workspace per hour: one workspace token must
     # not become an oracle for stolen keys.
     key_verifications_per_hour: int = Field(default=10, ge=1)
+    # Per-workspace quotas: agents, and the size of one agent's instructions and tools as JSON.
+    max_agents_per_workspace: int = Field(default=500, ge=1)
+    max_agent_config_bytes: int = Field(default=65_536, ge=1024)
     xai_timeout_seconds: float = 5.0
     ephemeral_secret_ttl_seconds: int = 300
 

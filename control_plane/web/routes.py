@@ -226,7 +226,7 @@ def tiers_page(
         user,
         cards=tier_cards(session, gate, workspace),
         workspace_id=workspace,
-        workspaces=workspaces.list_workspaces(session, principal),
+        workspaces=workspaces.list_workspaces(session, principal)[0],
     )
 
 
@@ -312,7 +312,7 @@ def agents_page(
     principal = auth_service.principal_for_user(user)
     agents = [
         workspaces.agent_read(session, a)
-        for a in workspaces.list_agents(session, principal, workspace_id)
+        for a in workspaces.list_agents(session, principal, workspace_id)[0]
     ]
     return render(request, "agents.html", user, agents=agents, workspace_id=workspace_id)
 
@@ -373,14 +373,13 @@ def agent_save(
                 status=422,
                 code="tier_not_enabled",
             )
+        limits = workspaces.agent_limits(request.app.state.settings)
         if agent_id:
-            workspaces.update_agent(
-                session, principal, workspace_id, agent_id, AgentPatch.model_validate(fields)
-            )
+            patch = AgentPatch.model_validate(fields)
+            workspaces.update_agent(session, principal, workspace_id, agent_id, patch, limits)
         else:
-            workspaces.create_agent(
-                session, principal, workspace_id, AgentCreate.model_validate(fields)
-            )
+            body = AgentCreate.model_validate(fields)
+            workspaces.create_agent(session, principal, workspace_id, body, limits)
     except (ProblemError, ValueError) as exc:
         if isinstance(exc, ProblemError) and exc.status != 422:
             raise

@@ -2,7 +2,8 @@
 
 from fastapi import APIRouter, Response, status
 
-from control_plane.deps import PrincipalDep, SessionDep
+from control_plane.deps import PrincipalDep, SessionDep, SettingsDep
+from control_plane.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
 from control_plane.workspaces import service
 from control_plane.workspaces.models import (
     AgentCreate,
@@ -28,12 +29,16 @@ def create_workspace(
 
 
 @router.get("", response_model=WorkspaceList)
-def list_workspaces(session: SessionDep, principal: PrincipalDep) -> WorkspaceList:
+def list_workspaces(
+    session: SessionDep,
+    principal: PrincipalDep,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> WorkspaceList:
+    rows, next_cursor = service.list_workspaces(session, principal, limit, cursor)
     return WorkspaceList(
-        workspaces=[
-            WorkspaceRead.model_validate(w, from_attributes=True)
-            for w in service.list_workspaces(session, principal)
-        ]
+        workspaces=[WorkspaceRead.model_validate(w, from_attributes=True) for w in rows],
+        next_cursor=next_cursor,
     )
 
 
@@ -63,16 +68,29 @@ def patch_settings(
     "/{workspace_id}/agents", response_model=AgentRead, status_code=status.HTTP_201_CREATED
 )
 def create_agent(
-    workspace_id: str, body: AgentCreate, session: SessionDep, principal: PrincipalDep
+    workspace_id: str,
+    body: AgentCreate,
+    session: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
 ) -> AgentRead:
-    agent = service.create_agent(session, principal, workspace_id, body)
+    limits = service.agent_limits(settings)
+    agent = service.create_agent(session, principal, workspace_id, body, limits)
     return service.agent_read(session, agent)
 
 
 @router.get("/{workspace_id}/agents", response_model=AgentList)
-def list_agents(workspace_id: str, session: SessionDep, principal: PrincipalDep) -> AgentList:
-    agents = service.list_agents(session, principal, workspace_id)
-    return AgentList(agents=[service.agent_read(session, a) for a in agents])
+def list_agents(
+    workspace_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> AgentList:
+    agents, next_cursor = service.list_agents(session, principal, workspace_id, limit, cursor)
+    return AgentList(
+        agents=[service.agent_read(session, a) for a in agents], next_cursor=next_cursor
+    )
 
 
 @router.get("/{workspace_id}/agents/{agent_id}", response_model=AgentRead)
@@ -86,9 +104,15 @@ def get_agent(
 
 @router.patch("/{workspace_id}/agents/{agent_id}", response_model=AgentRead)
 def patch_agent(
-    workspace_id: str, agent_id: str, body: AgentPatch, session: SessionDep, principal: PrincipalDep
+    workspace_id: str,
+    agent_id: str,
+    body: AgentPatch,
+    session: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
 ) -> AgentRead:
-    agent = service.update_agent(session, principal, workspace_id, agent_id, body)
+    limits = service.agent_limits(settings)
+    agent = service.update_agent(session, principal, workspace_id, agent_id, body, limits)
     return service.agent_read(session, agent)
 
 

@@ -88,6 +88,9 @@ class WorkspaceRead(BaseModel):
 
 class WorkspaceList(BaseModel):
     workspaces: list[WorkspaceRead]
+    next_cursor: str | None = PydanticField(
+        default=None, description="Pass as ?cursor= for the next page; null on the last page."
+    )
 
 
 class WorkspaceSettingsRead(BaseModel):
@@ -231,3 +234,6 @@ class AgentRead(BaseModel):
 
 class AgentList(BaseModel):
     agents: list[AgentRead]
+    next_cursor: str | None = PydanticField(
+        default=None, description="Pass as ?cursor= for the next page; null on the last page."
+    )

@@ -4,13 +4,14 @@ Isolation lives here, not only in the routes: every function that touches a work
 caller and answers "not found" for a workspace the caller may not see, so nothing leaks existence.
 """
 
+import json
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import bindparam
+from sqlalchemy import bindparam, func
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -21,6 +22,8 @@ from control_plane.catalogue.models import Tier, VoiceMap
 from control_plane.changes import notify
 from control_plane.core import new_id, utcnow
 from control_plane.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
+from control_plane.pagination import MAX_LIMIT, page
+from control_plane.settings import Settings
 from control_plane.workspaces.models import (
     Agent,
     AgentConfig,
@@ -54,11 +57,14 @@ def get_workspace(session: Session, principal: Principal, workspace_id: str) -> 
     return workspace
 
 
-def list_workspaces(session: Session, principal: Principal) -> Sequence[Workspace]:
-    query = select(Workspace).order_by(col(Workspace.created_at), col(Workspace.id))
+def list_workspaces(
+    session: Session, principal: Principal, limit: int = MAX_LIMIT, cursor: str | None = None
+) -> tuple[list[Workspace], str | None]:
+    query = select(Workspace)
     if not principal.is_admin:
         query = query.where(col(Workspace.id).in_(principal.workspace_ids))
-    return session.exec(query).all()
+    order = [col(Workspace.created_at), col(Workspace.id)]
+    return page(session, query, order, [datetime, str], limit, cursor)
 
 
 def _slug(name: str) -> str:
@@ -191,19 +197,68 @@ def agent_snapshot(
     return AgentSnapshot(row["id"], config, row["version"], row["revision"])
 
 
-def list_agents(session: Session, principal: Principal, workspace_id: str) -> Sequence[Agent]:
+def list_agents(
+    session: Session,
+    principal: Principal,
+    workspace_id: str,
+    limit: int = MAX_LIMIT,
+    cursor: str | None = None,
+) -> tuple[list[Agent], str | None]:
+    """One page of the workspace's agents, oldest first; the cursor of the next page or None."""
     get_workspace(session, principal, workspace_id)
-    return session.exec(
-        select(Agent)
-        .where(Agent.workspace_id == workspace_id)
-        .order_by(col(Agent.created_at), col(Agent.id))
-    ).all()
+    query = select(Agent).where(Agent.workspace_id == workspace_id)
+    order = [col(Agent.created_at), col(Agent.id)]
+    return page(session, query, order, [datetime, str], limit, cursor)
+
+
+@dataclass(frozen=True)
+class AgentLimits:
+    """Per-workspace quotas (SWITCHBOARD_MAX_AGENTS_PER_WORKSPACE, _MAX_AGENT_CONFIG_BYTES)."""
+
+    max_agents: int = 500
+    max_config_bytes: int = 65_536
+
+
+def agent_limits(settings: Settings) -> AgentLimits:
+    return AgentLimits(settings.max_agents_per_workspace, settings.max_agent_config_bytes)
+
+
+def _check_size(config: AgentConfig, limits: AgentLimits) -> None:
+    size = len(
+        json.dumps(
+            {
+                "instructions": config.instructions,
+                "tools": [t.model_dump() for t in config.tools],
+                "builtin_tools": config.builtin_tools.model_dump(),
+            },
+            separators=(",", ":"),
+        ).encode()
+    )
+    if size > limits.max_config_bytes:
+        raise InvalidInputError(
+            f"Instructions and tools come to {size} bytes as JSON; the limit is "
+            f"{limits.max_config_bytes}. Nothing was stored.",
+            code="agent_too_large",
+        )
 
 
 def create_agent(
-    session: Session, principal: Principal, workspace_id: str, body: AgentCreate
+    session: Session,
+    principal: Principal,
+    workspace_id: str,
+    body: AgentCreate,
+    limits: AgentLimits = AgentLimits(),
 ) -> Agent:
     get_workspace(session, principal, workspace_id)
+    _check_size(body, limits)
+    count = session.exec(
+        select(func.count()).select_from(Agent).where(Agent.workspace_id == workspace_id)
+    ).one()
+    if count >= limits.max_agents:
+        raise ConflictError(
+            f"Workspace '{workspace_id}' has {count} agents, its limit. Delete one first.",
+            code="agent_quota_exceeded",
+        )
     voice = validate_agent_config(session, body)
     agent = Agent(
         id=new_id("agt"),
@@ -250,11 +305,17 @@ def _merged_config(agent: Agent, changes: dict[str, Any]) -> AgentConfig:
 
 
 def update_agent(
-    session: Session, principal: Principal, workspace_id: str, agent_id: str, patch: AgentPatch
+    session: Session,
+    principal: Principal,
+    workspace_id: str,
+    agent_id: str,
+    patch: AgentPatch,
+    limits: AgentLimits = AgentLimits(),
 ) -> Agent:
     agent = get_agent(session, principal, workspace_id, agent_id)
     changes = patch.model_dump(exclude_unset=True)
     merged = _merged_config(agent, changes)
+    _check_size(merged, limits)
     voice = validate_agent_config(session, merged)
     agent.name = merged.name
     agent.pricing_tier = merged.pricing_tier

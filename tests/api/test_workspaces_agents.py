@@ -171,3 +171,85 @@ def test_workspace_settings(client: TestClient, tokens: Tokens) -> None:
     bad = client.patch(path, json={"default_tier_id": "platinum"}, headers=auth(tokens.acme))
     assert bad.status_code == 404
     assert client.get(path, headers=auth(tokens.acme)).json()["default_tier_id"] == "grok-realtime"
+
+
+def _create_agents(client: TestClient, token: str, count: int) -> list[str]:
+    ids = []
+    for index in range(count):
+        body = {"name": f"Agent {index}", "pricing_tier": "premium", "voice": "alloy"}
+        response = client.post("/api/v1/workspaces/acme/agents", json=body, headers=auth(token))
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
+    return ids
+
+
+def test_agents_come_in_pages_with_a_stable_order(client: TestClient, tokens: Tokens) -> None:
+    created = _create_agents(client, tokens.admin, 130)
+    seen, cursor, sizes = [], None, []
+    while True:
+        params: dict[str, object] = {"limit": 50} | ({"cursor": cursor} if cursor else {})
+        page = client.get(
+            "/api/v1/workspaces/acme/agents", params=params, headers=auth(tokens.acme)
+        )
+        assert page.status_code == 200, page.text
+        sizes.append(len(page.json()["agents"]))
+        seen += [a["id"] for a in page.json()["agents"]]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert sizes == [50, 50, 30]
+    assert seen == created  # oldest first, each once
+    default = client.get("/api/v1/workspaces/acme/agents", headers=auth(tokens.acme)).json()
+    assert len(default["agents"]) == 100 and default["next_cursor"] is not None
+    bad = client.get(
+        "/api/v1/workspaces/acme/agents",
+        params={"cursor": "bm90LWEtY3Vyc29y"},
+        headers=auth(tokens.acme),
+    )
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_cursor"
+    too_many = client.get(
+        "/api/v1/workspaces/acme/agents", params={"limit": 501}, headers=auth(tokens.acme)
+    )
+    assert too_many.status_code == 422
+
+
+def test_a_workspace_cannot_grow_past_its_agent_quota(client: TestClient, tokens: Tokens) -> None:
+    client.app.state.settings.max_agents_per_workspace = 3  # type: ignore[attr-defined]
+    _create_agents(client, tokens.acme, 3)
+    body = {"name": "One too many", "pricing_tier": "premium", "voice": "alloy"}
+    refused = client.post("/api/v1/workspaces/acme/agents", json=body, headers=auth(tokens.acme))
+    assert refused.status_code == 409 and refused.json()["code"] == "agent_quota_exceeded"
+
+
+BIG_TOOLS = [
+    {
+        "name": f"tool_{i}",
+        "description": "d" * 1000,
+        "parameters": {
+            "type": "object",
+            "properties": {f"p{j}": {"type": "string"} for j in range(40)},
+        },
+    }
+    for i in range(64)
+]
+
+
+def test_an_oversized_agent_is_refused(client: TestClient, tokens: Tokens) -> None:
+    body = {"name": "Huge", "pricing_tier": "premium", "voice": "alloy", "tools": BIG_TOOLS}
+    refused = client.post("/api/v1/workspaces/acme/agents", json=body, headers=auth(tokens.acme))
+    assert refused.status_code == 422 and refused.json()["code"] == "agent_too_large"
+    listed = client.get("/api/v1/workspaces/acme/agents", headers=auth(tokens.acme)).json()
+    assert listed["agents"] == []  # nothing stored
+
+
+def test_without_quotas_one_token_fills_the_database(
+    client: TestClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from control_plane.workspaces import service
+
+    monkeypatch.setattr(service, "agent_limits", lambda settings: service.AgentLimits(10**9, 10**9))
+    client.app.state.settings.max_agents_per_workspace = 3  # type: ignore[attr-defined]
+    _create_agents(client, tokens.acme, 4)
+    body = {"name": "Huge", "pricing_tier": "premium", "voice": "alloy", "tools": BIG_TOOLS}
+    stored = client.post("/api/v1/workspaces/acme/agents", json=body, headers=auth(tokens.acme))
+    assert stored.status_code == 201

@@ -326,10 +326,14 @@ def assert_survived(load: Load, http: httpx.Client, admin: str, longest_write: f
     }, "every kind of write works again"
     slowest = max(seconds for _, _, seconds in load.writes)
     assert slowest < longest_write, f"a write took {slowest:.1f} s"
-    stored = {
-        a["id"]
-        for a in http.get("/api/v1/workspaces/acme/agents", headers=auth(admin)).json()["agents"]
-    }
+    stored: set[str] = set()
+    cursor = None
+    while True:
+        params = {"limit": 500} | ({"cursor": cursor} if cursor else {})
+        listed = http.get("/api/v1/workspaces/acme/agents", params=params, headers=auth(admin))
+        stored |= {a["id"] for a in listed.json()["agents"]}
+        if (cursor := listed.json()["next_cursor"]) is None:
+            break
     assert set(load.acknowledged) <= stored, "every acknowledged write survived"
     assert len(load.acknowledged) > 5
 
