@@ -151,11 +151,16 @@ def tokens_list() -> None:
     """List tokens (never the tokens themselves)."""
     engine = make_engine(Settings())
     with session_scope(engine) as session:
-        for row in auth_service.list_tokens(session):
-            state = "revoked" if row.revoked_at else "active"
-            typer.echo(
-                f"{row.id}\t{row.name}\t{row.token_prefix}…\t{','.join(row.scopes)}\t{state}"
-            )
+        cursor: str | None = None
+        while True:
+            rows, cursor = auth_service.list_tokens(session, cursor=cursor)
+            for row in rows:
+                state = "revoked" if row.revoked_at else "active"
+                typer.echo(
+                    f"{row.id}\t{row.name}\t{row.token_prefix}…\t{','.join(row.scopes)}\t{state}"
+                )
+            if cursor is None:
+                break
     engine.dispose()
 
 

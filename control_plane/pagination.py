@@ -59,11 +59,16 @@ def page(
     kinds: Sequence[type],
     limit: int,
     cursor: str | None,
+    *,
+    newest_first: bool = False,
 ) -> tuple[list[Row], str | None]:
     """One page of `query` in `order` (columns ending in a unique one) after `cursor`."""
     if cursor is not None:
-        query = query.where(tuple_(*order) > tuple(decode_cursor(cursor, kinds)))
-    rows = list(session.exec(query.order_by(*order).limit(limit + 1)).all())
+        after = tuple(decode_cursor(cursor, kinds))
+        key = tuple_(*order)
+        query = query.where(key < after if newest_first else key > after)
+    sort = [column.desc() for column in order] if newest_first else list(order)
+    rows = list(session.exec(query.order_by(*sort).limit(limit + 1)).all())
     if len(rows) <= limit:
         return rows, None
     rows = rows[:limit]

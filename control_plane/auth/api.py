@@ -3,8 +3,9 @@
 from fastapi import APIRouter, Response, status
 
 from control_plane.auth import service
-from control_plane.auth.models import TokenCreate, TokenCreated, TokenRead
+from control_plane.auth.models import TokenCreate, TokenCreated, TokenList, TokenRead
 from control_plane.deps import AdminDep, SessionDep
+from control_plane.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
 
 router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
 
@@ -17,11 +18,18 @@ def create_token(body: TokenCreate, session: SessionDep, _admin: AdminDep) -> To
     )
 
 
-@router.get("", response_model=list[TokenRead])
-def list_tokens(session: SessionDep, _admin: AdminDep) -> list[TokenRead]:
-    return [
-        TokenRead.model_validate(row, from_attributes=True) for row in service.list_tokens(session)
-    ]
+@router.get("", response_model=TokenList)
+def list_tokens(
+    session: SessionDep,
+    _admin: AdminDep,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> TokenList:
+    rows, next_cursor = service.list_tokens(session, limit, cursor)
+    return TokenList(
+        tokens=[TokenRead.model_validate(row, from_attributes=True) for row in rows],
+        next_cursor=next_cursor,
+    )
 
 
 @router.delete("/{token_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)

@@ -89,5 +89,12 @@ class TokenRead(BaseModel):
     revoked_at: datetime | None
 
 
+class TokenList(BaseModel):
+    tokens: list[TokenRead]
+    next_cursor: str | None = PydanticField(
+        default=None, description="Pass as ?cursor= for the next page; null on the last page."
+    )
+
+
 class TokenCreated(TokenRead):
     token: str

@@ -12,6 +12,7 @@ from control_plane.auth.principal import Principal
 from control_plane.changes import notify
 from control_plane.core import utcnow
 from control_plane.errors import ConflictError, InvalidInputError, NotFoundError
+from control_plane.pagination import MAX_LIMIT, page
 
 TOKENS_TOPIC = "tokens"
 TOKEN_PREFIX = "sbt_"  # noqa: S105 - a public marker, not a secret
@@ -41,8 +42,10 @@ def principal_for_token(session: Session, token: str) -> Principal | None:
     return Principal(name=row.name, scopes=frozenset(row.scopes), token_id=row.id)
 
 
-def list_tokens(session: Session) -> list[ApiToken]:
-    return list(session.exec(select(ApiToken).order_by(col(ApiToken.id))))
+def list_tokens(
+    session: Session, limit: int = MAX_LIMIT, cursor: str | None = None
+) -> tuple[list[ApiToken], str | None]:
+    return page(session, select(ApiToken), [col(ApiToken.id)], [int], limit, cursor)
 
 
 def revoke_token(session: Session, token_id: int) -> ApiToken:

@@ -1,8 +1,8 @@
 """REST for issued calls: issue, claim, renew, end (service); list (admin, workspace)."""
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Request, Response, status
 
 from control_plane.calls import service
 from control_plane.calls.models import (
@@ -17,6 +17,7 @@ from control_plane.calls.models import (
     SafeId,
 )
 from control_plane.deps import PrincipalDep, SerializedCallWrites, ServiceDep, SessionDep
+from control_plane.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
 
 router = APIRouter(prefix="/api/v1", tags=["calls"])
 
@@ -109,12 +110,16 @@ def list_calls(
     session: SessionDep,
     principal: PrincipalDep,
     state: Literal["issued", "active", "ended", "lapsed"] | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
 ) -> CallList:
     """The workspace's calls, newest first, with how many hold a slot against its limit."""
-    calls, active, cap = service.list_calls(session, principal, workspace_id, state, limit)
+    calls, next_cursor, active, cap = service.list_calls(
+        session, principal, workspace_id, state, limit, cursor
+    )
     return CallList(
         calls=[CallRead.model_validate(c, from_attributes=True) for c in calls],
+        next_cursor=next_cursor,
         active=active,
         max_concurrent_calls=cap,
     )

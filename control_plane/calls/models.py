@@ -148,5 +148,8 @@ class CallRead(BaseModel):
 
 class CallList(BaseModel):
     calls: list[CallRead]
+    next_cursor: str | None = PydanticField(
+        default=None, description="Pass as ?cursor= for the next page; null on the last page."
+    )
     active: int = PydanticField(description="Calls holding a slot now (issued or active).")
     max_concurrent_calls: int

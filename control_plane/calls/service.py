@@ -40,6 +40,7 @@ from control_plane.errors import (
     ProblemError,
 )
 from control_plane.keys import service as keys
+from control_plane.pagination import page
 from control_plane.sessions import service as sessions
 from control_plane.workspaces import service as workspaces
 from control_plane.workspaces.models import WorkspaceSettings
@@ -358,11 +359,17 @@ def list_calls(
     workspace_id: str,
     state: str | None,
     limit: int,
-) -> tuple[Sequence[Call], int, int]:
-    """Newest first; with how many hold a slot now and the workspace's cap."""
+    cursor: str | None = None,
+) -> tuple[Sequence[Call], str | None, int, int]:
+    """One page, newest first; the next page's cursor, how many calls hold a slot now and the
+    workspace's cap."""
     settings = workspaces.get_settings(session, principal, workspace_id)
     query = select(Call).where(Call.workspace_id == workspace_id)
     if state is not None:
         query = query.where(Call.state == state)
-    calls = session.exec(query.order_by(col(Call.started_at).desc()).limit(limit)).all()
-    return calls, holding_calls(session, workspace_id, utcnow()), settings.max_concurrent_calls
+    order = [col(Call.started_at), col(Call.id)]
+    calls, next_cursor = page(
+        session, query, order, [datetime, str], limit, cursor, newest_first=True
+    )
+    holding = holding_calls(session, workspace_id, utcnow())
+    return calls, next_cursor, holding, settings.max_concurrent_calls

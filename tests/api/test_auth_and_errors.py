@@ -39,7 +39,7 @@ def test_token_api_and_revocation(client: TestClient, tokens: Tokens) -> None:
     assert client.get("/api/v1/workspaces/acme", headers=auth(token)).status_code == 200
     listed = client.get("/api/v1/tokens", headers=auth(tokens.admin)).json()
     assert token not in str(listed)
-    assert any(t["id"] == token_id and t["revoked_at"] is None for t in listed)
+    assert any(t["id"] == token_id and t["revoked_at"] is None for t in listed["tokens"])
     assert client.delete(f"/api/v1/tokens/{token_id}", headers=auth(tokens.acme)).status_code == 403
     assert (
         client.delete(f"/api/v1/tokens/{token_id}", headers=auth(tokens.admin)).status_code == 204

@@ -235,3 +235,27 @@ def test_a_backend_running_the_call_itself_claims_it_at_issue(
     assert phone.status_code == 422
     issued = issue(client, tokens, agent).json()
     assert (issued["state"], issued["lease_seconds"]) == ("issued", None)
+
+
+def test_calls_and_tokens_come_in_pages(client: TestClient, tokens: Tokens, agent: str) -> None:
+    set_cap(client, tokens, 100)
+    answers = [issue(client, tokens, agent) for _ in range(7)]
+    assert {a.status_code for a in answers} == {201}, answers[-1].text
+    issued = [a.json()["call_id"] for a in answers]
+    seen, cursor = [], None
+    while True:
+        params: dict[str, Any] = {"limit": 3} | ({"cursor": cursor} if cursor else {})
+        page = client.get("/api/v1/workspaces/acme/calls", params=params, headers=auth(tokens.acme))
+        assert page.status_code == 200, page.text
+        seen += [c["id"] for c in page.json()["calls"]]
+        if (cursor := page.json()["next_cursor"]) is None:
+            break
+    assert seen == list(reversed(issued))  # newest first, each once
+    listed, cursor = [], None
+    while True:
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = client.get("/api/v1/tokens", params=params, headers=auth(tokens.admin)).json()
+        listed += [t["id"] for t in page["tokens"]]
+        if (cursor := page["next_cursor"]) is None:
+            break
+    assert listed == sorted(set(listed)) and len(listed) >= 4
