@@ -123,6 +123,7 @@ def serve(
         reload=reload,
         log_level="info",
         access_log=False,
+        http="control_plane.server:HeaderTimeoutProtocol",
     )
 
 
@@ -383,7 +384,12 @@ def worker(host: str = "127.0.0.1", port: int = 8001) -> None:
     settings = Settings()
     configure_logging(settings.log_level)
     uvicorn.run(
-        create_worker_app(settings), host=host, port=port, log_level="info", access_log=False
+        create_worker_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        http="control_plane.server:HeaderTimeoutProtocol",
     )
 
 

@@ -1,5 +1,6 @@
 """ASGI middleware: request size limit and security headers, before anything reads the body."""
 
+import asyncio
 import json
 import re
 from typing import Any
@@ -157,8 +158,10 @@ class RequestLimitsMiddleware:
         max_json_depth: int,
         max_header_bytes: int,
         max_header_count: int,
+        body_timeout_seconds: float = 30.0,
     ) -> None:
         self.app = app
+        self.body_timeout_seconds = body_timeout_seconds
         self.max_header_bytes = max_header_bytes
         self.max_header_count = max_header_count
         self.max_body_bytes = max_body_bytes
@@ -213,7 +216,17 @@ class RequestLimitsMiddleware:
             # before a parser recurses into it.
             chunks, more = [], True
             while more:
-                message = await receive()
+                try:
+                    message = await asyncio.wait_for(receive(), self.body_timeout_seconds)
+                except TimeoutError:
+                    await self._refuse(
+                        send,
+                        408,
+                        "body_timeout",
+                        "Request timeout",
+                        f"The request body did not arrive within {self.body_timeout_seconds:g} s.",
+                    )
+                    return
                 if message["type"] != "http.request":
                     break
                 chunks.append(message.get("body", b""))
@@ -302,4 +315,5 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
         max_json_depth=settings.max_json_depth,
         max_header_bytes=settings.max_header_bytes,
         max_header_count=settings.max_header_count,
+        body_timeout_seconds=settings.http_body_timeout_seconds,
     )
