@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck format bench bench-runtime bench-call-entry soak clean
+.PHONY: run test lint typecheck format bench bench-runtime bench-call-entry bench-sign-in soak clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -45,6 +45,10 @@ bench-runtime: $(VENV)/.installed-dev
 ## What authenticated call entry adds to a call start: signature and token checks, round trips
 bench-call-entry: $(VENV)/.installed-dev
 	$(BIN)/python bench/call_entry.py
+
+## Memory under 100 concurrent wrong sign-ins, password hashing bounded vs unbounded
+bench-sign-in: $(VENV)/.installed-dev
+	$(BIN)/python bench/sign_in.py
 
 ## Bounded soak on loopback (SOAK_SECONDS, SOAK_RATE): errors and memory growth
 soak: $(VENV)/.installed-dev
