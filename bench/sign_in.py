@@ -4,8 +4,9 @@
 lock does not stop them before the password is hashed) and with the per-address allowance
 raised out of the way: every one reaches argon2 (64 MiB per hash). Measured side by side in one
 run against two `switchboard serve` processes on SQLite: hashing bounded to the default 2 at a
-time, and bounded to 64, the most the setting allows (in effect unbounded for 100 sign-ins on two cores). Reports the server's peak RSS (sampled every
-20 ms) and the latency of a /healthz request sent in the middle of the flood.
+time, and to 64, the most the setting allows (in effect unbounded on two cores). Reports the
+server's peak RSS (sampled every 20 ms) and the latency of a /healthz request sent in the middle
+of the flood.
 """
 
 import asyncio

@@ -6,6 +6,13 @@ from control_plane.audit import service
 from control_plane.audit.models import AuditEntryRead, AuditPage
 from control_plane.deps import AdminDep, SessionDep
 from control_plane.jsontypes import IsoDateTime
+from control_plane.pagination import (
+    DEFAULT_LIMIT,
+    CursorQuery,
+    LimitQuery,
+    decode_cursor,
+    encode_cursor,
+)
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
@@ -25,8 +32,11 @@ def list_audit(
     before_id: Annotated[
         int | None, Query(ge=1, le=2**62, description="page: entries older than this id")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
 ) -> AuditPage:
+    if cursor is not None:  # the cursor every list takes; before_id stays for older clients
+        before_id = decode_cursor(cursor, [int])[0]
     entries = service.list_entries(
         session,
         workspace_id=workspace_id,
@@ -40,4 +50,8 @@ def list_audit(
     )
     reads = [AuditEntryRead.model_validate(e, from_attributes=True) for e in entries]
     next_before = reads[-1].id if len(reads) == limit else None
-    return AuditPage(entries=reads, next_before_id=next_before)
+    return AuditPage(
+        entries=reads,
+        next_before_id=next_before,
+        next_cursor=encode_cursor([next_before]) if next_before is not None else None,
+    )

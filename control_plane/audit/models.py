@@ -39,3 +39,4 @@ class AuditEntryRead(BaseModel):
 class AuditPage(BaseModel):
     entries: list[AuditEntryRead]
     next_before_id: int | None
+    next_cursor: str | None = None

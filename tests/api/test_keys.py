@@ -349,6 +349,12 @@ def test_audit_is_admin_only_and_filters(client: TestClient, tokens: Tokens) -> 
         headers=auth(tokens.admin),
     ).json()
     assert older["entries"][0]["id"] < page["entries"][0]["id"]
+    by_cursor = client.get(
+        "/api/v1/audit",
+        params={"limit": 1, "cursor": page["next_cursor"]},
+        headers=auth(tokens.admin),
+    ).json()
+    assert by_cursor["entries"] == older["entries"]
 
 
 def test_missing_master_key_stops_production_startup(tmp_path: Path) -> None:
