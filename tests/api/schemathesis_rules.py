@@ -25,6 +25,8 @@ RULES_BEYOND_THE_SCHEMA = {
     "invalid_call": "a webhook goes with channel twilio or telnyx (fields tied together)",
     "webhook_required": "a phone channel needs the webhook the call arrived on (tied fields)",
     "duplicate_tool_name": "tool names are unique within an agent (uniqueness by a key)",
+    "invalid_cursor": "a cursor must be one this API gave out (the sort key of a row it sent)",
+    "agent_too_large": "instructions and tools together stay under a byte quota (a setting)",
 }
 if os.environ.get("SWITCHBOARD_TEST_NO_RULES_BEYOND_THE_SCHEMA"):  # the test that it can fail
     RULES_BEYOND_THE_SCHEMA = {}
