@@ -40,6 +40,14 @@ CALLS = int(os.environ.get("BENCH_CALLS", "200"))
 SECONDS = 10
 
 
+def rss_kib(pid: int) -> int:
+    """A process's resident memory now, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
 def start(args: list[str], env: dict[str, str], health: str) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(args, env=env, cwd=ROOT)
     deadline = time.monotonic() + 30

@@ -24,17 +24,10 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.runtime import start  # noqa: E402
+from bench.runtime import rss_kib, start  # noqa: E402
 from tests.fakes.server import free_port  # noqa: E402
 
 SIGN_INS = 100
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 async def flood(base: str, pid: int) -> dict[str, Any]:

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.control_plane import CLIENT_TOKEN, Seeded, seed, switchboard_server  # noqa: E402
+from bench.runtime import rss_kib  # noqa: E402
 from control_plane.auth import service as auth_service  # noqa: E402
 from control_plane.db import make_engine  # noqa: E402
 
@@ -36,13 +37,6 @@ RATE = float(os.environ.get("SOAK_RATE", "300"))
 WARMUP = 20.0
 SAMPLE_EVERY = 5.0
 MAX_GROWTH_PERCENT = 10.0
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def server_pid(port: int) -> int:

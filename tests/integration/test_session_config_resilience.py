@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -338,32 +338,25 @@ def assert_survived(load: Load, http: httpx.Client, admin: str, longest_write: f
     assert len(load.acknowledged) > 5
 
 
-@pytest.mark.parametrize("mode", ["immediate", "fast"])
+# How the database goes away, how it comes back, for how long, and the slowest write allowed.
+OUTAGES: dict[
+    str, tuple[Callable[[PrivatePostgres], None], Callable[[PrivatePostgres], None], float, float]
+] = {
+    # A crash: no goodbye to clients.
+    "crash": (lambda pg: pg.stop("immediate"), PrivatePostgres.start, 2.5, 10),
+    # An orderly shutdown: every session is told to go.
+    "fast shutdown": (lambda pg: pg.stop("fast"), PrivatePostgres.start, 2.5, 10),
+    # A frozen server: connections stay open and never answer; without a bound on every wait,
+    # requests would hold their worker threads until it woke up.
+    "paused": (PrivatePostgres.pause, PrivatePostgres.resume, 8.0, 7),
+}
+
+
+@pytest.mark.parametrize("outage", list(OUTAGES))
 def test_outage_under_load_keeps_reads_up_and_loses_no_acknowledged_write(
-    private_postgres: PrivatePostgres, tmp_path: Path, mode: str
+    private_postgres: PrivatePostgres, tmp_path: Path, outage: str
 ) -> None:
-    """A crash (`immediate`) and an orderly shutdown (`fast`: every session is told to go)."""
-    admin, service = tokens_for(private_postgres.url())
-    settings = outage_settings(private_postgres, tmp_path)
-    with (
-        BackgroundServer(create_app(settings)) as server,
-        httpx.Client(base_url=server.base_url, timeout=15) as http,
-    ):
-        paths = loaded_agents(http, admin)
-        with Load(server.base_url, admin, service, paths) as load:
-            time.sleep(1.5)
-            private_postgres.stop(mode)
-            time.sleep(2.5)
-            private_postgres.start()
-            time.sleep(3.0)
-        assert_survived(load, http, admin, longest_write=10)
-
-
-def test_a_paused_database_cannot_hang_requests(
-    private_postgres: PrivatePostgres, tmp_path: Path
-) -> None:
-    """Connections to a frozen server stay open and never answer; without a bound on every
-    wait, requests would hold their worker threads until the server woke up."""
+    away, back, seconds, longest_write = OUTAGES[outage]
     admin, service = tokens_for(private_postgres.url())
     settings = outage_settings(private_postgres, tmp_path).model_copy(
         update={"database_query_timeout_seconds": 2.0}
@@ -375,13 +368,13 @@ def test_a_paused_database_cannot_hang_requests(
         paths = loaded_agents(http, admin)
         with Load(server.base_url, admin, service, paths) as load:
             time.sleep(1.5)
-            private_postgres.pause()
+            away(private_postgres)
             try:
-                time.sleep(8.0)
+                time.sleep(seconds)
             finally:
-                private_postgres.resume()
+                back(private_postgres)
             time.sleep(4.0)
-        assert_survived(load, http, admin, longest_write=7)
+        assert_survived(load, http, admin, longest_write=longest_write)
 
 
 def test_without_the_bound_a_paused_database_hangs_requests(
