@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     # Per-workspace quotas: agents, and the size of one agent's instructions and tools as JSON.
     max_agents_per_workspace: int = Field(default=500, ge=1)
     max_agent_config_bytes: int = Field(default=65_536, ge=1024)
+    max_tools_per_agent: int = Field(default=32, ge=0, le=64)
     # A request's headers must arrive within this many seconds of connecting (switchboard serve
     # and worker); its body within this many seconds of the headers (any server).
     http_header_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -217,13 +217,24 @@ class AgentLimits:
 
     max_agents: int = 500
     max_config_bytes: int = 65_536
+    max_tools: int = 32
 
 
 def agent_limits(settings: Settings) -> AgentLimits:
-    return AgentLimits(settings.max_agents_per_workspace, settings.max_agent_config_bytes)
+    return AgentLimits(
+        settings.max_agents_per_workspace,
+        settings.max_agent_config_bytes,
+        settings.max_tools_per_agent,
+    )
 
 
 def _check_size(config: AgentConfig, limits: AgentLimits) -> None:
+    if len(config.tools) > limits.max_tools:
+        raise InvalidInputError(
+            f"An agent may have {limits.max_tools} tools; this one has {len(config.tools)}. "
+            "Nothing was stored.",
+            code="too_many_tools",
+        )
     size = len(
         json.dumps(
             {

@@ -227,10 +227,10 @@ BIG_TOOLS = [
         "description": "d" * 1000,
         "parameters": {
             "type": "object",
-            "properties": {f"p{j}": {"type": "string"} for j in range(40)},
+            "properties": {f"p{j}": {"type": "string"} for j in range(100)},
         },
     }
-    for i in range(64)
+    for i in range(30)
 ]
 
 
@@ -247,9 +247,22 @@ def test_without_quotas_one_token_fills_the_database(
 ) -> None:
     from control_plane.workspaces import service
 
-    monkeypatch.setattr(service, "agent_limits", lambda settings: service.AgentLimits(10**9, 10**9))
+    monkeypatch.setattr(
+        service, "agent_limits", lambda settings: service.AgentLimits(10**9, 10**9, 64)
+    )
     client.app.state.settings.max_agents_per_workspace = 3  # type: ignore[attr-defined]
     _create_agents(client, tokens.acme, 4)
     body = {"name": "Huge", "pricing_tier": "premium", "voice": "alloy", "tools": BIG_TOOLS}
     stored = client.post("/api/v1/workspaces/acme/agents", json=body, headers=auth(tokens.acme))
     assert stored.status_code == 201
+
+
+def test_an_agent_has_at_most_the_configured_tools(client: TestClient, tokens: Tokens) -> None:
+    tools = [{"name": f"t{i}", "description": "d"} for i in range(33)]
+    body = {"name": "Busy", "pricing_tier": "premium", "voice": "alloy", "tools": tools}
+    refused = client.post("/api/v1/workspaces/acme/agents", json=body, headers=auth(tokens.acme))
+    assert refused.status_code == 422 and refused.json()["code"] == "too_many_tools"
+    body["tools"] = tools[:32]
+    assert client.post(
+        "/api/v1/workspaces/acme/agents", json=body, headers=auth(tokens.acme)
+    ).is_success
