@@ -63,8 +63,12 @@ KEY_FIELD = re.compile(r"_api_key$")
 
 
 def plant_secret(value: str) -> str:
-    """Mark a value as secret for the rest of the run; returns it."""
-    if len(value) >= 16:
+    """Mark a value as secret for the rest of the run; returns it.
+
+    Only values that could be keys: 16+ characters with some variety. A generated "dddd…" sent
+    as a key would otherwise "leak" through any later text that happens to repeat that letter.
+    """
+    if len(value) >= 16 and len(set(value)) >= 8:
         CANARIES.add(value)
     return value
 

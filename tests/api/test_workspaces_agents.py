@@ -224,7 +224,7 @@ def test_a_workspace_cannot_grow_past_its_agent_quota(client: TestClient, tokens
 BIG_TOOLS = [
     {
         "name": f"tool_{i}",
-        "description": "d" * 1000,
+        "description": f"Tool {i} looks things up in the order system. " * 20,
         "parameters": {
             "type": "object",
             "properties": {f"p{j}": {"type": "string"} for j in range(100)},
