@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck format bench bench-runtime bench-call-entry bench-sign-in soak clean
+.PHONY: run test lint typecheck format bench bench-runtime bench-call-entry bench-sign-in bench-servers soak clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -49,6 +49,13 @@ bench-call-entry: $(VENV)/.installed-dev
 ## Memory under 100 concurrent wrong sign-ins, password hashing bounded vs unbounded
 bench-sign-in: $(VENV)/.installed-dev
 	$(BIN)/python bench/sign_in.py
+
+## uvicorn vs granian: the control plane's hot reads, then bridged calls through the worker
+bench-servers: $(VENV)/.installed-dev
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+	$(BIN)/python bench/servers.py
+	BENCH_CALLS=100 BENCH_WORKER_SERVER=uvicorn $(BIN)/python bench/runtime.py
+	BENCH_CALLS=100 BENCH_WORKER_SERVER=granian $(BIN)/python bench/runtime.py
 
 ## Bounded soak on loopback (SOAK_SECONDS, SOAK_RATE): errors and memory growth
 soak: $(VENV)/.installed-dev

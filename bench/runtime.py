@@ -37,6 +37,8 @@ from tests.fakes.server import free_port  # noqa: E402
 XAI_KEY = "xai-" + "BenchRuntimeKey0123456789" + "abcd"
 FRAME = base64.b64encode(bytes([0x7F]) * 160).decode()
 CALLS = int(os.environ.get("BENCH_CALLS", "200"))
+# The HTTP server under `switchboard worker` (uvicorn or granian: make bench-servers).
+WORKER_SERVER = os.environ.get("BENCH_WORKER_SERVER", "uvicorn")
 SECONDS = 10
 
 
@@ -366,7 +368,10 @@ def main() -> None:
         "SWITCHBOARD_WORKER_PUBLIC_URL": f"http://127.0.0.1:{worker_port}",
     }
     worker = start(
-        [str(Path(sys.executable).parent / "switchboard"), "worker", "--port", str(worker_port)],
+        [
+            str(Path(sys.executable).parent / "switchboard"),
+            *("worker", "--port", str(worker_port), "--server", WORKER_SERVER),
+        ],
         worker_env,
         f"http://127.0.0.1:{worker_port}/healthz",
     )

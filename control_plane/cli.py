@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -97,8 +97,11 @@ def serve(
     port: int = 8000,
     workers: int = 1,
     reload: bool = False,
+    server: Annotated[
+        Literal["uvicorn", "granian"], typer.Option(help="the HTTP server (see README, Speed)")
+    ] = "uvicorn",
 ) -> None:
-    """Serve the control plane with uvicorn."""
+    """Serve the control plane (uvicorn by default; granian with --server granian)."""
     import uvicorn
 
     from control_plane.keys.crypto import Keyring, MasterKeyError
@@ -114,6 +117,9 @@ def serve(
             typer.echo(f"refused: {refusal}", err=True)
         raise typer.Exit(2)
 
+    if server == "granian":
+        serve_with_granian("control_plane.app:create_app", host, port, settings, workers, reload)
+        return
     uvicorn.run(
         "control_plane.app:create_app",
         factory=True,
@@ -125,6 +131,33 @@ def serve(
         access_log=False,
         http="control_plane.server:HeaderTimeoutProtocol",
     )
+
+
+def serve_with_granian(
+    factory: str,
+    host: str,
+    port: int,
+    settings: Settings,
+    workers: int = 1,
+    reload: bool = False,
+) -> None:
+    """granian (Rust HTTP) on an app factory, with its own header-read timeout."""
+    from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
+    from granian.server import Server
+
+    Server(
+        factory,
+        factory=True,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        reload=reload,
+        http1_settings=HTTP1Settings(
+            header_read_timeout=int(settings.http_header_timeout_seconds * 1000)
+        ),
+    ).serve()
 
 
 @tokens_app.command("create")
@@ -370,7 +403,13 @@ def cohorts_set(name: str, workspaces: list[str], actor: str = "cli") -> None:
 
 
 @app.command()
-def worker(host: str = "127.0.0.1", port: int = 8001) -> None:
+def worker(
+    host: str = "127.0.0.1",
+    port: int = 8001,
+    server: Annotated[
+        Literal["uvicorn", "granian"], typer.Option(help="the HTTP server (see README, Speed)")
+    ] = "uvicorn",
+) -> None:
     """Serve the call worker: /ws/twilio/{agent_id}, /ws/telnyx/{agent_id}, /twiml, /texml.
 
     Needs SWITCHBOARD_SERVICE_TOKEN and SWITCHBOARD_CONTROL_PLANE_URL (and
@@ -383,6 +422,10 @@ def worker(host: str = "127.0.0.1", port: int = 8001) -> None:
 
     settings = Settings()
     configure_logging(settings.log_level)
+    if server == "granian":
+        create_worker_app(settings)  # fail here, with its message, on a missing setting
+        serve_with_granian("control_plane.runtime.worker:create_worker_app", host, port, settings)
+        return
     uvicorn.run(
         create_worker_app(settings),
         host=host,

@@ -101,14 +101,17 @@ def wait_for(url: str, process: subprocess.Popen[bytes]) -> int:
     raise AssertionError(f"{url} did not answer")
 
 
-def test_serve_and_worker_come_up(cli_env: dict[str, str]) -> None:
+@pytest.mark.parametrize("http_server", ["uvicorn", "granian"])
+def test_serve_and_worker_come_up(cli_env: dict[str, str], http_server: str) -> None:
     run(cli_env, "migrate")
     demo = run(cli_env, "seed", "--demo")
     service = next(line.split()[-1] for line in demo.splitlines() if "demo-service" in line)
     port, worker_port = free_port(), free_port()
-    server = subprocess.Popen([SWITCHBOARD, "serve", "--port", str(port)], env=cli_env)
+    server = subprocess.Popen(
+        [SWITCHBOARD, "serve", "--port", str(port), "--server", http_server], env=cli_env
+    )
     worker = subprocess.Popen(
-        [SWITCHBOARD, "worker", "--port", str(worker_port)],
+        [SWITCHBOARD, "worker", "--port", str(worker_port), "--server", http_server],
         env={
             **cli_env,
             "SWITCHBOARD_SERVICE_TOKEN": service,
