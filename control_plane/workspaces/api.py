@@ -1,6 +1,6 @@
 """REST for workspaces, their settings and agents. Admin, or a token of that workspace."""
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
 from control_plane.deps import PrincipalDep, SessionDep, SettingsDep
 from control_plane.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
@@ -82,14 +82,17 @@ def create_agent(
 @router.get("/{workspace_id}/agents", response_model=AgentList)
 def list_agents(
     workspace_id: str,
+    request: Request,
     session: SessionDep,
     principal: PrincipalDep,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> AgentList:
     agents, next_cursor = service.list_agents(session, principal, workspace_id, limit, cursor)
+    catalogue = request.app.state.catalogue_reads.snapshot.get(session)
     return AgentList(
-        agents=[service.agent_read(session, a) for a in agents], next_cursor=next_cursor
+        agents=[service.agent_read(session, a, catalogue) for a in agents],
+        next_cursor=next_cursor,
     )
 
 

@@ -8,7 +8,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from sqlalchemy import bindparam, func
@@ -37,6 +37,9 @@ from control_plane.workspaces.models import (
     WorkspaceSettings,
     WorkspaceSettingsPatch,
 )
+
+if TYPE_CHECKING:
+    from control_plane.catalogue.snapshot import CatalogueData
 
 
 def config_topic(workspace_id: str) -> str:
@@ -359,14 +362,23 @@ def resolved_voice(session: Session, tier_id: str, voice: str) -> str:
     return catalogue.resolve_voice(session, tier.voice_provider, voice).voice
 
 
-def agent_read(session: Session, agent: Agent) -> AgentRead:
+def agent_read(
+    session: Session, agent: Agent, catalogue: "CatalogueData | None" = None
+) -> AgentRead:
+    """The agent as the API shows it. With the in-memory catalogue (lists), resolving its voice
+    costs no query; without, three."""
+    if catalogue is not None:
+        spoken = catalogue.speak(catalogue.tier(agent.pricing_tier), agent.voice)
+        voice = spoken.voice if spoken is not None else agent.voice
+    else:
+        voice = resolved_voice(session, agent.pricing_tier, agent.voice)
     return AgentRead(
         id=agent.id,
         workspace_id=agent.workspace_id,
         name=agent.name,
         pricing_tier=agent.pricing_tier,
         voice=agent.voice,
-        resolved_voice=resolved_voice(session, agent.pricing_tier, agent.voice),
+        resolved_voice=voice,
         instructions=agent.instructions,
         language=agent.language,
         turn_detection_threshold=agent.turn_detection_threshold,
