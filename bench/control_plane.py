@@ -8,7 +8,7 @@ as a second row. Every endpoint is warmed (3 s of the same load) before its meas
     /api/client/features (the same 20), its session-config for one agent, and its session-config
     over 1,000 agents in 50 workspaces, a random one per request (bench/random_path.lua); the
     catalogue the frontend reads (tiers anonymous and for a workspace, a tier, voices, a voice
-    map) and a conditional read answered 304
+    map), a conditional read answered 304, and a page of 50 agents from a workspace with 1,000
   - in-process: flag evaluation through the memo and raw through the engine, and an uncached
     session-config resolve, p50/p99
 
@@ -62,6 +62,7 @@ from tests.fakes.server import free_port  # noqa: E402
 
 FEATURES = 20
 WORKSPACES, AGENTS_PER_WORKSPACE = 50, 20
+BIG, BIG_AGENTS = "bench-big", 1_000
 WRK = ["wrk", "-t1", "-c16", "--latency"]
 CLIENT_TOKEN = "bench-client-token"  # noqa: S105 (a loopback benchmark token)
 FLAG = "grok-realtime-tier"
@@ -184,6 +185,7 @@ class Seeded:
     agent_paths: list[str]
     features: list[dict[str, Any]]
     workspace_token: str = ""
+    big_workspace_token: str = ""
 
 
 def seed(database_url: str, workdir: Path) -> Seeded:
@@ -251,14 +253,23 @@ def seed(database_url: str, workdir: Path) -> Seeded:
                 agent_paths.append(
                     f"/api/v1/workspaces/{workspace_id}/agents/{agent.id}/session-config"
                 )
+        # One workspace with 1,000 agents, for a page of its agents list.
+        workspaces.create_workspace(session, SYSTEM, WorkspaceCreate(id=BIG, name=BIG))
+        big_limits = workspaces.AgentLimits(max_agents=2 * BIG_AGENTS)
+        for index in range(BIG_AGENTS):
+            body = AgentCreate(name=f"Agent {index}", pricing_tier="premium", voice="alloy")
+            workspaces.create_agent(session, SYSTEM, BIG, body, big_limits)
         _, service_token = auth_service.create_token(session, name="bench", scopes=["service"])
         _, workspace_token = auth_service.create_token(
             session, name="bench-00", scopes=[f"workspace:{workspace_ids[0]}"]
         )
+        _, big_token = auth_service.create_token(session, name=BIG, scopes=[f"workspace:{BIG}"])
         session.commit()
         features = [f.definition for f in rollout.list_flags(session)]
     engine.dispose()
-    return Seeded(settings, service_token, agent_paths[0], agent_paths, features, workspace_token)
+    return Seeded(
+        settings, service_token, agent_paths[0], agent_paths, features, workspace_token, big_token
+    )
 
 
 @contextmanager
@@ -326,6 +337,10 @@ def measure_switchboard(seeded: Seeded, workdir: Path) -> dict[str, Any]:
             header = {"workspace": workspace, "none": ANONYMOUS}[header]
             results[name] = measured(f"{base}{path}", header)
             results[name]["bytes"] = response_bytes(f"{base}{path}", header)
+        big = f"Authorization: Bearer {seeded.big_workspace_token}"
+        page = f"{base}/api/v1/workspaces/{BIG}/agents?limit=50"
+        results["agents_page_50_of_1000"] = measured(page, big)
+        results["agents_page_50_of_1000"]["bytes"] = response_bytes(page, big)
         etag = http.get("/api/v1/tiers").headers["etag"]
         results["tiers_304"] = measured(f"{base}/api/v1/tiers", f"If-None-Match: {etag}")
         results["tiers_304"]["bytes"] = 0

@@ -50,6 +50,7 @@ from control_plane.telemetry.metrics import HttpMetricsMiddleware, Metrics, Stat
 from control_plane.web.routes import install_page_errors
 from control_plane.web.routes import router as pages_router
 from control_plane.workspaces.api import router as workspaces_router
+from control_plane.workspaces.cache import AgentPages
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +157,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     feed.subscribe(catalogue.on_change)
     app.state.catalogue_reads = CatalogueReads(catalogue, gate)
+    app.state.agent_pages = agent_pages = AgentPages()
+    feed.subscribe(agent_pages.invalidate)
     feed.subscribe(config_cache.invalidate)
     feed.subscribe(lambda topic: token_cache.clear() if topic == TOKENS_TOPIC else None)
     feed.subscribe(lambda topic: token_cache.require_reverification() if topic == RESYNC else None)
@@ -177,6 +180,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gate=gate,
         client_tokens=client_tokens,
         catalogue_reads=app.state.catalogue_reads,
+        agent_pages=agent_pages,
     )
     app.add_middleware(
         SessionMiddleware,

@@ -4,7 +4,8 @@
   and a valid cached config;
 - GET /api/client/features with a configured client token (or a verified admin/service token);
 - the catalogue the frontend reads (GET /api/v1/tiers, /tiers/{id}, /voices, /voice-maps/{p}),
-  anonymous or with a recently verified token, when that variant is built and current.
+  anonymous or with a recently verified token, when that variant is built and current;
+- a page of a workspace's agents already built, for a recently verified token that may see it.
 
 Everything else, including every miss, goes on to the FastAPI routes, which build and cache the
 answers, so both paths always agree.
@@ -21,13 +22,16 @@ from control_plane.auth.principal import Principal
 from control_plane.auth.service import hash_token
 from control_plane.catalogue.reads import CatalogueReads, ReadKey, workspace_context
 from control_plane.errors import NotFoundError
+from control_plane.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from control_plane.rollout.gate import FlagGate
 from control_plane.served import send_served
 from control_plane.sessions.cache import ConfigCache
+from control_plane.workspaces.cache import AgentPages
 
 SESSION_CONFIG = re.compile(r"^/api/v1/workspaces/([^/]+)/agents/([^/]+)/session-config$")
 CLIENT_FEATURES = "/api/client/features"
 CATALOGUE_PREFIX = "/api/v1/"
+AGENTS = re.compile(r"^/api/v1/workspaces/([^/]+)/agents$")
 TIER = re.compile(r"^/api/v1/tiers(?:/([^/]+))?$")
 VOICE_MAP = re.compile(r"^/api/v1/voice-maps/([^/]+)$")
 CREDENTIAL_MODES = {"key", "ephemeral", "none"}
@@ -43,8 +47,10 @@ class HotPathMiddleware:
         gate: FlagGate,
         client_tokens: list[bytes],
         catalogue_reads: CatalogueReads,
+        agent_pages: AgentPages,
     ) -> None:
         self.app = app
+        self.agent_pages = agent_pages
         self.catalogue_reads = catalogue_reads
         self.config_cache = config_cache
         self.token_cache = token_cache
@@ -61,9 +67,33 @@ class HotPathMiddleware:
                 match = SESSION_CONFIG.match(path)
                 if match and await self._session_config(scope, send, match[1], match[2]):
                     return
+            elif path.endswith("/agents"):
+                match = AGENTS.match(path)
+                if match and await self._agents(scope, send, match[1]):
+                    return
             elif path.startswith(CATALOGUE_PREFIX) and await self._catalogue(scope, send, path):
                 return
         await self.app(scope, receive, send)
+
+    async def _agents(self, scope: Scope, send: Send, workspace_id: str) -> bool:
+        """A page of agents already built, for a recently verified token that may see it."""
+        query = scope.get("query_string", b"")
+        params = dict(parse_qsl(query.decode("latin-1"))) if query else {}
+        limit_text = params.pop("limit", str(DEFAULT_LIMIT))
+        cursor = params.pop("cursor", None)
+        if params or not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
+            return False
+        authorization = self._header(scope, b"authorization")
+        if authorization is None or authorization[:7].lower() != b"bearer ":
+            return False
+        principal = self.token_cache.fresh(hash_token(authorization[7:].strip().decode("latin-1")))
+        if principal is None or not principal.can_access_workspace(workspace_id):
+            return False
+        served = self.agent_pages.get((workspace_id, int(limit_text), cursor))
+        if served is None:
+            return False
+        await send_served(send, served, self._header(scope, b"if-none-match"))
+        return True
 
     async def _catalogue(self, scope: Scope, send: Send, path: str) -> bool:
         key = self._catalogue_key(scope, path)

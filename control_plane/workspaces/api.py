@@ -2,9 +2,13 @@
 
 from fastapi import APIRouter, Request, Response, status
 
+from control_plane.catalogue.reads import PRIVATE_CACHE
 from control_plane.deps import PrincipalDep, SessionDep, SettingsDep
+from control_plane.http import json_bytes
 from control_plane.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
+from control_plane.served import Served, served_response
 from control_plane.workspaces import service
+from control_plane.workspaces.cache import AgentPages
 from control_plane.workspaces.models import (
     AgentCreate,
     AgentList,
@@ -79,7 +83,7 @@ def create_agent(
     return service.agent_read(session, agent)
 
 
-@router.get("/{workspace_id}/agents", response_model=AgentList)
+@router.get("/{workspace_id}/agents", response_model=None, responses={200: {"model": AgentList}})
 def list_agents(
     workspace_id: str,
     request: Request,
@@ -87,13 +91,22 @@ def list_agents(
     principal: PrincipalDep,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
-) -> AgentList:
-    agents, next_cursor = service.list_agents(session, principal, workspace_id, limit, cursor)
-    catalogue = request.app.state.catalogue_reads.snapshot.get(session)
-    return AgentList(
-        agents=[service.agent_read(session, a, catalogue) for a in agents],
-        next_cursor=next_cursor,
-    )
+) -> Response:
+    """A page of the workspace's agents, oldest first, served from memory until it changes."""
+    pages: AgentPages = request.app.state.agent_pages
+    key = (workspace_id, limit, cursor)
+    served = pages.get(key) if principal.can_access_workspace(workspace_id) else None
+    if served is None:
+        built_under = pages.generation(workspace_id)
+        agents, next_cursor = service.list_agents(session, principal, workspace_id, limit, cursor)
+        catalogue = request.app.state.catalogue_reads.snapshot.get(session)
+        page = AgentList(
+            agents=[service.agent_read(session, a, catalogue) for a in agents],
+            next_cursor=next_cursor,
+        )
+        served = Served.of(json_bytes(page), PRIVATE_CACHE, vary="Authorization")
+        pages.put(key, served, built_under)
+    return served_response(request, served)
 
 
 @router.get("/{workspace_id}/agents/{agent_id}", response_model=AgentRead)

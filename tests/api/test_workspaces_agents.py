@@ -266,3 +266,51 @@ def test_an_agent_has_at_most_the_configured_tools(client: TestClient, tokens: T
     assert client.post(
         "/api/v1/workspaces/acme/agents", json=body, headers=auth(tokens.acme)
     ).is_success
+
+
+def _names(client: TestClient, token: str) -> list[str]:
+    page = client.get("/api/v1/workspaces/acme/agents", params={"limit": 50}, headers=auth(token))
+    assert page.status_code == 200, page.text
+    return [a["name"] for a in page.json()["agents"]]
+
+
+def test_a_page_of_agents_shows_every_change_at_once(client: TestClient, tokens: Tokens) -> None:
+    ids = _create_agents(client, tokens.acme, 3)
+    assert _names(client, tokens.acme) == ["Agent 0", "Agent 1", "Agent 2"]
+    assert _names(client, tokens.acme) == ["Agent 0", "Agent 1", "Agent 2"]  # from memory now
+    path = f"/api/v1/workspaces/acme/agents/{ids[1]}"
+    assert client.patch(path, json={"name": "Renamed"}, headers=auth(tokens.acme)).is_success
+    assert _names(client, tokens.acme) == ["Agent 0", "Renamed", "Agent 2"]
+    assert client.delete(path, headers=auth(tokens.acme)).status_code == 204
+    assert _names(client, tokens.acme) == ["Agent 0", "Agent 2"]
+    # Another workspace's token never gets acme's page, cached or not.
+    refused = client.get("/api/v1/workspaces/acme/agents", headers=auth(tokens.globex))
+    assert refused.status_code == 404
+
+
+def test_without_invalidation_a_cached_page_would_hide_changes(
+    client: TestClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from control_plane.workspaces import cache
+
+    monkeypatch.setattr(cache, "WORKSPACE_PREFIX", "no-such-topic:")  # workspace changes unheard
+    ids = _create_agents(client, tokens.acme, 2)
+    assert _names(client, tokens.acme) == ["Agent 0", "Agent 1"]
+    path = f"/api/v1/workspaces/acme/agents/{ids[1]}"
+    assert client.patch(path, json={"name": "Renamed"}, headers=auth(tokens.acme)).is_success
+    assert _names(client, tokens.acme) == ["Agent 0", "Agent 1"]
+
+
+def test_a_page_built_while_a_change_arrived_is_not_kept() -> None:
+    from control_plane.served import Served
+    from control_plane.workspaces.cache import AgentPages
+
+    pages = AgentPages()
+    built_under = pages.generation("acme")
+    pages.invalidate("config:acme")  # the change lands while the page is being built
+    pages.put(("acme", 50, None), Served.of(b"{}", "private"), built_under)
+    assert pages.get(("acme", 50, None)) is None
+    pages.put(("acme", 50, None), Served.of(b"{}", "private"), pages.generation("acme"))
+    assert pages.get(("acme", 50, None)) is not None
+    pages.invalidate("config:*")
+    assert pages.get(("acme", 50, None)) is None
