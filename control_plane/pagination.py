@@ -23,9 +23,10 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
 
 LimitQuery = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Rows per page")]
+# An empty `?cursor=` is the first page, as FastAPI reads an empty optional query value as None.
 CursorQuery = Annotated[
     str | None,
-    Query(max_length=512, pattern=r"^[A-Za-z0-9_-]+$", description="next_cursor of the last page"),
+    Query(max_length=512, pattern=r"^[A-Za-z0-9_-]*$", description="next_cursor of the last page"),
 ]
 
 Row = TypeVar("Row")

@@ -80,7 +80,7 @@ class HotPathMiddleware:
         query = scope.get("query_string", b"")
         params = dict(parse_qsl(query.decode("latin-1"))) if query else {}
         limit_text = params.pop("limit", str(DEFAULT_LIMIT))
-        cursor = params.pop("cursor", None)
+        cursor = params.pop("cursor", None) or None  # empty: the first page, as the route reads it
         if params or not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
             return False
         authorization = self._header(scope, b"authorization")

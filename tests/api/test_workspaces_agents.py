@@ -201,6 +201,8 @@ def test_agents_come_in_pages_with_a_stable_order(client: TestClient, tokens: To
     assert seen == created  # oldest first, each once
     default = client.get("/api/v1/workspaces/acme/agents", headers=auth(tokens.acme)).json()
     assert len(default["agents"]) == 100 and default["next_cursor"] is not None
+    empty = client.get("/api/v1/workspaces/acme/agents?cursor=", headers=auth(tokens.acme))
+    assert empty.json() == default  # an empty cursor is the first page
     bad = client.get(
         "/api/v1/workspaces/acme/agents",
         params={"cursor": "bm90LWEtY3Vyc29y"},
