@@ -83,10 +83,7 @@ class HotPathMiddleware:
         cursor = params.pop("cursor", None) or None  # empty: the first page, as the route reads it
         if params or not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
             return False
-        authorization = self._header(scope, b"authorization")
-        if authorization is None or authorization[:7].lower() != b"bearer ":
-            return False
-        principal = self.token_cache.fresh(hash_token(authorization[7:].strip().decode("latin-1")))
+        principal = self._fresh_principal(scope)
         if principal is None or not principal.can_access_workspace(workspace_id):
             return False
         served = self.agent_pages.get((workspace_id, int(limit_text), cursor))
@@ -119,13 +116,9 @@ class HotPathMiddleware:
         workspace_id = params.pop("workspace_id", None)
         if params:
             return None
-        principal: Principal | None = None
-        authorization = self._header(scope, b"authorization")
-        if authorization is not None:
-            if authorization[:7].lower() != b"bearer ":
-                return None
-            token = authorization[7:].strip().decode("latin-1")
-            principal = self.token_cache.fresh(hash_token(token))
+        principal: Principal | None = None  # anonymous, unless a token is sent
+        if self._header(scope, b"authorization") is not None:
+            principal = self._fresh_principal(scope)
             if principal is None:
                 return None
         try:
@@ -133,6 +126,14 @@ class HotPathMiddleware:
         except NotFoundError:
             return None
         return ("tier" if tier[1] else "tiers", tier[1], context, principal is not None)
+
+    def _fresh_principal(self, scope: Scope) -> Principal | None:
+        """The caller of a bearer token verified recently; None sends the request to the routes,
+        which verify it (or refuse it) properly."""
+        authorization = self._header(scope, b"authorization")
+        if authorization is None or authorization[:7].lower() != b"bearer ":
+            return None
+        return self.token_cache.fresh(hash_token(authorization[7:].strip().decode("latin-1")))
 
     @staticmethod
     def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -151,10 +152,7 @@ class HotPathMiddleware:
             credentials = params.pop("credentials", "key")
             if params or credentials not in CREDENTIAL_MODES:
                 return False
-        authorization = self._header(scope, b"authorization")
-        if authorization is None or authorization[:7].lower() != b"bearer ":
-            return False
-        principal = self.token_cache.fresh(hash_token(authorization[7:].strip().decode("latin-1")))
+        principal = self._fresh_principal(scope)
         if principal is None or not principal.is_service:
             return False
         entry = self.config_cache.get((workspace_id, agent_id, credentials))
