@@ -1,4 +1,4 @@
-"""REST for issued calls: issue, claim, renew, end (service); list (admin, workspace)."""
+"""REST for issued calls: issue, claim, renew, end, release (service); list (admin, workspace)."""
 
 from typing import Literal
 
@@ -101,6 +101,20 @@ def end_call(
 ) -> CallRead:
     """Release a call that ended without a telemetry report (idempotent)."""
     call = service.end_call(session, principal, call_id, body.reason)
+    return CallRead.model_validate(call, from_attributes=True)
+
+
+@router.post(
+    "/calls/{call_id}/release",
+    response_model=CallRead,
+    dependencies=[SerializedCallWrites],
+    responses={404: {}, 409: {"description": "call_claimed"}},
+)
+def release_call(
+    call_id: SafeId, body: CallEnd, session: SessionDep, principal: ServiceDep
+) -> CallRead:
+    """Release an issued call whose media stream never came; a claimed call is left alone."""
+    call = service.release_unclaimed(session, principal, call_id, body.reason)
     return CallRead.model_validate(call, from_attributes=True)
 
 

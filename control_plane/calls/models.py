@@ -95,6 +95,9 @@ class IssuedCall(BaseModel):
         description="Single-use; present it at the media stream's start before it expires."
     )
     expires_at: datetime
+    engine: str = PydanticField(
+        description="The engine the agent's tier runs on (a worker sets up grok-realtime early)."
+    )
     state: CallState = PydanticField(description="`active` when issued with `claim`.")
     lease_seconds: int | None = PydanticField(
         default=None, description="With `claim`: renew the lease within this many seconds."

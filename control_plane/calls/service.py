@@ -142,6 +142,7 @@ def issue_call(
         agent_id=agent_id,
         stream_token=token,
         expires_at=expires_at,
+        engine=config.engine,
         state="active" if body.claim else "issued",
         lease_seconds=policy.lease_seconds if body.claim else None,
     )
@@ -324,6 +325,27 @@ def end_call(session: Session, principal: Principal, call_id: str, reason: str) 
     call = _get_call(session, call_id)
     mark_ended(session, {call_id: reason})
     session.refresh(call)
+    return call
+
+
+def release_unclaimed(session: Session, principal: Principal, call_id: str, reason: str) -> Call:
+    """Release an issued call whose media stream never came (a worker's warm session that
+    nobody claimed). A call a stream has claimed, here or on another worker, is left alone:
+    409 `call_claimed`. Releasing twice, or a call that already ended, changes nothing."""
+    _require_service(principal)
+    call = _get_call(session, call_id)
+    session.execute(
+        update(Call)
+        .where(col(Call.id) == call_id)
+        .where(col(Call.state).in_(claimable_states()))
+        .values(state="ended", ended_at=utcnow(), end_reason=reason[:64])
+    )
+    session.refresh(call)
+    if call.state == "active":
+        raise ConflictError(
+            f"Call {call_id} was claimed by its media stream; it is not released.",
+            code="call_claimed",
+        )
     return call
 
 

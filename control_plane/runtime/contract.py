@@ -111,7 +111,30 @@ class CallReport(BaseModel):
     tier: Name | None = None
     engine: Name | None = None
     started_at: IsoDateTime = Field(default_factory=lambda: datetime.now(UTC))
-    time_to_first_audio_ms: JsonFloat | None = Field(default=None, ge=0, le=600_000)
+    time_to_first_audio_ms: JsonFloat | None = Field(
+        default=None,
+        ge=0,
+        le=600_000,
+        description="xAI's part of first audio: the caller stops speaking (xAI's speech_stopped;"
+        " the session being ready when the agent speaks first) to the agent's first audio",
+    )
+    setup_wait_ms: JsonFloat | None = Field(
+        default=None,
+        ge=0,
+        le=600_000,
+        description="our part: the media stream's start to the xAI session being ready"
+        " (0 when a warm session was ready first)",
+    )
+    first_audio_relay_ms: JsonFloat | None = Field(
+        default=None,
+        ge=0,
+        le=600_000,
+        description="our part: the agent's first audio from xAI to its frame sent to the phone",
+    )
+    warm_start: JsonBool | None = Field(
+        default=None,
+        description="the call attached to an xAI session set up before its media stream started",
+    )
     tool_calls_ok: JsonInt = Field(default=0, ge=0, le=100_000)
     tool_calls_failed: JsonInt = Field(default=0, ge=0, le=100_000)
     transcript_events: JsonInt = Field(default=0, ge=0, le=1_000_000)

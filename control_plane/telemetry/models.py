@@ -36,6 +36,9 @@ class CallReport(SQLModel, table=True):
     nonfatal_errors: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     unknown_events: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     connect_retries: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    setup_wait_ms: float | None = None
+    first_audio_relay_ms: float | None = None
+    warm_start: bool | None = None
 
 
 class FlagGuard(SQLModel, table=True):
@@ -82,6 +85,12 @@ class MetricHealth(BaseModel):
 class HealthFigures(BaseModel):
     calls: int
     first_audio_p50_ms: float | None
+    # Where first-audio time goes (shown, not guarded): our set-up wait after the media stream
+    # starts and our relay of the first audio, beside xAI's part (first_audio_*).
+    setup_wait_p50_ms: float | None = None
+    setup_wait_p95_ms: float | None = None
+    first_audio_relay_p95_ms: float | None = None
+    warm_start_share: float | None = None
     first_audio_p95: MetricHealth
     tool_call_success: MetricHealth
     call_completion: MetricHealth

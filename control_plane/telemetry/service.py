@@ -184,9 +184,16 @@ def figures(reports: Sequence[CallReport], guard: FlagGuard) -> HealthFigures:
             ok=value >= target if higher_is_better else value <= target,
         )
 
+    setup_wait = [r.setup_wait_ms for r in reports if r.setup_wait_ms is not None]
+    relay = [r.first_audio_relay_ms for r in reports if r.first_audio_relay_ms is not None]
+    started = [r.warm_start for r in reports if r.warm_start is not None]
     return HealthFigures(
         calls=calls,
         first_audio_p50_ms=_percentile(first_audio, 0.5),
+        setup_wait_p50_ms=_percentile(setup_wait, 0.5),
+        setup_wait_p95_ms=_percentile(setup_wait, 0.95),
+        first_audio_relay_p95_ms=_percentile(relay, 0.95),
+        warm_start_share=round(sum(started) / len(started), 4) if started else None,
         first_audio_p95=metric(p95, guard.first_audio_p95_max_ms, False),
         tool_call_success=metric(tool_success, guard.tool_success_min, True),
         call_completion=metric(completion, guard.completion_min, True),

@@ -259,3 +259,44 @@ def test_calls_and_tokens_come_in_pages(client: TestClient, tokens: Tokens, agen
         if (cursor := page["next_cursor"]) is None:
             break
     assert listed == sorted(set(listed)) and len(listed) >= 4
+
+
+def test_an_unclaimed_call_is_released_and_a_claimed_one_is_left_running(
+    client: TestClient, tokens: Tokens, agent: str
+) -> None:
+    waiting = issue(client, tokens, agent).json()
+    assert waiting["engine"] == "grok-realtime"
+    released = client.post(
+        f"/api/v1/calls/{waiting['call_id']}/release",
+        json={"reason": "unclaimed"},
+        headers=auth(tokens.service),
+    )
+    assert released.status_code == 200, released.text
+    assert (released.json()["state"], released.json()["end_reason"]) == ("ended", "unclaimed")
+    late = claim(client, tokens, waiting["stream_token"], agent)
+    assert (late.status_code, late.json()["code"]) == (401, "stream_token_used")
+
+    running = issue(client, tokens, agent).json()
+    claim(client, tokens, running["stream_token"], agent).raise_for_status()
+    refused = client.post(
+        f"/api/v1/calls/{running['call_id']}/release", json={}, headers=auth(tokens.service)
+    )
+    assert (refused.status_code, refused.json()["code"]) == (409, "call_claimed")
+    listed = client.get("/api/v1/workspaces/acme/calls", headers=auth(tokens.acme)).json()
+    assert listed["active"] == 1
+    workspace_token = client.post(
+        f"/api/v1/calls/{running['call_id']}/release", json={}, headers=auth(tokens.acme)
+    )
+    assert workspace_token.status_code == 403
+
+
+def test_without_the_claimed_check_a_release_ends_a_running_call(
+    client: TestClient, tokens: Tokens, agent: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = issue(client, tokens, agent).json()
+    claim(client, tokens, running["stream_token"], agent).raise_for_status()
+    monkeypatch.setattr(calls_service, "claimable_states", lambda: ("issued", "active"))
+    released = client.post(
+        f"/api/v1/calls/{running['call_id']}/release", json={}, headers=auth(tokens.service)
+    )
+    assert released.status_code == 200 and released.json()["state"] == "ended"

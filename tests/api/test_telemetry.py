@@ -344,3 +344,22 @@ def test_metrics_parse_with_the_prometheus_parser(
     )
     assert "switchboard_config_cache" in families
     assert "xai-" not in text
+
+
+def test_health_splits_first_audio_into_our_part_and_xais(
+    client: TestClient, tokens: Tokens, beta: None
+) -> None:
+    rng = random.Random(7)
+    reports = synthetic_calls(200, INTERNAL, rng=rng, seed_id="split")
+    for index, report in enumerate(reports):
+        warm = index % 4 != 0  # three calls in four attach to a warm session
+        report["warm_start"] = warm
+        report["setup_wait_ms"] = 0.0 if warm else 150.0 + index % 50
+        report["first_audio_relay_ms"] = 0.2 + (index % 10) / 10
+    send(client, tokens, reports)
+    health = client.get(f"/api/v1/rollouts/{FLAG}/health", headers=auth(tokens.admin)).json()
+    overall = health["overall"]
+    assert overall["warm_start_share"] == 0.75
+    assert overall["setup_wait_p50_ms"] == 0.0
+    assert 150 <= overall["setup_wait_p95_ms"] <= 199
+    assert overall["first_audio_relay_p95_ms"] == pytest.approx(1.1)

@@ -190,6 +190,8 @@ def test_beta_cohort_makes_the_tier_available_and_kill_switch(browser: Any, site
     admin.get_by_role("button", name="Set stage").click()
     assert admin.locator("[data-stage]").inner_text() == "beta"
     assert admin.locator(".stepper li[aria-current=step]").inner_text() == "Beta"
+    split = admin.locator(".first-audio-split").first.inner_text()
+    assert "where the time goes" in split and "warm starts" in split
     assert availability(admin, site, "grok-realtime", "globex") == "available"
 
     admin.goto(f"{site}/rollout")
