@@ -40,6 +40,7 @@ class IssuedCall:
     agent_id: str
     stream_token: str
     expires_at: str
+    engine: str = ""  # the engine the agent's tier runs on, when the control plane says
 
 
 @dataclass(frozen=True)
@@ -124,14 +125,17 @@ class ControlPlaneClient:
                     timeout=self.timeout,
                 )
                 break
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+                # RemoteProtocolError: a pooled connection the server closed as it sat idle
+                # ("disconnected without sending a response"); the request was never read.
                 if attempt == self.attempts:
                     raise ControlPlaneError(
                         503,
                         "control_plane_unreachable",
                         f"Switchboard unreachable: {type(exc).__name__}",
                     ) from exc
-                await asyncio.sleep(0.1 * 2**attempt)
+                if not isinstance(exc, httpx.RemoteProtocolError):  # that one: again at once
+                    await asyncio.sleep(0.1 * 2**attempt)
             except httpx.HTTPError as exc:
                 raise ControlPlaneError(
                     503, "control_plane_unreachable", f"Switchboard failed: {type(exc).__name__}"
@@ -189,7 +193,8 @@ class ControlPlaneClient:
         fields = _strings(
             answer, "call_id", "workspace_id", "agent_id", "stream_token", "expires_at"
         )
-        return IssuedCall(**fields)
+        engine = answer.get("engine")
+        return IssuedCall(**fields, engine=engine[:64] if isinstance(engine, str) else "")
 
     async def start_call(self, workspace_id: str, agent_id: str) -> ClaimedCall:
         """Issue and claim a call in one round trip, for a backend that runs it itself."""
@@ -210,6 +215,19 @@ class ControlPlaneClient:
 
     async def renew_lease(self, call_id: str) -> None:
         await self._request("POST", f"/api/v1/calls/{path_id(call_id, 'call id')}/lease")
+
+    async def release_call(self, call_id: str, reason: str = "unclaimed") -> None:
+        """Release an issued call no media stream claimed; one claimed meanwhile (on another
+        worker) is left running. Failures are logged only: the slot lapses by itself."""
+        try:
+            await self._request(
+                "POST",
+                f"/api/v1/calls/{path_id(call_id, 'call id')}/release",
+                json={"reason": reason[:64]},
+            )
+        except ControlPlaneError as exc:
+            if exc.code != "call_claimed":
+                logger.warning("call %s not released: %s", call_id, exc.code)
 
     async def end_call(self, call_id: str, reason: str) -> None:
         """Release a call that ends without a telemetry report; failures are logged only."""

@@ -132,3 +132,49 @@ async def test_ids_that_would_steer_a_url_never_reach_the_control_plane(
     assert control_plane.paths == []
     with pytest.raises(ControlPlaneError):
         path_id(workspace, "workspace id")
+
+
+def dropping_first(attempts: list[int]) -> httpx.MockTransport:
+    """A control plane that drops the first request's connection without answering (a pooled
+    connection it closed while idle), then answers."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        return httpx.Response(200, json={"call_id": "call_1", "lease_expires_at": "x"})
+
+    return httpx.MockTransport(handle)
+
+
+async def test_a_connection_dropped_before_any_answer_is_tried_again() -> None:
+    attempts: list[int] = []
+    async with httpx.AsyncClient(transport=dropping_first(attempts)) as http:
+        client = ControlPlaneClient("http://control-plane", "sbt_service", http=http)
+        await client.renew_lease("call_1")
+    assert len(attempts) == 2
+
+
+async def test_without_that_retry_the_dropped_connection_fails_the_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from control_plane.runtime import client as client_module
+
+    real = client_module.httpx
+
+    class NoRetry:
+        ConnectError, ConnectTimeout, HTTPError = (
+            real.ConnectError,
+            real.ConnectTimeout,
+            real.HTTPError,
+        )
+        RemoteProtocolError = type("NeverRaised", (Exception,), {})
+        AsyncClient = real.AsyncClient
+
+    monkeypatch.setattr(client_module, "httpx", NoRetry)
+    attempts: list[int] = []
+    async with httpx.AsyncClient(transport=dropping_first(attempts)) as http:
+        client = ControlPlaneClient("http://control-plane", "sbt_service", http=http)
+        with pytest.raises(ControlPlaneError) as refused:
+            await client.renew_lease("call_1")
+    assert refused.value.code == "control_plane_unreachable" and len(attempts) == 1
