@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck format bench bench-runtime bench-call-entry bench-sign-in bench-servers soak clean
+.PHONY: run test lint typecheck format bench bench-runtime bench-call-entry bench-warm-start bench-sign-in bench-servers soak clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -37,6 +37,7 @@ bench: $(VENV)/.installed-dev
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/test-services.sh $(BIN)/python bench/control_plane.py
 	$(BIN)/python bench/runtime.py
 	$(BIN)/python bench/call_entry.py
+	$(BIN)/python bench/warm_start.py
 
 ## Runtime benchmark only: GrokRealtimeSession against the fake xAI on loopback
 bench-runtime: $(VENV)/.installed-dev
@@ -45,6 +46,10 @@ bench-runtime: $(VENV)/.installed-dev
 ## What authenticated call entry adds to a call start: signature and token checks, round trips
 bench-call-entry: $(VENV)/.installed-dev
 	$(BIN)/python bench/call_entry.py
+
+## Warm vs cold call start: the phone's start to the first agent audio, at injected network delays
+bench-warm-start: $(VENV)/.installed-dev
+	$(BIN)/python bench/warm_start.py
 
 ## Memory under 100 concurrent wrong sign-ins, password hashing bounded vs unbounded
 bench-sign-in: $(VENV)/.installed-dev

@@ -1,7 +1,6 @@
 """The FastAPI application factory: settings, database, routers, middleware, lifespan."""
 
 import gc
-import hmac
 import logging
 import secrets
 import threading
@@ -44,7 +43,7 @@ from control_plane.sessions.cache import ConfigCache
 from control_plane.sessions.ephemeral import EphemeralSecrets
 from control_plane.sessions.fastpath import HotPathMiddleware
 from control_plane.sessions.service import Resolver
-from control_plane.settings import Settings, production_refusals
+from control_plane.settings import Settings, metrics_allowed, production_refusals
 from control_plane.telemetry.api import router as telemetry_router
 from control_plane.telemetry.metrics import HttpMetricsMiddleware, Metrics, StateCollector
 from control_plane.web.routes import install_page_errors
@@ -77,16 +76,6 @@ def docs_public(settings: Settings) -> bool:
     if settings.public_docs is not None:
         return settings.public_docs
     return settings.environment != "production"
-
-
-def metrics_allowed(settings: Settings, authorization: str | None) -> bool:
-    """Outside production anyone may scrape; in production only with the metrics token."""
-    if settings.environment != "production" and settings.metrics_token is None:
-        return True
-    if settings.metrics_token is None or authorization is None:
-        return False
-    expected = f"Bearer {settings.metrics_token.get_secret_value()}"
-    return hmac.compare_digest(authorization.encode(), expected.encode())
 
 
 def call_policy(settings: Settings, keyring: Keyring) -> CallPolicy:

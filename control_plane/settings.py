@@ -1,5 +1,6 @@
 """Every knob of Switchboard, in one place. Environment variables use the prefix SWITCHBOARD_."""
 
+import hmac
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -60,6 +61,9 @@ class Settings(BaseSettings):
     control_plane_url: str = "http://127.0.0.1:8000"
     service_token: SecretStr | None = None
     worker_public_url: str = "http://127.0.0.1:8001"
+    # This replica's own base URL for media streams, when webhooks reach replicas through a
+    # shared name (the public URL, which signatures cover): the stream comes back here.
+    worker_stream_url: str | None = None
     tool_timeout_seconds: float = 10.0
 
     # Call entry. Stream tokens are signed with this secret (by default a key derived from the
@@ -69,6 +73,12 @@ class Settings(BaseSettings):
     call_lease_seconds: int = Field(default=60, ge=10, le=3600)
     # The worker closes a media stream that sends no valid `start` within this time.
     stream_start_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # Warm start: once a webhook's call is issued, the worker sets up its xAI session before
+    # the media stream arrives; a session no stream claims within this time is closed and its
+    # call released. At most this many warm sessions per worker (beyond that, calls start cold).
+    warm_start: bool = True
+    warm_session_unclaimed_seconds: float = Field(default=15.0, gt=0, le=60)
+    max_warm_sessions: int = Field(default=200, ge=1, le=100_000)
     # Install-wide webhook secrets for single-tenant installs; a workspace's own secret (the
     # `twilio` / `telnyx` rows of its provider keys) wins.
     twilio_auth_token: SecretStr | None = None
@@ -111,6 +121,17 @@ class Settings(BaseSettings):
 
 
 MIN_SESSION_SECRET_BYTES = 32
+
+
+def metrics_allowed(settings: Settings, authorization: str | None) -> bool:
+    """/metrics (control plane and worker): outside production anyone may scrape; in
+    production only with the metrics token."""
+    if settings.environment != "production" and settings.metrics_token is None:
+        return True
+    if settings.metrics_token is None or authorization is None:
+        return False
+    expected = f"Bearer {settings.metrics_token.get_secret_value()}"
+    return hmac.compare_digest(authorization.encode(), expected.encode())
 
 
 def production_refusals(settings: Settings) -> list[str]:

@@ -13,6 +13,7 @@ ends the call with a reason.
 """
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -66,6 +67,9 @@ RETRYABLE_CONFIG_CODES = {
 }
 # An ephemeral secret this close to its expiry is not used: the config is fetched again.
 EPHEMERAL_MARGIN_SECONDS = 30
+# Caller audio held while the session is set up: 10 s of 20 ms frames, beyond the set-up
+# deadline, so nothing a caller says before the session is ready is lost.
+HELD_AUDIO_FRAMES = 500
 
 
 def _credentials_expiring(config: ResolvedSessionConfig) -> bool:
@@ -100,6 +104,7 @@ class CallRefusedError(Exception):
 @dataclass(frozen=True)
 class AudioOut:
     payload: str  # base64 audio exactly as xAI sent it (μ-law 8 kHz for telephony)
+    received_at: float = 0.0  # time.monotonic() when it came from xAI
 
 
 @dataclass(frozen=True)
@@ -234,6 +239,13 @@ class GrokRealtimeSession:
         self._audio_since_clear = False
         self._speech_stopped_at: float | None = None
         self._started = time.monotonic()
+        # Caller audio held until xAI's session is ready (None once it has been sent).
+        self._held_audio: collections.deque[str] | None = collections.deque(
+            maxlen=HELD_AUDIO_FRAMES
+        )
+        self.held_audio_dropped = 0
+        self.stream_started_at: float | None = None  # when the phone's media stream started
+        self.caller_heard = asyncio.Event()  # the caller's first frame has gone to xAI
         self.ready_at: float | None = None
         self.xai_handshake_seconds: float | None = None
         self.ended: CallEnded | None = None
@@ -254,15 +266,29 @@ class GrokRealtimeSession:
         await self.cleanup()
 
     async def start(self) -> None:
+        """Run a call from nothing: the call (issued and claimed now unless given), then the
+        xAI session."""
         self._started = time.monotonic()
-        deadline = self._started + self.setup_deadline
         if self.call is None:
             # Embedded without a worker: the control plane issues the call (its cap, its
             # refusals), claimed at once since no media stream will present a token.
             self.call = await self.control_plane.start_call(self.workspace_id, self.agent_id)
-        self.telemetry.call_id = self.call.call_id
-        self.workspace_id = self.telemetry.workspace_id = self.call.workspace_id
-        await self._leased.enter_async_context(keep_lease(self.control_plane, self.call))
+        await self.attach(self.call)
+        await self.prepare()
+
+    async def attach(self, call: ClaimedCall) -> None:
+        """The claimed call this session runs: reported under its id, its lease renewed until
+        the session ends. A warm session is attached once its media stream claims it."""
+        self.call = call
+        self.telemetry.call_id = call.call_id
+        self.workspace_id = self.telemetry.workspace_id = call.workspace_id
+        await self._leased.enter_async_context(keep_lease(self.control_plane, call))
+
+    async def prepare(self) -> None:
+        """Set up the xAI session: the session config (unless given and fresh), xAI's socket,
+        `session.update` answered by `session.updated`; then xAI is read. Caller audio sent
+        before this finishes is held (bounded) and goes to xAI first, in order."""
+        deadline = time.monotonic() + self.setup_deadline
         if self.config is None or _credentials_expiring(self.config):
             self.config = await self._fetch_config(deadline)
         config = self.config
@@ -283,11 +309,12 @@ class GrokRealtimeSession:
         self._ws = await self._connect(url, config.credentials.value, deadline)
         await self._ws.send(protocol.session_update(config.session.model_dump(mode="json")))
         await self._await_session_updated()
-        self.ready_at = time.monotonic()
-        self.xai_handshake_seconds = self.ready_at - opened
+        self.xai_handshake_seconds = time.monotonic() - opened
         self._reader = asyncio.create_task(
             self._read_forever(), name=f"grok-reader-{self.telemetry.call_id}"
         )
+        await self._send_held_audio()
+        self.ready_at = time.monotonic()
 
     async def _fetch_config(self, deadline: float) -> ResolvedSessionConfig:
         """The session config; minting an ephemeral secret may meet xAI's 429/5xx: retried."""
@@ -373,6 +400,11 @@ class GrokRealtimeSession:
         self._end(reason, "", completed=True)
         await self._close_socket()
 
+    async def refuse(self, reason: str, detail: str = "") -> None:
+        """End the call without running it (its set-up failed, its stream was refused)."""
+        self._end(reason, detail)
+        await self._close_socket()
+
     async def cleanup(self) -> None:
         """Close everything and report telemetry, once."""
         if self.ended is None:
@@ -388,7 +420,11 @@ class GrokRealtimeSession:
         await self._leased.aclose()
         if not self._reported and self.call is not None:  # only issued calls are reported
             self._reported = True
-            self.telemetry.duration_ms = round((time.monotonic() - self._started) * 1000, 1)
+            began = self.stream_started_at or self._started
+            self.telemetry.duration_ms = round((time.monotonic() - began) * 1000, 1)
+            if self.stream_started_at is not None and self.ready_at is not None:
+                wait = max(0.0, self.ready_at - self.stream_started_at)
+                self.telemetry.setup_wait_ms = round(wait * 1000, 1)
             await self.sink.report(self.telemetry)
         await self.control_plane.aclose()
 
@@ -400,13 +436,34 @@ class GrokRealtimeSession:
     # --- talking to xAI -----------------------------------------------------------------------
 
     async def send_audio(self, payload_b64: str) -> None:
-        """Caller audio, base64, passed through untouched."""
-        if self._ws is None or self.ended is not None:
+        """Caller audio, base64, passed through untouched; held until the session is ready."""
+        if self.ended is not None:
+            return
+        held = self._held_audio
+        if held is not None:
+            if len(held) == held.maxlen:
+                self.held_audio_dropped += 1  # the oldest goes: the caller is heard from now
+            held.append(payload_b64)
+            return
+        if self._ws is None:
             return
         try:
             await self._ws.send(protocol.append_audio(payload_b64))
         except ConnectionClosed:
             return  # the reader notices and ends the call
+        self.caller_heard.set()
+
+    async def _send_held_audio(self) -> None:
+        """What the caller said during set-up, oldest first. Frames arriving meanwhile join the
+        queue, so the order holds; the queue is gone only once it is empty."""
+        assert self._ws is not None
+        held = self._held_audio
+        if held:
+            self.caller_heard.set()
+        while held:
+            with contextlib.suppress(ConnectionClosed):
+                await self._ws.send(protocol.append_audio(held.popleft()))
+        self._held_audio = None
 
     async def send_text(self, text: str) -> None:
         if self._ws is not None and self.ended is None:
@@ -485,11 +542,14 @@ class GrokRealtimeSession:
         response = event.response_id or self._active_response
         if response in self._cancelled:
             return  # still in flight when the response was cancelled: the caller must not hear it
+        now = time.monotonic()
         if self.telemetry.time_to_first_audio_ms is None:
-            since = self._speech_stopped_at or self.ready_at or self._started
-            self.telemetry.time_to_first_audio_ms = round((time.monotonic() - since) * 1000, 1)
+            # From the caller's last word, or (the agent speaking first) from when both the
+            # session and the phone were there.
+            since = self._speech_stopped_at or max(self.ready_at or 0, self.stream_started_at or 0)
+            self.telemetry.time_to_first_audio_ms = round((now - (since or now)) * 1000, 1)
         self._audio_since_clear = True
-        self._outbound.put_nowait(AudioOut(event.delta))
+        self._outbound.put_nowait(AudioOut(event.delta, now))
 
     async def _response_done(self, event: wire.ResponseDone) -> None:
         response = event.response

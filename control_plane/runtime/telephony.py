@@ -10,6 +10,7 @@ import base64
 import binascii
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -223,6 +224,9 @@ async def bridge(
             if isinstance(event, AudioOut):
                 stats.frames_out += 1
                 await phone.send_text(json.dumps(dialect.media(start.stream_id, event.payload)))
+                if stats.frames_out == 1 and event.received_at:
+                    relay = (time.monotonic() - event.received_at) * 1000
+                    session.telemetry.first_audio_relay_ms = round(relay, 2)
             elif isinstance(event, ClearAudio):
                 await phone.send_text(json.dumps(dialect.clear(start.stream_id)))
             elif isinstance(event, AudioDone):

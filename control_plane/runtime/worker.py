@@ -17,6 +17,8 @@ import base64
 import contextlib
 import logging
 import re
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -50,7 +52,8 @@ from control_plane.runtime.telephony import (
     wait_for_start,
 )
 from control_plane.runtime.tools import ToolRegistry
-from control_plane.settings import Settings
+from control_plane.runtime.warm import WarmCall, WarmSessions
+from control_plane.settings import Settings, metrics_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +65,9 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_REFUSED = 4403
 CLOSE_FAILED = 4500
 UNAUTHORIZED = "unauthorized"
+# A warm attach redeems its token with the control plane after the caller's first frame, or
+# after this long at the latest.
+CLAIM_AFTER_SECONDS = 0.02
 
 ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 MAX_WEBHOOK_BYTES = 64 * 1024
@@ -118,12 +124,39 @@ def create_worker_app(
     service_token = settings.service_token.get_secret_value()
     engine_handlers = dict(handlers or {})
     public_url = settings.worker_public_url.rstrip("/")
+    stream_base = (settings.worker_stream_url or public_url).rstrip("/")
+
+    def tools_for(config: ResolvedSessionConfig) -> ToolRegistry:
+        return (
+            tools_factory(config) if tools_factory else ToolRegistry(settings.tool_timeout_seconds)
+        )
+
+    def new_session(
+        workspace_id: str,
+        agent_id: str,
+        config: ResolvedSessionConfig | None = None,
+        call: ClaimedCall | None = None,
+    ) -> GrokRealtimeSession:
+        return GrokRealtimeSession(
+            control_plane_url=settings.control_plane_url,
+            service_token=service_token,
+            workspace_id=workspace_id,
+            agent_id=agent_id,
+            tools=tools_for(config) if config else None,
+            telemetry=app.state.sink,
+            config=config,
+            http=app.state.http,
+            call=call,
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # One pooled HTTP client for the control plane: a call start must not pay for a new
         # client (its TLS context alone costs tens of milliseconds).
-        async with httpx.AsyncClient() as http:
+        # Idle connections are dropped before a server's usual 5 s keep-alive ends, so a
+        # request rarely meets a connection the server is closing.
+        limits = httpx.Limits(keepalive_expiry=4.0)
+        async with httpx.AsyncClient(limits=limits) as http:
             app.state.http = http
             app.state.control_plane = ControlPlaneClient(
                 settings.control_plane_url, service_token, http=http
@@ -131,18 +164,53 @@ def create_worker_app(
             app.state.sink = telemetry or HttpTelemetrySink(
                 settings.control_plane_url, service_token, http=http
             )
-            yield
+            app.state.warm = WarmSessions(
+                unclaimed_seconds=settings.warm_session_unclaimed_seconds,
+                capacity=settings.max_warm_sessions,
+                release=app.state.control_plane.release_call,
+            )
+            try:
+                yield
+            finally:
+                await app.state.warm.aclose()
 
     app = FastAPI(title="Switchboard call worker", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.calls = []  # BridgeStats of finished calls, newest last (bounded)
     app.state.stream_start_timeout_seconds = settings.stream_start_timeout_seconds
+    app.state.warm_start = settings.warm_start
+    app.state.call_starts = Counter({"warm": 0, "cold": 0})
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/metrics")
+    def metrics(request: Request) -> Response:
+        """Prometheus text: warm sessions by outcome and call starts by path."""
+        if not metrics_allowed(settings, request.headers.get("authorization")):
+            return Response("not found", status_code=404, media_type="text/plain")
+        warm: WarmSessions = app.state.warm
+        lines = [
+            "# HELP switchboard_worker_warm_sessions_total Warm sessions by outcome.",
+            "# TYPE switchboard_worker_warm_sessions_total counter",
+            *(
+                f'switchboard_worker_warm_sessions_total{{outcome="{outcome}"}} {count}'
+                for outcome, count in sorted(warm.counts.items())
+            ),
+            "# HELP switchboard_worker_warm_sessions_open Warm sessions waiting for their stream.",
+            "# TYPE switchboard_worker_warm_sessions_open gauge",
+            f"switchboard_worker_warm_sessions_open {warm.open}",
+            "# HELP switchboard_worker_call_starts_total Calls bridged, by how they started.",
+            "# TYPE switchboard_worker_call_starts_total counter",
+            *(
+                f'switchboard_worker_call_starts_total{{path="{path}"}} {count}'
+                for path, count in sorted(app.state.call_starts.items())
+            ),
+        ]
+        return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
     def stream_url(kind: str, agent_id: str, query: dict[str, str] | None = None) -> str:
-        base = public_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        base = stream_base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         return f"{base}/ws/{kind}/{agent_id}" + (f"?{urlencode(query)}" if query else "")
 
     async def issue(request: Request, agent_id: str, provider: str) -> IssuedCall | Response:
@@ -197,11 +265,26 @@ def create_worker_app(
                 return busy()
             return hang_up_politely()
 
+    async def set_up_warm(session: GrokRealtimeSession) -> None:
+        session.config = await app.state.control_plane.session_config(
+            session.workspace_id, session.agent_id
+        )
+        session.tools = tools_for(session.config)
+        await session.prepare()
+
+    def warm_up(issued: IssuedCall) -> None:
+        """Set the call's xAI session up now, while the phone provider opens the stream."""
+        if app.state.warm_start and issued.engine == GROK_ENGINE:
+            session = new_session(issued.workspace_id, issued.agent_id)
+            session.telemetry.call_id = issued.call_id
+            app.state.warm.begin(issued, session, set_up_warm)
+
     @app.post("/twiml/{agent_id}")
     async def twiml(agent_id: str, request: Request) -> Response:
         issued = await issue(request, agent_id, "twilio")
         if isinstance(issued, Response):
             return issued
+        warm_up(issued)
         return _xml(
             f"<Connect><Stream url={quoteattr(stream_url('twilio', issued.agent_id))}>"
             f'<Parameter name="stream_token" value={quoteattr(issued.stream_token)}/>'
@@ -213,6 +296,7 @@ def create_worker_app(
         issued = await issue(request, agent_id, "telnyx")
         if isinstance(issued, Response):
             return issued
+        warm_up(issued)
         url = stream_url("telnyx", issued.agent_id, {"token": issued.stream_token})
         return _xml(f'<Connect><Stream url={quoteattr(url)} bidirectionalMode="rtp" /></Connect>')
 
@@ -229,8 +313,13 @@ def create_worker_app(
             return
         if start is None:
             return
+        stream_started = time.monotonic()
         control_plane: ControlPlaneClient = app.state.control_plane
         token = start.parameters.get("stream_token") or url_token
+        warm = app.state.warm.take(agent_id, token) if token else None
+        if warm is not None:
+            await run_warm(phone, dialect, start, warm, stream_started)
+            return
         call = await authorize_stream(control_plane, agent_id, token)
         if call is None:
             await _close(phone, CLOSE_UNAUTHORIZED, UNAUTHORIZED)
@@ -245,28 +334,59 @@ def create_worker_app(
         if config.engine != GROK_ENGINE:
             await run_other_engine(phone, dialect, start, config, call)
             return
-        tools = (
-            tools_factory(config) if tools_factory else ToolRegistry(settings.tool_timeout_seconds)
-        )
-        session = GrokRealtimeSession(
-            control_plane_url=settings.control_plane_url,
-            service_token=service_token,
-            workspace_id=call.workspace_id,
-            agent_id=call.agent_id,
-            tools=tools,
-            telemetry=app.state.sink,
-            config=config,
-            http=app.state.http,
-            call=call,
-        )
+        session = new_session(call.workspace_id, call.agent_id, config, call)
+        session.stream_started_at, session.telemetry.warm_start = stream_started, False
+        app.state.call_starts["cold"] += 1
         try:
             async with session:
                 stats = await bridge(phone, dialect, start, session)
         except CallRefusedError as exc:
             await _close(phone, CLOSE_REFUSED, f"{exc.code}: {exc.message}"[:120])
             return
+        await finish(phone, session, stats)
+
+    async def run_warm(
+        phone: WebSocket, dialect: Dialect, start: Start, warm: WarmCall, stream_started: float
+    ) -> None:
+        """Bridge at once; the control plane redeems the token meanwhile. Audio the caller
+        sends before the session is ready is held and sent first; a refused token ends it."""
+        session = warm.session
+        session.stream_started_at, session.telemetry.warm_start = stream_started, True
+        app.state.call_starts["warm"] += 1
+        claimed = asyncio.create_task(attach_when_claimed(session, warm.issued))
+        try:
+            stats = await bridge(phone, dialect, start, session)
+        finally:
+            authorized = await claimed
+            warm.setup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warm.setup
+            await session.cleanup()
+        if not authorized:
+            await _close(phone, CLOSE_UNAUTHORIZED, UNAUTHORIZED)
+            return
+        await finish(phone, session, stats)
+
+    async def attach_when_claimed(session: GrokRealtimeSession, issued: IssuedCall) -> bool:
+        # The token was compared here already; redeeming it with the control plane costs the
+        # event loop about a millisecond, so it goes out once the caller's first frame is on
+        # its way to xAI (or after one frame's time), not ahead of it.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLAIM_AFTER_SECONDS):
+                await session.caller_heard.wait()
+        call = await authorize_stream(app.state.control_plane, issued.agent_id, issued.stream_token)
+        if call is None:
+            await session.refuse("stream_token_refused", "the control plane refused the token")
+            return False
+        await session.attach(call)
+        return True
+
+    async def finish(phone: WebSocket, session: GrokRealtimeSession, stats: BridgeStats) -> None:
         app.state.calls = [*app.state.calls[-99:], stats]
         ended = session.ended
+        if session.ready_at is None and ended is not None:  # the set-up failed
+            await _close(phone, CLOSE_REFUSED, f"{ended.reason}: {ended.detail}"[:120])
+            return
         await _close(phone, 1000, (ended.reason if ended else "ended")[:120])
 
     async def run_other_engine(

@@ -56,6 +56,7 @@ class Connection:
     received: list[dict[str, Any]] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)
     closed_by_fake: str | None = None
+    closed: bool = False  # the conversation is over (either side closed)
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.received if e.get("type") == kind]
@@ -217,6 +218,7 @@ class RealtimeConversation:
         except (WebSocketDisconnect, RuntimeError):
             return  # the peer left, or the fake closed the socket itself
         finally:
+            self.record.closed = True
             for task in background:
                 task.cancel()
             if self.responding:

@@ -1,9 +1,11 @@
 """Run the fake xAI server as its own process (benchmarks).
 
-Usage: python -m tests.fakes.run_fake_xai PORT KEY [--stamped]
+Usage: python -m tests.fakes.run_fake_xai PORT KEY [--stamped | --eager]
 
 With --stamped (the bridged-calls benchmark) audio carries send times, silence is no speech, an
 utterance is 25 frames of speech (0.5 s) and every reply is 50 frames (1 s) played in real time.
+With --eager (the warm-start benchmark) the first frame of speech is an utterance and the reply's
+first audio goes out at once.
 """
 
 import sys
@@ -21,6 +23,10 @@ def main() -> None:
     if "--stamped" in sys.argv:
         state.stamped_audio, state.record_connections = True, False
         state.reply_audio = [bytes([0xFF]) * 160 for _ in range(50)]
+    if "--eager" in sys.argv:
+        state.frames_per_utterance, state.delta_interval = 1, 0.0
+        state.reply_audio = [bytes([0xFF]) * 160 for _ in range(5)]
+        state.record_connections = False
     uvicorn.run(
         build_app(state), host="127.0.0.1", port=port, log_level="warning", ws_ping_interval=None
     )

@@ -5,6 +5,7 @@ Telnyx's media-stream protocol. Twilio signatures come from the official `twilio
 
 import asyncio
 import base64
+import contextlib
 import json
 import re
 import secrets
@@ -51,6 +52,22 @@ class Stack:
     database_url: str
     stream_token_key: bytes
     worker_app: Any
+    worker_settings: Settings
+
+    @contextlib.contextmanager
+    def another_worker(self, **settings: Any) -> Iterator[tuple[str, Any]]:
+        """A second worker replica on the same control plane: its base URL and app."""
+        port = free_port()
+        update = {"worker_public_url": f"http://127.0.0.1:{port}", **settings}
+        update = {
+            k: v.replace("{port}", str(port)) if isinstance(v, str) else v
+            for k, v in update.items()
+        }
+        app = create_worker_app(
+            self.worker_settings.model_copy(update=update), telemetry=self.telemetry
+        )
+        with BackgroundServer(app, port=port) as server:
+            yield server.base_url, app
 
     def ws(self, path: str) -> str:
         return self.worker.replace("http://", "ws://") + path
@@ -66,6 +83,8 @@ class StackOptions:
     max_concurrent_calls: int | None = None
     stream_start_timeout_seconds: float = 1.0
     stream_token_ttl_seconds: int = 60
+    warm_start: bool = True
+    warm_session_unclaimed_seconds: float = 15.0
 
 
 def provision(
@@ -170,6 +189,8 @@ def build_stack(tmp_path: Path, options: StackOptions | None = None) -> Iterator
                     "control_plane_url": control_plane.base_url,
                     "service_token": SecretStr(service),
                     "worker_public_url": f"http://127.0.0.1:{worker_port}",
+                    "warm_start": options.warm_start,
+                    "warm_session_unclaimed_seconds": options.warm_session_unclaimed_seconds,
                 }
             )
             worker_app = create_worker_app(
@@ -190,6 +211,7 @@ def build_stack(tmp_path: Path, options: StackOptions | None = None) -> Iterator
                     database_url=database_url,
                     stream_token_key=app.state.call_policy.stream_token_key,
                     worker_app=worker_app,
+                    worker_settings=worker_settings,
                 )
 
 
@@ -258,16 +280,19 @@ async def answer_twilio(
     auth_token: str | None = None,
     signature: str | None = None,
     params: dict[str, str] | None = None,
+    via: str | None = None,
 ) -> Answer:
-    """POST /twiml as Twilio does, signed by the official helper library's RequestValidator."""
+    """POST /twiml as Twilio does, signed by the official helper library's RequestValidator.
+    `via`: the replica a load balancer hands the request to (the signed URL stays the same)."""
     params = params if params is not None else twilio_params()
     url = webhook_url(stack, "twiml", agent_id, workspace)
     if signature is None:
         signature = RequestValidator(auth_token or stack.twilio_auth_token).compute_signature(
             url, params
         )
+    target = url.replace(stack.worker, via, 1) if via else url
     async with httpx.AsyncClient() as http:
-        response = await http.post(url, data=params, headers={"X-Twilio-Signature": signature})
+        response = await http.post(target, data=params, headers={"X-Twilio-Signature": signature})
     return Answer(response.status_code, response.text)
 
 

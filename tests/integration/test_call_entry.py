@@ -1,8 +1,9 @@
 """Call entry, tried as an attacker would: only calls the control plane issued, on signed
 webhooks, with an unused stream token presented at `start`, ever reach xAI.
 
-Every refused case asserts that the fake xAI saw no connection, that no call was counted and that
-the phone learns nothing but `unauthorized`. Every guard also has a twin that switches the guard
+Every refused case asserts that the fake xAI heard no caller (the only sessions it sees belong to
+calls issued on signed webhooks: warm start), that no call was counted and that the phone learns
+nothing but `unauthorized`. Every guard also has a twin that switches the guard
 off (monkeypatch) and shows the same attack getting through, so these tests can fail.
 """
 
@@ -45,7 +46,10 @@ def calls_of(stack: Stack, workspace: str = "acme") -> dict[str, Any]:
 
 
 def assert_nothing_reached_xai(stack: Stack) -> None:
-    assert stack.xai.connections == []
+    """No caller was heard. Warm start may have opened a session for a call issued on a signed
+    webhook (never for anything else): it carries no audio."""
+    assert [c for c in stack.xai.connections if c.of_type("input_audio_buffer.append")] == []
+    assert len(stack.xai.connections) <= len(calls_of(stack)["calls"])
     assert stack.telemetry.reports == []
     assert [c for c in calls_of(stack)["calls"] if c["state"] == "active"] == []
 
