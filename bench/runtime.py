@@ -40,6 +40,17 @@ CALLS = int(os.environ.get("BENCH_CALLS", "200"))
 # The HTTP server under `switchboard worker` (uvicorn or granian: make bench-servers).
 WORKER_SERVER = os.environ.get("BENCH_WORKER_SERVER", "uvicorn")
 SECONDS = 10
+# What a bare client sends xAI, to time the fake's own handshake and responses.
+BARE_SESSION: dict[str, Any] = {
+    "instructions": "x",
+    "voice": "Ara",
+    "turn_detection": {"type": "server_vad"},
+    "audio": {
+        "input": {"format": {"type": "audio/pcmu"}},
+        "output": {"format": {"type": "audio/pcmu"}},
+    },
+    "tools": [],
+}
 
 
 def rss_kib(pid: int) -> int:
@@ -130,20 +141,7 @@ def prepare_control_plane(
 async def bare_handshake(url: str) -> float:
     started = time.perf_counter()
     async with connect(url, additional_headers={"Authorization": f"Bearer {XAI_KEY}"}) as ws:
-        await ws.send(
-            protocol.session_update(
-                {
-                    "instructions": "x",
-                    "voice": "Ara",
-                    "turn_detection": {"type": "server_vad"},
-                    "audio": {
-                        "input": {"format": {"type": "audio/pcmu"}},
-                        "output": {"format": {"type": "audio/pcmu"}},
-                    },
-                    "tools": [],
-                }
-            )
-        )
+        await ws.send(protocol.session_update(BARE_SESSION))
         async for raw in ws:
             if json.loads(raw).get("type") == "session.updated":
                 break

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.netdelay import DelayProxy  # noqa: E402
-from bench.runtime import XAI_KEY, prepare_control_plane, quantile, start  # noqa: E402
+from bench.runtime import BARE_SESSION, XAI_KEY, prepare_control_plane, quantile, start  # noqa: E402
 from control_plane.runtime import protocol  # noqa: E402
 from tests.fakes.server import free_port  # noqa: E402
 
@@ -48,16 +48,6 @@ CP_DELAY_MS = os.environ.get("BENCH_CP_DELAY_MS")
 LANES = int(os.environ.get("BENCH_LANES", "4"))
 SPEECH = base64.b64encode(bytes([0x7F]) * 160).decode()
 GOAL_MS = 5.0
-SESSION = {
-    "instructions": "x",
-    "voice": "Ara",
-    "turn_detection": {"type": "server_vad"},
-    "audio": {
-        "input": {"format": {"type": "audio/pcmu"}},
-        "output": {"format": {"type": "audio/pcmu"}},
-    },
-    "tools": [],
-}
 
 
 def summary(samples: list[float]) -> dict[str, float]:
@@ -70,7 +60,7 @@ async def fake_response_ms(realtime_url: str) -> float:
     async with connect(
         realtime_url, additional_headers={"Authorization": f"Bearer {XAI_KEY}"}, compression=None
     ) as xai:
-        await xai.send(protocol.session_update(SESSION))
+        await xai.send(protocol.session_update(BARE_SESSION))
         async for raw in xai:
             if json.loads(raw).get("type") == "session.updated":
                 break
