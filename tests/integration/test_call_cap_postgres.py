@@ -130,6 +130,7 @@ async def test_31_calls_on_a_cap_of_30_across_two_processes(database: str, tmp_p
                         database_url=database,
                         stream_token_key=keyring.derive_key("switchboard stream tokens v1"),
                         worker_app=app,
+                        worker_settings=worker_settings,
                     )
                 )
             try:
