@@ -219,26 +219,25 @@ class ControlPlaneClient:
     async def release_call(self, call_id: str, reason: str = "unclaimed") -> None:
         """Release an issued call no media stream claimed; one claimed meanwhile (on another
         worker) is left running. Failures are logged only: the slot lapses by itself."""
-        try:
-            await self._request(
-                "POST",
-                f"/api/v1/calls/{path_id(call_id, 'call id')}/release",
-                json={"reason": reason[:64]},
-            )
-        except ControlPlaneError as exc:
-            if exc.code != "call_claimed":
-                logger.warning("call %s not released: %s", call_id, exc.code)
+        await self._let_go(call_id, "release", reason, expected=("call_claimed",))
 
     async def end_call(self, call_id: str, reason: str) -> None:
         """Release a call that ends without a telemetry report; failures are logged only."""
+        await self._let_go(call_id, "end", reason)
+
+    async def _let_go(
+        self, call_id: str, action: str, reason: str, expected: tuple[str, ...] = ()
+    ) -> None:
+        """POST /calls/{id}/{action}; a refusal is logged (unless expected), never raised."""
         try:
             await self._request(
                 "POST",
-                f"/api/v1/calls/{path_id(call_id, 'call id')}/end",
+                f"/api/v1/calls/{path_id(call_id, 'call id')}/{action}",
                 json={"reason": reason[:64]},
             )
         except ControlPlaneError as exc:
-            logger.warning("call %s not released: %s", call_id, exc.code)
+            if exc.code not in expected:
+                logger.warning("call %s not released: %s", call_id, exc.code)
 
     async def report(self, report: CallReport) -> None:
         await self._request("POST", "/api/v1/telemetry/calls", json=report.model_dump(mode="json"))

@@ -99,6 +99,11 @@ Id = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Name = Annotated[str, StringConstraints(max_length=64)]
 
 
+def _milliseconds(description: str) -> Any:
+    """An optional duration of a call's first audio, in ms (at most ten minutes)."""
+    return Field(default=None, ge=0, le=600_000, description=description)
+
+
 class CallReport(BaseModel):
     """One finished call, as the runtime reports it. The control plane accepts reports of calls
     it issued only, and takes workspace, agent, tier and engine from the issued call."""
@@ -111,25 +116,16 @@ class CallReport(BaseModel):
     tier: Name | None = None
     engine: Name | None = None
     started_at: IsoDateTime = Field(default_factory=lambda: datetime.now(UTC))
-    time_to_first_audio_ms: JsonFloat | None = Field(
-        default=None,
-        ge=0,
-        le=600_000,
-        description="xAI's part of first audio: the caller stops speaking (xAI's speech_stopped;"
-        " the session being ready when the agent speaks first) to the agent's first audio",
+    time_to_first_audio_ms: JsonFloat | None = _milliseconds(
+        "xAI's part of first audio: the caller stops speaking (xAI's speech_stopped; the session"
+        " being ready when the agent speaks first) to the agent's first audio"
     )
-    setup_wait_ms: JsonFloat | None = Field(
-        default=None,
-        ge=0,
-        le=600_000,
-        description="our part: the media stream's start to the xAI session being ready"
-        " (0 when a warm session was ready first)",
+    setup_wait_ms: JsonFloat | None = _milliseconds(
+        "our part: the media stream's start to the xAI session being ready (0 when a warm"
+        " session was ready first)"
     )
-    first_audio_relay_ms: JsonFloat | None = Field(
-        default=None,
-        ge=0,
-        le=600_000,
-        description="our part: the agent's first audio from xAI to its frame sent to the phone",
+    first_audio_relay_ms: JsonFloat | None = _milliseconds(
+        "our part: the agent's first audio from xAI to its frame sent to the phone"
     )
     warm_start: JsonBool | None = Field(
         default=None,

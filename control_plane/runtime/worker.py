@@ -177,7 +177,6 @@ def create_worker_app(
     app = FastAPI(title="Switchboard call worker", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.calls = []  # BridgeStats of finished calls, newest last (bounded)
     app.state.stream_start_timeout_seconds = settings.stream_start_timeout_seconds
-    app.state.warm_start = settings.warm_start
     app.state.call_starts = Counter({"warm": 0, "cold": 0})
 
     @app.get("/healthz")
@@ -274,7 +273,7 @@ def create_worker_app(
 
     def warm_up(issued: IssuedCall) -> None:
         """Set the call's xAI session up now, while the phone provider opens the stream."""
-        if app.state.warm_start and issued.engine == GROK_ENGINE:
+        if settings.warm_start and issued.engine == GROK_ENGINE:
             session = new_session(issued.workspace_id, issued.agent_id)
             session.telemetry.call_id = issued.call_id
             app.state.warm.begin(issued, session, set_up_warm)
