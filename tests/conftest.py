@@ -55,7 +55,9 @@ def skip_or_fail(reason: str) -> NoReturn:
 # redactor's patterns miss — a Twilio auth token is plain hex — is caught here. The response net
 # is one hook on httpx's transport: the test client, clients talking to background servers and
 # schemathesis all pass through it. Only a session config may carry a key (that is its job).
-SECRET_PATTERN = re.compile(r"(?:xai|sk)-[A-Za-z0-9]{20,}")
+# A key starts a word: the same letters inside a longer base64url string (a stream token's MAC
+# holds "sk-" followed by 20 letters about once in 10,000 tokens) are not a key.
+SECRET_PATTERN = re.compile(r"(?<![A-Za-z0-9_.-])(?:xai|sk)-[A-Za-z0-9]{20,}")
 CANARIES: set[str] = set()
 SECRET_LEAKS: list[str] = []
 SCANNED: Counter[str] = Counter()  # what the nets looked at, printed at the end of the run

@@ -30,6 +30,16 @@ def test_a_planted_secret_is_caught_where_the_redactor_lets_it_through() -> None
     assert len(conftest.SECRET_LEAKS) == before
 
 
+def test_key_shapes_inside_a_longer_token_are_not_keys() -> None:
+    """A stream token's base64url MAC can hold "sk-" and 20 letters; a key starts a word."""
+    token = "st1.eyJjIjoiY2FsbF8xIn0.AbXsk-MATq3vF0dLw9Rk2PzYcN8hJ_e4u"
+    assert conftest.secrets_in(token) == []
+    assert conftest.secrets_in("st1.x.sk-MATq3vF0dLw9Rk2PzYcN8hJ") == []
+    leaked = "sk-MATq3vF0dLw9Rk2PzYcN8hJ"
+    for text in (leaked, f'{{"key": "{leaked}"}}', f"key={leaked}", f"Bearer {leaked}"):
+        assert conftest.secrets_in(text) == [leaked], text
+
+
 def test_keys_sent_over_http_become_canaries_and_responses_are_scanned() -> None:
     conftest._plant_keys_sent(b'{"telnyx_api_key": "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo="}')
     assert "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo=" in conftest.CANARIES
