@@ -17,6 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 _event_ids = itertools.count(1)
 
 
+def next_event_id() -> str:
+    return f"evt_sb_{next(_event_ids)}"
+
+
 # --- server → client --------------------------------------------------------------------------
 
 
@@ -175,7 +179,7 @@ def parse_server_event(raw: str | bytes) -> ServerEvent | Malformed:
 
 class ClientEvent(BaseModel):
     type: str
-    event_id: str = Field(default_factory=lambda: f"evt_sb_{next(_event_ids)}")
+    event_id: str = Field(default_factory=next_event_id)
 
     def encode(self) -> str:
         return self.model_dump_json(exclude_none=True)

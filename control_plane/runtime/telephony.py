@@ -14,8 +14,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
-
 from control_plane.runtime.session import (
     AudioDone,
     AudioOut,
@@ -28,6 +26,22 @@ from control_plane.runtime.session import (
 logger = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = 64 * 1024
+
+
+class PhoneGone(Exception):
+    """The phone's socket closed while we were sending to it: the caller hung up."""
+
+
+class PhoneSocket(Protocol):
+    """The phone side of a call, whatever server carries it (the worker adapts Starlette's)."""
+
+    async def receive(self) -> str | bytes | None:
+        """The next frame, text or binary; None once the phone has hung up."""
+        ...
+
+    async def send_text(self, text: str) -> None:
+        """Send one frame; raises PhoneGone when the phone has hung up."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -61,15 +75,21 @@ PhoneEvent = Start | Media | Mark | Stop | Ignored
 
 
 class Dialect(Protocol):
+    """How to read a provider's frames, and its frames to send back as JSON text."""
+
     name: str
 
     def parse(self, frame: dict[str, Any]) -> PhoneEvent: ...
 
-    def media(self, stream_id: str, payload: str) -> dict[str, Any]: ...
+    def media(self, stream_id: str, payload: str) -> str: ...
 
-    def clear(self, stream_id: str) -> dict[str, Any]: ...
+    def clear(self, stream_id: str) -> str: ...
 
-    def mark(self, stream_id: str, name: str) -> dict[str, Any] | None: ...
+    def mark(self, stream_id: str, name: str) -> str | None: ...
+
+
+# JSON string literal of a str (what json.dumps writes for one).
+_json_string = json.encoder.encode_basestring
 
 
 def _media_payload(frame: dict[str, Any]) -> PhoneEvent:
@@ -121,14 +141,18 @@ class Twilio(_MediaStream):
             parameters=_parameters(start.get("customParameters")),
         )
 
-    def media(self, stream_id: str, payload: str) -> dict[str, Any]:
-        return {"event": "media", "streamSid": stream_id, "media": {"payload": payload}}
+    def media(self, stream_id: str, payload: str) -> str:
+        # Written out rather than json.dumps'd: 50 frames a second per call, 5x cheaper.
+        return (
+            f'{{"event":"media","streamSid":{_json_string(stream_id)},'
+            f'"media":{{"payload":{_json_string(payload)}}}}}'
+        )
 
-    def clear(self, stream_id: str) -> dict[str, Any]:
-        return {"event": "clear", "streamSid": stream_id}
+    def clear(self, stream_id: str) -> str:
+        return json.dumps({"event": "clear", "streamSid": stream_id})
 
-    def mark(self, stream_id: str, name: str) -> dict[str, Any] | None:
-        return {"event": "mark", "streamSid": stream_id, "mark": {"name": name}}
+    def mark(self, stream_id: str, name: str) -> str | None:
+        return json.dumps({"event": "mark", "streamSid": stream_id, "mark": {"name": name}})
 
 
 class Telnyx(_MediaStream):
@@ -141,13 +165,13 @@ class Telnyx(_MediaStream):
             parameters=_parameters(start.get("custom_parameters") or start.get("customParameters")),
         )
 
-    def media(self, stream_id: str, payload: str) -> dict[str, Any]:
-        return {"event": "media", "media": {"payload": payload}}
+    def media(self, stream_id: str, payload: str) -> str:
+        return f'{{"event":"media","media":{{"payload":{_json_string(payload)}}}}}'
 
-    def clear(self, stream_id: str) -> dict[str, Any]:
-        return {"event": "clear"}
+    def clear(self, stream_id: str) -> str:
+        return '{"event":"clear"}'
 
-    def mark(self, stream_id: str, name: str) -> dict[str, Any] | None:
+    def mark(self, stream_id: str, name: str) -> str | None:
         return None  # Telnyx's bidirectional stream documents media and clear only
 
 
@@ -163,14 +187,13 @@ class BridgeStats:
 
 
 async def read_phone_event(
-    phone: WebSocket, dialect: Dialect, stats: BridgeStats
+    phone: PhoneSocket, dialect: Dialect, stats: BridgeStats
 ) -> PhoneEvent | None:
     """The next phone event; None when the phone hung up. Bad frames are skipped, not fatal."""
-    try:
-        text = await phone.receive_text()
-    except WebSocketDisconnect:
+    text = await phone.receive()
+    if text is None:
         return None
-    except KeyError:  # a binary frame where text was expected
+    if isinstance(text, bytes):  # phone media streams speak JSON text only
         stats.ignored += 1
         return Ignored("binary frame")
     if len(text) > MAX_FRAME_BYTES:
@@ -190,7 +213,7 @@ async def read_phone_event(
     return event
 
 
-async def wait_for_start(phone: WebSocket, dialect: Dialect, stats: BridgeStats) -> Start | None:
+async def wait_for_start(phone: PhoneSocket, dialect: Dialect, stats: BridgeStats) -> Start | None:
     while True:
         event = await read_phone_event(phone, dialect, stats)
         if event is None or isinstance(event, Stop):
@@ -200,7 +223,7 @@ async def wait_for_start(phone: WebSocket, dialect: Dialect, stats: BridgeStats)
 
 
 async def bridge(
-    phone: WebSocket, dialect: Dialect, start: Start, session: GrokRealtimeSession
+    phone: PhoneSocket, dialect: Dialect, start: Start, session: GrokRealtimeSession
 ) -> BridgeStats:
     """Move audio both ways until either side ends the call. The session is already open."""
     stats = BridgeStats()
@@ -219,21 +242,27 @@ async def bridge(
                 stats.marks_played.append(event.name)
 
     async def grok_to_phone() -> None:
+        try:
+            await play_to_phone()
+        except PhoneGone:
+            await session.hangup("caller_hangup")
+
+    async def play_to_phone() -> None:
         nonlocal marks
         async for event in session.events():
             if isinstance(event, AudioOut):
                 stats.frames_out += 1
-                await phone.send_text(json.dumps(dialect.media(start.stream_id, event.payload)))
+                await phone.send_text(dialect.media(start.stream_id, event.payload))
                 if stats.frames_out == 1 and event.received_at:
                     relay = (time.monotonic() - event.received_at) * 1000
                     session.telemetry.first_audio_relay_ms = round(relay, 2)
             elif isinstance(event, ClearAudio):
-                await phone.send_text(json.dumps(dialect.clear(start.stream_id)))
+                await phone.send_text(dialect.clear(start.stream_id))
             elif isinstance(event, AudioDone):
                 marks += 1
                 mark = dialect.mark(start.stream_id, f"response-{marks}")
                 if mark is not None:
-                    await phone.send_text(json.dumps(mark))
+                    await phone.send_text(mark)
             elif isinstance(event, Transcript):
                 logger.debug("%s: %s", event.role, event.text)
             elif isinstance(event, CallEnded):
@@ -246,6 +275,6 @@ async def bridge(
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
     for task in done:
-        if task.exception() is not None and not isinstance(task.exception(), WebSocketDisconnect):
-            logger.warning("bridge task failed: %s", type(task.exception()).__name__)
+        if task.exception() is not None:
+            logger.warning("bridge task failed: %r", task.exception())
     return stats

@@ -47,6 +47,7 @@ from control_plane.runtime.telephony import (
     DIALECTS,
     BridgeStats,
     Dialect,
+    PhoneGone,
     Start,
     bridge,
     wait_for_start,
@@ -81,6 +82,29 @@ def _xml(body: str) -> Response:
         f'<?xml version="1.0" encoding="UTF-8"?><Response>{body}</Response>',
         media_type="application/xml",
     )
+
+
+class StarlettePhone:
+    """A media stream accepted by this app, as the bridge's PhoneSocket."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+
+    async def receive(self) -> str | bytes | None:
+        try:
+            message = await self.websocket.receive()
+        except (WebSocketDisconnect, RuntimeError):  # already disconnected
+            return None
+        if message["type"] == "websocket.disconnect":
+            return None
+        text: str | None = message.get("text")
+        return text if text is not None else bytes(message.get("bytes") or b"")
+
+    async def send_text(self, text: str) -> None:
+        try:
+            await self.websocket.send_text(text)
+        except (WebSocketDisconnect, RuntimeError, OSError) as exc:  # closed, or the TCP is gone
+            raise PhoneGone from exc
 
 
 def hang_up_politely() -> Response:
@@ -305,7 +329,7 @@ def create_worker_app(
         await phone.accept()
         try:
             async with asyncio.timeout(app.state.stream_start_timeout_seconds):
-                start = await wait_for_start(phone, dialect, BridgeStats())
+                start = await wait_for_start(StarlettePhone(phone), dialect, BridgeStats())
         except TimeoutError:
             logger.warning("stream for agent %s closed: no start in time", agent_id[:64])
             await _close(phone, CLOSE_UNAUTHORIZED, UNAUTHORIZED)
@@ -338,7 +362,7 @@ def create_worker_app(
         app.state.call_starts["cold"] += 1
         try:
             async with session:
-                stats = await bridge(phone, dialect, start, session)
+                stats = await bridge(StarlettePhone(phone), dialect, start, session)
         except CallRefusedError as exc:
             await _close(phone, CLOSE_REFUSED, f"{exc.code}: {exc.message}"[:120])
             return
@@ -354,7 +378,7 @@ def create_worker_app(
         app.state.call_starts["warm"] += 1
         claimed = asyncio.create_task(attach_when_claimed(session, warm.issued))
         try:
-            stats = await bridge(phone, dialect, start, session)
+            stats = await bridge(StarlettePhone(phone), dialect, start, session)
         finally:
             authorized = await claimed
             warm.setup.cancel()
