@@ -44,7 +44,8 @@ class ToolTurn:
     name: str
     arguments: dict[str, Any]
     # "arguments_done": response.function_call_arguments.done and response.done;
-    # "streamed": .delta events carry the arguments, then .done without them, then response.done;
+    # "streamed": .delta events carry the arguments, then .done with them, then response.done;
+    # "streamed_bare_done": the same, but .done carries neither arguments nor response id;
     # "response_done_only": the call appears only inside response.done's output.
     style: str = "arguments_done"
 
@@ -114,6 +115,23 @@ class FakeXAIState:
         return any(
             s["value"] == token and s["expires_at"] > time.time() for s in self.secrets_minted
         )
+
+
+def response_object(
+    response_id: str,
+    status: str,
+    output: list[dict[str, Any]] | None = None,
+    status_details: Any = None,
+) -> dict[str, Any]:
+    """A `realtime.response`, with every field the protocol's response object carries."""
+    return {
+        "id": response_id,
+        "object": "realtime.response",
+        "status": status,
+        "status_details": status_details,
+        "output": output or [],
+        "usage": {},
+    }
 
 
 def _bearer(header: str) -> str | None:
@@ -334,23 +352,39 @@ class RealtimeConversation:
     async def call_tools(self, tools: list[ToolTurn]) -> None:
         response_id = self.next_id("resp")
         self.response_id = response_id
-        await self.send("response.created", response={"id": response_id, "status": "in_progress"})
+        await self.send("response.created", response=response_object(response_id, "in_progress"))
         output = []
-        for tool in tools:
+        for index, tool in enumerate(tools):
             call_id, arguments = self.next_id("call"), json.dumps(tool.arguments)
-            item = {"type": "function_call", "call_id": call_id, "name": tool.name}
-            await self.send("response.output_item.added", response_id=response_id, item=item)
-            if tool.style == "streamed":
+            item = {
+                "id": self.next_id("item"),
+                "object": "realtime.item",
+                "type": "function_call",
+                "status": "in_progress",
+                "call_id": call_id,
+                "name": tool.name,
+            }
+            await self.send(
+                "response.output_item.added", response_id=response_id, output_index=index, item=item
+            )
+            if tool.style in ("streamed", "streamed_bare_done"):
                 half = len(arguments) // 2
                 for piece in (arguments[:half], arguments[half:]):
                     await self.send(
                         "response.function_call_arguments.delta",
                         response_id=response_id,
+                        item_id=item["id"],
+                        output_index=index,
                         call_id=call_id,
                         delta=piece,
                     )
+                # As documented, .done repeats the whole arguments; "streamed_bare_done" leaves
+                # them out (and the response id), which a tolerant reader must also survive.
+                done = {} if tool.style == "streamed_bare_done" else {"arguments": arguments}
+                if tool.style == "streamed":
+                    done |= {"response_id": response_id, "item_id": item["id"]}
                 await self.send(
-                    "response.function_call_arguments.done", call_id=call_id, name=tool.name
+                    "response.function_call_arguments.done", call_id=call_id, name=tool.name, **done
                 )
             elif tool.style == "arguments_done":
                 await self.send(
@@ -360,18 +394,27 @@ class RealtimeConversation:
                     name=tool.name,
                     arguments=arguments,
                 )
-            output.append({**item, "arguments": arguments})
-        await self.send(
-            "response.done", response={"id": response_id, "status": "completed", "output": output}
-        )
+            output.append({**item, "status": "completed", "arguments": arguments})
+        await self.send("response.done", response=response_object(response_id, "completed", output))
         self.response_id = None
 
     async def respond_with_audio(self, status: str = "completed") -> None:
         response_id = self.next_id("resp")
         self.response_id = response_id
-        await self.send("response.created", response={"id": response_id, "status": "in_progress"})
+        await self.send("response.created", response=response_object(response_id, "in_progress"))
+        item_id = self.next_id("item")
         await self.send(
-            "response.output_item.added", response_id=response_id, item={"type": "message"}
+            "response.output_item.added",
+            response_id=response_id,
+            output_index=0,
+            item={
+                "id": item_id,
+                "object": "realtime.item",
+                "type": "message",
+                "status": "in_progress",
+                "role": "assistant",
+                "content": [],
+            },
         )
         late = 0
         for chunk in self.state.reply_audio:
@@ -384,6 +427,9 @@ class RealtimeConversation:
             await self.send(
                 "response.output_audio.delta",
                 response_id=response_id,
+                item_id=item_id,
+                output_index=0,
+                content_index=0,
                 delta=base64.b64encode(chunk).decode(),
             )
             self.state.deltas_sent += 1
@@ -393,24 +439,24 @@ class RealtimeConversation:
         if response_id in self.cancelled:
             await self.send(
                 "response.done",
-                response={"id": response_id, "status": "cancelled", "output": [], "usage": {}},
+                response=response_object(response_id, "cancelled"),
             )
             return
-        await self.send("response.output_audio.done", response_id=response_id)
+        part = {"response_id": response_id, "item_id": item_id, "output_index": 0}
+        await self.send("response.output_audio.done", **part, content_index=0)
         await self.send(
             "response.output_audio_transcript.done",
-            response_id=response_id,
+            **part,
+            content_index=0,
             transcript=self.state.agent_transcript,
         )
         await self.send(
             "response.done",
-            response={
-                "id": response_id,
-                "status": status,
-                "status_details": None if status == "completed" else {"reason": status},
-                "output": [],
-                "usage": {},
-            },
+            response=response_object(
+                response_id,
+                status,
+                status_details=None if status == "completed" else {"reason": status},
+            ),
         )
 
 

@@ -227,7 +227,9 @@ def tools_registry(
 
 async def test_streamed_arguments_are_assembled(stack: Stack) -> None:
     log: list[tuple[str, Any]] = []
-    stack.xai.tool_turns = {0: ToolTurn("lookup_order", {"id": "A-1042", "rush": True}, "streamed")}
+    stack.xai.tool_turns = {
+        0: ToolTurn("lookup_order", {"id": "A-1042", "rush": True}, "streamed_bare_done")
+    }
     async with session_for(stack, tools=tools_registry(log)) as call:
         await speak(call)
         await poll(lambda: bool(stack.xai.connections[-1].of_type("response.create")))
