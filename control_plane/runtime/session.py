@@ -147,7 +147,11 @@ class TelemetrySink(Protocol):
 
 class HttpTelemetrySink:
     """Posts each call's telemetry to the control plane (which ends the call there); a failure
-    is logged, never raised."""
+    is logged, never raised.
+
+    A control plane that is busy or briefly away (a timeout, 5xx) gets the report again with
+    back-off for up to `retry_seconds`: the call is over, nobody waits for it, and the control
+    plane counts a call's report once however often it arrives."""
 
     def __init__(
         self,
@@ -155,18 +159,30 @@ class HttpTelemetrySink:
         service_token: str,
         timeout: float = 3.0,
         http: httpx.AsyncClient | None = None,
+        retry_seconds: float = 30.0,
     ) -> None:
         self.control_plane_url, self.service_token = control_plane_url, service_token
-        self.timeout, self.http = timeout, http
+        self.timeout, self.http, self.retry_seconds = timeout, http, retry_seconds
 
     async def report(self, telemetry: CallTelemetry) -> None:
         client = ControlPlaneClient(
             self.control_plane_url, self.service_token, http=self.http, timeout=self.timeout
         )
+        deadline, attempt = time.monotonic() + self.retry_seconds, 0
         try:
-            await client.report(telemetry)
-        except ControlPlaneError as exc:
-            logger.warning("telemetry for call %s refused: %s", telemetry.call_id, exc.code)
+            while True:
+                attempt += 1
+                try:
+                    await client.report(telemetry)
+                    return
+                except ControlPlaneError as exc:
+                    if exc.status < 500 or not await _backoff(
+                        attempt, deadline, base=0.5, attempts=8
+                    ):
+                        logger.warning(
+                            "telemetry for call %s refused: %s", telemetry.call_id, exc.code
+                        )
+                        return
         finally:
             await client.aclose()
 
