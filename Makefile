@@ -10,12 +10,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+$(VENV)/.installed-run: pyproject.toml runtime/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ./runtime -e .
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+$(VENV)/.installed-dev: pyproject.toml runtime/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ./runtime -e '.[dev]'
 	@touch $@ $(VENV)/.installed-run
 
 ## Set up, migrate, seed demo data, print demo tokens, serve on http://127.0.0.1:8000

@@ -31,9 +31,9 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from control_plane.runtime import protocol  # noqa: E402
-from control_plane.runtime.session import GrokRealtimeSession, MemoryTelemetrySink  # noqa: E402
-from control_plane.runtime.telephony import DIALECTS, Media  # noqa: E402
+from switchboard_runtime import protocol  # noqa: E402
+from switchboard_runtime.session import GrokRealtimeSession, MemoryTelemetrySink  # noqa: E402
+from switchboard_runtime.telephony import DIALECTS, Media  # noqa: E402
 from tests.fakes.server import free_port  # noqa: E402
 
 XAI_KEY = "xai-" + "BenchRuntimeKey0123456789" + "abcd"

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.netdelay import DelayProxy  # noqa: E402
 from bench.runtime import BARE_SESSION, XAI_KEY, prepare_control_plane, quantile, start  # noqa: E402
-from control_plane.runtime import protocol  # noqa: E402
+from switchboard_runtime import protocol  # noqa: E402
 from tests.fakes.server import free_port  # noqa: E402
 
 CALLS = int(os.environ.get("BENCH_CALLS", "50"))

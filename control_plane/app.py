@@ -6,7 +6,6 @@ import secrets
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -30,10 +29,10 @@ from control_plane.deps import SessionDep
 from control_plane.errors import NotFoundError, document_problems, install_error_handlers
 from control_plane.keys.api import router as keys_router
 from control_plane.keys.crypto import Keyring
-from control_plane.logging import configure_logging
 from control_plane.middleware import document_nul_refusal, install_middleware
 from control_plane.outbound import OutboundPolicy
 from control_plane.ratelimit import SlidingWindowLimit
+from control_plane.resources import resource_dir
 from control_plane.rollout.api import client_router as unleash_client_router
 from control_plane.rollout.api import router as rollout_router
 from control_plane.rollout.gate import FlagGate
@@ -50,6 +49,7 @@ from control_plane.web.routes import install_page_errors
 from control_plane.web.routes import router as pages_router
 from control_plane.workspaces.api import router as workspaces_router
 from control_plane.workspaces.cache import AgentPages
+from switchboard_runtime.logging import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def start_flags(engine: Engine, gate: FlagGate) -> None:
     gate.reload()
 
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "templates" / "static"
+STATIC_DIR = resource_dir("templates") / "static"
 
 
 def session_secret(settings: Settings) -> str:
@@ -95,7 +95,7 @@ def call_policy(settings: Settings, keyring: Keyring) -> CallPolicy:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, ("control_plane", "switchboard_runtime"))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

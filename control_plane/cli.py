@@ -102,9 +102,8 @@ def serve(
     ] = "uvicorn",
 ) -> None:
     """Serve the control plane (uvicorn by default; granian with --server granian)."""
-    import uvicorn
-
     from control_plane.keys.crypto import Keyring, MasterKeyError
+    from switchboard_runtime.worker.serving import serve as serve_app
 
     settings = Settings()
     refusals = production_refusals(settings)
@@ -116,48 +115,14 @@ def serve(
         for refusal in refusals:
             typer.echo(f"refused: {refusal}", err=True)
         raise typer.Exit(2)
-
-    if server == "granian":
-        serve_with_granian("control_plane.app:create_app", host, port, settings, workers, reload)
-        return
-    uvicorn.run(
+    serve_app(
         "control_plane.app:create_app",
-        factory=True,
         host=host,
         port=port,
+        server=server,
         workers=workers,
         reload=reload,
-        log_level="info",
-        access_log=False,
-        http="control_plane.server:HeaderTimeoutProtocol",
     )
-
-
-def serve_with_granian(
-    factory: str,
-    host: str,
-    port: int,
-    settings: Settings,
-    workers: int = 1,
-    reload: bool = False,
-) -> None:
-    """granian (Rust HTTP) on an app factory, with its own header-read timeout."""
-    from granian.constants import Interfaces
-    from granian.http import HTTP1Settings
-    from granian.server import Server
-
-    Server(
-        factory,
-        factory=True,
-        address=host,
-        port=port,
-        interface=Interfaces.ASGI,
-        workers=workers,
-        reload=reload,
-        http1_settings=HTTP1Settings(
-            header_read_timeout=int(settings.http_header_timeout_seconds * 1000)
-        ),
-    ).serve()
 
 
 @tokens_app.command("create")
@@ -412,28 +377,13 @@ def worker(
 ) -> None:
     """Serve the call worker: /ws/twilio/{agent_id}, /ws/telnyx/{agent_id}, /twiml, /texml.
 
-    Needs SWITCHBOARD_SERVICE_TOKEN and SWITCHBOARD_CONTROL_PLANE_URL (and
+    The same as `switchboard-worker` from switchboard-runtime[worker]. Needs
+    SWITCHBOARD_SERVICE_TOKEN and SWITCHBOARD_CONTROL_PLANE_URL (and
     SWITCHBOARD_WORKER_PUBLIC_URL for the TwiML/TeXML answers).
     """
-    import uvicorn
+    from switchboard_runtime.worker.cli import run
 
-    from control_plane.logging import configure_logging
-    from control_plane.runtime.worker import create_worker_app
-
-    settings = Settings()
-    configure_logging(settings.log_level)
-    if server == "granian":
-        create_worker_app(settings)  # fail here, with its message, on a missing setting
-        serve_with_granian("control_plane.runtime.worker:create_worker_app", host, port, settings)
-        return
-    uvicorn.run(
-        create_worker_app(settings),
-        host=host,
-        port=port,
-        log_level="info",
-        access_log=False,
-        http="control_plane.server:HeaderTimeoutProtocol",
-    )
+    raise typer.Exit(run(host, port, server))
 
 
 @users_app.command("set-password")

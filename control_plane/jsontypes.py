@@ -2,15 +2,27 @@
 
 Pydantic's lax mode would take "5" or false for a number, 0.5 for a date-time, and null for any
 field declared `X | None`; the document would then say less than the server does (or more).
-These types depend on pydantic only, so the runtime's wire contract can use them too.
+The JSON scalars (numbers, booleans, date-times) are the runtime's, which its wire contract
+uses; this module adds what only the control plane's request models need.
 """
 
-import re
-from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, StrictBool, StrictFloat, StringConstraints
+from pydantic import AfterValidator, StringConstraints
 from pydantic import Field as PydanticField
+
+from switchboard_runtime.jsontypes import IsoDateTime, JsonBool, JsonFloat, JsonInt, a_json_number
+
+__all__ = [
+    "IsoDateTime",
+    "JsonBool",
+    "JsonFloat",
+    "JsonInt",
+    "VisibleText64",
+    "VisibleText200",
+    "a_json_number",
+    "omittable",
+]
 
 
 def _no_default_in_schema(schema: dict[str, Any]) -> None:
@@ -25,31 +37,6 @@ def omittable(**constraints: Any) -> Any:
     """
     return PydanticField(default=None, json_schema_extra=_no_default_in_schema, **constraints)
 
-
-def a_json_number(value: Any) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError("must be a JSON number")
-    return value
-
-
-ISO_DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
-
-
-def _an_iso_date_time(value: Any) -> Any:
-    if not isinstance(value, datetime) and not (
-        isinstance(value, str) and ISO_DATE_TIME.match(value)
-    ):
-        raise ValueError("must be an ISO 8601 date-time, e.g. 2026-01-31T12:00:00Z")
-    return value
-
-
-# Integral floats (5.0) stay accepted as integers: JSON Schema counts them as integers. Give
-# constraints on the field (Field(ge=...)), or inside an Annotated *before* the validator when the
-# field is optional, or the document would lose them.
-JsonInt = Annotated[int, BeforeValidator(a_json_number)]
-JsonFloat = StrictFloat  # strict floats take ints, never bools or text
-JsonBool = StrictBool
-IsoDateTime = Annotated[datetime, BeforeValidator(_an_iso_date_time)]
 
 ASCII_SPACE = " \t\n\v\f\r"
 

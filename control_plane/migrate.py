@@ -1,11 +1,11 @@
 """Run Alembic from code, so `switchboard migrate` and the tests need no alembic.ini."""
 
-from pathlib import Path
-
 from alembic import command
 from alembic.config import Config
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+from control_plane.resources import resource_dir
+
+MIGRATIONS_DIR = resource_dir("migrations")
 
 
 def alembic_config(database_url: str) -> Config:

@@ -1,18 +1,19 @@
 """Every knob of Switchboard, in one place. Environment variables use the prefix SWITCHBOARD_."""
 
-import hmac
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from switchboard_runtime.worker.settings import ServerSettings, metrics_allowed
+
+__all__ = ["Settings", "metrics_allowed", "production_refusals"]
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", env_file=".env", extra="ignore")
+class Settings(ServerSettings):
+    """Environment, log level, header timeout and metrics token come from ServerSettings, which
+    the call worker's settings share."""
 
-    environment: Literal["development", "test", "production"] = "development"
     database_url: str = "sqlite:///./switchboard.db"
     database_pool_size: int = 10
     # Seconds a request waits for a database connection before the write fails with 503.
@@ -37,9 +38,7 @@ class Settings(BaseSettings):
     max_agents_per_workspace: int = Field(default=500, ge=1)
     max_agent_config_bytes: int = Field(default=65_536, ge=1024)
     max_tools_per_agent: int = Field(default=32, ge=0, le=64)
-    # A request's headers must arrive within this many seconds of connecting (switchboard serve
-    # and worker); its body within this many seconds of the headers (any server).
-    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    # A JSON body must arrive within this many seconds of its headers (any server).
     http_body_timeout_seconds: float = Field(default=30.0, gt=0)
     xai_timeout_seconds: float = 5.0
     ephemeral_secret_ttl_seconds: int = 300
@@ -56,40 +55,22 @@ class Settings(BaseSettings):
     # Tokens accepted by the served Unleash client API (/api/client/features), comma separated.
     client_api_tokens: SecretStr | None = None
 
-    # The call worker (`switchboard worker`): where the control plane is, the service token it
-    # uses, and the public base URL phone providers reach the worker on (for TwiML/TeXML).
-    control_plane_url: str = "http://127.0.0.1:8000"
-    service_token: SecretStr | None = None
-    worker_public_url: str = "http://127.0.0.1:8001"
-    # This replica's own base URL for media streams, when webhooks reach replicas through a
-    # shared name (the public URL, which signatures cover): the stream comes back here.
-    worker_stream_url: str | None = None
-    tool_timeout_seconds: float = 10.0
-
     # Call entry. Stream tokens are signed with this secret (by default a key derived from the
     # master keyring), must be used within the TTL, once; a running call renews its lease.
+    # (The call worker's own settings, SWITCHBOARD_SERVICE_TOKEN and friends, are
+    # switchboard_runtime.worker.WorkerSettings.)
     stream_token_secret: SecretStr | None = None
     stream_token_ttl_seconds: int = Field(default=60, ge=5, le=60)
     call_lease_seconds: int = Field(default=60, ge=10, le=3600)
-    # The worker closes a media stream that sends no valid `start` within this time.
-    stream_start_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
-    # Warm start: once a webhook's call is issued, the worker sets up its xAI session before
-    # the media stream arrives; a session no stream claims within this time is closed and its
-    # call released. At most this many warm sessions per worker (beyond that, calls start cold).
-    warm_start: bool = True
-    warm_session_unclaimed_seconds: float = Field(default=15.0, gt=0, le=60)
-    max_warm_sessions: int = Field(default=200, ge=1, le=100_000)
     # Install-wide webhook secrets for single-tenant installs; a workspace's own secret (the
     # `twilio` / `telnyx` rows of its provider keys) wins.
     twilio_auth_token: SecretStr | None = None
     telnyx_public_key: str | None = None
 
     session_secret: SecretStr | None = None
-    # What the app shows about itself. API docs (/docs, /openapi.json): on by default outside
-    # production, off in production unless set. /metrics: open outside production; in
-    # production only with `Authorization: Bearer <metrics_token>` (404 without a token set).
+    # API docs (/docs, /openapi.json): on by default outside production, off in production
+    # unless set.
     public_docs: bool | None = None
-    metrics_token: SecretStr | None = None
     # A page session ends after this long without a request, and after this long in any case.
     session_idle_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
     session_absolute_hours: int = Field(default=12, ge=1, le=30 * 24)
@@ -109,7 +90,6 @@ class Settings(BaseSettings):
     telemetry_webhook_url: str | None = None
     # Production sends webhooks to public addresses only; these hosts are let through as named.
     webhook_allowed_hosts: str | None = None
-    log_level: str = "INFO"
 
     @cached_property
     def is_sqlite(self) -> bool:
@@ -121,17 +101,6 @@ class Settings(BaseSettings):
 
 
 MIN_SESSION_SECRET_BYTES = 32
-
-
-def metrics_allowed(settings: Settings, authorization: str | None) -> bool:
-    """/metrics (control plane and worker): outside production anyone may scrape; in
-    production only with the metrics token."""
-    if settings.environment != "production" and settings.metrics_token is None:
-        return True
-    if settings.metrics_token is None or authorization is None:
-        return False
-    expected = f"Bearer {settings.metrics_token.get_secret_value()}"
-    return hmac.compare_digest(authorization.encode(), expected.encode())
 
 
 def production_refusals(settings: Settings) -> list[str]:

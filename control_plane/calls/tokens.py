@@ -6,14 +6,18 @@ stream-token key. Single use is the call's state, not the token's: a call is cla
 """
 
 import base64
-import binascii
 import hashlib
 import hmac
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-PREFIX = "st1"
+from switchboard_runtime.contract import (
+    STREAM_TOKEN_PREFIX,
+    StreamTokenPayload,
+    decode_stream_token_payload,
+    encode_stream_token_payload,
+    split_stream_token,
+)
 
 
 class StreamTokenError(Exception):
@@ -32,47 +36,40 @@ class StreamGrant:
     expires_at: datetime
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def _mac(key: bytes, payload: str) -> str:
-    return _b64(hmac.new(key, payload.encode("ascii"), hashlib.sha256).digest())
+    digest = hmac.new(key, payload.encode("ascii"), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def sign(key: bytes, grant: StreamGrant) -> str:
-    body = {
-        "c": grant.call_id,
-        "w": grant.workspace_id,
-        "a": grant.agent_id,
-        "x": int(grant.expires_at.timestamp()),
-    }
-    payload = _b64(json.dumps(body, separators=(",", ":")).encode())
-    return f"{PREFIX}.{payload}.{_mac(key, payload)}"
+    payload = encode_stream_token_payload(
+        StreamTokenPayload(
+            call_id=grant.call_id,
+            workspace_id=grant.workspace_id,
+            agent_id=grant.agent_id,
+            expires_at=int(grant.expires_at.timestamp()),
+        )
+    )
+    return f"{STREAM_TOKEN_PREFIX}.{payload}.{_mac(key, payload)}"
 
 
 def verify(key: bytes, token: str, now: datetime) -> StreamGrant:
     """The grant a token carries, if this server signed it and it has not expired."""
-    prefix, _, rest = token.partition(".")
-    payload, _, mac = rest.partition(".")
-    if prefix != PREFIX or not payload or not mac:
+    parts = split_stream_token(token)
+    if parts is None:
         raise StreamTokenError("stream_token_invalid", "malformed stream token")
+    payload, mac = parts
     if not signature_ok(key, payload, mac):
         raise StreamTokenError("stream_token_invalid", "stream token signature does not match")
-    try:
-        body = json.loads(_unb64(payload))
-        grant = StreamGrant(
-            call_id=str(body["c"]),
-            workspace_id=str(body["w"]),
-            agent_id=str(body["a"]),
-            expires_at=datetime.fromtimestamp(int(body["x"]), UTC),
-        )
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise StreamTokenError("stream_token_invalid", "stream token payload unreadable") from exc
+    body = decode_stream_token_payload(payload)
+    if body is None:
+        raise StreamTokenError("stream_token_invalid", "stream token payload unreadable")
+    grant = StreamGrant(
+        call_id=body.call_id,
+        workspace_id=body.workspace_id,
+        agent_id=body.agent_id,
+        expires_at=datetime.fromtimestamp(body.expires_at, UTC),
+    )
     if not_expired(grant, now):
         return grant
     raise StreamTokenError("stream_token_expired", "stream token expired")

@@ -8,7 +8,7 @@ from sqlmodel import Field, SQLModel
 
 from control_plane.core import UTCDateTime, utcnow
 from control_plane.jsontypes import JsonInt, omittable
-from control_plane.runtime.contract import FlagDecision, Stage
+from switchboard_runtime.contract import FlagDecision, Stage
 
 __all__ = ["FlagDecision", "Stage"]
 STAGES: tuple[Stage, ...] = ("off", "internal", "beta", "ga")

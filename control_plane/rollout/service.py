@@ -12,12 +12,13 @@ from sqlmodel import Session, col, select
 from control_plane.audit import service as audit
 from control_plane.core import utcnow
 from control_plane.errors import ConflictError, InvalidInputError, NotFoundError
+from control_plane.resources import resource_dir
 from control_plane.rollout.compiler import compile_feature
 from control_plane.rollout.gate import FlagGate
 from control_plane.rollout.models import STAGES, Cohort, CohortWrite, Flag, RolloutChange
 from control_plane.workspaces.models import Workspace
 
-FLAGS_DIR = Path(__file__).resolve().parent.parent.parent / "flags"
+FLAGS_DIR = resource_dir("flags")
 
 
 def _snapshot(flag: Flag) -> dict[str, Any]:

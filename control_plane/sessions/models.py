@@ -1,7 +1,7 @@
 """The resolved session config: everything a call backend needs to run one call. Defined once,
 in the runtime's contract with the control plane."""
 
-from control_plane.runtime.contract import (
+from switchboard_runtime.contract import (
     AudioConfig,
     AudioDirection,
     AudioFormat,

@@ -8,7 +8,7 @@ from sqlmodel import Field, SQLModel
 
 from control_plane.core import UTCDateTime, utcnow
 from control_plane.jsontypes import JsonBool, JsonFloat, JsonInt, omittable
-from control_plane.runtime.contract import CallReport as RuntimeCallReport
+from switchboard_runtime.contract import CallReport as RuntimeCallReport
 
 
 class CallReport(SQLModel, table=True):

@@ -9,7 +9,6 @@ import hmac
 import secrets
 import threading
 import time
-from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -27,6 +26,7 @@ from control_plane.catalogue import service as catalogue
 from control_plane.deps import GateDep, SessionDep, get_session
 from control_plane.errors import ForbiddenError, ProblemError
 from control_plane.keys import service as keys
+from control_plane.resources import resource_dir
 from control_plane.rollout import service as rollout
 from control_plane.rollout.gate import FlagGate
 from control_plane.rollout.models import STAGES, CohortWrite, RolloutChange
@@ -35,7 +35,7 @@ from control_plane.telemetry import service as telemetry
 from control_plane.workspaces import service as workspaces
 from control_plane.workspaces.models import AgentCreate, AgentPatch
 
-TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parent.parent.parent / "templates")
+TEMPLATES = Jinja2Templates(directory=resource_dir("templates"))
 router = APIRouter(include_in_schema=False)
 
 

@@ -24,11 +24,11 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 
 from control_plane.app import create_app
-from control_plane.runtime.contract import ResolvedSessionConfig
-from control_plane.runtime.session import GrokRealtimeSession, MemoryTelemetrySink
-from control_plane.runtime.tools import ToolRegistry
-from control_plane.runtime.worker import create_worker_app
 from control_plane.settings import Settings
+from switchboard_runtime.contract import ResolvedSessionConfig
+from switchboard_runtime.session import GrokRealtimeSession, MemoryTelemetrySink
+from switchboard_runtime.tools import ToolRegistry
+from switchboard_runtime.worker import WorkerSettings, create_worker_app
 from tests.conftest import auth
 from tests.fakes.fake_xai import FakeXAIState, build_app
 from tests.fakes.server import BackgroundServer, free_port
@@ -52,7 +52,7 @@ class Stack:
     database_url: str
     stream_token_key: bytes
     worker_app: Any
-    worker_settings: Settings
+    worker_settings: WorkerSettings
 
     @contextlib.contextmanager
     def another_worker(self, **settings: Any) -> Iterator[tuple[str, Any]]:
@@ -152,7 +152,6 @@ def build_stack(tmp_path: Path, options: StackOptions | None = None) -> Iterator
             master_key_file=tmp_path / "master.key",
             xai_base_url=fake.base_url,
             xai_realtime_url=fake.base_url.replace("http://", "ws://") + "/v1/realtime",
-            stream_start_timeout_seconds=options.stream_start_timeout_seconds,
             stream_token_ttl_seconds=options.stream_token_ttl_seconds,
         )
         app = create_app(settings)
@@ -184,14 +183,15 @@ def build_stack(tmp_path: Path, options: StackOptions | None = None) -> Iterator
                 return registry
 
             worker_port = free_port()
-            worker_settings = settings.model_copy(
-                update={
-                    "control_plane_url": control_plane.base_url,
-                    "service_token": SecretStr(service),
-                    "worker_public_url": f"http://127.0.0.1:{worker_port}",
-                    "warm_start": options.warm_start,
-                    "warm_session_unclaimed_seconds": options.warm_session_unclaimed_seconds,
-                }
+            worker_settings = WorkerSettings(  # type: ignore[call-arg]
+                _env_file=None,
+                environment="test",
+                control_plane_url=control_plane.base_url,
+                service_token=SecretStr(service),
+                worker_public_url=f"http://127.0.0.1:{worker_port}",
+                stream_start_timeout_seconds=options.stream_start_timeout_seconds,
+                warm_start=options.warm_start,
+                warm_session_unclaimed_seconds=options.warm_session_unclaimed_seconds,
             )
             worker_app = create_worker_app(
                 worker_settings, tools_factory=tools_factory, telemetry=telemetry

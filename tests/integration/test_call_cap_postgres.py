@@ -20,9 +20,9 @@ from websockets.asyncio.client import connect
 from control_plane.auth import service as auth_service
 from control_plane.db import make_engine
 from control_plane.keys.crypto import Keyring
-from control_plane.runtime.session import MemoryTelemetrySink
-from control_plane.runtime.worker import create_worker_app
 from control_plane.settings import Settings
+from switchboard_runtime.session import MemoryTelemetrySink
+from switchboard_runtime.worker import WorkerSettings, create_worker_app
 from tests.conftest import PostgresDatabases, auth
 from tests.fakes.fake_xai import FakeXAIState, build_app
 from tests.fakes.server import BackgroundServer, free_port
@@ -106,12 +106,12 @@ async def test_31_calls_on_a_cap_of_30_across_two_processes(database: str, tmp_p
             workers = []
             for _, url in servers:
                 port = free_port()
-                worker_settings = settings.model_copy(
-                    update={
-                        "control_plane_url": url,
-                        "service_token": SecretStr(service),
-                        "worker_public_url": f"http://127.0.0.1:{port}",
-                    }
+                worker_settings = WorkerSettings(  # type: ignore[call-arg]
+                    _env_file=None,
+                    environment="test",
+                    control_plane_url=url,
+                    service_token=SecretStr(service),
+                    worker_public_url=f"http://127.0.0.1:{port}",
                 )
                 app = create_worker_app(worker_settings, telemetry=telemetry)
                 workers.append(BackgroundServer(app, port=port).start())

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from control_plane.runtime.session import CallRefusedError
+from switchboard_runtime.session import CallRefusedError
 from tests.conftest import Tokens, auth, skip_or_fail
 
 try:
@@ -40,7 +40,7 @@ def resolved(client: TestClient, tokens: Tokens, **agent: Any) -> dict[str, Any]
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_session_properties_from_a_resolved_config(client: TestClient, tokens: Tokens) -> None:
-    from control_plane.runtime.pipecat_adapter import grok_llm_service, session_properties
+    from switchboard_runtime.pipecat_adapter import grok_llm_service, session_properties
 
     config = resolved(
         client,
@@ -68,7 +68,7 @@ def test_session_properties_from_a_resolved_config(client: TestClient, tokens: T
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_other_engines_are_refused(client: TestClient, tokens: Tokens) -> None:
-    from control_plane.runtime.pipecat_adapter import session_properties
+    from switchboard_runtime.pipecat_adapter import session_properties
 
     config = resolved(client, tokens, pricing_tier="premium", voice="alloy")
     with pytest.raises(CallRefusedError) as refused:

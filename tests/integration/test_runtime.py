@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from control_plane.runtime.session import (
+from switchboard_runtime.session import (
     CallEnded,
     CallRefusedError,
     GrokRealtimeSession,

@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from control_plane.runtime import session as runtime_session
-from control_plane.runtime.session import (
+from switchboard_runtime import session as runtime_session
+from switchboard_runtime.session import (
     AudioOut,
     CallEnded,
     CallRefusedError,
     ClearAudio,
     SessionConfigError,
 )
-from control_plane.runtime.tools import ToolRegistry
+from switchboard_runtime.tools import ToolRegistry
 from tests.fakes.fake_xai import ToolTurn
 from tests.integration.callstack import (
     CALLER_FRAMES,

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import uvicorn
 
-from control_plane import server as server_module
 from control_plane.app import create_app
 from control_plane.settings import Settings
+from switchboard_runtime.worker import serving as server_module
 from tests.fakes.server import free_port
 
 

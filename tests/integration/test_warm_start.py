@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from control_plane.calls import service as calls_service
-from control_plane.runtime.warm import WarmSessions
+from switchboard_runtime.warm import WarmSessions
 from tests.conftest import auth
 from tests.integration.callstack import (
     CALLER_FRAMES,
@@ -127,7 +127,7 @@ async def test_caller_audio_sent_during_set_up_reaches_xai_complete_and_in_order
 async def test_without_holding_audio_during_set_up_the_caller_is_cut(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from control_plane.runtime import session as session_module
+    from switchboard_runtime import session as session_module
 
     async def dropping(self: Any, payload: str) -> None:  # the guard off: no hold
         if self._ws is not None and self._held_audio is None:

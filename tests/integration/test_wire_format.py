@@ -11,9 +11,9 @@ from typing import Any
 import pipecat.services.xai.realtime.events as pipecat_events
 import pytest
 
-from control_plane.runtime import events, protocol
-from control_plane.runtime.session import ClearAudio
-from control_plane.runtime.telephony import DIALECTS
+from switchboard_runtime import events, protocol
+from switchboard_runtime.session import ClearAudio
+from switchboard_runtime.telephony import DIALECTS
 from tests.fakes.fake_xai import ToolTurn
 from tests.integration.callstack import CALLER_FRAMES, Stack, session_for, wait_for_report
 from tests.integration.test_runtime_robustness import audio, collect, speak

@@ -13,9 +13,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from websockets.asyncio.client import connect
 
-from control_plane.runtime.client import ControlPlaneClient, ControlPlaneError, path_id
-from control_plane.runtime.worker import create_worker_app
-from control_plane.settings import Settings
+from switchboard_runtime.client import ControlPlaneClient, ControlPlaneError, path_id
+from switchboard_runtime.worker import WorkerSettings, create_worker_app
 from tests.fakes.server import BackgroundServer, free_port
 from tests.integration.callstack import Phone
 
@@ -54,7 +53,7 @@ def odd() -> Iterator[tuple[OddControlPlane, str, str]]:
     control_plane = OddControlPlane()
     with BackgroundServer(control_plane.app()) as server:
         port = free_port()
-        settings = Settings(  # type: ignore[call-arg]
+        settings = WorkerSettings(  # type: ignore[call-arg]
             _env_file=None,
             environment="test",
             control_plane_url=server.base_url,
@@ -158,7 +157,7 @@ async def test_a_connection_dropped_before_any_answer_is_tried_again() -> None:
 async def test_without_that_retry_the_dropped_connection_fails_the_request(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from control_plane.runtime import client as client_module
+    from switchboard_runtime import client as client_module
 
     real = client_module.httpx
 

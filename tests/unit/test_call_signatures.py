@@ -125,9 +125,9 @@ def test_stream_tokens_carry_their_grant_and_refuse_tampering() -> None:
 def test_the_contract_is_defined_once() -> None:
     """The control plane serves and takes exactly the runtime's types, not copies of them."""
     from control_plane.rollout import models as rollout_models
-    from control_plane.runtime import contract
     from control_plane.sessions import models as session_models
     from control_plane.telemetry import models as telemetry_models
+    from switchboard_runtime import contract
 
     assert session_models.ResolvedSessionConfig is contract.ResolvedSessionConfig
     assert telemetry_models.CallReportIn is contract.CallReport

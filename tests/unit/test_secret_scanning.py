@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from control_plane.logging import redact
+from switchboard_runtime.logging import redact
 from tests import conftest
 
 KEY = "xai-" + "ScannerCheckKey0123456789abcd"

@@ -6,8 +6,8 @@ import json
 
 import httpx
 
-from control_plane.runtime.contract import CallReport
-from control_plane.runtime.session import HttpTelemetrySink
+from switchboard_runtime.contract import CallReport
+from switchboard_runtime.session import HttpTelemetrySink
 
 REPORT = CallReport(call_id="call_1", end_reason="caller_hangup", completed=True)
 

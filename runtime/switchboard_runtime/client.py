@@ -18,7 +18,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
-from control_plane.runtime.contract import CallReport, ResolvedSessionConfig
+from switchboard_runtime.contract import CallReport, ResolvedSessionConfig
 
 logger = logging.getLogger(__name__)
 

@@ -1,13 +1,18 @@
 """The typed contract between the control plane and the runtime: the resolved session config it
-serves and the call report it takes. One definition, imported by both sides (the runtime never
-imports the control plane; the control plane imports this)."""
+serves, the call report it takes, and the format of the stream tokens it issues. One definition,
+imported by both sides (the runtime never imports the control plane; the control plane imports
+this)."""
 
+import base64
+import binascii
+import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from control_plane.jsontypes import IsoDateTime, JsonBool, JsonFloat, JsonInt
+from switchboard_runtime.jsontypes import IsoDateTime, JsonBool, JsonFloat, JsonInt
 
 CredentialsMode = Literal["key", "ephemeral", "none"]
 Stage = Literal["off", "internal", "beta", "ga"]
@@ -147,3 +152,68 @@ class CallReport(BaseModel):
     connect_retries: JsonInt = Field(
         default=0, ge=0, le=100, description="retries of the xAI connection (429, 5xx, timeouts)"
     )
+
+
+# --- stream tokens ------------------------------------------------------------------------------
+# `st1.<payload>.<mac>`: the payload is base64url (unpadded) compact JSON naming the call, its
+# workspace and agent and when the token expires (Unix seconds); the mac is the control plane's
+# HMAC over the payload (calls/tokens.py). The runtime can read a token, never check it.
+
+STREAM_TOKEN_PREFIX = "st1"  # noqa: S105 - a format marker, not a secret
+MAX_STREAM_TOKEN_PAYLOAD = 1024
+
+
+@dataclass(frozen=True)
+class StreamTokenPayload:
+    call_id: str
+    workspace_id: str
+    agent_id: str
+    expires_at: int
+
+
+def encode_stream_token_payload(payload: StreamTokenPayload) -> str:
+    body = {
+        "c": payload.call_id,
+        "w": payload.workspace_id,
+        "a": payload.agent_id,
+        "x": payload.expires_at,
+    }
+    encoded = base64.urlsafe_b64encode(json.dumps(body, separators=(",", ":")).encode())
+    return encoded.rstrip(b"=").decode("ascii")
+
+
+def split_stream_token(token: str) -> tuple[str, str] | None:
+    """(payload, mac) of a token in this format, or None."""
+    prefix, _, rest = token.partition(".")
+    payload, _, mac = rest.partition(".")
+    if prefix != STREAM_TOKEN_PREFIX or not payload or not mac or "." in mac:
+        return None
+    if len(payload) > MAX_STREAM_TOKEN_PAYLOAD:
+        return None
+    return payload, mac
+
+
+def decode_stream_token_payload(payload: str) -> StreamTokenPayload | None:
+    try:
+        body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return StreamTokenPayload(
+            call_id=_text(body["c"]),
+            workspace_id=_text(body["w"]),
+            agent_id=_text(body["a"]),
+            expires_at=int(body["x"]),
+        )
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        return None
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    return value
+
+
+def stream_token_call_id(token: str) -> str | None:
+    """The call a stream token names, unverified (only the control plane can check it)."""
+    parts = split_stream_token(token)
+    payload = decode_stream_token_payload(parts[0]) if parts else None
+    return payload.call_id if payload else None

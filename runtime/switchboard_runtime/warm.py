@@ -13,36 +13,20 @@ issued call, so the workspace's call cap bounds them too; `capacity` bounds them
 """
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import hmac
-import json
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from control_plane.runtime.client import IssuedCall
-from control_plane.runtime.session import GrokRealtimeSession
+from switchboard_runtime.client import IssuedCall
+from switchboard_runtime.contract import stream_token_call_id
+from switchboard_runtime.session import GrokRealtimeSession
 
 logger = logging.getLogger(__name__)
 
 OUTCOMES = ("started", "attached", "unclaimed", "failed", "full")
-
-
-def call_id_in(stream_token: str) -> str | None:
-    """The call id a stream token names (`st1.<base64url JSON>.<mac>`), unverified: the worker
-    cannot check the mac, so the whole token is compared with the one it was given."""
-    parts = stream_token.split(".")
-    if len(parts) != 3 or not parts[1] or len(parts[1]) > 1024:
-        return None
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, binascii.Error):
-        return None
-    call_id = payload.get("c") if isinstance(payload, dict) else None
-    return call_id if isinstance(call_id, str) else None
 
 
 @dataclass
@@ -108,7 +92,7 @@ class WarmSessions:
     def take(self, agent_id: str, stream_token: str) -> WarmCall | None:
         """The warm session of the call this token was issued for, once; None when this worker
         has none for it (the call is set up cold, and the control plane decides)."""
-        call_id = call_id_in(stream_token) if stream_token.isascii() else None
+        call_id = stream_token_call_id(stream_token) if stream_token.isascii() else None
         entry = self._calls.get(call_id) if call_id else None
         if entry is None or entry.issued.agent_id != agent_id:
             return None

@@ -1,6 +1,6 @@
 """For call backends already on pipecat: a resolved session config → pipecat's Grok service.
 
-Needs the optional extra `pip install 'switchboard[pipecat]'`. The config is resolved by
+Needs the optional extra `pip install 'switchboard-runtime[pipecat]'`. The config is resolved by
 Switchboard (voice mapped, tools converted, turn detection, μ-law audio, credentials); this only
 translates it into pipecat's types, so pipecat backends get the same answer the built-in
 GrokRealtimeSession does — and the same refusal, never another engine.
@@ -8,8 +8,8 @@ GrokRealtimeSession does — and the same refusal, never another engine.
 
 from typing import Any
 
-from control_plane.runtime.contract import ResolvedSessionConfig
-from control_plane.runtime.session import GROK_ENGINE, CallRefusedError
+from switchboard_runtime.contract import ResolvedSessionConfig
+from switchboard_runtime.session import GROK_ENGINE, CallRefusedError
 
 
 def _plain(config: ResolvedSessionConfig | dict[str, Any]) -> dict[str, Any]:

@@ -52,11 +52,15 @@ def install_redaction() -> None:
         logging.setLogRecordFactory(_redacting_factory)
 
 
-def configure_logging(level: str = "INFO") -> None:
+def configure_logging(
+    level: str = "INFO", packages: tuple[str, ...] = ("switchboard_runtime",)
+) -> None:
+    """Redacted records from here on, to stderr, at `level` for these packages' loggers."""
     install_redaction()
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
-    logging.getLogger("control_plane").setLevel(level.upper())
+    for package in packages:
+        logging.getLogger(package).setLevel(level.upper())

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from control_plane.runtime.session import (
+from switchboard_runtime.session import (
     AudioDone,
     AudioOut,
     CallEnded,

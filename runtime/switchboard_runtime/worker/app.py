@@ -29,22 +29,22 @@ import httpx
 from fastapi import FastAPI, Request, Response, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from control_plane.runtime.client import (
+from switchboard_runtime.client import (
     ClaimedCall,
     ControlPlaneClient,
     ControlPlaneError,
     IssuedCall,
     keep_lease,
 )
-from control_plane.runtime.contract import ResolvedSessionConfig
-from control_plane.runtime.session import (
+from switchboard_runtime.contract import ResolvedSessionConfig
+from switchboard_runtime.session import (
     GROK_ENGINE,
     CallRefusedError,
     GrokRealtimeSession,
     HttpTelemetrySink,
     TelemetrySink,
 )
-from control_plane.runtime.telephony import (
+from switchboard_runtime.telephony import (
     DIALECTS,
     BridgeStats,
     Dialect,
@@ -53,9 +53,9 @@ from control_plane.runtime.telephony import (
     bridge,
     wait_for_start,
 )
-from control_plane.runtime.tools import ToolRegistry
-from control_plane.runtime.warm import WarmCall, WarmSessions
-from control_plane.settings import Settings, metrics_allowed
+from switchboard_runtime.tools import ToolRegistry
+from switchboard_runtime.warm import WarmCall, WarmSessions
+from switchboard_runtime.worker.settings import WorkerSettings, metrics_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +108,10 @@ class StarlettePhone:
             raise PhoneGone from exc
 
 
+class WorkerConfigError(RuntimeError):
+    """A setting the worker cannot run without is missing or wrong."""
+
+
 def hang_up_politely() -> Response:
     return _xml(f"<Say>{escape(SORRY)}</Say><Hangup/>")
 
@@ -135,15 +139,15 @@ async def authorize_stream(
 
 
 def create_worker_app(
-    settings: Settings | None = None,
+    settings: WorkerSettings | None = None,
     *,
     handlers: dict[str, EngineHandler] | None = None,
     tools_factory: Callable[[ResolvedSessionConfig], ToolRegistry] | None = None,
     telemetry: TelemetrySink | None = None,
 ) -> FastAPI:
-    settings = settings or Settings()
+    settings = settings or WorkerSettings()
     if settings.service_token is None:
-        raise RuntimeError(
+        raise WorkerConfigError(
             "The call worker needs SWITCHBOARD_SERVICE_TOKEN (a service-scope token)."
         )
     service_token = settings.service_token.get_secret_value()

@@ -26,16 +26,16 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from control_plane.runtime import events as wire
-from control_plane.runtime import protocol
-from control_plane.runtime.client import (
+from switchboard_runtime import events as wire
+from switchboard_runtime import protocol
+from switchboard_runtime.client import (
     ClaimedCall,
     ControlPlaneClient,
     ControlPlaneError,
     keep_lease,
 )
-from control_plane.runtime.contract import CallReport, ResolvedSessionConfig
-from control_plane.runtime.tools import ToolRegistry
+from switchboard_runtime.contract import CallReport, ResolvedSessionConfig
+from switchboard_runtime.tools import ToolRegistry
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from control_plane.runtime import events
+from switchboard_runtime import events
 
 
 def realtime_url(base_url: str, model: str) -> str:

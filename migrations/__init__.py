@@ -1,0 +1,1 @@
+"""The Alembic chain; installed as the package `control_plane.migrations`."""

@@ -1,0 +1,46 @@
+"""`switchboard-worker`: serve the call worker (installed with `switchboard-runtime[worker]`).
+
+    SWITCHBOARD_SERVICE_TOKEN=... SWITCHBOARD_CONTROL_PLANE_URL=https://switchboard.example.com \
+    SWITCHBOARD_WORKER_PUBLIC_URL=https://worker.example.com switchboard-worker --port 8001
+"""
+
+import argparse
+import sys
+
+from switchboard_runtime.logging import configure_logging
+from switchboard_runtime.worker.app import WorkerConfigError, create_worker_app
+from switchboard_runtime.worker.serving import serve
+from switchboard_runtime.worker.settings import WorkerSettings
+
+FACTORY = "switchboard_runtime.worker:create_worker_app"
+
+
+def run(host: str, port: int, server: str) -> int:
+    """Serve until stopped; 2 (with the reason on stderr) when a setting is missing."""
+    settings = WorkerSettings()
+    configure_logging(settings.log_level)
+    try:
+        create_worker_app(settings)  # refuse here, with its message, before the server starts
+    except WorkerConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    serve(FACTORY, host=host, port=port, server="granian" if server == "granian" else "uvicorn")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="switchboard-worker",
+        description="The call worker: /twiml and /texml answers, /ws/twilio and /ws/telnyx "
+        "media streams, bridged to xAI's realtime API. Settings come from SWITCHBOARD_* "
+        "environment variables (SERVICE_TOKEN, CONTROL_PLANE_URL, WORKER_PUBLIC_URL, ...).",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
+    args = parser.parse_args(argv)
+    sys.exit(run(args.host, args.port, args.server))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The call worker's settings: environment variables with the prefix SWITCHBOARD_ (a `.env`
+file works too), the same names the control plane's documentation uses."""
+
+import hmac
+from typing import Literal, Protocol
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServerSettings(BaseSettings):
+    """What any Switchboard HTTP server reads: the control plane's settings extend it too."""
+
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    log_level: str = "INFO"
+    # A request's headers must arrive within this many seconds of connecting (`serve`/`worker`).
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    # /metrics: open outside production; in production only with
+    # `Authorization: Bearer <metrics_token>` (404 without a token set).
+    metrics_token: SecretStr | None = None
+
+
+class WorkerSettings(ServerSettings):
+    # Where the control plane is, and the service-scope token the worker uses with it.
+    control_plane_url: str = "http://127.0.0.1:8000"
+    service_token: SecretStr | None = None
+    # The public base URL phone providers reach the worker on (TwiML/TeXML answers; webhook
+    # signatures cover it), and this replica's own base URL for media streams when webhooks
+    # reach replicas through a shared name: the stream comes back here.
+    worker_public_url: str = "http://127.0.0.1:8001"
+    worker_stream_url: str | None = None
+    tool_timeout_seconds: float = 10.0
+    # A media stream that sends no valid `start` within this time is closed.
+    stream_start_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # Warm start: once a webhook's call is issued, its xAI session is set up before the media
+    # stream arrives; a session no stream claims within this time is closed and its call
+    # released. At most this many warm sessions per worker (beyond that, calls start cold).
+    warm_start: bool = True
+    warm_session_unclaimed_seconds: float = Field(default=15.0, gt=0, le=60)
+    max_warm_sessions: int = Field(default=200, ge=1, le=100_000)
+
+
+class MetricsAccess(Protocol):
+    @property
+    def environment(self) -> str: ...
+
+    @property
+    def metrics_token(self) -> SecretStr | None: ...
+
+
+def metrics_allowed(settings: MetricsAccess, authorization: str | None) -> bool:
+    """/metrics (control plane and worker): outside production anyone may scrape; in
+    production only with the metrics token."""
+    if settings.environment != "production" and settings.metrics_token is None:
+        return True
+    if settings.metrics_token is None or authorization is None:
+        return False
+    expected = f"Bearer {settings.metrics_token.get_secret_value()}"
+    return hmac.compare_digest(authorization.encode(), expected.encode())

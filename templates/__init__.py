@@ -1,0 +1,1 @@
+"""Page templates and static files; installed as the package `control_plane.templates`."""
