@@ -249,6 +249,7 @@ def seed(database_url: str, workdir: Path) -> Seeded:
                         instructions="You are Ava. " * 20,
                         tools=tools,
                     ),
+                    gate=None,  # seeding: the flag is staged for these workspaces above
                 )
                 agent_paths.append(
                     f"/api/v1/workspaces/{workspace_id}/agents/{agent.id}/session-config"
@@ -258,7 +259,7 @@ def seed(database_url: str, workdir: Path) -> Seeded:
         big_limits = workspaces.AgentLimits(max_agents=2 * BIG_AGENTS)
         for index in range(BIG_AGENTS):
             body = AgentCreate(name=f"Agent {index}", pricing_tier="premium", voice="alloy")
-            workspaces.create_agent(session, SYSTEM, BIG, body, big_limits)
+            workspaces.create_agent(session, SYSTEM, BIG, body, big_limits, gate=None)
         _, service_token = auth_service.create_token(session, name="bench", scopes=["service"])
         _, workspace_token = auth_service.create_token(
             session, name="bench-00", scopes=[f"workspace:{workspace_ids[0]}"]

@@ -133,6 +133,7 @@ def prepare_control_plane(
             SYSTEM,
             "acme",
             AgentCreate(name="Ava", pricing_tier="grok-realtime", voice="marin"),
+            gate=None,  # seeding: acme is in the internal cohort anyway
         )
         _, token = auth_service.create_token(session, name="bench", scopes=["service"])
         _, reader = auth_service.create_token(

@@ -16,11 +16,14 @@ from starlette.middleware.sessions import SessionMiddleware
 from control_plane.audit.api import router as audit_router
 from control_plane.auth.api import router as tokens_router
 from control_plane.auth.cache import TokenCache
+from control_plane.auth.deps import SignInRequired
+from control_plane.auth.pages import router as sign_in_pages
 from control_plane.auth.service import TOKENS_TOPIC
 from control_plane.auth.throttle import ThrottlePolicy
 from control_plane.calls.api import router as calls_router
 from control_plane.calls.service import CallPolicy
 from control_plane.catalogue.api import router as catalogue_router
+from control_plane.catalogue.pages import router as catalogue_pages
 from control_plane.catalogue.reads import CatalogueReads
 from control_plane.catalogue.snapshot import CatalogueSnapshot
 from control_plane.changes import RESYNC, ChangeFeed
@@ -29,6 +32,7 @@ from control_plane.deps import SessionDep
 from control_plane.errors import NotFoundError, document_problems, install_error_handlers
 from control_plane.keys.api import router as keys_router
 from control_plane.keys.crypto import Keyring
+from control_plane.keys.pages import router as keys_pages
 from control_plane.middleware import document_nul_refusal, install_middleware
 from control_plane.outbound import OutboundPolicy
 from control_plane.ratelimit import SlidingWindowLimit
@@ -36,6 +40,7 @@ from control_plane.resources import resource_dir
 from control_plane.rollout.api import client_router as unleash_client_router
 from control_plane.rollout.api import router as rollout_router
 from control_plane.rollout.gate import FlagGate
+from control_plane.rollout.pages import router as rollout_pages
 from control_plane.rollout.service import seed_flags
 from control_plane.sessions.api import router as sessions_router
 from control_plane.sessions.cache import ConfigCache
@@ -45,10 +50,11 @@ from control_plane.sessions.service import Resolver
 from control_plane.settings import Settings, metrics_allowed, production_refusals
 from control_plane.telemetry.api import router as telemetry_router
 from control_plane.telemetry.metrics import HttpMetricsMiddleware, Metrics, StateCollector
-from control_plane.web.routes import install_page_errors
-from control_plane.web.routes import router as pages_router
+from control_plane.web.rendering import problem_page, sign_in_first
+from control_plane.web.rendering import router as web_router
 from control_plane.workspaces.api import router as workspaces_router
 from control_plane.workspaces.cache import AgentPages
+from control_plane.workspaces.pages import router as workspaces_pages
 from switchboard_runtime.logging import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -152,9 +158,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     feed.subscribe(lambda topic: token_cache.clear() if topic == TOKENS_TOPIC else None)
     feed.subscribe(lambda topic: token_cache.require_reverification() if topic == RESYNC else None)
 
-    install_error_handlers(app)
+    install_error_handlers(app, page=problem_page)
+    app.add_exception_handler(SignInRequired, sign_in_first)
     document_problems(app, refinements=[document_nul_refusal])
-    install_page_errors(app)
     client_tokens = [
         t.strip().encode()
         for t in (
@@ -193,7 +199,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sessions_router)
     app.include_router(calls_router)
     app.include_router(telemetry_router)
-    app.include_router(pages_router)
+    pages = (
+        web_router,
+        sign_in_pages,
+        catalogue_pages,
+        keys_pages,
+        workspaces_pages,
+        rollout_pages,
+    )
+    for page_router in pages:
+        app.include_router(page_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)

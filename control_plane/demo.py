@@ -83,13 +83,14 @@ def seed_demo(session: Session) -> dict[str, str]:
             )
     if not workspaces.list_agents(session, SYSTEM, "acme")[0]:
         for agent in DEMO_AGENTS:
-            workspaces.create_agent(session, SYSTEM, "acme", agent)
+            workspaces.create_agent(session, SYSTEM, "acme", agent, gate=None)
     if not workspaces.list_agents(session, SYSTEM, "globex")[0]:
         workspaces.create_agent(
             session,
             SYSTEM,
             "globex",
             AgentCreate(name="Gus (Grok)", pricing_tier="grok-realtime", voice="Rex"),
+            gate=None,  # demo data: the flag is staged below
         )
 
     internal = rollout.get_cohort(session, "internal")

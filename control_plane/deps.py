@@ -1,21 +1,15 @@
-"""FastAPI dependencies: settings, database session, the caller and what the caller may do."""
+"""FastAPI dependencies every domain uses: settings, the database engine and a session per
+request. Who the caller is lives in auth/deps.py, the flag gate in rollout/deps.py."""
 
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlmodel import Session
 
-from control_plane.auth import service as auth_service
-from control_plane.auth.cache import TokenCache
-from control_plane.auth.principal import Principal
 from control_plane.changes import attach
 from control_plane.db import end_read_only, has_work_to_commit
-from control_plane.errors import ForbiddenError, UnauthorizedError
-from control_plane.rollout.gate import FlagGate
 from control_plane.settings import Settings
 
 
@@ -69,84 +63,3 @@ async def serialize_call_writes(request: Request) -> AsyncIterator[None]:
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SerializedCallWrites = Depends(serialize_call_writes, scope="function")
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-
-
-def _bearer_token(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if not header:
-        return None
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise UnauthorizedError(
-            "Use 'Authorization: Bearer <token>'.", code="invalid_authorization_header"
-        )
-    return token.strip()
-
-
-def authenticate(request: Request, session: Session, token: str) -> Principal:
-    """Verify a token: from the cache when recently verified, else from the database.
-
-    While the database is unreachable, a token verified in the last minutes still passes, so
-    read-only hot paths (session configs) keep answering from their last known good state.
-    """
-    cache: TokenCache = request.app.state.token_cache
-    token_hash = auth_service.hash_token(token)
-    principal = cache.fresh(token_hash)
-    if principal is not None:
-        return principal
-    try:
-        principal = auth_service.principal_for_token(session, token)
-    except (OperationalError, PoolTimeoutError):
-        principal = cache.last_known(token_hash)
-        if principal is None:
-            raise
-        return principal
-    if principal is None:
-        raise UnauthorizedError("The token is not valid or was revoked.", code="invalid_token")
-    cache.put(token_hash, principal)
-    return principal
-
-
-def get_optional_principal(request: Request, session: SessionDep) -> Principal | None:
-    token = _bearer_token(request)
-    if token is not None:
-        return authenticate(request, session, token)
-    return None
-
-
-OptionalPrincipalDep = Annotated[Principal | None, Depends(get_optional_principal)]
-
-
-def get_principal(principal: OptionalPrincipalDep) -> Principal:
-    if principal is None:
-        raise UnauthorizedError(
-            "Authentication required: send a bearer token.", code="unauthorized"
-        )
-    return principal
-
-
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
-
-
-def require_admin(principal: PrincipalDep) -> Principal:
-    if not principal.is_admin:
-        raise ForbiddenError("This action needs the admin scope.", code="admin_required")
-    return principal
-
-
-def require_service(principal: PrincipalDep) -> Principal:
-    if not principal.is_service:
-        raise ForbiddenError("This action needs the service scope.", code="service_required")
-    return principal
-
-
-AdminDep = Annotated[Principal, Depends(require_admin)]
-ServiceDep = Annotated[Principal, Depends(require_service)]
-
-
-def get_flag_gate(request: Request) -> FlagGate:
-    gate: FlagGate = request.app.state.flag_gate
-    return gate
-
-
-GateDep = Annotated[FlagGate, Depends(get_flag_gate)]

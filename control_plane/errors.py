@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -225,10 +225,16 @@ def allowed_methods(routes: Sequence[BaseRoute], path: str) -> list[str]:
     return sorted(methods)
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(
+    app: FastAPI, page: Callable[[Request, ProblemError], Response | None] | None = None
+) -> None:
+    """problem+json for every error; `page` may answer a ProblemError with a page instead
+    (the web layer does, for a browser asking for HTML)."""
+
     @app.exception_handler(ProblemError)
-    async def handle_problem(request: Request, exc: ProblemError) -> JSONResponse:
-        return problem_for(request, exc)
+    async def handle_problem(request: Request, exc: ProblemError) -> Response:
+        shown = page(request, exc) if page is not None else None
+        return shown if shown is not None else problem_for(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def handle_validation(request: Request, exc: RequestValidationError) -> JSONResponse:

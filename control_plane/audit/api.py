@@ -4,7 +4,8 @@ from fastapi import APIRouter, Query
 
 from control_plane.audit import service
 from control_plane.audit.models import AuditEntryRead, AuditPage
-from control_plane.deps import AdminDep, SessionDep
+from control_plane.auth.deps import AdminDep
+from control_plane.deps import SessionDep
 from control_plane.jsontypes import IsoDateTime
 from control_plane.pagination import (
     DEFAULT_LIMIT,

@@ -3,8 +3,9 @@
 from fastapi import APIRouter, Response, status
 
 from control_plane.auth import service
+from control_plane.auth.deps import AdminDep
 from control_plane.auth.models import TokenCreate, TokenCreated, TokenList, TokenRead
-from control_plane.deps import AdminDep, SessionDep
+from control_plane.deps import SessionDep
 from control_plane.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
 
 router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])

@@ -4,6 +4,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Request, Response, status
 
+from control_plane.auth.deps import PrincipalDep, ServiceDep
 from control_plane.calls import service
 from control_plane.calls.models import (
     CallClaim,
@@ -16,7 +17,7 @@ from control_plane.calls.models import (
     LeaseRenewed,
     SafeId,
 )
-from control_plane.deps import PrincipalDep, SerializedCallWrites, ServiceDep, SessionDep
+from control_plane.deps import SerializedCallWrites, SessionDep
 from control_plane.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
 
 router = APIRouter(prefix="/api/v1", tags=["calls"])

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlmodel import Session
 
+from control_plane.auth.deps import AdminDep, OptionalPrincipalDep
 from control_plane.auth.principal import Principal
 from control_plane.catalogue import service
 from control_plane.catalogue.models import (
@@ -21,9 +22,10 @@ from control_plane.catalogue.models import (
 )
 from control_plane.catalogue.reads import CatalogueReads, ReadKey, sorted_tiers, workspace_context
 from control_plane.catalogue.snapshot import CatalogueData
-from control_plane.deps import AdminDep, GateDep, OptionalPrincipalDep, SessionDep
+from control_plane.deps import SessionDep
 from control_plane.errors import NotFoundError
 from control_plane.http import check_if_match, json_bytes, strong_etag
+from control_plane.rollout.deps import GateDep
 from control_plane.rollout.gate import FlagGate
 
 router = APIRouter(prefix="/api/v1", tags=["catalogue"])
@@ -32,16 +34,12 @@ router = APIRouter(prefix="/api/v1", tags=["catalogue"])
 def with_availability(tier: TierRead, gate: FlagGate, workspace_id: str | None) -> TierRead:
     if workspace_id is None:
         return tier
-    if tier.flag_name is None:
-        return tier.model_copy(update={"available": True})
-    decision = gate.decide(tier.flag_name, workspace_id, subject=tier.name)
+    availability = service.tier_availability(gate, tier, workspace_id)
     return tier.model_copy(
         update={
-            "available": decision.enabled,
-            "unavailable_reason": decision.reason,
-            "unavailable_code": None
-            if decision.enabled
-            else ("tier_disabled" if decision.killed else "tier_not_enabled"),
+            "available": availability.available,
+            "unavailable_reason": availability.reason,
+            "unavailable_code": availability.code,
         }
     )
 

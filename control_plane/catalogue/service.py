@@ -1,7 +1,9 @@
 """The tier catalogue and voice maps: reads, operator edits, voice validation and mapping."""
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING, Protocol
 
 from sqlmodel import Session, col, select
 
@@ -19,12 +21,72 @@ from control_plane.changes import notify
 from control_plane.core import utcnow
 from control_plane.errors import InvalidInputError, NotFoundError
 
+if TYPE_CHECKING:
+    from control_plane.rollout.gate import FlagGate
+    from control_plane.rollout.models import FlagDecision
+
 # Every session config depends on the catalogue (workspaces.service re-exports this name).
 ALL_CONFIGS_TOPIC = "config:*"
 
 
+class GatedTier(Protocol):
+    """A tier as any layer holds it (row, snapshot entry or read model)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def flag_name(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class TierAvailability:
+    """Whether a workspace may use a tier now, and if not, why: the one rule that session
+    configs (403), agent writes (422), the catalogue's `available` and the pages all obey."""
+
+    available: bool
+    reason: str | None = None
+    code: str | None = None  # tier_not_enabled, or tier_disabled when the kill switch is on
+    decision: "FlagDecision | None" = None
+
+
+def tier_availability(gate: "FlagGate", tier: GatedTier, workspace_id: str) -> TierAvailability:
+    if not tier.flag_name:
+        return TierAvailability(True)
+    decision = gate.decide(tier.flag_name, workspace_id, subject=tier.name)
+    if decision.enabled:
+        return TierAvailability(True, decision=decision)
+    return TierAvailability(
+        False,
+        decision.reason or f"{tier.name} is not enabled for this workspace.",
+        "tier_disabled" if decision.killed else "tier_not_enabled",
+        decision,
+    )
+
+
 def list_tiers(session: Session) -> Sequence[Tier]:
     return session.exec(select(Tier).order_by(col(Tier.sort_order), col(Tier.id))).all()
+
+
+@dataclass(frozen=True)
+class TierChoice:
+    """A tier as a workspace may choose it: its voices and whether it is open to the
+    workspace now (always, when no workspace is in view)."""
+
+    tier: Tier
+    voices: list[str]
+    availability: TierAvailability
+
+
+def tier_choices(session: Session, gate: "FlagGate", workspace_id: str | None) -> list[TierChoice]:
+    return [
+        TierChoice(
+            tier,
+            voice_names(session, tier.voice_provider),
+            tier_availability(gate, tier, workspace_id) if workspace_id else TierAvailability(True),
+        )
+        for tier in list_tiers(session)
+    ]
 
 
 def get_tier(session: Session, tier_id: str) -> Tier:

@@ -2,12 +2,13 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 
-from control_plane.deps import AdminDep, PrincipalDep, SessionDep, SettingsDep
+from control_plane.auth.deps import AdminDep, PrincipalDep
+from control_plane.deps import SessionDep, SettingsDep
 from control_plane.errors import ProblemError
 from control_plane.keys import service
-from control_plane.keys.crypto import Keyring
+from control_plane.keys.deps import KeyringDep
 from control_plane.keys.models import (
     ApiKeysStatus,
     ApiKeysUpdate,
@@ -21,12 +22,6 @@ from control_plane.ratelimit import SlidingWindowLimit
 router = APIRouter(prefix="/api/v1", tags=["keys"])
 
 
-def get_keyring(request: Request) -> Keyring:
-    keyring: Keyring = request.app.state.keyring
-    return keyring
-
-
-KeyringDep = Annotated[Keyring, Depends(get_keyring)]
 KEYS_PATH = "/workspaces/{workspace_id}/settings/api-keys"
 
 

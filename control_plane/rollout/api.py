@@ -7,10 +7,14 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response, st
 from sqlmodel import Session
 
 from control_plane.auth import service as auth_service
-from control_plane.deps import AdminDep, GateDep, SessionDep, SettingsDep, authenticate
+from control_plane.auth.bearer import client_token
+from control_plane.auth.cache import TokenCache
+from control_plane.auth.deps import AdminDep, TokenCacheDep, authenticate
+from control_plane.deps import SessionDep, SettingsDep
 from control_plane.errors import UnauthorizedError
 from control_plane.http import check_if_match, conditional_json, json_bytes, strong_etag
 from control_plane.rollout import service
+from control_plane.rollout.deps import GateDep
 from control_plane.rollout.models import (
     Cohort,
     CohortList,
@@ -168,24 +172,28 @@ def put_cohort(
 # --- Unleash client API ----------------------------------------------------------------------
 
 
-def _client_token_ok(token: str, settings: Settings, request: Request, session: Session) -> bool:
-    token = token.removeprefix("Bearer ").strip()
+def _client_token_ok(
+    authorization: str, settings: Settings, cache: TokenCache, session: Session
+) -> bool:
+    token = client_token(authorization)
     if settings.client_api_tokens is not None:
         for allowed in settings.client_api_tokens.get_secret_value().split(","):
             if allowed.strip() and hmac.compare_digest(allowed.strip().encode(), token.encode()):
                 return True
     if token.startswith(auth_service.TOKEN_PREFIX):
         try:
-            principal = authenticate(request, session, token)
+            principal = authenticate(cache, session, token)
         except UnauthorizedError:
             return False
         return principal.is_admin or principal.is_service
     return False
 
 
-def require_client_token(request: Request, settings: SettingsDep, session: SessionDep) -> None:
-    token = request.headers.get("authorization", "")
-    if not token or not _client_token_ok(token, settings, request, session):
+def require_client_token(
+    request: Request, settings: SettingsDep, session: SessionDep, cache: TokenCacheDep
+) -> None:
+    authorization = request.headers.get("authorization", "")
+    if not authorization or not _client_token_ok(authorization, settings, cache, session):
         raise UnauthorizedError(
             "Send an Unleash client token (SWITCHBOARD_CLIENT_API_TOKENS) or a service token "
             "in the Authorization header.",

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from control_plane.auth.deps import ServiceDep
 from control_plane.db import end_read_only
-from control_plane.deps import ServiceDep, SessionDep
+from control_plane.deps import SessionDep
 from control_plane.errors import ProblemError
 from control_plane.served import served_response
 from control_plane.sessions import service

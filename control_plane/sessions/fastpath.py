@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from control_plane.auth.bearer import bearer_token, client_token
 from control_plane.auth.cache import TokenCache
 from control_plane.auth.principal import Principal
 from control_plane.auth.service import hash_token
@@ -131,9 +132,8 @@ class HotPathMiddleware:
         """The caller of a bearer token verified recently; None sends the request to the routes,
         which verify it (or refuse it) properly."""
         authorization = self._header(scope, b"authorization")
-        if authorization is None or authorization[:7].lower() != b"bearer ":
-            return None
-        return self.token_cache.fresh(hash_token(authorization[7:].strip().decode("latin-1")))
+        token = bearer_token(authorization.decode("latin-1")) if authorization else None
+        return self.token_cache.fresh(hash_token(token)) if token else None
 
     @staticmethod
     def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -165,10 +165,10 @@ class HotPathMiddleware:
         authorization = self._header(scope, b"authorization")
         if authorization is None:
             return False
-        token = authorization.removeprefix(b"Bearer ").strip()
-        allowed = any(hmac.compare_digest(token, t) for t in self.client_tokens)
+        token = client_token(authorization.decode("latin-1"))
+        allowed = any(hmac.compare_digest(token.encode("latin-1"), t) for t in self.client_tokens)
         if not allowed:
-            principal = self.token_cache.fresh(hash_token(token.decode("latin-1")))
+            principal = self.token_cache.fresh(hash_token(token))
             allowed = principal is not None and (principal.is_admin or principal.is_service)
         if not allowed:
             return False

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlmodel import Session
 
 from control_plane.auth.principal import Principal
+from control_plane.catalogue import service as catalogue_service
 from control_plane.catalogue.models import Tier
 from control_plane.catalogue.snapshot import CatalogueData, CatalogueSnapshot
 from control_plane.errors import ForbiddenError, ProblemError
@@ -194,15 +195,14 @@ def _resolve(
             f"Tier '{tier.id}' names engine '{tier.engine}', which this Switchboard does not know."
         )
 
-    decision = None
-    if tier.flag_name:
-        decision = gate.decide(tier.flag_name, workspace_id, subject=tier.name)
-        if not decision.enabled:
-            raise TierNotEnabledError(
-                decision.reason or f"{tier.name} is not enabled for this workspace.",
-                code="tier_disabled" if decision.killed else "tier_not_enabled",
-                extra={"tier": tier.id, "flag": tier.flag_name, "stage": decision.stage},
-            )
+    availability = catalogue_service.tier_availability(gate, tier, workspace_id)
+    decision = availability.decision
+    if not availability.available:
+        raise TierNotEnabledError(
+            availability.reason or "",
+            code=availability.code,
+            extra={"tier": tier.id, "flag": tier.flag_name, "stage": decision and decision.stage},
+        )
 
     key = None
     if profile.key_provider is not None:

@@ -4,7 +4,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request
 
-from control_plane.deps import AdminDep, GateDep, SerializedCallWrites, ServiceDep, SessionDep
+from control_plane.auth.deps import AdminDep, ServiceDep
+from control_plane.deps import SerializedCallWrites, SessionDep
+from control_plane.rollout.deps import GateDep
 from control_plane.telemetry import service
 from control_plane.telemetry.models import (
     CallBatch,

@@ -2,10 +2,12 @@
 
 from fastapi import APIRouter, Request, Response, status
 
+from control_plane.auth.deps import PrincipalDep
 from control_plane.catalogue.reads import PRIVATE_CACHE
-from control_plane.deps import PrincipalDep, SessionDep, SettingsDep
+from control_plane.deps import SessionDep, SettingsDep
 from control_plane.http import json_bytes
 from control_plane.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
+from control_plane.rollout.deps import GateDep
 from control_plane.served import Served, served_response
 from control_plane.workspaces import service
 from control_plane.workspaces.cache import AgentPages
@@ -77,9 +79,10 @@ def create_agent(
     session: SessionDep,
     principal: PrincipalDep,
     settings: SettingsDep,
+    gate: GateDep,
 ) -> AgentRead:
     limits = service.agent_limits(settings)
-    agent = service.create_agent(session, principal, workspace_id, body, limits)
+    agent = service.create_agent(session, principal, workspace_id, body, limits, gate=gate)
     return service.agent_read(session, agent)
 
 
@@ -126,9 +129,12 @@ def patch_agent(
     session: SessionDep,
     principal: PrincipalDep,
     settings: SettingsDep,
+    gate: GateDep,
 ) -> AgentRead:
     limits = service.agent_limits(settings)
-    agent = service.update_agent(session, principal, workspace_id, agent_id, body, limits)
+    agent = service.update_agent(
+        session, principal, workspace_id, agent_id, body, limits, gate=gate
+    )
     return service.agent_read(session, agent)
 
 

@@ -40,6 +40,7 @@ from control_plane.workspaces.models import (
 
 if TYPE_CHECKING:
     from control_plane.catalogue.snapshot import CatalogueData
+    from control_plane.rollout.gate import FlagGate
 
 
 def config_topic(workspace_id: str) -> str:
@@ -256,15 +257,35 @@ def _check_size(config: AgentConfig, limits: AgentLimits) -> None:
         )
 
 
+def _check_tier_enabled(
+    session: Session, gate: "FlagGate | None", workspace_id: str, tier_id: str
+) -> None:
+    """An agent may be put on a tier only while the workspace may use it (the catalogue's
+    rule). `gate` None skips the check: seeding and demo data, never a caller's request."""
+    tier = session.get(Tier, tier_id) if gate is not None else None
+    if gate is None or tier is None:  # an unknown tier is the validation's to refuse
+        return
+    availability = catalogue.tier_availability(gate, tier, workspace_id)
+    if not availability.available:
+        raise InvalidInputError(
+            f"{availability.reason} Pick another tier; nothing was stored.",
+            code=availability.code,
+            extra={"tier": tier.id},
+        )
+
+
 def create_agent(
     session: Session,
     principal: Principal,
     workspace_id: str,
     body: AgentCreate,
     limits: AgentLimits = AgentLimits(),
+    *,
+    gate: "FlagGate | None",
 ) -> Agent:
     get_workspace(session, principal, workspace_id)
     _check_size(body, limits)
+    _check_tier_enabled(session, gate, workspace_id, body.pricing_tier)
     count = session.exec(
         select(func.count()).select_from(Agent).where(Agent.workspace_id == workspace_id)
     ).one()
@@ -325,11 +346,15 @@ def update_agent(
     agent_id: str,
     patch: AgentPatch,
     limits: AgentLimits = AgentLimits(),
+    *,
+    gate: "FlagGate | None",
 ) -> Agent:
     agent = get_agent(session, principal, workspace_id, agent_id)
     changes = patch.model_dump(exclude_unset=True)
     merged = _merged_config(agent, changes)
     _check_size(merged, limits)
+    if merged.pricing_tier != agent.pricing_tier:  # staying on a tier is always allowed
+        _check_tier_enabled(session, gate, workspace_id, merged.pricing_tier)
     voice = validate_agent_config(session, merged)
     agent.name = merged.name
     agent.pricing_tier = merged.pricing_tier

@@ -102,15 +102,21 @@ def test_a_call_is_issued_claimed_once_renewed_and_ended(
 def test_calls_are_refused_like_session_configs(
     client: TestClient, tokens: Tokens, agent: str
 ) -> None:
+    def internal(*members: str) -> None:
+        put = client.put(
+            "/api/v1/cohorts/internal", json={"members": list(members)}, headers=auth(tokens.admin)
+        )
+        assert put.status_code == 200
+
+    internal("acme", "globex")  # globex had the tier when its agent was made, then left it
     gus = client.post(
         "/api/v1/workspaces/globex/agents",
         json={"name": "Gus", "pricing_tier": "grok-realtime", "voice": "Rex"},
         headers=auth(tokens.admin),
     ).json()["id"]
+    internal("acme")
     assert issue(client, tokens, gus, "globex").json()["code"] == "tier_not_enabled"
-    client.put(
-        "/api/v1/cohorts/internal", json={"members": ["acme", "globex"]}, headers=auth(tokens.admin)
-    )
+    internal("acme", "globex")
     missing = issue(client, tokens, gus, "globex")
     assert (missing.status_code, missing.json()["code"]) == (409, "xai_api_key_missing")
     assert issue(client, tokens, "agt_nope").json()["code"] == "agent_not_found"

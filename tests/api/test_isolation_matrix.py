@@ -8,7 +8,7 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from control_plane.deps import require_admin, require_service
+from control_plane.auth.deps import require_admin, require_service
 from tests.conftest import Tokens, auth
 
 SAMPLE_BODIES: dict[tuple[str, str], Any] = {

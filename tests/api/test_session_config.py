@@ -202,9 +202,13 @@ def test_flag_off_and_killed(client: TestClient, tokens: Tokens, grok_ready: Non
         json={"xai_api_key": XAI_KEY},
         headers=auth(tokens.globex),
     )
-    outside = session_config(
-        client, tokens, make_agent(client, tokens, workspace="globex"), workspace="globex"
+    # globex had the tier when its agent was made, then left the rollout.
+    client.put(
+        "/api/v1/cohorts/internal", json={"members": ["acme", "globex"]}, headers=auth(tokens.admin)
     )
+    gus = make_agent(client, tokens, workspace="globex")
+    client.put("/api/v1/cohorts/internal", json={"members": ["acme"]}, headers=auth(tokens.admin))
+    outside = session_config(client, tokens, gus, workspace="globex")
     assert outside.status_code == 403
     assert outside.json()["code"] == "tier_not_enabled"
     assert "internal alpha" in outside.json()["detail"]

@@ -1,10 +1,12 @@
 """Workspaces and agents: validation of tier and voice, isolation between workspaces."""
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from control_plane.workspaces import service as workspaces_service
 from tests.conftest import Tokens, auth
 
 LOOKUP = {
@@ -12,6 +14,16 @@ LOOKUP = {
     "description": "Look up an order",
     "parameters": {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]},
 }
+
+
+@pytest.fixture(autouse=True)
+def grok_open_to_acme(client: TestClient, tokens: Tokens) -> Iterator[None]:
+    """acme is in the internal cohort, so its agents may be put on grok-realtime."""
+    put = client.put(
+        "/api/v1/cohorts/internal", json={"members": ["acme"]}, headers=auth(tokens.admin)
+    )
+    assert put.status_code == 200
+    yield
 
 
 def create_agent(client: TestClient, token: str, workspace: str = "acme", **fields: Any) -> Any:
@@ -316,3 +328,56 @@ def test_a_page_built_while_a_change_arrived_is_not_kept() -> None:
     assert pages.get(("acme", 50, None)) is not None
     pages.invalidate("config:*")
     assert pages.get(("acme", 50, None)) is None
+
+
+# --- a tier the workspace may not use ---------------------------------------------------------
+
+
+def agents_of(client: TestClient, token: str, workspace: str) -> list[dict[str, Any]]:
+    listed = client.get(f"/api/v1/workspaces/{workspace}/agents", headers=auth(token))
+    return list(listed.json()["agents"])
+
+
+def test_an_agent_cannot_be_put_on_a_tier_its_workspace_may_not_use(
+    client: TestClient, tokens: Tokens
+) -> None:
+    refused = create_agent(client, tokens.globex, workspace="globex", voice="Rex")
+    assert refused.status_code == 422
+    assert refused.json()["code"] == "tier_not_enabled"
+    assert "internal alpha" in refused.json()["detail"]
+    assert agents_of(client, tokens.globex, "globex") == []  # nothing stored
+
+    agent = create_agent(client, tokens.globex, workspace="globex", pricing_tier="premium").json()
+    path = f"/api/v1/workspaces/globex/agents/{agent['id']}"
+    moved = client.patch(path, json={"pricing_tier": "grok-realtime"}, headers=auth(tokens.globex))
+    assert (moved.status_code, moved.json()["code"]) == (422, "tier_not_enabled")
+    stored = client.get(path, headers=auth(tokens.globex)).json()
+    assert stored["pricing_tier"] == "premium"
+
+
+def test_a_killed_tier_takes_no_new_agents_but_keeps_the_ones_it_has(
+    client: TestClient, tokens: Tokens
+) -> None:
+    agent = create_agent(client, tokens.acme).json()
+    kill = client.post("/api/v1/flags/grok-realtime-tier/kill", json={}, headers=auth(tokens.admin))
+    assert kill.status_code == 200
+    refused = create_agent(client, tokens.acme, name="Second")
+    assert (refused.status_code, refused.json()["code"]) == (422, "tier_disabled")
+    # Editing an agent that stays on its tier is not choosing the tier again.
+    path = f"/api/v1/workspaces/acme/agents/{agent['id']}"
+    renamed = client.patch(
+        path, json={"name": "Ava 2", "pricing_tier": "grok-realtime"}, headers=auth(tokens.acme)
+    )
+    assert renamed.status_code == 200, renamed.text
+    assert renamed.json()["name"] == "Ava 2"
+
+
+def test_without_the_tier_rule_an_agent_lands_on_a_closed_tier(
+    client: TestClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workspaces_service, "_check_tier_enabled", lambda *args: None)
+    created = create_agent(client, tokens.globex, workspace="globex", voice="Rex")
+    assert created.status_code == 201
+    assert [a["pricing_tier"] for a in agents_of(client, tokens.globex, "globex")] == [
+        "grok-realtime"
+    ]

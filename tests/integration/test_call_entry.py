@@ -18,8 +18,8 @@ from websockets.asyncio.client import connect
 
 from control_plane.calls import service as calls_service
 from control_plane.calls import tokens, webhooks
-from switchboard_runtime import worker
 from switchboard_runtime.client import ClaimedCall, ControlPlaneClient
+from switchboard_runtime.worker import app as worker
 from tests.conftest import auth
 from tests.integration.callstack import (
     CALLER_FRAMES,

@@ -1,0 +1,81 @@
+"""The agent pages obey the services' rules as REST does: a form posted for a tier the workspace
+may not use (the option is disabled, but a form can be forged) is refused with the reason and
+nothing is stored; a refused edit stays an edit."""
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+
+from control_plane.demo import DEMO_PASSWORD, seed_demo
+from control_plane.workspaces import service as workspaces_service
+from tests.api.test_sign_in import sign_in
+
+GUS = "gus@globex.example"  # a member of globex, which is outside the internal alpha
+
+
+@pytest.fixture
+def gus(client: TestClient) -> Iterator[TestClient]:
+    with Session(client.app.state.engine) as session:  # type: ignore[attr-defined]
+        seed_demo(session)
+        session.commit()
+    assert sign_in(client, GUS, DEMO_PASSWORD) == 303
+    yield client
+
+
+def form_token(client: TestClient, path: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', client.get(path).text)
+    assert match is not None
+    return match[1]
+
+
+def globex_agent_names(client: TestClient) -> list[str]:
+    return re.findall(r'<tr data-agent="([^"]+)"', client.get("/workspaces/globex/agents").text)
+
+
+def post_agent(client: TestClient, path: str, **fields: str) -> tuple[int, str]:
+    form = {"csrf": form_token(client, "/workspaces/globex/agents/new"), **fields}
+    response = client.post(path, data=form, follow_redirects=False)
+    return response.status_code, response.text
+
+
+def test_a_forged_form_for_a_closed_tier_is_refused_and_stores_nothing(gus: TestClient) -> None:
+    before = globex_agent_names(gus)
+    status, page = post_agent(
+        gus, "/workspaces/globex/agents", name="Forged", pricing_tier="grok-realtime", voice="Rex"
+    )
+    assert status == 422
+    assert "internal alpha" in page
+    assert "Forged" not in globex_agent_names(gus) and globex_agent_names(gus) == before
+
+
+def test_without_the_service_rule_the_forged_form_gets_through(
+    gus: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workspaces_service, "_check_tier_enabled", lambda *args: None)
+    status, _ = post_agent(
+        gus, "/workspaces/globex/agents", name="Forged", pricing_tier="grok-realtime", voice="Rex"
+    )
+    assert status == 303
+    assert "Forged" in globex_agent_names(gus)
+
+
+def test_a_refused_edit_stays_an_edit_of_that_agent(gus: TestClient) -> None:
+    status, _ = post_agent(
+        gus, "/workspaces/globex/agents", name="Gus 2", pricing_tier="premium", voice="alloy"
+    )
+    assert status == 303
+    agent_id = re.findall(
+        r"/workspaces/globex/agents/(agt_[0-9a-f]+)/edit", gus.get("/workspaces/globex/agents").text
+    )[-1]
+    status, page = post_agent(
+        gus,
+        f"/workspaces/globex/agents/{agent_id}",
+        name="Gus 2",
+        pricing_tier="premium",
+        voice="not-a-voice",
+    )
+    assert status == 422
+    assert f'action="/workspaces/globex/agents/{agent_id}"' in page  # not the create action
