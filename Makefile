@@ -29,6 +29,7 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/test-services.sh $(BIN)/pytest -q $(PYTEST_ARGS)
 
 ## Benchmarks: Switchboard vs unleash-server 7.x side by side (PostgreSQL, Node 20, wrk)
@@ -71,6 +72,7 @@ lint:
 
 typecheck:
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 format:
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
