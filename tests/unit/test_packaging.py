@@ -8,7 +8,13 @@ from pathlib import Path
 import switchboard_runtime
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA_PACKAGES = {"control_plane.templates", "control_plane.flags", "control_plane.migrations"}
+DATA_PACKAGES = {
+    "control_plane.templates",
+    "control_plane.templates.static",
+    "control_plane.flags",
+    "control_plane.migrations",
+    "control_plane.migrations.versions",
+}
 
 
 def pyproject(path: Path) -> dict:  # type: ignore[type-arg]
