@@ -4,6 +4,7 @@ import asyncio
 import json
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -15,12 +16,25 @@ SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
     (b"cross-origin-opener-policy", b"same-origin"),
-    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+    # The microphone for the agent page's test call, from this origin only.
+    (b"permissions-policy", b"camera=(), microphone=(self), geolocation=()"),
 ]
 HTML_CSP = (
     b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     b"form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
+
+
+def html_csp(browser_call_url: str | None) -> bytes:
+    """The pages' policy: everything from this origin only, and the call worker's browser
+    stream as the one other place a page may connect to (test calls)."""
+    if not browser_call_url:
+        return HTML_CSP
+    parts = urlsplit(browser_call_url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    return HTML_CSP + f"; connect-src 'self' {scheme}://{parts.netloc}".encode()
+
+
 API_CSP = b"default-src 'none'; frame-ancestors 'none'"
 
 
@@ -159,8 +173,10 @@ class RequestLimitsMiddleware:
         max_header_bytes: int,
         max_header_count: int,
         body_timeout_seconds: float = 30.0,
+        html_csp: bytes = HTML_CSP,
     ) -> None:
         self.app = app
+        self.html_csp = html_csp
         self.body_timeout_seconds = body_timeout_seconds
         self.max_header_bytes = max_header_bytes
         self.max_header_count = max_header_count
@@ -282,7 +298,8 @@ class RequestLimitsMiddleware:
                         name.lower() == b"content-type" and value.startswith(b"text/html")
                         for name, value in headers
                     )
-                    headers.append((b"content-security-policy", HTML_CSP if is_html else API_CSP))
+                    csp = self.html_csp if is_html else API_CSP
+                    headers.append((b"content-security-policy", csp))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -316,4 +333,6 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
         max_header_bytes=settings.max_header_bytes,
         max_header_count=settings.max_header_count,
         body_timeout_seconds=settings.http_body_timeout_seconds,
+        html_csp=html_csp(settings.browser_call_url),
     )
+

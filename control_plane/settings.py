@@ -60,6 +60,8 @@ class Settings(ServerSettings):
     # (The call worker's own settings, SWITCHBOARD_SERVICE_TOKEN and friends, are
     # switchboard_runtime.worker.WorkerSettings.)
     stream_token_secret: SecretStr | None = None
+    # Browser test calls: the call worker's public base URL for /ws/realtime (unset: off).
+    browser_call_url: str | None = None
     stream_token_ttl_seconds: int = Field(default=60, ge=5, le=60)
     call_lease_seconds: int = Field(default=60, ge=10, le=3600)
     # Install-wide webhook secrets for single-tenant installs; a workspace's own secret (the

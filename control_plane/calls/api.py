@@ -6,7 +6,9 @@ from fastapi import APIRouter, Request, Response, status
 
 from control_plane.auth.deps import PrincipalDep, ServiceDep
 from control_plane.calls import service
+from control_plane.calls.deps import CallPolicyDep, ResolverDep
 from control_plane.calls.models import (
+    BrowserCall,
     CallClaim,
     CallEnd,
     CallIssue,
@@ -17,7 +19,7 @@ from control_plane.calls.models import (
     LeaseRenewed,
     SafeId,
 )
-from control_plane.deps import SerializedCallWrites, SessionDep
+from control_plane.deps import SerializedCallWrites, SessionDep, SettingsDep
 from control_plane.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery
 
 router = APIRouter(prefix="/api/v1", tags=["calls"])
@@ -74,7 +76,37 @@ def claim_call(
 ) -> ClaimedCall:
     """Redeem a stream token once; the answer names the call's workspace and agent."""
     return service.claim_call(
-        session, _policy(request), principal, body.stream_token, body.agent_id
+        session, _policy(request), principal, body.stream_token, body.agent_id, body.stream
+    )
+
+
+@router.post(
+    "/workspaces/{workspace_id}/agents/{agent_id}/test-calls",
+    response_model=BrowserCall,
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[SerializedCallWrites],
+    responses={
+        403: {"description": "tier_not_enabled / tier_disabled"},
+        404: {"description": "workspace_not_found / agent_not_found"},
+        409: {"description": "xai_api_key_missing / engine_not_supported / test_calls_unavailable"},
+        429: {"description": "call_limit_reached"},
+    },
+)
+def start_test_call(
+    workspace_id: str,
+    agent_id: str,
+    response: Response,
+    session: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    resolver: ResolverDep,
+    policy: CallPolicyDep,
+) -> BrowserCall:
+    """Talk to an agent from a browser: the same checks as a phone call (tier, key, call cap,
+    grok-realtime only), then the worker's browser stream and a single-use token for it."""
+    response.headers["Cache-Control"] = "no-store"
+    return service.start_browser_call(
+        session, resolver, policy, principal, workspace_id, agent_id, settings.browser_call_url
     )
 
 

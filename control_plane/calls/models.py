@@ -15,6 +15,15 @@ SafeId = Annotated[str, StringConstraints(pattern=SAFE_ID_PATTERN)]
 
 CallState = Literal["issued", "active", "ended", "lapsed"]
 Channel = Literal["twilio", "telnyx", "api"]
+# Where a call's audio comes from: a phone (twilio, telnyx), the backend itself (api), or a
+# person's browser on the agent page (browser, a test call).
+CallChannel = Literal["twilio", "telnyx", "api", "browser"]
+# What kind of media stream presents a stream token: a phone provider's or a browser's.
+StreamKind = Literal["phone", "browser"]
+STREAM_CHANNELS: dict[str, tuple[str, ...]] = {
+    "phone": ("twilio", "telnyx"),
+    "browser": ("browser",),
+}
 # States that hold one of the workspace's concurrent-call slots while their lease runs.
 HOLDING_STATES = ("issued", "active")
 
@@ -111,14 +120,31 @@ class CallClaim(BaseModel):
     agent_id: SafeId | None = PydanticField(
         default=None, description="The agent the stream was opened for; must match the token."
     )
+    stream: StreamKind | None = PydanticField(
+        default=None,
+        description="The kind of stream presenting the token: a phone call's token opens no "
+        "browser stream and a test call's no phone stream (409 `stream_token_channel`).",
+    )
 
 
 class ClaimedCall(BaseModel):
     call_id: str
     workspace_id: str
     agent_id: str
+    channel: CallChannel
     lease_seconds: int
     lease_expires_at: datetime
+
+
+class BrowserCall(BaseModel):
+    """A call from the browser: open `url` as a WebSocket and send the token first."""
+
+    call_id: str
+    url: str = PydanticField(description="The call worker's browser stream for this agent.")
+    token: str = PydanticField(
+        description="Single-use; send it as the stream's first message before it expires."
+    )
+    expires_at: datetime
 
 
 class LeaseRenewed(BaseModel):
@@ -139,7 +165,7 @@ class CallRead(BaseModel):
     tier: str
     engine: str
     provider: str
-    channel: str
+    channel: CallChannel
     provider_call_id: str | None
     state: CallState
     started_at: datetime

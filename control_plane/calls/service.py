@@ -15,14 +15,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import quote
 
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
+from control_plane.auth.models import SERVICE_SCOPE
 from control_plane.auth.principal import Principal
 from control_plane.calls import tokens, webhooks
 from control_plane.calls.models import (
     HOLDING_STATES,
+    STREAM_CHANNELS,
+    BrowserCall,
     Call,
     CallIssue,
     ClaimedCall,
@@ -94,11 +98,96 @@ def issue_call(
 ) -> IssuedCall:
     _require_service(principal)
     check_webhook(session, resolver, policy, workspace_id, body)
+    if body.claim and body.channel != "api":
+        raise InvalidInputError(
+            "Only channel api calls are claimed at issue; phone calls present their token.",
+            code="invalid_call",
+        )
+    return _issue(
+        session,
+        resolver,
+        policy,
+        principal,
+        workspace_id,
+        agent_id,
+        channel=body.channel,
+        provider_call_id=body.provider_call_id,
+        claim=body.claim,
+    )
+
+
+# Browser test calls are resolved with the service's view of the workspace, once the caller
+# has been shown to belong to it.
+TEST_CALLS = Principal(name="test-calls", scopes=frozenset({SERVICE_SCOPE}))
+BROWSER_ENGINE = "grok-realtime"
+
+
+def issue_browser_call(
+    session: Session,
+    resolver: sessions.Resolver,
+    policy: CallPolicy,
+    principal: Principal,
+    workspace_id: str,
+    agent_id: str,
+) -> IssuedCall:
+    """A test call from a member's browser: the same refusals and call cap as a phone call,
+    for agents on grok-realtime only (nothing else runs in the browser; never a fallback)."""
+    workspaces.get_agent(session, principal, workspace_id, agent_id)  # 404 for another's agent
+    return _issue(session, resolver, policy, TEST_CALLS, workspace_id, agent_id, channel="browser")
+
+
+def start_browser_call(
+    session: Session,
+    resolver: sessions.Resolver,
+    policy: CallPolicy,
+    principal: Principal,
+    workspace_id: str,
+    agent_id: str,
+    browser_call_url: str | None,
+) -> BrowserCall:
+    """A browser test call: where to open it and its single-use token."""
+    workspaces.get_agent(session, principal, workspace_id, agent_id)  # 404 for another's agent
+    if not browser_call_url:
+        raise ConflictError(
+            "No call worker takes browser calls on this install: set "
+            "SWITCHBOARD_BROWSER_CALL_URL to the worker's public URL. Nothing was started.",
+            code="test_calls_unavailable",
+        )
+    issued = issue_browser_call(session, resolver, policy, principal, workspace_id, agent_id)
+    base = (
+        browser_call_url.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+    )
+    return BrowserCall(
+        call_id=issued.call_id,
+        url=f"{base}/ws/realtime/{quote(agent_id, safe='')}",
+        token=issued.stream_token,
+        expires_at=issued.expires_at,
+    )
+
+
+def _issue(
+    session: Session,
+    resolver: sessions.Resolver,
+    policy: CallPolicy,
+    principal: Principal,
+    workspace_id: str,
+    agent_id: str,
+    *,
+    channel: str,
+    provider_call_id: str | None = None,
+    claim: bool = False,
+) -> IssuedCall:
     # The same refusals as a session config (agent unknown, tier not enabled or killed, key
-    # missing), before any phone audio flows. Credentials stay out: nothing is minted here.
+    # missing), before any audio flows. Credentials stay out: nothing is minted here.
     config = sessions.resolve_agent(
         session, resolver, principal, workspace_id, agent_id, credentials="none"
     )
+    if channel == "browser" and config.engine != BROWSER_ENGINE:
+        raise ConflictError(
+            f"Test calls from the browser run on {BROWSER_ENGINE}; this agent's tier runs on "
+            f"{config.engine}. Nothing was started.",
+            code="engine_not_supported",
+        )
     now = utcnow()
     cap = _lock_call_slots(session, workspace_id, now)
     holding = holding_calls(session, workspace_id, now)
@@ -110,11 +199,6 @@ def issue_call(
             headers={"Retry-After": "5"},
         )
     expires_at = now + timedelta(seconds=policy.stream_token_ttl_seconds)
-    if body.claim and body.channel != "api":
-        raise InvalidInputError(
-            "Only channel api calls are claimed at issue; phone calls present their token.",
-            code="invalid_call",
-        )
     call = Call(
         id=new_id("call"),
         workspace_id=workspace_id,
@@ -122,12 +206,12 @@ def issue_call(
         tier=config.tier.id,
         engine=config.engine,
         provider=config.provider.name,
-        channel=body.channel,
-        provider_call_id=body.provider_call_id,
+        channel=channel,
+        provider_call_id=provider_call_id,
         started_at=now,
         lease_expires_at=expires_at + timedelta(seconds=ISSUED_GRACE_SECONDS),
     )
-    if body.claim:
+    if claim:
         call.state, call.claimed_at = "active", now
         call.lease_expires_at = now + timedelta(seconds=policy.lease_seconds)
     session.add(call)
@@ -143,8 +227,8 @@ def issue_call(
         stream_token=token,
         expires_at=expires_at,
         engine=config.engine,
-        state="active" if body.claim else "issued",
-        lease_seconds=policy.lease_seconds if body.claim else None,
+        state="active" if claim else "issued",
+        lease_seconds=policy.lease_seconds if claim else None,
     )
 
 
@@ -256,8 +340,11 @@ def claim_call(
     principal: Principal,
     stream_token: str,
     agent_id: str | None,
+    stream: str | None = None,
 ) -> ClaimedCall:
-    """Redeem a stream token, once: workspace and agent come from the token, never the caller."""
+    """Redeem a stream token, once: workspace and agent come from the token, never the caller.
+    `stream` (phone or browser) is the kind of stream presenting it: a token opens only the
+    kind of stream its call was issued for."""
     _require_service(principal)
     now = utcnow()
     try:
@@ -268,6 +355,12 @@ def claim_call(
         raise StreamTokenRefusedError(
             "The stream token was issued for another agent.", code="stream_token_mismatch"
         )
+    call = session.get(Call, grant.call_id)
+    if call is not None and stream is not None and call.channel not in STREAM_CHANNELS[stream]:
+        raise ConflictError(
+            f"This token belongs to a {call.channel} call; a {stream} stream cannot open it.",
+            code="stream_token_channel",
+        )
     lease_expires_at = now + timedelta(seconds=policy.lease_seconds)
     claimed = session.execute(
         update(Call)
@@ -277,7 +370,7 @@ def claim_call(
         .where(col(Call.state).in_(claimable_states()))
         .values(state="active", claimed_at=now, lease_expires_at=lease_expires_at)
     )
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+    if call is None or claimed.rowcount != 1:  # type: ignore[attr-defined]
         raise StreamTokenRefusedError(
             "The stream token was already used.", code="stream_token_used"
         )
@@ -285,6 +378,7 @@ def claim_call(
         call_id=grant.call_id,
         workspace_id=grant.workspace_id,
         agent_id=grant.agent_id,
+        channel=call.channel,
         lease_seconds=policy.lease_seconds,
         lease_expires_at=lease_expires_at,
     )

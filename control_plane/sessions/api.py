@@ -15,7 +15,7 @@ from control_plane.errors import ProblemError
 from control_plane.served import served_response
 from control_plane.sessions import service
 from control_plane.sessions.cache import CachedConfig, ConfigCache
-from control_plane.sessions.models import CredentialsMode, ResolvedSessionConfig
+from control_plane.sessions.models import AudioChannel, CredentialsMode, ResolvedSessionConfig
 from control_plane.workspaces.models import AgentConfig
 
 logger = logging.getLogger(__name__)
@@ -26,6 +26,11 @@ CredentialsQuery = Annotated[
     Query(
         description="key: the workspace's API key; ephemeral: a short-lived xAI client secret; none"
     ),
+]
+
+ChannelQuery = Annotated[
+    AudioChannel,
+    Query(description="phone: G.711 μ-law 8 kHz both ways; browser: PCM16 24 kHz (test calls)"),
 ]
 
 
@@ -52,17 +57,24 @@ def agent_session_config(
     session: SessionDep,
     principal: ServiceDep,
     credentials: CredentialsQuery = "key",
+    channel: ChannelQuery = "phone",
 ) -> Response:
     outcomes = request.app.state.metrics.session_config
     cache: ConfigCache = request.app.state.config_cache
-    key = (workspace_id, agent_id, credentials)
+    key = (workspace_id, agent_id, credentials, channel)
     entry = cache.get(key)
     if entry is not None:
         outcomes.labels("ok").inc()
         return config_response(request, entry)
     try:
         config = service.resolve_agent(
-            session, request.app.state.resolver, principal, workspace_id, agent_id, credentials
+            session,
+            request.app.state.resolver,
+            principal,
+            workspace_id,
+            agent_id,
+            credentials,
+            channel,
         )
     except ProblemError as exc:
         outcomes.labels(exc.code).inc()

@@ -16,7 +16,7 @@ from control_plane.rollout.gate import FLAGS_TOPIC
 from control_plane.served import Served
 from control_plane.sessions.models import ResolvedSessionConfig
 
-CacheKey = tuple[str, str, str]
+CacheKey = tuple[str, str, str, str]  # workspace, agent, credentials mode, audio channel
 WORKSPACE_TOPIC_PREFIX = "config:"
 EVERYTHING = {"config:*", FLAGS_TOPIC, RESYNC}
 

@@ -61,7 +61,10 @@ class EngineProfile:
     key_provider: str | None
     key_required: bool
     supports_ephemeral: bool
+    # Phone audio crosses untouched (G.711 μ-law 8 kHz); a browser speaks PCM16 at 24 kHz.
     telephony_audio: str = "audio/pcmu"
+    browser_audio: str = "audio/pcm"
+    browser_rate: int = 24_000
 
 
 ENGINES: dict[str, EngineProfile] = {

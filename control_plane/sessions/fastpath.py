@@ -36,6 +36,7 @@ AGENTS = re.compile(r"^/api/v1/workspaces/([^/]+)/agents$")
 TIER = re.compile(r"^/api/v1/tiers(?:/([^/]+))?$")
 VOICE_MAP = re.compile(r"^/api/v1/voice-maps/([^/]+)$")
 CREDENTIAL_MODES = {"key", "ephemeral", "none"}
+AUDIO_CHANNELS = {"phone", "browser"}
 
 
 class HotPathMiddleware:
@@ -146,16 +147,17 @@ class HotPathMiddleware:
         self, scope: Scope, send: Send, workspace_id: str, agent_id: str
     ) -> bool:
         query = scope.get("query_string", b"")
-        credentials = "key"
+        credentials, channel = "key", "phone"
         if query:
             params = dict(parse_qsl(query.decode("latin-1")))
             credentials = params.pop("credentials", "key")
-            if params or credentials not in CREDENTIAL_MODES:
+            channel = params.pop("channel", "phone")
+            if params or credentials not in CREDENTIAL_MODES or channel not in AUDIO_CHANNELS:
                 return False
         principal = self._fresh_principal(scope)
         if principal is None or not principal.is_service:
             return False
-        entry = self.config_cache.get((workspace_id, agent_id, credentials))
+        entry = self.config_cache.get((workspace_id, agent_id, credentials, channel))
         if entry is None:
             return False
         await send_served(send, entry.served, self._header(scope, b"if-none-match"))

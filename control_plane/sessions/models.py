@@ -2,6 +2,7 @@
 in the runtime's contract with the control plane."""
 
 from switchboard_runtime.contract import (
+    AudioChannel,
     AudioConfig,
     AudioDirection,
     AudioFormat,
@@ -15,6 +16,7 @@ from switchboard_runtime.contract import (
 )
 
 __all__ = [
+    "AudioChannel",
     "AudioConfig",
     "AudioDirection",
     "AudioFormat",

@@ -19,6 +19,7 @@ from control_plane.rollout.gate import FlagGate
 from control_plane.sessions.engines import ENGINES
 from control_plane.sessions.ephemeral import EphemeralSecrets
 from control_plane.sessions.models import (
+    AudioChannel,
     AudioConfig,
     AudioDirection,
     AudioFormat,
@@ -119,8 +120,9 @@ def resolve_agent(
     workspace_id: str,
     agent_id: str,
     credentials: CredentialsMode = "key",
+    channel: AudioChannel = "phone",
 ) -> ResolvedSessionConfig:
-    """The config for a stored agent."""
+    """The config for a stored agent, with the audio formats of the channel its call uses."""
     reader = _service_reader(principal, workspace_id)
     agent = workspaces.agent_snapshot(session, reader, workspace_id, agent_id)
     return _resolve(
@@ -133,6 +135,7 @@ def resolve_agent(
         agent.agent_id,
         str(agent.version),
         credentials,
+        channel,
     )
 
 
@@ -186,6 +189,7 @@ def _resolve(
     agent_id: str | None,
     agent_version: str,
     credentials: CredentialsMode,
+    channel: AudioChannel = "phone",
 ) -> ResolvedSessionConfig:
     settings, gate, data = resolver.settings, resolver.gate, resolver.catalogue.get(session)
     tier = data.tier(config.pricing_tier)
@@ -223,7 +227,11 @@ def _resolve(
     elif key is not None and credentials != "none":
         creds = Credentials(type="api_key", provider=profile.provider, value=key)
 
-    audio = AudioFormat(type=profile.telephony_audio)
+    audio = (
+        AudioFormat(type=profile.browser_audio, rate=profile.browser_rate)
+        if channel == "browser"
+        else AudioFormat(type=profile.telephony_audio)
+    )
     return ResolvedSessionConfig(
         config_version=config_version(data, gate, tier, workspace_revision, agent_version),
         workspace_id=workspace_id,

@@ -39,6 +39,9 @@ class CallReport(SQLModel, table=True):
     setup_wait_ms: float | None = None
     first_audio_relay_ms: float | None = None
     warm_start: bool | None = None
+    # A browser test call from the agent page (not a caller on a phone line): kept out of the
+    # rollout's health unless its guard says otherwise.
+    test_call: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
 
 
 class FlagGuard(SQLModel, table=True):
@@ -57,6 +60,7 @@ class FlagGuard(SQLModel, table=True):
     window_seconds: int = 900
     webhook_url: str | None = Field(default=None, max_length=500)
     last_paused_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    include_test_calls: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
 
 
 # --- API schemas ---------------------------------------------------------------------------
@@ -121,6 +125,9 @@ class GuardRead(BaseModel):
     window_seconds: int
     webhook_url: str | None
     last_paused_at: datetime | None
+    include_test_calls: bool = PydanticField(
+        description="Count browser test calls in the rollout's health (off: phone calls only)."
+    )
 
 
 class GuardWrite(BaseModel):
@@ -133,6 +140,7 @@ class GuardWrite(BaseModel):
     websocket_stability_min: JsonFloat = omittable(ge=0, le=1)
     min_calls: JsonInt = omittable(ge=1, le=1_000_000)
     window_seconds: JsonInt = omittable(ge=60, le=7 * 86_400)
+    include_test_calls: JsonBool = omittable()
     webhook_url: (
         Annotated[
             str,

@@ -85,6 +85,7 @@ def ingest(
                 engine=call.engine,
                 flag=flag_name,
                 cohort=cohort_of(flag, cohorts, call.workspace_id) if flag else "",
+                test_call=call.channel == "browser",
             )
         )
         if flag_name:
@@ -232,9 +233,12 @@ def health(
     since = now - timedelta(seconds=window)
     if guard.last_paused_at is not None and guard.last_paused_at > since:
         since = guard.last_paused_at
-    reports = session.exec(
-        select(CallReport).where(CallReport.flag == flag_name, col(CallReport.started_at) >= since)
-    ).all()
+    query = select(CallReport).where(
+        CallReport.flag == flag_name, col(CallReport.started_at) >= since
+    )
+    if not guard.include_test_calls:
+        query = query.where(col(CallReport.test_call).is_(False))
+    reports = session.exec(query).all()
     by_cohort: dict[str, list[CallReport]] = defaultdict(list)
     for report in reports:
         by_cohort[report.cohort].append(report)

@@ -5,13 +5,15 @@ tier rule (a tier the workspace may not use cannot be chosen) is the service's, 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlmodel import Session
 
 from control_plane.auth.deps import UserDep, UserPrincipalDep
 from control_plane.auth.principal import Principal
+from control_plane.calls import service as calls
+from control_plane.calls.deps import CallPolicyDep, ResolverDep
 from control_plane.catalogue import service as catalogue
-from control_plane.deps import SessionDep, SettingsDep
+from control_plane.deps import SerializedCallWrites, SessionDep, SettingsDep
 from control_plane.errors import ProblemError
 from control_plane.keys import service as keys
 from control_plane.rollout.deps import GateDep
@@ -130,3 +132,24 @@ def agent_save(
             **agent_form_context(session, gate, principal, workspace_id),
         )
     return see_other(f"/workspaces/{workspace_id}/agents")
+
+
+@router.post(
+    "/workspaces/{workspace_id}/agents/{agent_id}/test-calls", dependencies=[SerializedCallWrites]
+)
+def start_test_call(
+    workspace_id: str,
+    agent_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    resolver: ResolverDep,
+    policy: CallPolicyDep,
+    principal: UserPrincipalDep,
+    _csrf: CsrfDep,
+) -> JSONResponse:
+    """The agent page's test call, for a signed-in member: where to open it and its token (the
+    page's script asks; refusals come back as problem+json with a readable detail)."""
+    call = calls.start_browser_call(
+        session, resolver, policy, principal, workspace_id, agent_id, settings.browser_call_url
+    )
+    return JSONResponse(call.model_dump(mode="json"), headers={"Cache-Control": "no-store"})

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
-from switchboard_runtime.contract import CallReport, ResolvedSessionConfig
+from switchboard_runtime.contract import AudioChannel, CallReport, ResolvedSessionConfig
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class ClaimedCall:
     workspace_id: str
     agent_id: str
     lease_seconds: int
+    channel: str = ""  # twilio, telnyx, api or browser, as the control plane issued it
 
 
 def path_id(value: object, what: str) -> str:
@@ -63,7 +64,10 @@ def _claimed(answer: dict[str, Any]) -> ClaimedCall:
     lease = answer.get("lease_seconds")
     if not isinstance(lease, int) or lease <= 0:
         raise ControlPlaneError(502, "bad_answer", "the call was not claimed")
-    return ClaimedCall(**fields, lease_seconds=lease)
+    channel = answer.get("channel")
+    return ClaimedCall(
+        **fields, lease_seconds=lease, channel=channel[:16] if isinstance(channel, str) else ""
+    )
 
 
 IDS = {"call_id", "workspace_id", "agent_id"}
@@ -157,13 +161,20 @@ class ControlPlaneClient:
         return answer
 
     async def session_config(
-        self, workspace_id: str, agent_id: str, credentials: str = "key"
+        self,
+        workspace_id: str,
+        agent_id: str,
+        credentials: str = "key",
+        channel: AudioChannel = "phone",
     ) -> ResolvedSessionConfig:
+        """The agent's config; `channel` picks its audio (phone: μ-law 8 kHz, browser: PCM16
+        24 kHz)."""
         ws, agent = path_id(workspace_id, "workspace id"), path_id(agent_id, "agent id")
+        params = {"credentials": credentials}
+        if channel != "phone":
+            params["channel"] = channel
         answer = await self._request(
-            "GET",
-            f"/api/v1/workspaces/{ws}/agents/{agent}/session-config",
-            params={"credentials": credentials},
+            "GET", f"/api/v1/workspaces/{ws}/agents/{agent}/session-config", params=params
         )
         try:
             return ResolvedSessionConfig.model_validate(answer)
@@ -206,10 +217,16 @@ class ControlPlaneClient:
         )
         return _claimed(answer)
 
-    async def claim_call(self, stream_token: str, agent_id: str) -> ClaimedCall:
+    async def claim_call(
+        self, stream_token: str, agent_id: str, stream: AudioChannel = "phone"
+    ) -> ClaimedCall:
+        """Redeem a stream token for the kind of stream presenting it (a phone's, a browser's):
+        the control plane refuses a token of the other kind without using it."""
         path_id(agent_id, "agent id")
         answer = await self._request(
-            "POST", "/api/v1/calls/claim", json={"stream_token": stream_token, "agent_id": agent_id}
+            "POST",
+            "/api/v1/calls/claim",
+            json={"stream_token": stream_token, "agent_id": agent_id, "stream": stream},
         )
         return _claimed(answer)
 

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from switchboard_runtime.jsontypes import IsoDateTime, JsonBool, JsonFloat, JsonInt
 
 CredentialsMode = Literal["key", "ephemeral", "none"]
+# Where the call's audio comes from: a phone (G.711 μ-law, 8 kHz) or a browser (PCM16, 24 kHz).
+AudioChannel = Literal["phone", "browser"]
 Stage = Literal["off", "internal", "beta", "ga"]
 
 

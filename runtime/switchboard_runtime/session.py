@@ -34,7 +34,7 @@ from switchboard_runtime.client import (
     ControlPlaneError,
     keep_lease,
 )
-from switchboard_runtime.contract import CallReport, ResolvedSessionConfig
+from switchboard_runtime.contract import AudioChannel, CallReport, ResolvedSessionConfig
 from switchboard_runtime.tools import ToolRegistry
 
 logger = logging.getLogger(__name__)
@@ -209,6 +209,7 @@ class GrokRealtimeSession:
         tools: ToolRegistry | None = None,
         telemetry: TelemetrySink | None = None,
         credentials: Literal["key", "ephemeral"] = "key",
+        channel: AudioChannel = "phone",
         config: ResolvedSessionConfig | dict[str, Any] | None = None,
         call: ClaimedCall | None = None,
         http_timeout: float = 3.0,
@@ -226,7 +227,7 @@ class GrokRealtimeSession:
         self.sink: TelemetrySink = telemetry or HttpTelemetrySink(
             control_plane_url, service_token, http=http
         )
-        self.credentials = credentials
+        self.credentials, self.channel = credentials, channel
         self.config = (
             ResolvedSessionConfig.model_validate(config) if isinstance(config, dict) else config
         )
@@ -339,7 +340,7 @@ class GrokRealtimeSession:
             attempt += 1
             try:
                 return await self.control_plane.session_config(
-                    self.workspace_id, self.agent_id, self.credentials
+                    self.workspace_id, self.agent_id, self.credentials, self.channel
                 )
             except ControlPlaneError as exc:
                 reason = RETRYABLE_CONFIG_CODES.get(exc.code)

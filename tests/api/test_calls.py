@@ -75,6 +75,7 @@ def test_a_call_is_issued_claimed_once_renewed_and_ended(
         "call_id": body["call_id"],
         "workspace_id": "acme",
         "agent_id": agent,
+        "channel": "api",
         "lease_seconds": 60,
         "lease_expires_at": None,
     }

@@ -13,16 +13,19 @@ caller talks over the agent, fatal and non-fatal `error`s, HTTP 429/503 on the u
 client secrets, and a close at its session limit. Behaviour is scripted through FakeXAIState;
 every connection records what it received and sent.
 
-A caller "utterance" is `frames_per_utterance` appended audio frames: the fake then plays server
-VAD (speech_started/stopped, committed, the caller's transcript) and answers with a response:
+A caller "utterance" is `frames_per_utterance` appended audio frames (for PCM16 from a browser,
+loud frames up to the first quiet one): the fake then plays server VAD (speech_started/stopped,
+committed, the caller's transcript) and answers with a response:
 audio deltas (the bytes in `reply_audio`, paced by `delta_interval`), the agent's transcript, or
 tool calls first when the turn is scripted for them.
 """
 
+import array
 import asyncio
 import base64
 import contextlib
 import json
+import math
 import secrets
 import struct
 import time
@@ -37,6 +40,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 VOICES = {"ara", "rex", "sal", "eve", "leo"}
 AUDIO_TYPES = {"audio/pcm", "audio/pcmu", "audio/pcma"}
+# audio/pcm rates as xAI's documentation (21050) and pipecat's models (11025, 22050) list them.
+PCM_RATES = {8000, 11025, 16000, 21050, 22050, 24000, 32000, 44100, 48000}
 
 
 @dataclass
@@ -108,6 +113,7 @@ class FakeXAIState:
     record_connections: bool = True
     caller_lags: list[float] = field(default_factory=list)
     deltas_sent: int = 0
+    pcm_frames: list[bytes] = field(default_factory=list)  # audio/pcm input as it arrived
 
     def valid_secret(self, token: str) -> bool:
         if token in self.accepted_keys:
@@ -180,6 +186,18 @@ def build_http_routes(state: FakeXAIState) -> list[Route]:
     ]
 
 
+SPEECH_RMS = 500  # PCM16: quieter than this is silence to the fake's VAD
+
+
+def rms(pcm16: bytes) -> float:
+    samples = array.array("h", pcm16[: len(pcm16) // 2 * 2])
+    return math.sqrt(sum(s * s for s in samples) / len(samples)) if samples else 0.0
+
+
+def quiet(pcm16: bytes) -> bool:
+    return rms(pcm16) < SPEECH_RMS
+
+
 def session_problems(session: Any) -> str | None:
     """What the real server would refuse in a `session.update`, or None."""
     if not isinstance(session, dict):
@@ -191,6 +209,11 @@ def session_problems(session: Any) -> str | None:
         audio_format = ((session.get("audio") or {}).get(direction) or {}).get("format") or {}
         if audio_format and audio_format.get("type") not in AUDIO_TYPES:
             return f"unsupported audio.{direction}.format.type {audio_format.get('type')!r}"
+        rate = audio_format.get("rate")
+        if audio_format.get("type") == "audio/pcm" and rate not in PCM_RATES:
+            return f"unsupported audio.{direction}.format.rate {rate!r} for audio/pcm"
+        if audio_format.get("type") in ("audio/pcmu", "audio/pcma") and rate not in (None, 8000):
+            return f"audio.{direction}.format {audio_format['type']} is 8 kHz only"
     return None
 
 
@@ -205,6 +228,8 @@ class RealtimeConversation:
         self.response_id: str | None = None
         self.cancelled: set[str] = set()
         self.counter = 0
+        self.input_format: dict[str, Any] = {}
+        self.caller_speaking = False  # a browser's caller, by the PCM VAD
 
     def next_id(self, prefix: str) -> str:
         self.counter += 1
@@ -260,10 +285,17 @@ class RealtimeConversation:
             if problem:
                 await self.error("invalid_request_error", "invalid_value", problem, event)
                 return
+            self.input_format = ((event["session"].get("audio") or {}).get("input") or {}).get(
+                "format"
+            ) or {}
             await self.send("ping", timestamp=int(time.time() * 1000))
             await self.send("session.updated", session=event.get("session", {}))
         elif kind == "input_audio_buffer.append":
             frame = base64.b64decode(event["audio"], validate=True)  # a real server refuses garbage
+            if self.input_format.get("type") == "audio/pcm":
+                self.state.pcm_frames.append(frame)
+                await self.voice_activity(frame)
+                return
             if self.state.stamped_audio:
                 self.state.caller_lags.append(time.time() - struct.unpack(">d", frame[:8])[0])
                 if frame[8:].count(0xFF) == len(frame) - 8:
@@ -292,6 +324,21 @@ class RealtimeConversation:
                     "Cancellation failed: no active response found.",
                     event,
                 )
+
+    async def voice_activity(self, pcm16: bytes) -> None:
+        """Server VAD for a browser's PCM16: speech starts with the first loud frame after
+        quiet ones and the utterance ends with the first quiet frame after it."""
+        loud = not quiet(pcm16)
+        if loud and not self.caller_speaking:
+            self.caller_speaking = True
+            await self.send(
+                "input_audio_buffer.speech_started", audio_start_ms=0, item_id=self.next_id("item")
+            )
+            if self.state.server_cancel_on_speech and self.speaking():
+                self.cancel_response(by_server=True)
+        elif not loud and self.caller_speaking:
+            self.caller_speaking = False
+            await self.end_of_utterance()
 
     def speaking(self) -> bool:
         return self.responding is not None and not self.responding.done()

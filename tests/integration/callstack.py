@@ -144,6 +144,7 @@ def build_stack(tmp_path: Path, options: StackOptions | None = None) -> Iterator
     upgrade(database_url)
     twilio_token = secrets.token_hex(16)
     telnyx_key = Ed25519PrivateKey.generate()
+    worker_port = free_port()
     with BackgroundServer(build_app(xai)) as fake:
         settings = Settings(  # type: ignore[call-arg]
             _env_file=None,
@@ -153,6 +154,7 @@ def build_stack(tmp_path: Path, options: StackOptions | None = None) -> Iterator
             xai_base_url=fake.base_url,
             xai_realtime_url=fake.base_url.replace("http://", "ws://") + "/v1/realtime",
             stream_token_ttl_seconds=options.stream_token_ttl_seconds,
+            browser_call_url=f"http://127.0.0.1:{worker_port}",
         )
         app = create_app(settings)
         engine = make_engine(settings)
@@ -182,7 +184,6 @@ def build_stack(tmp_path: Path, options: StackOptions | None = None) -> Iterator
 
                 return registry
 
-            worker_port = free_port()
             worker_settings = WorkerSettings(  # type: ignore[call-arg]
                 _env_file=None,
                 environment="test",

@@ -241,8 +241,7 @@ async def test_without_the_token_guard_an_anonymous_stream_runs_on_a_workspace_k
         control_plane: ControlPlaneClient, agent_id: str, token: str | None
     ) -> ClaimedCall:
         # The worker as it was: the caller names the workspace and a call is made for it.
-        issued = await control_plane.issue_call("acme", agent_id)
-        return await control_plane.claim_call(issued.stream_token, agent_id)
+        return await control_plane.start_call("acme", agent_id)
 
     monkeypatch.setattr(worker, "authorize_stream", trusting)
     await reaches_xai(stack, {"workspace_id": "acme"})

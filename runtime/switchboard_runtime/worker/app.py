@@ -29,6 +29,7 @@ import httpx
 from fastapi import FastAPI, Request, Response, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
+from switchboard_runtime.browser import BrowserStats, bridge_browser, message, wait_for_token
 from switchboard_runtime.client import (
     ClaimedCall,
     ControlPlaneClient,
@@ -36,7 +37,7 @@ from switchboard_runtime.client import (
     IssuedCall,
     keep_lease,
 )
-from switchboard_runtime.contract import ResolvedSessionConfig
+from switchboard_runtime.contract import AudioChannel, ResolvedSessionConfig
 from switchboard_runtime.session import (
     GROK_ENGINE,
     CallRefusedError,
@@ -107,6 +108,12 @@ class StarlettePhone:
         except (WebSocketDisconnect, RuntimeError, OSError) as exc:  # closed, or the TCP is gone
             raise PhoneGone from exc
 
+    async def send_bytes(self, data: bytes) -> None:
+        try:
+            await self.websocket.send_bytes(data)
+        except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+            raise PhoneGone from exc
+
 
 class WorkerConfigError(RuntimeError):
     """A setting the worker cannot run without is missing or wrong."""
@@ -125,14 +132,17 @@ def forbidden() -> Response:
 
 
 async def authorize_stream(
-    control_plane: ControlPlaneClient, agent_id: str, token: str | None
+    control_plane: ControlPlaneClient,
+    agent_id: str,
+    token: str | None,
+    stream: AudioChannel = "phone",
 ) -> ClaimedCall | None:
     """The issued call this stream may run, or None. Claiming makes the token used."""
     if not token or len(token) > MAX_TOKEN_CHARS or not ID.fullmatch(agent_id):
         logger.warning("stream refused for agent %s: no usable stream token", agent_id[:64])
         return None
     try:
-        return await control_plane.claim_call(token, agent_id)
+        return await control_plane.claim_call(token, agent_id, stream)
     except ControlPlaneError as exc:
         logger.warning("stream refused for agent %s: %s", agent_id[:64], exc.code)
         return None
@@ -165,8 +175,10 @@ def create_worker_app(
         agent_id: str,
         config: ResolvedSessionConfig | None = None,
         call: ClaimedCall | None = None,
+        channel: AudioChannel = "phone",
     ) -> GrokRealtimeSession:
         return GrokRealtimeSession(
+            channel=channel,
             control_plane_url=settings.control_plane_url,
             service_token=service_token,
             workspace_id=workspace_id,
@@ -211,7 +223,7 @@ def create_worker_app(
     app = FastAPI(title="Switchboard call worker", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.calls = []  # BridgeStats of finished calls, newest last (bounded)
     app.state.stream_start_timeout_seconds = settings.stream_start_timeout_seconds
-    app.state.call_starts = Counter({"warm": 0, "cold": 0})
+    app.state.call_starts = Counter({"warm": 0, "cold": 0, "browser": 0})
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -442,6 +454,70 @@ def create_worker_app(
                 await handler(phone, dialect, start, config)
         finally:
             await control_plane.end_call(call.call_id, "handler_done")
+
+    async def run_browser_call(websocket: WebSocket, agent_id: str) -> None:
+        """A test call from the agent page: the browser sends its single-use token first, then
+        PCM16 24 kHz audio; the same call as a phone's, reported as a test call."""
+        await websocket.accept()
+        browser = StarlettePhone(websocket)
+        try:
+            async with asyncio.timeout(app.state.stream_start_timeout_seconds):
+                token = await wait_for_token(browser)
+        except TimeoutError:
+            token = None
+        started = time.monotonic()
+        control_plane: ControlPlaneClient = app.state.control_plane
+        call = await authorize_stream(control_plane, agent_id, token, stream="browser")
+        if call is None:
+            await refuse_browser(
+                websocket,
+                CLOSE_UNAUTHORIZED,
+                UNAUTHORIZED,
+                "This test call's token is not valid: it expired or was used. Start a new call.",
+            )
+            return
+        try:
+            config = await control_plane.session_config(
+                call.workspace_id, call.agent_id, channel="browser"
+            )
+        except ControlPlaneError as exc:
+            await control_plane.end_call(call.call_id, exc.code)
+            await refuse_browser(websocket, CLOSE_REFUSED, exc.code, exc.message)
+            return
+        if config.engine != GROK_ENGINE:
+            await control_plane.end_call(call.call_id, "engine_mismatch")
+            detail = f"This agent's tier runs on {config.engine}; browser calls run on Grok."
+            await refuse_browser(websocket, CLOSE_REFUSED, "engine_mismatch", detail)
+            return
+        session = new_session(call.workspace_id, call.agent_id, config, call, channel="browser")
+        session.stream_started_at, session.telemetry.warm_start = started, False
+        app.state.call_starts["browser"] += 1
+        stats = BrowserStats()
+        try:
+            async with session:
+                await browser.send_text(
+                    message("ready", audio=config.session.audio.input.format.model_dump())
+                )
+                stats = await bridge_browser(browser, session)
+                ended = session.ended
+                await _close(websocket, 1000, (ended.reason if ended else "ended")[:120])
+        except CallRefusedError as exc:
+            await refuse_browser(websocket, CLOSE_REFUSED, exc.code, exc.message)
+        except PhoneGone:
+            pass  # the page closed while the session was being set up
+        logger.info(
+            "browser call %s: %d frames in, %d out", call.call_id, stats.frames_in, stats.frames_out
+        )
+
+    async def refuse_browser(websocket: WebSocket, code: int, reason: str, detail: str) -> None:
+        """Say why on the page (the close reason alone is not shown to people), then close."""
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
+            await websocket.send_text(message("error", code=reason, message=detail))
+        await _close(websocket, code, reason[:120])
+
+    @app.websocket("/ws/realtime/{agent_id}")
+    async def realtime(websocket: WebSocket, agent_id: str) -> None:
+        await run_browser_call(websocket, agent_id)
 
     @app.websocket("/ws/twilio/{agent_id}")
     async def twilio(phone: WebSocket, agent_id: str, token: str | None = None) -> None:
