@@ -33,7 +33,7 @@ from control_plane.errors import NotFoundError, document_problems, install_error
 from control_plane.keys.api import router as keys_router
 from control_plane.keys.crypto import Keyring
 from control_plane.keys.pages import router as keys_pages
-from control_plane.middleware import document_nul_refusal, install_middleware
+from control_plane.middleware import document_nul_refusal, install_cors, install_middleware
 from control_plane.outbound import OutboundPolicy
 from control_plane.ratelimit import SlidingWindowLimit
 from control_plane.resources import resource_dir
@@ -189,6 +189,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics = Metrics()
     metrics.registry.register(StateCollector(app.state.engine, gate, config_cache))
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+    install_cors(app, settings)  # last: the outermost layer
     app.include_router(tokens_router)
     app.include_router(catalogue_router)
     app.include_router(workspaces_router)

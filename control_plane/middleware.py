@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control_plane.settings import Settings
@@ -336,3 +337,21 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
         html_csp=html_csp(settings.browser_call_url),
     )
 
+
+def install_cors(app: FastAPI, settings: Settings) -> None:
+    """Let the frontends at SWITCHBOARD_CORS_ORIGINS (exact origins) read the REST API from
+    the browser: public catalogue reads, and authenticated calls with a bearer token through
+    preflight. Cookies never: a page session does not travel cross-origin. Add it last, so it
+    is the outermost layer and answers preflights before anything else runs."""
+    origins = settings.cors_origin_list
+    if not origins:
+        return
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=origins,
+        allow_credentials=False,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match"],
+        expose_headers=["ETag", "Retry-After", "X-Switchboard-Stale"],
+        max_age=600,
+    )

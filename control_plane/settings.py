@@ -1,13 +1,18 @@
 """Every knob of Switchboard, in one place. Environment variables use the prefix SWITCHBOARD_."""
 
+import re
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from switchboard_runtime.worker.settings import ServerSettings, metrics_allowed
 
 __all__ = ["Settings", "metrics_allowed", "production_refusals"]
+
+ORIGIN = re.compile(
+    r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$"
+)
 
 
 class Settings(ServerSettings):
@@ -62,6 +67,9 @@ class Settings(ServerSettings):
     stream_token_secret: SecretStr | None = None
     # Browser test calls: the call worker's public base URL for /ws/realtime (unset: off).
     browser_call_url: str | None = None
+    # Origins (exact, comma separated) whose browser code may read the REST API; none by
+    # default. Cookies are never sent cross-origin: only bearer tokens work from there.
+    cors_origins: str | None = None
     stream_token_ttl_seconds: int = Field(default=60, ge=5, le=60)
     call_lease_seconds: int = Field(default=60, ge=10, le=3600)
     # Install-wide webhook secrets for single-tenant installs; a workspace's own secret (the
@@ -100,6 +108,23 @@ class Settings(ServerSettings):
     @property
     def scale_mode(self) -> bool:
         return bool(self.unleash_url)
+
+    @cached_property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in (self.cors_origins or "").split(",") if o.strip()]
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _exact_origins(cls, value: str | None) -> str | None:
+        """Each a scheme, host and optional port, nothing more: `*` would let any site read."""
+        for origin in (value or "").split(","):
+            origin = origin.strip()
+            if origin and not ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin like https://app.example.com (no '*', path "
+                    "or trailing slash)"
+                )
+        return value
 
 
 MIN_SESSION_SECRET_BYTES = 32

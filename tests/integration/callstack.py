@@ -85,6 +85,7 @@ class StackOptions:
     stream_token_ttl_seconds: int = 60
     warm_start: bool = True
     warm_session_unclaimed_seconds: float = 15.0
+    cors_origins: str | None = None
 
 
 def provision(
@@ -155,6 +156,7 @@ def build_stack(tmp_path: Path, options: StackOptions | None = None) -> Iterator
             xai_realtime_url=fake.base_url.replace("http://", "ws://") + "/v1/realtime",
             stream_token_ttl_seconds=options.stream_token_ttl_seconds,
             browser_call_url=f"http://127.0.0.1:{worker_port}",
+            cors_origins=options.cors_origins,
         )
         app = create_app(settings)
         engine = make_engine(settings)
