@@ -4,6 +4,7 @@
 #   - Chromium (Debian's package, installed when missing and we are root) for the page tests
 #   - unleash-server 7.x from npm (tests/unleash_server), on that PostgreSQL; it starts in the
 #     background while the tests run, and the tests that need it wait for it to be healthy
+#   - openapi-typescript and TypeScript from npm (tests/frontend), for the API document's check
 # Exports SWITCHBOARD_TEST_POSTGRES_URL (and SWITCHBOARD_TEST_PG_CTL for fault tests) and
 # SWITCHBOARD_TEST_UNLEASH_URL with its admin and client tokens.
 # Usage: scripts/test-services.sh COMMAND [ARGS...]
@@ -68,13 +69,18 @@ start_postgres() {
   log "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
 }
 
-ensure_unleash_packages() {
-  local dir="$here/../tests/unleash_server"
+# npm ci in a folder of tests/ when its lock file is newer than what is installed there.
+ensure_npm_packages() {
+  local dir="$here/../tests/$1" what="$2"
   command -v node >/dev/null && command -v npm >/dev/null || return 1
   if [[ ! -f "$dir/node_modules/.package-lock.json" || "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]]; then
-    log "installing unleash-server and the Unleash client specification (npm ci)"
+    log "installing $what (npm ci in tests/$1)"
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   fi
+}
+
+ensure_unleash_packages() {
+  ensure_npm_packages unleash_server "unleash-server and the Unleash client specification"
 }
 
 start_unleash() {
@@ -112,6 +118,7 @@ ensure_chromium() {
 }
 
 ensure_chromium
+ensure_npm_packages frontend "openapi-typescript and TypeScript" || log "Node.js/npm not found: the TypeScript check of the API document will skip"
 
 if [[ -z "${SWITCHBOARD_TEST_POSTGRES_URL:-}" ]]; then
   if ensure_postgres; then
