@@ -19,7 +19,7 @@ from control_plane.catalogue.models import (
 )
 from control_plane.changes import notify
 from control_plane.core import utcnow
-from control_plane.errors import InvalidInputError, NotFoundError
+from control_plane.errors import InvalidInputError, NotFoundError, ProblemError
 
 if TYPE_CHECKING:
     from control_plane.rollout.gate import FlagGate
@@ -42,12 +42,22 @@ class GatedTier(Protocol):
 @dataclass(frozen=True)
 class TierAvailability:
     """Whether a workspace may use a tier now, and if not, why: the one rule that session
-    configs (403), agent writes (422), the catalogue's `available` and the pages all obey."""
+    configs, agent writes (both 403 `TierNotEnabledError`), the catalogue's `available` and
+    the pages all obey."""
 
     available: bool
     reason: str | None = None
     code: str | None = None  # tier_not_enabled, or tier_disabled when the kill switch is on
     decision: "FlagDecision | None" = None
+
+
+class TierNotEnabledError(ProblemError):
+    """The workspace may not use this tier now (`code` says whether the flag is off for it,
+    `tier_not_enabled`, or the kill switch is on, `tier_disabled`)."""
+
+    status = 403
+    code = "tier_not_enabled"
+    title = "Tier not enabled"
 
 
 def tier_availability(gate: "FlagGate", tier: GatedTier, workspace_id: str) -> TierAvailability:

@@ -60,12 +60,6 @@ LANGUAGES = {
 }
 
 
-class TierNotEnabledError(ProblemError):
-    status = 403
-    code = "tier_not_enabled"
-    title = "Tier not enabled"
-
-
 class KeyMissingError(ProblemError):
     status = 409
     code = "xai_api_key_missing"
@@ -202,7 +196,7 @@ def _resolve(
     availability = catalogue_service.tier_availability(gate, tier, workspace_id)
     decision = availability.decision
     if not availability.available:
-        raise TierNotEnabledError(
+        raise catalogue_service.TierNotEnabledError(
             availability.reason or "",
             code=availability.code,
             extra={"tier": tier.id, "flag": tier.flag_name, "stage": decision and decision.stage},

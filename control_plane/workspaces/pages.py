@@ -111,7 +111,8 @@ def agent_save(
             body = AgentCreate.model_validate(fields)
             service.create_agent(session, principal, workspace_id, body, limits, gate=gate)
     except (ProblemError, ValueError) as exc:
-        if isinstance(exc, ProblemError) and exc.status != 422:
+        refused_tier = isinstance(exc, catalogue.TierNotEnabledError)
+        if isinstance(exc, ProblemError) and exc.status != 422 and not refused_tier:
             raise
         message = (
             exc.detail

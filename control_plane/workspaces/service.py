@@ -267,7 +267,7 @@ def _check_tier_enabled(
         return
     availability = catalogue.tier_availability(gate, tier, workspace_id)
     if not availability.available:
-        raise InvalidInputError(
+        raise catalogue.TierNotEnabledError(
             f"{availability.reason} Pick another tier; nothing was stored.",
             code=availability.code,
             extra={"tier": tier.id},

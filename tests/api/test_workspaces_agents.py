@@ -342,7 +342,7 @@ def test_an_agent_cannot_be_put_on_a_tier_its_workspace_may_not_use(
     client: TestClient, tokens: Tokens
 ) -> None:
     refused = create_agent(client, tokens.globex, workspace="globex", voice="Rex")
-    assert refused.status_code == 422
+    assert refused.status_code == 403
     assert refused.json()["code"] == "tier_not_enabled"
     assert "internal alpha" in refused.json()["detail"]
     assert agents_of(client, tokens.globex, "globex") == []  # nothing stored
@@ -350,7 +350,7 @@ def test_an_agent_cannot_be_put_on_a_tier_its_workspace_may_not_use(
     agent = create_agent(client, tokens.globex, workspace="globex", pricing_tier="premium").json()
     path = f"/api/v1/workspaces/globex/agents/{agent['id']}"
     moved = client.patch(path, json={"pricing_tier": "grok-realtime"}, headers=auth(tokens.globex))
-    assert (moved.status_code, moved.json()["code"]) == (422, "tier_not_enabled")
+    assert (moved.status_code, moved.json()["code"]) == (403, "tier_not_enabled")
     stored = client.get(path, headers=auth(tokens.globex)).json()
     assert stored["pricing_tier"] == "premium"
 
@@ -362,7 +362,7 @@ def test_a_killed_tier_takes_no_new_agents_but_keeps_the_ones_it_has(
     kill = client.post("/api/v1/flags/grok-realtime-tier/kill", json={}, headers=auth(tokens.admin))
     assert kill.status_code == 200
     refused = create_agent(client, tokens.acme, name="Second")
-    assert (refused.status_code, refused.json()["code"]) == (422, "tier_disabled")
+    assert (refused.status_code, refused.json()["code"]) == (403, "tier_disabled")
     # Editing an agent that stays on its tier is not choosing the tier again.
     path = f"/api/v1/workspaces/acme/agents/{agent['id']}"
     renamed = client.patch(
