@@ -119,12 +119,18 @@ def wrong_then_right(client: TestClient, wrong: int) -> list[int]:
     return [*answers, sign_in(client)]
 
 
-def test_guessing_passwords_is_throttled(pages: TestClient) -> None:
+def test_guessing_passwords_is_throttled(
+    pages: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    # Locks that outlast the test however slow the machine is (the default first lock is 1 s;
+    # that locks end is the next test's business, on an injected clock).
+    state = pages.app.state  # type: ignore[attr-defined]
+    monkeypatch.setattr(state, "throttle_policy", replace(state.throttle_policy, base_seconds=600))
     answers = wrong_then_right(pages, 100)
     assert answers[:5] == [401] * 5  # the free attempts
-    assert answers[5] == 429 and answers[-1] == 429  # then locked, the right password included
-    # A lock that runs out lets one more guess through, and the next lock is twice as long.
-    assert answers.count(401) <= 10 and set(answers) == {401, 429}
+    assert answers[5:] == [429] * 96  # then locked, the right password included
     assert (
         pages.cookies.get("switchboard_session") is None
         or rollout_status(pages, pages.cookies.get("switchboard_session") or "") == 303
