@@ -10,7 +10,6 @@ catalogue when that origin is listed, is blocked when it is not, and makes a pre
 authenticated request from a listed origin."""
 
 import math
-import shutil
 import struct
 import time
 import wave
@@ -28,14 +27,14 @@ from starlette.routing import Route
 from control_plane.auth import service as auth_service
 from control_plane.db import make_engine
 from control_plane.settings import Settings
-from tests.conftest import auth, skip_or_fail
+from tests.conftest import auth
+from tests.e2e.conftest import launch_chromium
 from tests.fakes.fake_xai import rms
 from tests.fakes.server import BackgroundServer, free_port
 from tests.integration.callstack import Stack, StackOptions, build_stack
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PASSWORD = "browser-call-password"
 RATE = 24_000
 FRONTEND_PORT, ELSEWHERE_PORT = free_port(), free_port()
@@ -63,33 +62,14 @@ def microphone_wav(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        skip_or_fail("playwright is not installed (make test installs it)")
-    if not Path(CHROMIUM).exists():
-        skip_or_fail("Chromium not installed: apt-get install chromium (make test does, as root)")
     wav = microphone_wav(tmp_path_factory.mktemp("mic") / "caller.wav")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={wav}",
-                "--autoplay-policy=no-user-gesture-required",
-            ],
-        )
+    with launch_chromium(
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}",
+        "--autoplay-policy=no-user-gesture-required",
+    ) as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -15,40 +15,12 @@ from control_plane.app import create_app
 from control_plane.db import make_engine
 from control_plane.demo import DEMO_PASSWORD, seed_demo
 from control_plane.settings import Settings
-from tests.conftest import skip_or_fail
 from tests.fakes.server import BackgroundServer
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 XAI_KEY = "xai-" + "BrowserTestKey0123456789ab" + "Zq7W"
 SCREENSHOTS = Path(os.environ.get("SWITCHBOARD_TEST_OUTPUT", "test-output")) / "screenshots"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        skip_or_fail("playwright is not installed (make test installs it)")
-    if not Path(CHROMIUM).exists():
-        skip_or_fail("Chromium not installed: apt-get install chromium (make test does, as root)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        yield browser
-        browser.close()  # Playwright gives every launch a fresh, temporary profile
 
 
 @pytest.fixture
