@@ -1,5 +1,7 @@
 """The FastAPI application factory: settings, database, routers, middleware, lifespan."""
 
+import asyncio
+import contextlib
 import gc
 import logging
 import secrets
@@ -30,12 +32,17 @@ from control_plane.changes import RESYNC, ChangeFeed
 from control_plane.db import make_engine, session_scope, write_gate
 from control_plane.deps import SessionDep
 from control_plane.errors import NotFoundError, document_problems, install_error_handlers
+from control_plane.insights.api import router as insights_router
+from control_plane.insights.pages import router as insights_pages
 from control_plane.keys.api import router as keys_router
 from control_plane.keys.crypto import Keyring
 from control_plane.keys.pages import router as keys_pages
+from control_plane.maintenance import run_forever as run_maintenance
 from control_plane.middleware import document_nul_refusal, install_cors, install_middleware
 from control_plane.outbound import OutboundPolicy
 from control_plane.ratelimit import SlidingWindowLimit
+from control_plane.releases.api import router as releases_router
+from control_plane.releases.pages import router as releases_pages
 from control_plane.resources import resource_dir
 from control_plane.rollout.api import client_router as unleash_client_router
 from control_plane.rollout.api import router as rollout_router
@@ -112,7 +119,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # which otherwise show up as latency spikes on the hot path.
         gc.collect()
         gc.freeze()
+        maintenance = None
+        if settings.maintenance_interval_seconds > 0:
+            maintenance = asyncio.create_task(
+                run_maintenance(
+                    settings.maintenance_interval_seconds,
+                    app.state.engine,
+                    app.state.flag_gate,
+                    app.state.outbound_policy,
+                ),
+                name="maintenance",
+            )
         yield
+        if maintenance is not None:
+            maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await maintenance
         app.state.change_feed.stop()
         app.state.flag_gate.close()
         app.state.engine.dispose()
@@ -200,6 +222,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sessions_router)
     app.include_router(calls_router)
     app.include_router(telemetry_router)
+    app.include_router(releases_router)
+    app.include_router(insights_router)
     pages = (
         web_router,
         sign_in_pages,
@@ -207,6 +231,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keys_pages,
         workspaces_pages,
         rollout_pages,
+        releases_pages,
+        insights_pages,
     )
     for page_router in pages:
         app.include_router(page_router)

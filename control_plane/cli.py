@@ -17,6 +17,7 @@ from control_plane.settings import Settings, production_refusals
 if TYPE_CHECKING:
     from sqlmodel import Session
 
+    from control_plane.releases.models import ReleasePlan
     from control_plane.rollout.gate import FlagGate
     from control_plane.rollout.models import Flag
 
@@ -436,3 +437,95 @@ def users_create(
         raise typer.Exit(2) from exc
     finally:
         engine.dispose()
+
+
+plans_app = typer.Typer(
+    help="Release plans: milestones a flag walks by itself while its gates are green.",
+    no_args_is_help=True,
+)
+flags_app.add_typer(plans_app, name="plan")
+
+
+def _print_plan(plan: "ReleasePlan") -> None:
+    from control_plane.releases import service as releases
+
+    read = releases.read(plan)
+    typer.echo(
+        f"{read.flag}\t{read.status}{'' if read.enabled else ' (off)'}\t{read.reason or '-'}"
+    )
+    for step in read.timeline:
+        when = step.reached_at.isoformat() if step.reached_at else "-"
+        typer.echo(f"  {step.state:<8}{step.name}\t{step.stage} {step.beta_percentage}%\t{when}")
+
+
+@plans_app.command("show")
+def plan_show(name: str) -> None:
+    """A flag's release plan: its milestones, where it stands, why it waits."""
+    from control_plane.releases import service as releases
+
+    _flag_command(lambda session, _gate: _print_plan(releases.get_plan(session, name)))
+
+
+@plans_app.command("set")
+def plan_set(name: str, path: Path, actor: str = "cli") -> None:
+    """Set a flag's plan from a JSON file: {"milestones": [...], "enabled": true}."""
+    import json
+
+    from pydantic import ValidationError
+
+    from control_plane.releases import service as releases
+    from control_plane.releases.models import PlanWrite
+
+    try:
+        body = PlanWrite.model_validate(json.loads(path.read_text()))
+    except (ValueError, ValidationError) as exc:
+        typer.echo(f"error (invalid_plan): {exc}", err=True)
+        raise typer.Exit(2) from exc
+    _flag_command(
+        lambda session, gate: _print_plan(
+            releases.put_plan(session, gate, name, body, actor=f"cli:{actor}")
+        )
+    )
+
+
+@plans_app.command("check")
+def plan_check(name: str) -> None:
+    """Look at the plan now: advance the flag, or say why it waits."""
+    from control_plane.releases import service as releases
+
+    def check(session: "Session", gate: "FlagGate") -> None:
+        releases.get_plan(session, name)
+        result = releases.check(session, gate, name)
+        typer.echo(f"{result.flag}\t{result.outcome}\t{result.milestone}\t{result.reason}")
+
+    _flag_command(check)
+
+
+@plans_app.command("resume")
+def plan_resume(name: str, actor: str = "cli") -> None:
+    """Go on after a hold, from where the flag stands now."""
+    from control_plane.releases import service as releases
+
+    _flag_command(
+        lambda session, gate: _print_plan(
+            releases.resume(session, gate, name, actor=f"cli:{actor}")
+        )
+    )
+
+
+transcripts_app = typer.Typer(help="Kept call transcripts (opt-in).", no_args_is_help=True)
+app.add_typer(transcripts_app, name="transcripts")
+
+
+@transcripts_app.command("purge")
+def transcripts_purge(
+    workspace: Annotated[str | None, typer.Option(help="Delete all of one workspace's")] = None,
+) -> None:
+    """Delete transcripts past their retention (the service does this every few minutes too)."""
+    from control_plane.insights import service as insights
+
+    engine = make_engine(Settings())
+    with session_scope(engine) as session:
+        deleted = insights.purge_transcripts(session, workspace_id=workspace)
+    engine.dispose()
+    typer.echo(f"transcripts deleted: {deleted}")

@@ -98,6 +98,8 @@ class Settings(ServerSettings):
     max_header_count: int = Field(default=100, ge=10)
     config_cache_size: int = Field(default=10_000, ge=1)
     telemetry_webhook_url: str | None = None
+    # Release plans are checked, and expired transcripts deleted, this often (0: never, tests).
+    maintenance_interval_seconds: float = Field(default=60.0, ge=0)
     # Production sends webhooks to public addresses only; these hosts are let through as named.
     webhook_allowed_hosts: str | None = None
 

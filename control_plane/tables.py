@@ -6,7 +6,9 @@ from control_plane.audit import models as audit_models
 from control_plane.auth import models as auth_models
 from control_plane.calls import models as calls_models
 from control_plane.catalogue import models as catalogue_models
+from control_plane.insights import models as insights_models
 from control_plane.keys import models as keys_models
+from control_plane.releases import models as releases_models
 from control_plane.rollout import models as rollout_models
 from control_plane.telemetry import models as telemetry_models
 from control_plane.workspaces import models as workspaces_models
@@ -18,8 +20,10 @@ __all__ = [
     "auth_models",
     "calls_models",
     "catalogue_models",
+    "insights_models",
     "keys_models",
     "metadata",
+    "releases_models",
     "rollout_models",
     "telemetry_models",
     "workspaces_models",

@@ -1,6 +1,7 @@
 """The rollout console, for product admins: stages, beta percentage, cohorts, the kill
 switch, per-cohort health against the targets, and the audit log."""
 
+import json
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -11,13 +12,31 @@ from control_plane.audit import service as audit
 from control_plane.auth.deps import AdminUserDep
 from control_plane.deps import SessionDep
 from control_plane.errors import ProblemError
+from control_plane.releases import service as releases
+from control_plane.releases.models import ReleasePlan
 from control_plane.rollout import service as rollout
 from control_plane.rollout.deps import GateDep
 from control_plane.rollout.models import STAGES, CohortWrite, RolloutChange
 from control_plane.telemetry import service as telemetry
+from control_plane.web.charts import line_chart
 from control_plane.web.rendering import CsrfDep, render, see_other
 
 router = APIRouter(include_in_schema=False)
+
+# What the console offers to start from when a flag has no release plan yet.
+EXAMPLE_PLAN = [
+    {"name": "internal alpha", "stage": "internal", "min_dwell_hours": 168, "min_calls": 200},
+    {"name": "beta 10 %", "stage": "beta", "beta_percentage": 10, "min_dwell_hours": 168},
+    {
+        "name": "beta 50 %",
+        "stage": "beta",
+        "beta_percentage": 50,
+        "min_dwell_hours": 168,
+        "min_calls": 500,
+        "gates": {"nps_min": 40, "accuracy_min": 0.9},
+    },
+    {"name": "GA", "stage": "ga"},
+]
 
 
 @router.get("/rollout", response_class=HTMLResponse)
@@ -32,11 +51,23 @@ def rollout_page(
 ) -> HTMLResponse:
     flags = []
     for flag in rollout.list_flags(session):
+        guard = telemetry.get_guard(session, flag.name)
+        plan = session.get(ReleasePlan, flag.name)
         flags.append(
             {
                 "flag": flag,
                 "health": telemetry.health(session, flag.name),
-                "guard": telemetry.get_guard(session, flag.name),
+                "guard": guard,
+                "plan": releases.read(plan) if plan else None,
+                "plan_json": json.dumps(plan.milestones if plan else EXAMPLE_PLAN, indent=2),
+                "health_chart": line_chart(
+                    telemetry.first_audio_p95_per_day(session, flag.name),
+                    title=f"{flag.name}: first audio p95 per day, last 14 days",
+                    target=guard.first_audio_p95_max_ms,
+                    target_label="limit",
+                    unit=" ms",
+                    higher_is_better=False,
+                ),
             }
         )
     entries = audit.list_entries(

@@ -33,7 +33,7 @@ from control_plane.sessions.models import (
 )
 from control_plane.settings import Settings
 from control_plane.workspaces import service as workspaces
-from control_plane.workspaces.models import AgentConfig
+from control_plane.workspaces.models import AgentConfig, WorkspaceSettings
 
 DEFAULT_VAD_THRESHOLD = 0.7
 XAI_KEY_MISSING = (
@@ -130,6 +130,7 @@ def resolve_agent(
         str(agent.version),
         credentials,
         channel,
+        agent.keep_transcripts,
     )
 
 
@@ -145,6 +146,7 @@ def resolve_inline(
     reader = _service_reader(principal, workspace_id)
     workspace = workspaces.get_workspace(session, reader, workspace_id)
     voice = workspaces.validate_agent_config(session, config)
+    settings = session.get(WorkspaceSettings, workspace_id)
     return _resolve(
         session,
         resolver,
@@ -155,6 +157,7 @@ def resolve_inline(
         None,
         "inline",
         credentials,
+        keep_transcripts=bool(settings and settings.keep_transcripts),
     )
 
 
@@ -184,6 +187,7 @@ def _resolve(
     agent_version: str,
     credentials: CredentialsMode,
     channel: AudioChannel = "phone",
+    keep_transcripts: bool = False,
 ) -> ResolvedSessionConfig:
     settings, gate, data = resolver.settings, resolver.gate, resolver.catalogue.get(session)
     tier = data.tier(config.pricing_tier)
@@ -258,4 +262,5 @@ def _resolve(
         ),
         credentials=creds,
         flag=decision,
+        keep_transcripts=keep_transcripts,
     )

@@ -101,6 +101,16 @@ class HealthFigures(BaseModel):
     websocket_stability: MetricHealth
     enough_calls: bool
 
+    def missed_targets(self) -> list[tuple[str, MetricHealth]]:
+        """The guarded metrics that miss their target (however few calls there were)."""
+        guarded = {
+            "first_audio_p95": self.first_audio_p95,
+            "tool_call_success": self.tool_call_success,
+            "call_completion": self.call_completion,
+            "websocket_stability": self.websocket_stability,
+        }
+        return [(name, metric) for name, metric in guarded.items() if metric.ok is False]
+
 
 class RolloutHealth(BaseModel):
     flag: str

@@ -23,6 +23,7 @@ from control_plane.calls.models import Call
 from control_plane.catalogue.models import Tier
 from control_plane.core import utcnow
 from control_plane.errors import InvalidInputError
+from control_plane.insights import service as insights
 from control_plane.outbound import NotPublicError, OutboundPolicy
 from control_plane.rollout import service as rollout
 from control_plane.rollout.gate import FlagGate
@@ -56,6 +57,8 @@ def ingest(
     gate: FlagGate | None,
     reports: Sequence[CallReportIn],
     outbound: OutboundPolicy | None = None,
+    *,
+    now: datetime | None = None,
 ) -> IngestResult:
     """Store new reports of issued calls (a call id seen before counts once), end those calls,
     then let the guards look. A report of a call the control plane never issued is refused."""
@@ -76,9 +79,14 @@ def ingest(
         call = issued[report.call_id]
         flag_name = flags_by_tier.get(call.tier)
         flag = flags.get(flag_name) if flag_name else None
+        if report.transcript:
+            lines = [line.model_dump() for line in report.transcript]
+            insights.keep_transcript(session, call, lines, now or utcnow())
         session.add(
             CallReport(
-                **report.model_dump(exclude={"workspace_id", "agent_id", "tier", "engine"}),
+                **report.model_dump(
+                    exclude={"workspace_id", "agent_id", "tier", "engine", "transcript"}
+                ),
                 workspace_id=call.workspace_id,
                 agent_id=call.agent_id,
                 tier=call.tier,
@@ -95,7 +103,7 @@ def ingest(
     paused = [
         name
         for name in sorted(touched)
-        if gate is not None and guard_check(session, gate, name, outbound=outbound)
+        if gate is not None and guard_check(session, gate, name, now=now, outbound=outbound)
     ]
     return IngestResult(
         accepted=len(unique) - len(existing),
@@ -206,16 +214,9 @@ def figures(reports: Sequence[CallReport], guard: FlagGuard) -> HealthFigures:
 def _breaches(scope: str, health: HealthFigures) -> list[str]:
     if not health.enough_calls:
         return []
-    named = {
-        "first_audio_p95": health.first_audio_p95,
-        "tool_call_success": health.tool_call_success,
-        "call_completion": health.call_completion,
-        "websocket_stability": health.websocket_stability,
-    }
     return [
         f"{scope}: {name} {metric.value} (target {metric.target}, {health.calls} calls)"
-        for name, metric in named.items()
-        if metric.ok is False
+        for name, metric in health.missed_targets()
     ]
 
 
@@ -258,6 +259,27 @@ def health(
     )
 
 
+def first_audio_p95_per_day(
+    session: Session, flag_name: str, *, days: int = 14, now: datetime | None = None
+) -> list[tuple[str, float | None]]:
+    """The flag's first-audio p95 day by day (phone calls only): the console's health chart."""
+    now = now or utcnow()
+    since = (now - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    rows = session.exec(
+        select(CallReport.started_at, CallReport.time_to_first_audio_ms)
+        .where(CallReport.flag == flag_name, col(CallReport.started_at) >= since)
+        .where(col(CallReport.test_call).is_(False))
+    ).all()
+    per_day: dict[str, list[float]] = defaultdict(list)
+    for started_at, first_audio in rows:
+        if first_audio is not None:
+            per_day[started_at.date().isoformat()].append(first_audio)
+    return [
+        (day, _percentile(per_day.get(day, []), 0.95))
+        for day in ((since + timedelta(days=i)).date().isoformat() for i in range(days))
+    ]
+
+
 def guard_check(
     session: Session,
     gate: FlagGate,
@@ -291,11 +313,11 @@ def guard_check(
     )
     if guard.webhook_url and outbound is not None:
         payload = {"flag": flag_name, **details, "at": now.isoformat()}
-        _post_webhook(outbound, guard.webhook_url, payload)
+        post_webhook(outbound, guard.webhook_url, payload)
     return True
 
 
-def _post_webhook(outbound: OutboundPolicy, url: str, payload: Mapping[str, object]) -> None:
+def post_webhook(outbound: OutboundPolicy, url: str, payload: Mapping[str, object]) -> None:
     threading.Thread(
         target=outbound.post_json, args=(url, payload), name="guard-webhook", daemon=True
     ).start()

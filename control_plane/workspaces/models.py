@@ -43,6 +43,10 @@ class WorkspaceSettings(SQLModel, table=True):
     default_language: str = Field(default="en", max_length=32)
     # Calls this workspace may run at once, across every worker; admins change it.
     max_concurrent_calls: int = Field(default=20, sa_column_kwargs={"server_default": "20"})
+    # Call transcripts are kept (for accuracy reviews) only when the workspace opts in, and
+    # deleted after this many days.
+    keep_transcripts: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
+    transcript_retention_days: int = Field(default=30, sa_column_kwargs={"server_default": "30"})
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
@@ -55,6 +59,8 @@ class Agent(SQLModel, table=True):
     )
     name: str = Field(max_length=200)
     pricing_tier: str = Field(max_length=64, foreign_key="tiers.id", index=True)
+    # The tier the agent was created on (adoption counts new agents by it).
+    created_tier: str | None = Field(default=None, max_length=64)
     voice: str = Field(max_length=64)
     instructions: str = Field(default="")
     language: str = Field(default="en", max_length=32)
@@ -98,6 +104,8 @@ class WorkspaceSettingsRead(BaseModel):
     default_tier_id: str | None
     default_language: str
     max_concurrent_calls: int
+    keep_transcripts: bool
+    transcript_retention_days: int
     updated_at: datetime
 
 
@@ -107,6 +115,10 @@ class WorkspaceSettingsPatch(BaseModel):
     default_tier_id: str | None = None
     default_language: Annotated[str, StringConstraints(pattern=LANGUAGE_PATTERN)] = omittable()
     max_concurrent_calls: JsonInt = omittable(ge=0, le=100_000, description="Admins only.")
+    keep_transcripts: JsonBool = omittable(
+        description="Keep call transcripts for accuracy reviews; turning it off deletes them."
+    )
+    transcript_retention_days: JsonInt = omittable(ge=1, le=365)
 
 
 ToolName = Annotated[str, StringConstraints(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]

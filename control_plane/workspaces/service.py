@@ -22,6 +22,7 @@ from control_plane.catalogue.models import Tier, VoiceMap
 from control_plane.changes import notify
 from control_plane.core import new_id, utcnow
 from control_plane.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
+from control_plane.insights import service as insights
 from control_plane.pagination import MAX_LIMIT, page
 from control_plane.settings import Settings
 from control_plane.workspaces.models import (
@@ -118,6 +119,8 @@ def update_settings(
         catalogue.get_tier(session, changes["default_tier_id"])
     if "max_concurrent_calls" in changes and not principal.is_admin:
         raise ForbiddenError("Only admins change a workspace's call limit.", code="admin_required")
+    if changes.get("keep_transcripts") is False and settings.keep_transcripts:
+        insights.purge_transcripts(session, workspace_id=workspace_id)  # opting out forgets
     for field, value in changes.items():
         setattr(settings, field, value)
     settings.updated_at = utcnow()
@@ -161,11 +164,14 @@ class AgentSnapshot:
     config: AgentConfig
     version: int
     workspace_revision: int
+    keep_transcripts: bool = False
 
 
+_SETTINGS = WorkspaceSettings.__table__  # type: ignore[attr-defined]
 _AGENT_WITH_REVISION = (
-    sa_select(Agent.__table__, Workspace.__table__.c.revision)  # type: ignore[attr-defined]
+    sa_select(Agent.__table__, Workspace.__table__.c.revision, _SETTINGS.c.keep_transcripts)  # type: ignore[attr-defined]
     .join(Workspace.__table__, Workspace.__table__.c.id == Agent.__table__.c.workspace_id)  # type: ignore[attr-defined]
+    .outerjoin(_SETTINGS, _SETTINGS.c.workspace_id == Agent.__table__.c.workspace_id)  # type: ignore[attr-defined]
     .where(Agent.__table__.c.id == bindparam("agent_id"))  # type: ignore[attr-defined]
     .where(Agent.__table__.c.workspace_id == bindparam("workspace_id"))  # type: ignore[attr-defined]
 )
@@ -198,7 +204,9 @@ def agent_snapshot(
         tools=row["tools"],
         builtin_tools=row["builtin_tools"],
     )
-    return AgentSnapshot(row["id"], config, row["version"], row["revision"])
+    return AgentSnapshot(
+        row["id"], config, row["version"], row["revision"], bool(row["keep_transcripts"])
+    )
 
 
 def list_agents(
@@ -300,6 +308,7 @@ def create_agent(
         workspace_id=workspace_id,
         name=body.name,
         pricing_tier=body.pricing_tier,
+        created_tier=body.pricing_tier,
         voice=voice,
         instructions=body.instructions,
         language=body.language,

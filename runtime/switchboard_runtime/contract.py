@@ -98,6 +98,10 @@ class ResolvedSessionConfig(BaseModel):
     credentials: Credentials | None
     flag: FlagDecision | None
     stale: bool = False
+    keep_transcripts: bool = Field(
+        default=False,
+        description="The workspace keeps call transcripts: the call's report carries them.",
+    )
 
 
 # --- the call report --------------------------------------------------------------------------
@@ -109,6 +113,13 @@ Name = Annotated[str, StringConstraints(max_length=64)]
 def _milliseconds(description: str) -> Any:
     """An optional duration of a call's first audio, in ms (at most ten minutes)."""
     return Field(default=None, ge=0, le=600_000, description=description)
+
+
+class TranscriptEntry(BaseModel):
+    """One turn of a call's words, as xAI transcribed them."""
+
+    role: Literal["caller", "agent"]
+    text: Annotated[str, StringConstraints(max_length=4000)]
 
 
 class CallReport(BaseModel):
@@ -153,6 +164,11 @@ class CallReport(BaseModel):
     )
     connect_retries: JsonInt = Field(
         default=0, ge=0, le=100, description="retries of the xAI connection (429, 5xx, timeouts)"
+    )
+    transcript: list[TranscriptEntry] | None = Field(
+        default=None,
+        max_length=2000,
+        description="Only when the session config says keep_transcripts; stored only then.",
     )
 
 

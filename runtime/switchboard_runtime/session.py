@@ -34,7 +34,12 @@ from switchboard_runtime.client import (
     ControlPlaneError,
     keep_lease,
 )
-from switchboard_runtime.contract import AudioChannel, CallReport, ResolvedSessionConfig
+from switchboard_runtime.contract import (
+    AudioChannel,
+    CallReport,
+    ResolvedSessionConfig,
+    TranscriptEntry,
+)
 from switchboard_runtime.tools import ToolRegistry
 
 logger = logging.getLogger(__name__)
@@ -442,6 +447,11 @@ class GrokRealtimeSession:
             if self.stream_started_at is not None and self.ready_at is not None:
                 wait = max(0.0, self.ready_at - self.stream_started_at)
                 self.telemetry.setup_wait_ms = round(wait * 1000, 1)
+            if self.config is not None and self.config.keep_transcripts:
+                # The workspace keeps transcripts (opt-in); nobody else's words leave the call.
+                self.telemetry.transcript = [
+                    TranscriptEntry(role=t.role, text=t.text[:4000]) for t in self.transcripts
+                ][:2000]
             await self.sink.report(self.telemetry)
         await self.control_plane.aclose()
 

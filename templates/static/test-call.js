@@ -13,7 +13,25 @@
     var firstAudio = panel.querySelector("#test-call-first-audio");
     var endReason = panel.querySelector("#test-call-end-reason");
     var played = panel.querySelector("#test-call-played");
+    var rating = panel.querySelector("#test-call-rating");
+    var rated = panel.querySelector("#test-call-rated");
     var call = null;
+    var lastCallId = null;
+
+    rating.addEventListener("submit", async function (event) {
+      event.preventDefault();
+      var form = new URLSearchParams(new FormData(rating));
+      form.set("csrf", panel.dataset.csrf);
+      var answer = await fetch("/calls/" + encodeURIComponent(lastCallId) + "/feedback", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json" },
+        body: form,
+      });
+      var body = await answer.json();
+      rated.textContent = answer.ok ? "Thanks: rated " + body.score + "." : (body.detail || "Not saved.");
+      if (answer.ok) { rating.querySelector("button").disabled = true; }
+    });
 
     function say(text) { status.textContent = text; }
     function fail(text) { error.textContent = text; error.hidden = false; }
@@ -38,6 +56,7 @@
       if (reason && endReason.textContent === "—") { endReason.textContent = reason; }
       panel.dataset.state = "ended";
       say("Call ended.");
+      if (lastCallId) { rating.hidden = false; rating.querySelector("button").disabled = false; rated.textContent = ""; }
       startButton.disabled = false;
       stopButton.disabled = true;
     }
@@ -71,6 +90,8 @@
         say("Not connected.");
         return;
       }
+      lastCallId = body.call_id;
+      rating.hidden = true;
       var pressed = performance.now();
       var context = new AudioContext({ sampleRate: 24000 });
       call = { context: context, stream: null, socket: null, ready: false, heard: false };

@@ -28,6 +28,8 @@ RULES_BEYOND_THE_SCHEMA = {
     "invalid_cursor": "a cursor must be one this API gave out (the sort key of a row it sent)",
     "agent_too_large": "instructions and tools together stay under a byte quota (a setting)",
     "too_many_tools": "the number of tools an agent may have is a setting (the document says 64)",
+    "plan_not_forward": "a release plan's milestones move forward (order across list items)",
+    "empty_reference": "a reference needs a word once punctuation is gone (jiwer's reading)",
 }
 if os.environ.get("SWITCHBOARD_TEST_NO_RULES_BEYOND_THE_SCHEMA"):  # the test that it can fail
     RULES_BEYOND_THE_SCHEMA = {}

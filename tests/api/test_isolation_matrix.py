@@ -39,6 +39,9 @@ SAMPLE_BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/workspaces/{workspace_id}/agents/{agent_id}/calls"): {"channel": "api"},
     ("POST", "/api/v1/calls/claim"): {"stream_token": "st1.x.y"},
     ("POST", "/api/v1/calls/{call_id}/end"): {"reason": "x"},
+    ("PUT", "/api/v1/flags/{name}/plan"): {"milestones": [{"name": "ga", "stage": "ga"}]},
+    ("POST", "/api/v1/calls/{call_id}/feedback"): {"score": 10},
+    ("PUT", "/api/v1/calls/{call_id}/transcript/reference"): {"text": "hello"},
 }
 
 

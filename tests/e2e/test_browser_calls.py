@@ -122,6 +122,9 @@ def test_a_test_call_from_the_agent_page(chromium: Any, stack: Stack) -> None:
     page.get_by_role("button", name="Stop").click()
     page.wait_for_selector("#test-call[data-state=ended]", timeout=10_000)
     assert "caller_hangup" in panel.locator("#test-call-end-reason").inner_text()
+    page.locator("#test-call-score").select_option("9")
+    page.get_by_role("button", name="Rate the call").click()
+    page.wait_for_selector("#test-call-rated:has-text('rated 9')", timeout=5_000)
 
     session = stack.xai.connections[-1].of_type("session.update")[0]["session"]
     assert session["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": RATE}

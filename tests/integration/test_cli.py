@@ -83,6 +83,25 @@ def test_every_documented_command_runs_in_a_fresh_process(
     assert json.loads(exported)
     run(cli_env, "flags", "import", str(flags_file))
 
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(
+        json.dumps(
+            {
+                "milestones": [
+                    {"name": "beta 10 %", "stage": "beta", "beta_percentage": 10},
+                    {"name": "GA", "stage": "ga", "min_dwell_hours": 0},
+                ]
+            }
+        )
+    )
+    assert "current beta 10 %" in run(
+        cli_env, "flags", "plan", "set", "grok-realtime-tier", str(plan_file)
+    )
+    assert "waiting" in run(cli_env, "flags", "plan", "show", "grok-realtime-tier")
+    checked = run(cli_env, "flags", "plan", "check", "grok-realtime-tier")
+    assert "waiting\tbeta 10 %\t" in checked and "dwell" in checked
+    assert "transcripts deleted: 0" in run(cli_env, "transcripts", "purge")
+
     entry = run(cli_env, "keys", "generate-master").strip().splitlines()[-1]
     assert entry.startswith("k1:")
     assert "re-encrypted" in run(cli_env, "keys", "rotate-master", "--new-key-id", "k2")
