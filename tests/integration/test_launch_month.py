@@ -23,7 +23,7 @@ from control_plane.releases.models import Milestone, PlanWrite
 from control_plane.rollout import service as rollout
 from control_plane.rollout.models import CohortWrite, RolloutChange
 from control_plane.telemetry import service as telemetry
-from control_plane.telemetry.models import CallReportIn
+from control_plane.telemetry.models import CallReportIn, HealthFigures
 from control_plane.workspaces import service as workspaces
 from control_plane.workspaces.models import (
     AgentCreate,
@@ -252,7 +252,8 @@ def test_a_regression_at_beta_50_pauses_it_back_and_the_plan_holds(month: Month)
 def test_without_the_health_gate_or_the_guard_a_regression_walks_to_ga(
     month: Month, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(releases, "_health_misses", lambda health: [])
+    # The plan's health gate reads the missed targets; no metric misses any now.
+    monkeypatch.setattr(HealthFigures, "missed_targets", lambda self: [])
     monkeypatch.setattr(telemetry, "guard_check", lambda *args, **kwargs: False)
     releases.put_plan(month.session, month.gate, FLAG, PLAN, actor="test", now=month.now)
     month.session.commit()
