@@ -16,6 +16,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -28,7 +29,9 @@ from sqlmodel import Session
 
 from control_plane.app import create_app
 from control_plane.auth import service as auth_service
+from control_plane.calls.models import Call
 from control_plane.catalogue.seed import seed_catalogue
+from control_plane.core import new_id
 from control_plane.db import make_engine
 from control_plane.migrate import upgrade
 from control_plane.rollout.service import seed_flags
@@ -346,6 +349,29 @@ def tokens(client: TestClient) -> Tokens:
         )
         assert response.status_code == 201, response.text
     return Tokens(**issued)
+
+
+def issued_grok_call(
+    workspace_id: str,
+    started_at: datetime,
+    *,
+    agent_id: str = "agt_sim",
+    state: str = "active",
+) -> Call:
+    """A phone call on grok-realtime as the control plane issues one (its row, for tests that
+    report on calls without dialling them)."""
+    return Call(
+        id=new_id("call"),
+        workspace_id=workspace_id,
+        agent_id=agent_id,
+        tier="grok-realtime",
+        engine="grok-realtime",
+        provider="xai",
+        channel="twilio",
+        state=state,
+        started_at=started_at,
+        lease_expires_at=started_at + timedelta(minutes=5),
+    )
 
 
 def auth(token: str) -> dict[str, str]:

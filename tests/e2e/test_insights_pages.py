@@ -13,8 +13,7 @@ from sqlmodel import Session
 
 from control_plane.app import create_app
 from control_plane.auth.principal import SYSTEM
-from control_plane.calls.models import Call
-from control_plane.core import new_id, utcnow
+from control_plane.core import utcnow
 from control_plane.demo import DEMO_PASSWORD, seed_demo
 from control_plane.insights import service as insights
 from control_plane.insights.models import FeedbackWrite
@@ -25,6 +24,7 @@ from control_plane.telemetry import service as telemetry
 from control_plane.telemetry.models import CallReportIn
 from control_plane.workspaces import service as workspaces
 from control_plane.workspaces.models import AgentCreate
+from tests.conftest import issued_grok_call
 from tests.e2e.test_pages import SCREENSHOTS
 from tests.fakes.server import BackgroundServer
 
@@ -54,18 +54,7 @@ def seed_a_launch(app: Any) -> None:
             ).created_at = now - timedelta(days=index * 4)
         reports = []
         for index in range(12):
-            call = Call(
-                id=new_id("call"),
-                workspace_id="acme",
-                agent_id="agt_x",
-                tier="grok-realtime",
-                engine="grok-realtime",
-                provider="xai",
-                channel="twilio",
-                state="active",
-                started_at=now,
-                lease_expires_at=now + timedelta(minutes=5),
-            )
+            call = issued_grok_call("acme", now, agent_id="agt_x")
             session.add(call)
             reports.append(
                 CallReportIn(

@@ -15,7 +15,6 @@ from sqlmodel import Session, col, select
 from control_plane.audit.models import AuditEntry
 from control_plane.auth.principal import SYSTEM
 from control_plane.calls.models import Call
-from control_plane.core import new_id
 from control_plane.insights import service as insights
 from control_plane.insights.models import CallTranscript, FeedbackWrite
 from control_plane.releases import service as releases
@@ -30,6 +29,7 @@ from control_plane.workspaces.models import (
     WorkspaceCreate,
     WorkspaceSettingsPatch,
 )
+from tests.conftest import issued_grok_call
 
 FLAG = "grok-realtime-tier"
 START = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -116,18 +116,7 @@ class Month:
         reports, ids = [], []
         for index in range(count):
             workspace_id = enabled[index % len(enabled)]
-            call = Call(
-                id=new_id("call"),
-                workspace_id=workspace_id,
-                agent_id="agt_sim",
-                tier="grok-realtime",
-                engine="grok-realtime",
-                provider="xai",
-                channel="twilio",
-                state="active",
-                started_at=self.now,
-                lease_expires_at=self.now + timedelta(minutes=5),
-            )
+            call = issued_grok_call(workspace_id, self.now)
             self.session.add(call)
             ids.append(call.id)
             reports.append(

@@ -15,14 +15,14 @@ from sqlmodel import Session, col, select
 
 from control_plane.app import create_app
 from control_plane.audit.models import AuditEntry
-from control_plane.calls.models import Call
-from control_plane.core import new_id, utcnow
+from control_plane.core import utcnow
 from control_plane.demo import seed_demo
 from control_plane.insights.models import CallTranscript
 from control_plane.releases import service as releases
 from control_plane.releases.models import Milestone, PlanWrite
 from control_plane.rollout import service as rollout
 from control_plane.settings import Settings
+from tests.conftest import issued_grok_call
 
 FLAG = "grok-realtime-tier"
 PLAN = PlanWrite(
@@ -49,18 +49,7 @@ def launch(tmp_path: Path, sqlite_template: Path, interval: float) -> TestClient
         seed_demo(session)
         releases.put_plan(session, app.state.flag_gate, FLAG, PLAN, actor="test")
         now = utcnow()
-        call = Call(
-            id=new_id("call"),
-            workspace_id="acme",
-            agent_id="agt_old",
-            tier="grok-realtime",
-            engine="grok-realtime",
-            provider="xai",
-            channel="twilio",
-            state="ended",
-            started_at=now - timedelta(days=40),
-            lease_expires_at=now - timedelta(days=40),
-        )
+        call = issued_grok_call("acme", now - timedelta(days=40), agent_id="agt_old", state="ended")
         session.add(call)
         session.flush()
         session.add(
