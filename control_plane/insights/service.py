@@ -106,7 +106,7 @@ def record_feedback(
         cohort=_cohort_of(session, call.id),
         test_call=call.channel == "browser",
         score=body.score,
-        comment=body.comment.strip() if body.comment and body.comment.strip() else None,
+        comment=(body.comment or "").strip() or None,
         created_at=now or utcnow(),
         created_by=principal.actor,
     )
@@ -236,10 +236,13 @@ def set_reference(
     return transcript
 
 
+def _accuracy(word_errors: int, reference_words: int) -> float | None:
+    """1 - WER, floored at 0 (insertions can make WER exceed 1)."""
+    return max(0.0, 1 - word_errors / reference_words) if reference_words else None
+
+
 def transcript_accuracy(transcript: CallTranscript) -> float | None:
-    if not transcript.reference_words:
-        return None
-    return max(0.0, 1 - (transcript.word_errors or 0) / transcript.reference_words)
+    return _accuracy(transcript.word_errors or 0, transcript.reference_words or 0)
 
 
 def purge_transcripts(
@@ -257,7 +260,8 @@ def purge_transcripts(
 def _accuracy_of(transcripts: Sequence[CallTranscript]) -> AccuracyFigures:
     words = sum(t.reference_words or 0 for t in transcripts)
     errors = sum(t.word_errors or 0 for t in transcripts)
-    value = round(max(0.0, 1 - errors / words), 4) if words else None
+    value = _accuracy(errors, words)
+    value = None if value is None else round(value, 4)
     return AccuracyFigures(
         reviewed_calls=len(transcripts),
         reference_words=words,
