@@ -170,14 +170,20 @@ def grok_nps(
 # --- transcripts and accuracy ------------------------------------------------------------------
 
 
+def _transcript_opt_in(session: Session, workspace_id: str) -> WorkspaceSettings | None:
+    """The workspace's settings if it keeps transcripts; None when it does not."""
+    settings = session.get(WorkspaceSettings, workspace_id)
+    return settings if settings is not None and settings.keep_transcripts else None
+
+
 def keep_transcript(
     session: Session, call: Call, lines: Sequence[dict[str, str]] | None, now: datetime
 ) -> bool:
     """Store a reported call's transcript if, and only if, its workspace opted in."""
     if not lines:
         return False
-    settings = session.get(WorkspaceSettings, call.workspace_id)
-    if settings is None or not settings.keep_transcripts:
+    settings = _transcript_opt_in(session, call.workspace_id)
+    if settings is None:
         return False  # sent anyway (an old runtime, a misconfigured one): dropped, never stored
     if session.get(CallTranscript, call.id) is not None:
         return False

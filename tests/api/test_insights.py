@@ -60,6 +60,46 @@ def call(client: TestClient, tokens: Tokens, agent: str, **report: Any) -> str:
     return call_id
 
 
+def test_without_the_opt_in_check_a_transcript_is_stored(
+    client: TestClient, tokens: Tokens, grok: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The twin of the opt-in: with the check switched off, a workspace that never opted in
+    has its callers' words stored."""
+    from control_plane.insights import service as insights
+    from control_plane.workspaces.models import WorkspaceSettings
+
+    monkeypatch.setattr(
+        insights,
+        "_transcript_opt_in",
+        lambda session, workspace_id: WorkspaceSettings(
+            workspace_id=workspace_id, keep_transcripts=True
+        ),
+    )
+    unkept = call(client, tokens, grok, transcript=LINES)
+    stored = client.get(f"/api/v1/calls/{unkept}/transcript", headers=auth(tokens.acme))
+    assert stored.status_code == 200 and stored.json()["entries"] == LINES
+
+
+def test_without_the_workspace_check_another_workspace_reads_a_transcript(
+    client: TestClient, tokens: Tokens, grok: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The twin of the 404 globex gets above: without the check it reads acme's words."""
+    from control_plane.calls.models import Call
+    from control_plane.insights import service as insights
+
+    client.patch(
+        "/api/v1/workspaces/acme/settings",
+        json={"keep_transcripts": True},
+        headers=auth(tokens.acme),
+    )
+    kept = call(client, tokens, grok, transcript=LINES)
+    monkeypatch.setattr(
+        insights, "_visible_call", lambda session, principal, call_id: session.get(Call, call_id)
+    )
+    read = client.get(f"/api/v1/calls/{kept}/transcript", headers=auth(tokens.globex))
+    assert read.status_code == 200 and read.json()["entries"] == LINES
+
+
 def test_a_call_is_rated_once(client: TestClient, tokens: Tokens, grok: str) -> None:
     call_id = call(client, tokens, grok)
     path = f"/api/v1/calls/{call_id}/feedback"
