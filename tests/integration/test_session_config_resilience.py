@@ -231,6 +231,7 @@ class Load:
         self.agent_paths = agent_paths
         self.stop = threading.Event()
         self.reads: list[tuple[int, bool]] = []
+        self.served: set[str] = set()  # paths answered 200 at least once
         self.refusals: list[str] = []
         self.writes: list[tuple[str, int, float]] = []
         self.acknowledged: list[str] = []
@@ -256,11 +257,17 @@ class Load:
                 n += 1
                 path = self.agent_paths[n % len(self.agent_paths)]
                 response = http.get(f"{path}/session-config", headers=auth(self.service))
-                if response.status_code != 200:
+                if response.status_code == 200:
+                    self.served.add(path)
+                else:
                     self.refusals.append(response.text)
                 stale = response.status_code == 200 and response.json()["stale"]
                 self.reads.append((response.status_code, stale))
                 time.sleep(0.01)
+
+    def served_every_path(self) -> bool:
+        """Every key has a last known good config: only those can be served through an outage."""
+        return self.served == set(self.agent_paths)
 
     def _writer(self, index: int) -> None:
         kinds = ["create", "edit", "rotate", "cohort"]
@@ -367,6 +374,9 @@ def test_outage_under_load_keeps_reads_up_and_loses_no_acknowledged_write(
     ):
         paths = loaded_agents(http, admin)
         with Load(server.base_url, admin, service, paths) as load:
+            # On a slow machine the readers may need longer than the writers' head start to
+            # reach every key once; the outage begins when every key has been served.
+            wait_until(load.served_every_path, 60)
             time.sleep(1.5)
             away(private_postgres)
             try:
