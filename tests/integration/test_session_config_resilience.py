@@ -133,6 +133,9 @@ def _up(url: str) -> bool:
         return False
 
 
+PROPAGATION_BOUND = 10.0  # seconds
+
+
 def test_a_change_through_one_process_is_served_by_the_other(
     two_processes: list[str], private_postgres: PrivatePostgres
 ) -> None:
@@ -146,29 +149,33 @@ def test_a_change_through_one_process_is_served_by_the_other(
     )  # cached now
 
     assert one.patch(agent_path, json={"voice": "Leo"}, headers=auth(admin)).status_code == 200
-    elapsed = wait_until(
+    # Configs have no expiry: without LISTEN/NOTIFY the other process would serve Ara forever.
+    # The bound is generous because shared machines are slow, not because propagation is.
+    wait_until(
         lambda: other.get(config_path, headers=auth(service)).json()["session"]["voice"] == "Leo",
-        1.0,
+        PROPAGATION_BOUND,
     )
-    assert elapsed < 1.0
     # A flag change travels the same way: killed in one, refused by the other.
     assert one.post("/api/v1/flags/grok-realtime-tier/kill", headers=auth(admin)).status_code == 200
-    wait_until(lambda: other.get(config_path, headers=auth(service)).status_code == 403, 1.0)
+    wait_until(
+        lambda: other.get(config_path, headers=auth(service)).status_code == 403, PROPAGATION_BOUND
+    )
     assert other.get(config_path, headers=auth(service)).json()["code"] == "tier_disabled"
     # The catalogue the frontend reads travels the same way: a tier edit, then availability.
     assert other.get("/api/v1/tiers/budget").json()["name"] != "Thrift"  # cached there now
     assert one.patch(
         "/api/v1/tiers/budget", json={"name": "Thrift"}, headers=auth(admin)
     ).is_success
-    elapsed = wait_until(lambda: other.get("/api/v1/tiers/budget").json()["name"] == "Thrift", 1.0)
-    assert elapsed < 1.0
+    wait_until(
+        lambda: other.get("/api/v1/tiers/budget").json()["name"] == "Thrift", PROPAGATION_BOUND
+    )
     view = {"params": {"workspace_id": "acme"}, "headers": auth(admin)}
     assert other.get("/api/v1/tiers/grok-realtime", **view).json()["available"] is False
     assert one.post("/api/v1/flags/grok-realtime-tier/resume", headers=auth(admin)).is_success
-    elapsed = wait_until(
-        lambda: other.get("/api/v1/tiers/grok-realtime", **view).json()["available"] is True, 1.0
+    wait_until(
+        lambda: other.get("/api/v1/tiers/grok-realtime", **view).json()["available"] is True,
+        PROPAGATION_BOUND,
     )
-    assert elapsed < 1.0
 
 
 def test_database_outage_serves_last_known_good_and_never_500(
