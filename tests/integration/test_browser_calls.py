@@ -18,6 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from control_plane.calls import models as calls_models
 from control_plane.calls import service as calls_service
 from control_plane.calls import tokens
+from switchboard_runtime.session import GrokRealtimeSession
 from tests.conftest import auth
 from tests.integration.callstack import Stack, answer_twilio, wait_for_report
 
@@ -74,6 +75,7 @@ class Browser:
         self.ws = ws
         self.audio: list[bytes] = []
         self.messages: list[dict[str, Any]] = []
+        self.sequence: list[str] = []  # "audio" or a message's type, in the order they came
 
     async def read_until(self, done: Any, seconds: float = 5.0) -> None:
         async with asyncio.timeout(seconds):
@@ -81,8 +83,10 @@ class Browser:
                 frame = await self.ws.recv()
                 if isinstance(frame, bytes):
                     self.audio.append(frame)
+                    self.sequence.append("audio")
                 else:
                     self.messages.append(json.loads(frame))
+                    self.sequence.append(self.messages[-1]["type"])
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [m for m in self.messages if m["type"] == kind]
@@ -133,6 +137,60 @@ async def test_a_browser_call_carries_pcm16_at_24_khz_both_ways(browser_stack: S
     await wait_for_report(stack)
     report = stack.telemetry.reports[-1]
     assert report.call_id == call["call_id"] and report.end_reason == "caller_hangup"
+
+
+async def talk_over_the_agent(stack: Stack) -> Browser:
+    """A browser call in which the caller speaks, hears part of a long reply, then talks over it;
+    returns the browser after everything the worker sent for longer than the reply lasts."""
+    stack.xai.delta_interval = 0.03
+    stack.xai.reply_audio = tone(40, amplitude=0.2)  # 800 ms of reply
+    stack.xai.audio_after_cancel = 3  # still on the wire when the cancel lands
+    call = (await mint(stack, await acme_token(stack))).json()
+    browser = await open_call(call["url"], call["token"])
+    await browser.read_until(lambda b: b.of("ready"))
+    for frame in tone(10) + [SILENCE] * 3:
+        await browser.ws.send(frame)
+    await browser.read_until(lambda b: len(b.audio) >= 3)
+    for frame in tone(2):  # the caller talks over the agent (and is still talking)
+        await browser.ws.send(frame)
+    with contextlib.suppress(TimeoutError):  # longer than the whole reply would take
+        await browser.read_until(lambda _b: False, seconds=1.5)
+    await browser.ws.close()
+    return browser
+
+
+async def test_barge_in_clears_the_browser_once_and_drops_the_rest_of_the_reply(
+    browser_stack: Stack,
+) -> None:
+    browser = await talk_over_the_agent(browser_stack)
+    assert len(browser.of("clear")) == 1
+    # The page plays what came before the clear; of the cancelled reply nothing arrives after
+    # it, though xAI sent more of it (audio_after_cancel) than the page had played.
+    after_clear = browser.sequence[browser.sequence.index("clear") + 1 :]
+    assert "audio" not in after_clear
+    assert len(browser.audio) < 40
+    connection = browser_stack.xai.connections[-1]
+    assert len(connection.of_type("response.cancel")) == 1
+    cancelled = connection.sent_of_type("response.done")[0]["response"]
+    assert cancelled["status"] == "cancelled"
+    sent = [
+        e
+        for e in connection.sent_of_type("response.output_audio.delta")
+        if e["response_id"] == cancelled["id"]
+    ]
+    assert len(sent) > len(browser.audio)
+
+
+async def test_without_barge_in_the_browser_hears_the_whole_reply_over_the_caller(
+    browser_stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def no_barge_in(self: GrokRealtimeSession) -> None:
+        return None
+
+    monkeypatch.setattr(GrokRealtimeSession, "_barge_in", no_barge_in)
+    browser = await talk_over_the_agent(browser_stack)
+    assert browser.of("clear") == []
+    assert browser.audio[:40] == tone(40, amplitude=0.2)
 
 
 async def test_a_used_token_opens_no_second_call(browser_stack: Stack) -> None:
