@@ -9,6 +9,8 @@
 # SWITCHBOARD_TEST_UNLEASH_URL with its admin and client tokens.
 # Usage: scripts/test-services.sh COMMAND [ARGS...]
 set -euo pipefail
+# runuser and PostgreSQL's helpers live in sbin, which a minimal PATH leaves out.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 here="$(cd "$(dirname "$0")" && pwd)"
 work="$(mktemp -d "${TMPDIR:-/tmp}/switchboard-test.XXXXXX")"
