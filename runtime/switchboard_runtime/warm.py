@@ -37,6 +37,11 @@ class WarmCall:
     expiry: asyncio.TimerHandle | None = None
 
 
+def same_token(presented: str, issued: str) -> bool:
+    """The whole token, compared in constant time: the call id in it is only a lookup key."""
+    return hmac.compare_digest(presented.encode(), issued.encode())
+
+
 class WarmSessions:
     """The worker's warm sessions, keyed by call id."""
 
@@ -96,7 +101,7 @@ class WarmSessions:
         entry = self._calls.get(call_id) if call_id else None
         if entry is None or entry.issued.agent_id != agent_id:
             return None
-        if not hmac.compare_digest(entry.issued.stream_token.encode(), stream_token.encode()):
+        if not same_token(stream_token, entry.issued.stream_token):
             return None  # a forgery naming a real call does not take (or burn) its session
         del self._calls[entry.issued.call_id]
         if entry.expiry is not None:

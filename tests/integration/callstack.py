@@ -12,6 +12,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -24,6 +25,7 @@ from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 
 from control_plane.app import create_app
+from control_plane.calls import tokens
 from control_plane.settings import Settings
 from switchboard_runtime.contract import ResolvedSessionConfig
 from switchboard_runtime.session import GrokRealtimeSession, MemoryTelemetrySink
@@ -443,3 +445,11 @@ async def poll(condition: Any, seconds: float = 5.0) -> None:
 
 async def wait_for_report(stack: Stack, count: int = 1) -> None:
     await poll(lambda: len(stack.telemetry.reports) >= count)
+
+
+def forged(stack: Stack, call_id: str, *, expires_in: float = 60, key: bytes | None = None) -> str:
+    """A stream token for this call, signed with `key` (a forgery) or the stack's own key."""
+    grant = tokens.StreamGrant(
+        call_id, "acme", stack.agent_id, datetime.now(UTC) + timedelta(seconds=expires_in)
+    )
+    return tokens.sign(key or stack.stream_token_key, grant)

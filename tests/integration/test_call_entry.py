@@ -9,7 +9,6 @@ off (monkeypatch) and shows the same attack getting through, so these tests can 
 
 import asyncio
 import time
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -27,6 +26,7 @@ from tests.integration.callstack import (
     Stack,
     answer_telnyx,
     answer_twilio,
+    forged,
     phone_call,
     poll,
     wait_for_report,
@@ -86,13 +86,6 @@ async def another_agent(stack: Stack) -> str:
             headers=auth(stack.admin_token),
         )
     return str(response.json()["id"])
-
-
-def forged(stack: Stack, call_id: str, *, expires_in: float = 60, key: bytes | None = None) -> str:
-    grant = tokens.StreamGrant(
-        call_id, "acme", stack.agent_id, datetime.now(UTC) + timedelta(seconds=expires_in)
-    )
-    return tokens.sign(key or stack.stream_token_key, grant)
 
 
 # --- the signed flow ------------------------------------------------------------------------------

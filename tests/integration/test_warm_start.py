@@ -16,6 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from control_plane.calls import service as calls_service
+from switchboard_runtime import warm as warm_module
 from switchboard_runtime.warm import WarmSessions
 from tests.conftest import auth
 from tests.integration.callstack import (
@@ -26,6 +27,7 @@ from tests.integration.callstack import (
     answer_telnyx,
     answer_twilio,
     build_stack,
+    forged,
     poll,
     wait_for_report,
 )
@@ -284,3 +286,42 @@ async def test_a_token_the_control_plane_refuses_ends_a_warm_attach(
     await phone.ws.close()
     await poll(lambda: stack.xai.connections[0].closed)
     assert stack.telemetry.reports == []
+
+
+async def forgery_then_the_real_stream(stack: Stack) -> tuple[int | None, str | None]:
+    """A forged token naming a real, warm call (right call id, wrong key), then the real
+    stream; returns how the forged stream was closed."""
+    answer = await answer_twilio(stack)
+    await poll(lambda: bool(stack.xai.connections) and warm(stack).open == 1)
+    await poll(lambda: bool(stack.xai.connections[0].sent_of_type("session.updated")))
+    call_id = calls(stack)["calls"][0]["id"]
+    forgery = await open_stream(answer.stream_url, forged(stack, call_id, key=b"k" * 32))
+    closed = await forgery.closed()
+    await forgery.ws.close()
+    phone = await open_stream(answer.stream_url, answer.stream_token or "")
+    await talk(phone, stack)
+    await wait_for_report(stack)
+    await phone.ws.close()
+    return closed
+
+
+async def test_a_forged_token_naming_a_warm_call_leaves_its_session_to_the_real_stream(
+    stack: Stack,
+) -> None:
+    assert await forgery_then_the_real_stream(stack) == (4401, "unauthorized")
+    assert stack.telemetry.reports[-1].warm_start is True  # the session waited for its caller
+    assert len(stack.xai.connections) == 1
+    assert warm(stack).counts["attached"] == 1
+
+
+async def test_without_the_whole_token_check_a_forgery_takes_the_warm_session(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(warm_module, "same_token", lambda presented, issued: True)
+    # The control plane still refuses the forged token (the worker redeems what the phone
+    # presented), but only after the forger's stream took the call's ready xAI session: the
+    # real caller has to start cold.
+    assert await forgery_then_the_real_stream(stack) == (4401, "unauthorized")
+    assert stack.telemetry.reports[-1].warm_start is False
+    assert len(stack.xai.connections) == 2
+    assert warm(stack).counts["attached"] == 1

@@ -362,8 +362,8 @@ def create_worker_app(
         control_plane: ControlPlaneClient = app.state.control_plane
         token = start.parameters.get("stream_token") or url_token
         warm = app.state.warm.take(agent_id, token) if token else None
-        if warm is not None:
-            await run_warm(phone, dialect, start, warm, stream_started)
+        if warm is not None and token:
+            await run_warm(phone, dialect, start, warm, token, stream_started)
             return
         call = await authorize_stream(control_plane, agent_id, token)
         if call is None:
@@ -390,14 +390,19 @@ def create_worker_app(
             await _close(phone, CLOSE_REFUSED, f"{exc.code}: {exc.message}"[:120])
 
     async def run_warm(
-        phone: WebSocket, dialect: Dialect, start: Start, warm: WarmCall, stream_started: float
+        phone: WebSocket,
+        dialect: Dialect,
+        start: Start,
+        warm: WarmCall,
+        token: str,
+        stream_started: float,
     ) -> None:
         """Bridge at once; the control plane redeems the token meanwhile. Audio the caller
         sends before the session is ready is held and sent first; a refused token ends it."""
         session = warm.session
         session.stream_started_at, session.telemetry.warm_start = stream_started, True
         app.state.call_starts["warm"] += 1
-        claimed = asyncio.create_task(attach_when_claimed(session, warm.issued))
+        claimed = asyncio.create_task(attach_when_claimed(session, warm.issued.agent_id, token))
         try:
             try:
                 stats = await bridge(StarlettePhone(phone), dialect, start, session)
@@ -413,14 +418,15 @@ def create_worker_app(
         finally:
             await session.cleanup()
 
-    async def attach_when_claimed(session: GrokRealtimeSession, issued: IssuedCall) -> bool:
+    async def attach_when_claimed(session: GrokRealtimeSession, agent_id: str, token: str) -> bool:
         # The token was compared here already; redeeming it with the control plane costs the
         # event loop about a millisecond, so it goes out once the caller's first frame is on
-        # its way to xAI (or after one frame's time), not ahead of it.
+        # its way to xAI (or after one frame's time), not ahead of it. What the phone presented
+        # is redeemed, not the token this worker holds: the control plane checks it on its own.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLAIM_AFTER_SECONDS):
                 await session.caller_heard.wait()
-        call = await authorize_stream(app.state.control_plane, issued.agent_id, issued.stream_token)
+        call = await authorize_stream(app.state.control_plane, agent_id, token)
         if call is None:
             await session.refuse("stream_token_refused", "the control plane refused the token")
             return False
