@@ -12,10 +12,13 @@ import ipaddress
 import json
 import logging
 import socket
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
+from sqlalchemy import event
+from sqlmodel import Session
 
 from control_plane.settings import Settings
 
@@ -99,3 +102,32 @@ class OutboundPolicy:
         except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
             logger.warning("webhook not delivered: %s", type(exc).__name__)
         return None
+
+
+WEBHOOKS_KEY = "webhooks_after_commit"
+
+
+def post_after_commit(
+    session: Session, outbound: OutboundPolicy, url: str, payload: Mapping[str, object]
+) -> None:
+    """Send a webhook about a change this transaction makes once it commits (in the background),
+    and never if it rolls back: a webhook must not announce a pause or a step that did not
+    happen."""
+    session.info.setdefault(WEBHOOKS_KEY, []).append((outbound, url, dict(payload)))
+
+
+def post_in_background(outbound: OutboundPolicy, url: str, payload: Mapping[str, object]) -> None:
+    threading.Thread(
+        target=outbound.post_json, args=(url, payload), name="webhook", daemon=True
+    ).start()
+
+
+@event.listens_for(Session, "after_commit")
+def _send_after_commit(session: Session) -> None:
+    for outbound, url, payload in session.info.pop(WEBHOOKS_KEY, []):
+        post_in_background(outbound, url, payload)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_after_rollback(session: Session) -> None:
+    session.info.pop(WEBHOOKS_KEY, None)

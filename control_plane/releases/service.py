@@ -17,7 +17,7 @@ from control_plane.catalogue.models import Tier
 from control_plane.core import utcnow
 from control_plane.errors import ConflictError, NotFoundError
 from control_plane.insights import service as insights
-from control_plane.outbound import OutboundPolicy
+from control_plane.outbound import OutboundPolicy, post_after_commit
 from control_plane.releases.models import (
     Milestone,
     MilestoneState,
@@ -330,7 +330,8 @@ def check(
     )
     logger.info("release plan of %s advanced %s → %s", flag_name, current.name, following.name)
     if guard.webhook_url and outbound is not None:
-        telemetry.post_webhook(
+        post_after_commit(
+            session,
             outbound,
             guard.webhook_url,
             {"flag": flag_name, "event": "advance", **details, "at": now.isoformat()},

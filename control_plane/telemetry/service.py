@@ -10,9 +10,8 @@ started before a pause do not count again, so one regression pauses once.
 
 import logging
 import math
-import threading
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
@@ -24,7 +23,7 @@ from control_plane.catalogue.models import Tier
 from control_plane.core import utcnow
 from control_plane.errors import InvalidInputError
 from control_plane.insights import service as insights
-from control_plane.outbound import NotPublicError, OutboundPolicy
+from control_plane.outbound import NotPublicError, OutboundPolicy, post_after_commit
 from control_plane.rollout import service as rollout
 from control_plane.rollout.gate import FlagGate
 from control_plane.rollout.models import Flag
@@ -313,11 +312,5 @@ def guard_check(
     )
     if guard.webhook_url and outbound is not None:
         payload = {"flag": flag_name, **details, "at": now.isoformat()}
-        post_webhook(outbound, guard.webhook_url, payload)
+        post_after_commit(session, outbound, guard.webhook_url, payload)
     return True
-
-
-def post_webhook(outbound: OutboundPolicy, url: str, payload: Mapping[str, object]) -> None:
-    threading.Thread(
-        target=outbound.post_json, args=(url, payload), name="guard-webhook", daemon=True
-    ).start()

@@ -1,6 +1,8 @@
 """Call telemetry, rollout health, the self-pausing guard and /metrics."""
 
 import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,7 +11,9 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import Session, select
 
+from control_plane import outbound as outbound_module
 from control_plane.calls.models import Call
+from control_plane.outbound import OutboundPolicy
 from control_plane.telemetry import service as telemetry_service
 from tests.conftest import Tokens, auth
 
@@ -320,6 +324,66 @@ def test_webhook_is_called_on_pause(client: TestClient, tokens: Tokens, beta: No
         )
         assert arrived.wait(5)
     assert received[0]["flag"] == FLAG and received[0]["to"] == "internal"
+
+
+@dataclass(frozen=True)
+class RecordingOutbound(OutboundPolicy):
+    """Webhooks recorded instead of sent."""
+
+    posted: list[dict[str, object]] = field(default_factory=list)
+
+    def post_json(self, url: str, payload: Mapping[str, object]) -> None:
+        self.posted.append(dict(payload))
+
+
+def pause_in_a_transaction(
+    client: TestClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch, *, commit: bool
+) -> RecordingOutbound:
+    """Breaching calls arrive while the guard is off; then the guard pauses the rollout in a
+    transaction that commits or rolls back (a failed commit, say). Webhooks go out at once."""
+    monkeypatch.setattr(
+        outbound_module, "post_in_background", lambda o, url, p: o.post_json(url, p)
+    )
+    guard = f"/api/v1/rollouts/{FLAG}/guard"
+    client.patch(guard, json={"enabled": False}, headers=auth(tokens.admin)).raise_for_status()
+    calls = synthetic_calls(200, BETA_1, rng=random.Random(8), seed_id="tx", bad="first_audio")
+    assert send(client, tokens, calls)["paused"] == []
+    client.patch(
+        guard,
+        json={"enabled": True, "webhook_url": "http://hooks.example/pause"},
+        headers=auth(tokens.admin),
+    ).raise_for_status()
+    outbound = RecordingOutbound(public_only=False, allowed_hosts=frozenset())
+    state = client.app.state  # type: ignore[attr-defined]
+    with Session(state.engine) as session:
+        assert telemetry_service.guard_check(session, state.flag_gate, FLAG, outbound=outbound)
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
+    return outbound
+
+
+def test_the_pause_webhook_waits_for_the_commit(
+    client: TestClient, tokens: Tokens, beta: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rolled_back = pause_in_a_transaction(client, tokens, monkeypatch, commit=False)
+    assert rolled_back.posted == []
+    assert stage(client, tokens) == "beta"
+    committed = pause_in_a_transaction(client, tokens, monkeypatch, commit=True)
+    assert [(p["from"], p["to"]) for p in committed.posted] == [("beta", "internal")]
+    assert stage(client, tokens) == "internal"
+
+
+def test_without_waiting_for_the_commit_a_webhook_announces_a_pause_that_never_happened(
+    client: TestClient, tokens: Tokens, beta: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        telemetry_service, "post_after_commit", lambda session, o, url, p: o.post_json(url, p)
+    )
+    rolled_back = pause_in_a_transaction(client, tokens, monkeypatch, commit=False)
+    assert [(p["from"], p["to"]) for p in rolled_back.posted] == [("beta", "internal")]
+    assert stage(client, tokens) == "beta"
 
 
 def test_metrics_parse_with_the_prometheus_parser(
