@@ -71,6 +71,13 @@ JSON_VALUE = "#/components/schemas/JsonValue"
 NO_NUL: dict[str, Any] = {"not": {"pattern": "\\u0000"}}
 
 
+def nul_in_target(scope: Scope) -> bool:
+    """NUL in the path or the query string (raw or %-encoded): no text we store may hold it, and
+    PostgreSQL refuses it in a query with an error instead of an answer."""
+    query = scope.get("query_string", b"")
+    return "\x00" in scope["path"] or NUL_IN_QUERY.search(query) is not None
+
+
 def document_nul_refusal(document: dict[str, Any]) -> None:
     """Say in the OpenAPI document what this middleware refuses: NUL in any text of a request
     (JSON strings and keys, path, query), so generated clients and fuzzers send what we take."""
@@ -202,7 +209,7 @@ class RequestLimitsMiddleware:
                 "Too many or too large request headers.",
             )
             return
-        if "\x00" in scope["path"] or NUL_IN_QUERY.search(scope.get("query_string", b"")):
+        if nul_in_target(scope):
             await self._refuse(send, 422, "nul_character", "Invalid input", NUL_DETAIL)
             return
         headers = dict(raw_headers)

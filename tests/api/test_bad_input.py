@@ -169,3 +169,35 @@ def test_without_the_nul_guard_a_nul_reaches_the_database(
 
         with pytest.raises(DataError):
             send()
+
+
+NUL_TARGETS = ["/api/v1/audit?actor=a%00b", "/api/v1/workspaces/acme%00x"]
+
+
+@pytest.mark.parametrize("target", NUL_TARGETS)
+def test_nul_in_the_path_or_query_is_refused_before_the_database(
+    client: TestClient, tokens: Tokens, target: str
+) -> None:
+    response = client.get(target, headers=auth(tokens.admin))
+    assert_problem(response, 422)
+    assert response.json()["code"] == "nul_character"
+
+
+def test_without_the_target_check_a_nul_in_the_query_reaches_the_database(
+    client: TestClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from control_plane import middleware
+
+    monkeypatch.setattr(middleware, "nul_in_target", lambda scope: False)
+
+    def send() -> Any:
+        return client.get(NUL_TARGETS[0], headers=auth(tokens.admin))
+
+    if client.app.state.settings.is_sqlite:  # type: ignore[attr-defined]
+        response = send()  # the filter ran in the database, NUL and all
+        assert response.status_code == 200 and response.json()["entries"] == []
+    else:  # PostgreSQL refuses it: the request dies inside the database (a 500)
+        from sqlalchemy.exc import DataError
+
+        with pytest.raises(DataError):
+            send()
