@@ -169,3 +169,53 @@ def test_a_lock_is_per_account_and_ends(pages: TestClient) -> None:
         later = utcnow() + timedelta(seconds=3)  # 1 s * 2^1 after the sixth failure
         assert throttle.retry_after(session, keys) is not None
         assert throttle.retry_after(session, keys, now=later) is None
+
+
+def most_hashing_at_once(pages: TestClient, monkeypatch: pytest.MonkeyPatch, sign_ins: int) -> int:
+    """Sign in `sign_ins` times at once (each browser its own cookies); how many password
+    checks ran at the same moment. Each check is held for 0.5 s so that overlaps show."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    real = auth_service.authenticate_user
+    lock = threading.Lock()
+    running, most = [0], [0]
+
+    def counted(session: Session, email: str, password: str) -> object:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.5)
+            return real(session, email, password)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(auth_service, "authenticate_user", counted)
+
+    def one_browser(_: int) -> int:
+        browser = TestClient(pages.app)  # the app is running already: no second lifespan
+        return sign_in(browser)
+
+    with ThreadPoolExecutor(sign_ins) as pool:
+        assert list(pool.map(one_browser, range(sign_ins))) == [303] * sign_ins
+    return most[0]
+
+
+def test_at_most_the_bound_of_password_checks_run_at_once(
+    pages: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bound = pages.app.state.settings.max_concurrent_password_hashes  # type: ignore[attr-defined]
+    assert most_hashing_at_once(pages, monkeypatch, sign_ins=3 * bound) <= bound
+
+
+def test_without_the_bound_every_sign_in_hashes_at_once(
+    pages: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    bound = pages.app.state.settings.max_concurrent_password_hashes  # type: ignore[attr-defined]
+    state = pages.app.state  # type: ignore[attr-defined]
+    monkeypatch.setattr(state, "password_hashing", threading.BoundedSemaphore(1000))
+    assert most_hashing_at_once(pages, monkeypatch, sign_ins=3 * bound) > bound
