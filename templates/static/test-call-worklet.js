@@ -35,9 +35,15 @@ class Playback extends AudioWorkletProcessor {
     this.read = 0;
     this.write = 0;
     this.played = 0;
+    this.dropped = 0; // queued agent audio a barge-in threw away
     this.quanta = 0;
     this.port.onmessage = (event) => {
-      if (event.data === "clear") { this.read = this.write = 0; return; }
+      if (event.data === "clear") {
+        this.dropped += this.write - this.read;
+        this.read = this.write = 0;
+        this.port.postMessage({ played: this.played, dropped: this.dropped });
+        return;
+      }
       const samples = new Int16Array(event.data);
       for (let i = 0; i < samples.length && this.write < this.queue.length; i++) {
         this.queue[this.write++] = samples[i] / 0x8000;

@@ -114,7 +114,10 @@
       player.connect(context.destination);
       player.port.onmessage = function (event) {
         played.dataset.samples = String(event.data.played);
-        played.textContent = event.data.played + " samples";
+        if (event.data.dropped !== undefined) { played.dataset.dropped = String(event.data.dropped); }
+        var dropped = Number(played.dataset.dropped || 0);
+        played.textContent = event.data.played + " samples" +
+          (dropped ? " (" + dropped + " not played: you talked over the agent)" : "");
       };
 
       var socket = new WebSocket(body.url);

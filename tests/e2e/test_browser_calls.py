@@ -134,6 +134,25 @@ def test_a_test_call_from_the_agent_page(chromium: Any, stack: Stack) -> None:
     poll_reports(stack)
 
 
+def test_talking_over_the_agent_stops_its_playback(chromium: Any, stack: Stack) -> None:
+    """The agent's five-second answer arrives at once and queues in the page; the microphone's
+    next burst of speech (3 s into its loop) is a barge-in: the worker sends `clear` and the page
+    drops what it had not played yet."""
+    stack.xai.reply_audio = [ANSWER[i % len(ANSWER)] for i in range(250)]  # 5 s
+    page = sign_in(chromium, stack, "ava@acme.example")
+    page.goto(f"{stack.control_plane}/workspaces/acme/agents/{stack.agent_id}/edit")
+    page.get_by_role("button", name="Start call").click()
+    page.wait_for_selector("#test-call[data-state=connected]", timeout=10_000)
+    played = page.locator("#test-call-played")
+    wait_until(lambda: int(played.get_attribute("data-dropped") or 0) > 0, seconds=20)
+    dropped = int(played.get_attribute("data-dropped") or 0)
+    assert dropped >= RATE  # at least a second of the answer was never played
+    assert "talked over the agent" in played.inner_text()
+    page.get_by_role("button", name="Stop").click()
+    page.wait_for_selector("#test-call[data-state=ended]", timeout=10_000)
+    assert len(stack.xai.connections[-1].of_type("input_audio_buffer.append")) > 0
+
+
 def wait_until(condition: Any, seconds: float = 15) -> None:
     """Poll from here: the page's CSP (no eval) rules out Playwright's in-page wait_for_function."""
     deadline = time.monotonic() + seconds
