@@ -36,6 +36,7 @@ class CallReport(SQLModel, table=True):
     nonfatal_errors: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     unknown_events: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     connect_retries: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    held_audio_dropped: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     setup_wait_ms: float | None = None
     first_audio_relay_ms: float | None = None
     warm_start: bool | None = None

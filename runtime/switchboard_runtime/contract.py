@@ -165,6 +165,12 @@ class CallReport(BaseModel):
     connect_retries: JsonInt = Field(
         default=0, ge=0, le=100, description="retries of the xAI connection (429, 5xx, timeouts)"
     )
+    held_audio_dropped: JsonInt = Field(
+        default=0,
+        ge=0,
+        le=10_000_000,
+        description="caller frames lost because set-up outlasted the hold (10 s): the oldest go",
+    )
     transcript: list[TranscriptEntry] | None = Field(
         default=None,
         max_length=2000,

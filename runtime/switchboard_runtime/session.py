@@ -265,7 +265,6 @@ class GrokRealtimeSession:
         self._held_audio: collections.deque[str] | None = collections.deque(
             maxlen=HELD_AUDIO_FRAMES
         )
-        self.held_audio_dropped = 0
         self.stream_started_at: float | None = None  # when the phone's media stream started
         self.caller_heard = asyncio.Event()  # the caller's first frame has gone to xAI
         self.ready_at: float | None = None
@@ -469,7 +468,7 @@ class GrokRealtimeSession:
         held = self._held_audio
         if held is not None:
             if len(held) == held.maxlen:
-                self.held_audio_dropped += 1  # the oldest goes: the caller is heard from now
+                self.telemetry.held_audio_dropped += 1  # the oldest goes: heard from now on
             held.append(payload_b64)
             return
         if self._ws is None:

@@ -126,6 +126,26 @@ async def test_caller_audio_sent_during_set_up_reaches_xai_complete_and_in_order
     assert report.setup_wait_ms > 100  # the caller waited for the late session.updated
 
 
+async def test_audio_beyond_the_hold_is_dropped_oldest_first_and_reported(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from switchboard_runtime import session as session_module
+
+    monkeypatch.setattr(session_module, "HELD_AUDIO_FRAMES", 10)  # 0.2 s instead of 10 s
+    stack.xai.handshake_delay = 0.6
+    answer = await answer_twilio(stack)
+    phone = await open_stream(answer.stream_url, answer.stream_token or "")
+    frames = [f"{i:04d}".encode().hex() * 40 for i in range(30)]
+    await phone.speak(frames)  # 0.6 s of speech before the session is ready
+    await poll(lambda: len(stack.xai.connections[0].of_type("input_audio_buffer.append")) >= 10)
+    await phone.hang_up()
+    await wait_for_report(stack)
+    await phone.ws.close()
+    heard = [e["audio"] for e in stack.xai.connections[0].of_type("input_audio_buffer.append")]
+    assert heard[:10] == frames[-10:]  # the newest ten, in order
+    assert stack.telemetry.reports[-1].held_audio_dropped == 20
+
+
 async def test_without_holding_audio_during_set_up_the_caller_is_cut(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
