@@ -16,6 +16,7 @@ from control_plane.catalogue import service as catalogue
 from control_plane.deps import SerializedCallWrites, SessionDep, SettingsDep
 from control_plane.errors import ProblemError
 from control_plane.keys import service as keys
+from control_plane.pagination import CursorQuery
 from control_plane.rollout.deps import GateDep
 from control_plane.rollout.gate import FlagGate
 from control_plane.web.rendering import CsrfDep, render, see_other
@@ -39,6 +40,9 @@ def agent_form_context(
     }
 
 
+AGENTS_PER_PAGE = 100
+
+
 @router.get("/workspaces/{workspace_id}/agents", response_class=HTMLResponse)
 def agents_page(
     request: Request,
@@ -46,12 +50,21 @@ def agents_page(
     session: SessionDep,
     user: UserDep,
     principal: UserPrincipalDep,
+    cursor: CursorQuery = None,
 ) -> HTMLResponse:
-    agents = [
-        service.agent_read(session, a)
-        for a in service.list_agents(session, principal, workspace_id)[0]
-    ]
-    return render(request, "agents.html", user, agents=agents, workspace_id=workspace_id)
+    """The workspace's agents, oldest first, a page at a time (the REST list's cursors)."""
+    listed, next_cursor = service.list_agents(
+        session, principal, workspace_id, limit=AGENTS_PER_PAGE, cursor=cursor or None
+    )
+    return render(
+        request,
+        "agents.html",
+        user,
+        agents=[service.agent_read(session, a) for a in listed],
+        workspace_id=workspace_id,
+        next_cursor=next_cursor,
+        later_page=bool(cursor),
+    )
 
 
 @router.get("/workspaces/{workspace_id}/agents/new", response_class=HTMLResponse)

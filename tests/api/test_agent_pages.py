@@ -79,3 +79,31 @@ def test_a_refused_edit_stays_an_edit_of_that_agent(gus: TestClient) -> None:
     )
     assert status == 422
     assert f'action="/workspaces/globex/agents/{agent_id}"' in page  # not the create action
+
+
+def test_the_agents_page_comes_in_pages_with_every_agent_once(gus: TestClient) -> None:
+    from control_plane.auth.principal import SYSTEM
+    from control_plane.workspaces.models import AgentCreate
+    from control_plane.workspaces.pages import AGENTS_PER_PAGE
+
+    created = AGENTS_PER_PAGE + 7
+    with Session(gus.app.state.engine) as session:  # type: ignore[attr-defined]
+        for index in range(created):
+            body = AgentCreate(name=f"Paged {index:03d}", pricing_tier="budget", voice="alloy")
+            workspaces_service.create_agent(session, SYSTEM, "globex", body, gate=None)
+        session.commit()
+    seen: list[str] = []
+    path, pages = "/workspaces/globex/agents", 0
+    while path:
+        page = gus.get(path)
+        assert page.status_code == 200
+        names = re.findall(r'<tr data-agent="([^"]+)"', page.text)
+        assert len(names) <= AGENTS_PER_PAGE
+        assert ("First page" in page.text) == (pages > 0)
+        seen += names
+        pages += 1
+        following = re.search(r'href="([^"]+)" rel="next"', page.text)
+        path = following[1].replace("&amp;", "&") if following else ""
+    paged = [n for n in seen if n.startswith("Paged ")]
+    assert paged == [f"Paged {i:03d}" for i in range(created)]  # all of them, once, in order
+    assert pages == 2 and len(seen) == len(set(seen))
