@@ -1,8 +1,9 @@
 """The `switchboard` command: migrate, seed, serve, and manage tokens."""
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
 
 import typer
 
@@ -17,6 +18,7 @@ from control_plane.settings import Settings, production_refusals
 if TYPE_CHECKING:
     from sqlmodel import Session
 
+    from control_plane.errors import ProblemError
     from control_plane.releases.models import ReleasePlan
     from control_plane.rollout.gate import FlagGate
     from control_plane.rollout.models import Flag
@@ -126,6 +128,28 @@ def serve(
     )
 
 
+def _refused(exc: "ProblemError") -> NoReturn:
+    """A refusal as the CLI says it: `error (code): detail` on stderr, exit status 2."""
+    typer.echo(f"error ({exc.code}): {exc.detail}", err=True)
+    raise typer.Exit(2) from exc
+
+
+@contextlib.contextmanager
+def _session() -> Iterator["Session"]:
+    """One transaction on the configured database, committed when the block ends; a refusal
+    (an unknown token, a taken email, ...) is printed by `_refused`, never as a traceback."""
+    from control_plane.errors import ProblemError
+
+    engine = make_engine(Settings())
+    try:
+        with session_scope(engine) as session:
+            yield session
+    except ProblemError as exc:
+        _refused(exc)
+    finally:
+        engine.dispose()
+
+
 @tokens_app.command("create")
 def tokens_create(
     scope: Annotated[list[str], typer.Option(help="admin, service or workspace:<id>; repeatable")],
@@ -149,8 +173,7 @@ def tokens_create(
 @tokens_app.command("list")
 def tokens_list() -> None:
     """List tokens (never the tokens themselves)."""
-    engine = make_engine(Settings())
-    with session_scope(engine) as session:
+    with _session() as session:
         cursor: str | None = None
         while True:
             rows, cursor = auth_service.list_tokens(session, cursor=cursor)
@@ -161,16 +184,13 @@ def tokens_list() -> None:
                 )
             if cursor is None:
                 break
-    engine.dispose()
 
 
 @tokens_app.command("revoke")
 def tokens_revoke(token_id: int) -> None:
     """Revoke a token by id."""
-    engine = make_engine(Settings())
-    with session_scope(engine) as session:
+    with _session() as session:
         auth_service.revoke_token(session, token_id)
-    engine.dispose()
     typer.echo(f"token {token_id} revoked")
 
 
@@ -240,8 +260,7 @@ def _flag_command(change: Callable[["Session", "FlagGate"], object]) -> None:
         with session_scope(engine) as session:
             change(session, gate)
     except ProblemError as exc:
-        typer.echo(f"error ({exc.code}): {exc.detail}", err=True)
-        raise typer.Exit(2) from exc
+        _refused(exc)
     finally:
         gate.close()
         engine.dispose()
@@ -395,18 +414,9 @@ def users_set_password(
     ] = "",
 ) -> None:
     """Give a person a new password; every page session they had ends."""
-    from control_plane.errors import ProblemError
-
-    engine = make_engine(Settings())
-    try:
-        with session_scope(engine) as session:
-            user = auth_service.set_password(session, email, password)
-            typer.echo(f"user {user.id} {user.email}: password changed, sessions ended")
-    except ProblemError as exc:
-        typer.echo(f"error ({exc.code}): {exc.detail}", err=True)
-        raise typer.Exit(2) from exc
-    finally:
-        engine.dispose()
+    with _session() as session:
+        user = auth_service.set_password(session, email, password)
+    typer.echo(f"user {user.id} {user.email}: password changed, sessions ended")
 
 
 @users_app.command("create")
@@ -421,22 +431,11 @@ def users_create(
     ] = "",
 ) -> None:
     """Create a person who can sign in (password hashed with argon2)."""
-    from control_plane.errors import ProblemError
-
-    engine = make_engine(Settings())
-    try:
-        with session_scope(engine) as session:
-            user = auth_service.create_user(
-                session, email=email, password=password, role=role, workspace_id=workspace
-            )
-            typer.echo(
-                f"user {user.id} {user.email} ({user.role}{f', {workspace}' if workspace else ''})"
-            )
-    except ProblemError as exc:
-        typer.echo(f"error ({exc.code}): {exc.detail}", err=True)
-        raise typer.Exit(2) from exc
-    finally:
-        engine.dispose()
+    with _session() as session:
+        user = auth_service.create_user(
+            session, email=email, password=password, role=role, workspace_id=workspace
+        )
+    typer.echo(f"user {user.id} {user.email} ({user.role}{f', {workspace}' if workspace else ''})")
 
 
 plans_app = typer.Typer(
@@ -524,8 +523,6 @@ def transcripts_purge(
     """Delete transcripts past their retention (the service does this every few minutes too)."""
     from control_plane.insights import service as insights
 
-    engine = make_engine(Settings())
-    with session_scope(engine) as session:
+    with _session() as session:
         deleted = insights.purge_transcripts(session, workspace_id=workspace)
-    engine.dispose()
     typer.echo(f"transcripts deleted: {deleted}")

@@ -69,6 +69,24 @@ def test_every_documented_command_runs_in_a_fresh_process(
     assert "calls" in listed and token not in listed  # shown once, stored hashed
     token_id = next(line.split()[0] for line in listed.splitlines() if "calls" in line)
     run(cli_env, "tokens", "revoke", token_id)
+    # What the CLI refuses it says in one line, never with a traceback.
+    password = ("--password", "correct horse battery staple")
+    for args in (
+        ("tokens", "revoke", "999999"),
+        (
+            "users",
+            "create",
+            "bob@acme.example",
+            "--role",
+            "member",
+            "--workspace",
+            "acme",
+            *password,
+        ),
+        ("users", "set-password", "nobody@acme.example", *password),
+    ):
+        said = refused(cli_env, *args)
+        assert said.startswith("error (") and "Traceback" not in said, said
 
     assert "globex" in run(cli_env, "cohorts", "set", "beta-1", "globex")
     assert "beta-1" in run(cli_env, "cohorts", "list")
