@@ -132,12 +132,18 @@ async def test_audio_beyond_the_hold_is_dropped_oldest_first_and_reported(
     from switchboard_runtime import session as session_module
 
     monkeypatch.setattr(session_module, "HELD_AUDIO_FRAMES", 10)  # 0.2 s instead of 10 s
-    stack.xai.handshake_delay = 0.6
+    stack.xai.handshake_delay = 1.5  # xAI confirms the session late
     answer = await answer_twilio(stack)
     phone = await open_stream(answer.stream_url, answer.stream_token or "")
     frames = [f"{i:04d}".encode().hex() * 40 for i in range(30)]
-    await phone.speak(frames)  # 0.6 s of speech before the session is ready
-    await poll(lambda: len(stack.xai.connections[0].of_type("input_audio_buffer.append")) >= 10)
+    await phone.speak(frames)  # 0.6 s of speech, all of it before the session is ready
+    assert not any(c.sent_of_type("session.updated") for c in stack.xai.connections)
+    await poll(
+        lambda: (
+            bool(stack.xai.connections)
+            and len(stack.xai.connections[0].of_type("input_audio_buffer.append")) >= 10
+        )
+    )
     await phone.hang_up()
     await wait_for_report(stack)
     await phone.ws.close()
