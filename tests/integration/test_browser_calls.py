@@ -139,9 +139,10 @@ async def test_a_browser_call_carries_pcm16_at_24_khz_both_ways(browser_stack: S
     assert report.call_id == call["call_id"] and report.end_reason == "caller_hangup"
 
 
-async def talk_over_the_agent(stack: Stack) -> Browser:
+async def talk_over_the_agent(stack: Stack, until: Any = None) -> Browser:
     """A browser call in which the caller speaks, hears part of a long reply, then talks over it;
-    returns the browser after everything the worker sent for longer than the reply lasts."""
+    returns the browser after everything the worker sent for longer than the rest of the reply
+    takes (or, given `until`, once that holds)."""
     stack.xai.delta_interval = 0.03
     stack.xai.reply_audio = tone(40, amplitude=0.2)  # 800 ms of reply
     stack.xai.audio_after_cancel = 3  # still on the wire when the cancel lands
@@ -153,8 +154,11 @@ async def talk_over_the_agent(stack: Stack) -> Browser:
     await browser.read_until(lambda b: len(b.audio) >= 3)
     for frame in tone(2):  # the caller talks over the agent (and is still talking)
         await browser.ws.send(frame)
-    with contextlib.suppress(TimeoutError):  # longer than the whole reply would take
-        await browser.read_until(lambda _b: False, seconds=1.5)
+    with contextlib.suppress(TimeoutError):
+        if until is None:
+            await browser.read_until(lambda _b: False, seconds=1.5)
+        else:
+            await browser.read_until(until, seconds=10)
     await browser.ws.close()
     return browser
 
@@ -188,7 +192,7 @@ async def test_without_barge_in_the_browser_hears_the_whole_reply_over_the_calle
         return None
 
     monkeypatch.setattr(GrokRealtimeSession, "_barge_in", no_barge_in)
-    browser = await talk_over_the_agent(browser_stack)
+    browser = await talk_over_the_agent(browser_stack, until=lambda b: len(b.audio) >= 40)
     assert browser.of("clear") == []
     assert browser.audio[:40] == tone(40, amplitude=0.2)
 
