@@ -31,5 +31,6 @@ def tiers_page(
         user,
         cards=service.tier_choices(session, gate, workspace),
         workspace_id=workspace,
+        # Suggestions only: any workspace id can be typed, however many there are.
         workspaces=workspaces.list_workspaces(session, principal)[0],
     )

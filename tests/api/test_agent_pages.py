@@ -107,3 +107,26 @@ def test_the_agents_page_comes_in_pages_with_every_agent_once(gus: TestClient) -
     paged = [n for n in seen if n.startswith("Paged ")]
     assert paged == [f"Paged {i:03d}" for i in range(created)]  # all of them, once, in order
     assert pages == 2 and len(seen) == len(set(seen))
+
+
+def test_the_tiers_page_shows_any_workspace_however_many_there_are(client: TestClient) -> None:
+    """The admin's workspace field suggests the first page of workspaces and takes any id: the
+    501st workspace's availability is shown though it is not among the suggestions."""
+    from control_plane.auth.principal import SYSTEM
+    from control_plane.workspaces.models import WorkspaceCreate
+
+    with Session(client.app.state.engine) as session:  # type: ignore[attr-defined]
+        seed_demo(session)
+        for index in range(500):
+            body = WorkspaceCreate(id=f"many-{index:03d}", name=f"Many {index}")
+            workspaces_service.create_workspace(session, SYSTEM, body)
+        session.commit()
+    assert sign_in(client, "admin@example.com", DEMO_PASSWORD) == 303
+    page = client.get("/tiers", params={"workspace_id": "many-499"})
+    assert page.status_code == 200
+    assert 'value="many-499"' in page.text  # the field shows the workspace being looked at
+    assert '<option value="many-499">' not in page.text  # beyond the suggestions
+    assert '<option value="many-000">' in page.text
+    assert 'class="card tier unavailable" id="tier-grok-realtime"' in page.text  # not in a cohort
+    unknown = client.get("/tiers", params={"workspace_id": "nobody-here"})
+    assert unknown.status_code == 404
