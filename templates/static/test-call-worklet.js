@@ -59,7 +59,7 @@ class Playback extends AudioWorkletProcessor {
     this.played += n;
     if (this.read === this.write) { this.read = this.write = 0; }
     if (n > 0 && ++this.quanta % 8 === 0 || (n > 0 && this.read === 0)) {
-      this.port.postMessage({ played: this.played });
+      this.port.postMessage({ played: this.played, dropped: this.dropped });
     }
     return true;
   }

@@ -113,9 +113,9 @@
       var player = new AudioWorkletNode(context, "playback", { numberOfInputs: 0, outputChannelCount: [1] });
       player.connect(context.destination);
       player.port.onmessage = function (event) {
+        var dropped = event.data.dropped;
         played.dataset.samples = String(event.data.played);
-        if (event.data.dropped !== undefined) { played.dataset.dropped = String(event.data.dropped); }
-        var dropped = Number(played.dataset.dropped || 0);
+        played.dataset.dropped = String(dropped);
         played.textContent = event.data.played + " samples" +
           (dropped ? " (" + dropped + " not played: you talked over the agent)" : "");
       };

@@ -8,7 +8,6 @@ import contextlib
 import json
 import math
 import struct
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -20,7 +19,7 @@ from control_plane.calls import service as calls_service
 from control_plane.calls import tokens
 from switchboard_runtime.session import GrokRealtimeSession
 from tests.conftest import auth
-from tests.integration.callstack import Stack, answer_twilio, wait_for_report
+from tests.integration.callstack import Stack, answer_twilio, forged, wait_for_report
 
 RATE = 24_000
 FRAME_SAMPLES = 480  # 20 ms
@@ -223,10 +222,7 @@ async def test_without_single_use_a_token_opens_a_second_call(
 
 
 def expired_token(stack: Stack, call_id: str) -> str:
-    grant = tokens.StreamGrant(
-        call_id, "acme", stack.agent_id, datetime.now(UTC) - timedelta(seconds=1)
-    )
-    return tokens.sign(stack.stream_token_key, grant)
+    return forged(stack, call_id, expires_in=-1)
 
 
 async def test_an_expired_token_is_refused(browser_stack: Stack) -> None:

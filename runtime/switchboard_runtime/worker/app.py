@@ -361,8 +361,7 @@ def create_worker_app(
         stream_started = time.monotonic()
         control_plane: ControlPlaneClient = app.state.control_plane
         token = start.parameters.get("stream_token") or url_token
-        warm = app.state.warm.take(agent_id, token) if token else None
-        if warm is not None and token:
+        if token and (warm := app.state.warm.take(agent_id, token)) is not None:
             await run_warm(phone, dialect, start, warm, token, stream_started)
             return
         call = await authorize_stream(control_plane, agent_id, token)
