@@ -351,3 +351,17 @@ async def test_without_the_whole_token_check_a_forgery_takes_the_warm_session(
     assert stack.telemetry.reports[-1].warm_start is False
     assert len(stack.xai.connections) == 2
     assert warm(stack).counts["attached"] == 1
+
+
+async def test_worker_metrics_report_its_event_loop_lag(stack: Stack) -> None:
+    name = "switchboard_worker_event_loop_lag_seconds"
+
+    def count() -> int:
+        lines = metrics(stack.worker).splitlines()
+        return int(next(line for line in lines if line.startswith(f"{name}_count")).split()[1])
+
+    await poll(lambda: count() >= 3)  # sampled every 20 ms from start-up
+    lines = metrics(stack.worker).splitlines()
+    assert f"# TYPE {name} histogram" in lines
+    buckets = [int(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(f"{name}_bucket")]
+    assert buckets == sorted(buckets) and buckets[-1] >= 3  # cumulative, +Inf = every sample
