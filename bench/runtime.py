@@ -12,6 +12,11 @@ In production xAI and the phone provider are other machines. Here the fake xAI, 
 the control plane stand in for them on the same two cores, so by default the worker gets one core
 to itself (BENCH_WORKER_CORE, default 0) and the stand-ins share the rest; BENCH_WORKER_CORE=""
 lets all of them compete for every core, which measures the machine as much as the worker.
+
+Each call talks 0.5 s and hears a 1 s reply, over and over. The phones are
+lean Sans-I/O clients (bench/phones.py), and each process's event-loop lag while the calls talk
+is reported beside the frame lag (the worker's from its /metrics): a frame is late when any of
+the three loops is late, and that says whose loop it was.
 """
 
 import asyncio
@@ -37,7 +42,9 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.phones import open_phone  # noqa: E402
 from switchboard_runtime import protocol  # noqa: E402
+from switchboard_runtime.loop_lag import LoopLagMonitor  # noqa: E402
 from switchboard_runtime.session import GrokRealtimeSession, MemoryTelemetrySink  # noqa: E402
 from switchboard_runtime.telephony import DIALECTS, Media  # noqa: E402
 from tests.fakes.server import free_port  # noqa: E402
@@ -238,10 +245,18 @@ async def measure(control_plane: str, token: str, agent_id: str, fake_port: int)
     }
 
 
+# A stamped frame is 8 bytes of send time and 152 of μ-law. Base64 encodes 3 bytes at a time,
+# so the stamp plus the first body byte (9 bytes) encode apart from the rest, which never
+# changes: the phones (the instrument) build each frame from a constant tail.
+_TAILS = {
+    talk: base64.b64encode(bytes([0x7F if talk else 0xFF]) * 151).decode() for talk in (True, False)
+}
+
+
 def stamped(talk: bool) -> str:
-    """A 20 ms μ-law frame carrying its send time; talk or silence (0xFF)."""
-    body = bytes([0x7F if talk else 0xFF]) * (160 - 8)
-    return base64.b64encode(struct.pack(">d", time.time()) + body).decode()
+    """A 20 ms μ-law frame carrying its send time; talk or silence (0xFF), base64."""
+    head = struct.pack(">d", time.time()) + (b"\x7f" if talk else b"\xff")
+    return base64.b64encode(head).decode() + _TAILS[talk]
 
 
 async def calls_holding_slots(control_plane: str, reader: str) -> int:
@@ -275,7 +290,6 @@ async def bridged_calls(
     failures: list[str] = []
     all_connected = asyncio.Barrier(CALLS + 1)
     http = httpx.AsyncClient(limits=httpx.Limits(max_connections=CALLS), timeout=20)
-    await http.get(f"{fake}/stats", params={"reset": "1"})
 
     async def one_call(index: int) -> None:
         await asyncio.sleep(index * 0.01)  # calls arrive at 100 per second
@@ -292,66 +306,73 @@ async def bridged_calls(
             failures.append(answer.text[:120])
             await all_connected.wait()
             return
-        async with connect(stream.group(1), compression=None) as phone:
-            start = {"streamSid": f"MZ{index}", "callSid": params["CallSid"]}
-            await phone.send(json.dumps({"event": "connected", "protocol": "Call"}))
-            await phone.send(
-                json.dumps(
-                    {
-                        "event": "start",
-                        "streamSid": f"MZ{index}",
-                        "start": {**start, "customParameters": {"stream_token": token.group(1)}},
-                    }
-                )
+        mine = [0]
+
+        def heard(raw: str) -> None:
+            frame = json.loads(raw)
+            if frame.get("event") == "media":
+                sent_at = struct.unpack(">d", base64.b64decode(frame["media"]["payload"])[:8])
+                phone_lags.append(time.time() - sent_at[0])
+                mine[0] += 1
+                received[0] += 1
+
+        phone = await open_phone(stream.group(1), heard)
+        start = {"streamSid": f"MZ{index}", "callSid": params["CallSid"]}
+        phone.send(json.dumps({"event": "connected", "protocol": "Call"}))
+        phone.send(
+            json.dumps(
+                {
+                    "event": "start",
+                    "streamSid": f"MZ{index}",
+                    "start": {**start, "customParameters": {"stream_token": token.group(1)}},
+                }
             )
-            mine = [0]
-
-            async def listen() -> None:
-                async for raw in phone:
-                    frame = json.loads(raw)
-                    if frame.get("event") == "media":
-                        sent_at = struct.unpack(
-                            ">d", base64.b64decode(frame["media"]["payload"])[:8]
-                        )
-                        phone_lags.append(time.time() - sent_at[0])
-                        mine[0] += 1
-                        received[0] += 1
-
-            listener = asyncio.create_task(listen())
-            await all_connected.wait()
-            await asyncio.sleep(index * 0.02 / CALLS)  # calls are not phase-locked in real life
-            utterances, talked = 0, 0
-            due = time.perf_counter()
-            until = due + SECONDS
-            while True:
-                now = time.perf_counter()
-                waiting_for_reply = mine[0] < utterances * reply_frames
-                if now >= until and not waiting_for_reply:
-                    break
-                if now >= until + 5:
-                    failures.append(f"call {index}: reply incomplete")
-                    break
-                talking = now < until and not waiting_for_reply
-                if talking:
-                    talked += 1
-                    if talked == talk_frames:
-                        talked, utterances = 0, utterances + 1
-                media = {"track": "inbound", "payload": stamped(talking)}
-                await phone.send(
-                    json.dumps({"event": "media", "streamSid": f"MZ{index}", "media": media})
-                )
-                due += 0.02
-                await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            expected[0] += utterances * reply_frames
-            await phone.send(json.dumps({"event": "stop", "streamSid": f"MZ{index}"}))
-            listener.cancel()
+        )
+        media_prefix = (
+            json.dumps(
+                {"event": "media", "streamSid": f"MZ{index}", "media": {"track": "inbound"}}
+            )[:-2]
+            + ', "payload": "'
+        )
+        await all_connected.wait()
+        await asyncio.sleep(index * 0.02 / CALLS)  # calls are not phase-locked in real life
+        utterances, talked = 0, 0
+        due = time.perf_counter()
+        until = due + SECONDS
+        while True:
+            now = time.perf_counter()
+            waiting_for_reply = mine[0] < utterances * reply_frames
+            if now >= until and not waiting_for_reply:
+                break
+            if now >= until + 5:
+                failures.append(f"call {index}: reply incomplete")
+                break
+            talking = now < until and not waiting_for_reply
+            if talking:
+                talked += 1
+                if talked == talk_frames:
+                    talked, utterances = 0, utterances + 1
+            phone.send(media_prefix + stamped(talking) + '"}}')
+            due += 0.02
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        expected[0] += utterances * reply_frames
+        phone.send(json.dumps({"event": "stop", "streamSid": f"MZ{index}"}))
+        await phone.close()
 
     held_before = await calls_holding_slots(control_plane, reader)  # parts 1-2 never end theirs
     tasks = [asyncio.create_task(one_call(i)) for i in range(CALLS)]
     await all_connected.wait()
+    # Each process's own event-loop lateness while the calls talk: a late fake reads caller
+    # frames late and late phones read agent frames late, which would read as the worker's lag.
+    await http.get(f"{fake}/stats", params={"reset": "1"})
+    phones_loop = LoopLagMonitor(keep=100_000)
+    phones_loop.start()
+    worker_loop_before = loop_lag_histogram(worker)
     before, started = {name: cpu_seconds(pid) for name, pid in pids.items()}, time.perf_counter()
     await asyncio.gather(*tasks)
     wall = time.perf_counter() - started
+    await phones_loop.stop()
+    worker_loop_after = loop_lag_histogram(worker)
     # Share of one core each process used while the calls ran: the machine has two.
     cores = {name: (cpu_seconds(pid) - before[name]) / wall for name, pid in pids.items()}
     fake_stats = (await http.get(f"{fake}/stats")).json()
@@ -376,9 +397,39 @@ async def bridged_calls(
         "xai_to_phone_lag_p50_ms": quantile(phone_lags, 0.5) * 1000,
         "xai_to_phone_lag_p99_ms": quantile(phone_lags, 0.99) * 1000,
         "worker_cpu_ms_per_call_second": cores["worker"] * 1000 / CALLS,
+        # Sampled every 20 ms; the worker's from its /metrics histogram (a bucket's bound).
+        "loop_lag_p99_ms": {
+            "worker_at_most": histogram_bound(worker_loop_before, worker_loop_after, 0.99) * 1000,
+            "fake_xai": fake_stats["loop_lag_ms"]["0.99"],
+            "phones": (phones_loop.quantile(0.99) or 0.0) * 1000,
+        },
         "cores_used": cores,
         "wall_seconds": wall,
     }
+
+
+def loop_lag_histogram(worker: str) -> list[tuple[float, int]]:
+    """The worker's event-loop lag histogram from /metrics: (upper bound, cumulative count)."""
+    name = "switchboard_worker_event_loop_lag_seconds_bucket"
+    buckets = []
+    for line in httpx.get(f"{worker}/metrics").raise_for_status().text.splitlines():
+        if line.startswith(name):
+            bound = line.split('le="')[1].split('"')[0]
+            buckets.append(
+                (float("inf") if bound == "+Inf" else float(bound), int(line.split()[1]))
+            )
+    return buckets
+
+
+def histogram_bound(
+    before: list[tuple[float, int]], after: list[tuple[float, int]], q: float
+) -> float:
+    """The smallest bucket bound that q of the samples taken between two reads stay within."""
+    counts = [
+        (bound, late - early) for (bound, late), (_, early) in zip(after, before, strict=True)
+    ]
+    total = counts[-1][1]
+    return next(bound for bound, count in counts if count >= q * total)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -496,7 +547,11 @@ def main() -> None:
             20,
         ),
     ]
-    print()
+    lag = results["loop_lag_p99_ms"]
+    print(
+        f"\nevent-loop lag p99 while talking: worker <= {lag['worker_at_most']:.0f} ms, "
+        f"fake xAI {lag['fake_xai']:.1f} ms, phones {lag['phones']:.1f} ms"
+    )
     for name, value, unit, limit in checks:
         print(
             f"{'PASS' if value <= limit else 'FAIL'}  {name}: {value:.1f} {unit} "

@@ -38,6 +38,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from switchboard_runtime.loop_lag import LoopLagMonitor
+
 VOICES = {"ara", "rex", "sal", "eve", "leo"}
 AUDIO_TYPES = {"audio/pcm", "audio/pcmu", "audio/pcma"}
 # audio/pcm rates as xAI's documentation (21050) and pipecat's models (11025, 22050) list them.
@@ -113,6 +115,9 @@ class FakeXAIState:
     record_connections: bool = True
     caller_lags: list[float] = field(default_factory=list)
     deltas_sent: int = 0
+    # Its own event loop's lateness since the last /stats?reset=1 (a late fake reads caller
+    # frames late, which the benchmark would otherwise blame on the worker).
+    loop_lag: LoopLagMonitor = field(default_factory=lambda: LoopLagMonitor(keep=100_000))
     pcm_frames: list[bytes] = field(default_factory=list)  # audio/pcm input as it arrived
 
     def valid_secret(self, token: str) -> bool:
@@ -527,6 +532,8 @@ def build_app(state: FakeXAIState) -> Starlette:
         if request.query_params.get("reset"):
             state.caller_lags.clear()
             state.deltas_sent = 0
+            state.loop_lag.reset()
+            state.loop_lag.start()
         lags = sorted(state.caller_lags)
         return JSONResponse(
             {
@@ -536,6 +543,9 @@ def build_app(state: FakeXAIState) -> Starlette:
                 "caller_lags_ms": {
                     q: lags[min(len(lags) - 1, int(len(lags) * float(q)))] * 1000 if lags else None
                     for q in ("0.5", "0.99")
+                },
+                "loop_lag_ms": {
+                    q: (state.loop_lag.quantile(float(q)) or 0.0) * 1000 for q in ("0.5", "0.99")
                 },
             }
         )
