@@ -13,7 +13,8 @@ the control plane stand in for them on the same two cores, so by default the wor
 to itself (BENCH_WORKER_CORE, default 0) and the stand-ins share the rest; BENCH_WORKER_CORE=""
 lets all of them compete for every core, which measures the machine as much as the worker.
 
-Each call talks 0.5 s and hears a 1 s reply, over and over. The phones are
+Each call talks 0.5 s and hears a 1 s reply, over and over; calls start spread over that cycle, so
+their turns do not all change in the same 20 ms (BENCH_TURNS=in-step: they do). The phones are
 lean Sans-I/O clients (bench/phones.py), and each process's event-loop lag while the calls talk
 is reported beside the frame lag (the worker's from its /metrics): a frame is late when any of
 the three loops is late, and that says whose loop it was.
@@ -56,6 +57,7 @@ CALLS = int(os.environ.get("BENCH_CALLS", "200"))
 WORKER_SERVER = os.environ.get("BENCH_WORKER_SERVER", "uvicorn")
 SECONDS = 10
 WORKER_CORE = os.environ.get("BENCH_WORKER_CORE", "0")
+TURNS_IN_STEP = os.environ.get("BENCH_TURNS", "staggered") == "in-step"
 # What a bare client sends xAI, to time the fake's own handshake and responses.
 BARE_SESSION: dict[str, Any] = {
     "instructions": "x",
@@ -284,6 +286,7 @@ async def bridged_calls(
     from control_plane.calls.webhooks import twilio_signature
 
     talk_frames, reply_frames = 25, 50
+    cycle = (talk_frames + reply_frames) * 0.02
     phone_lags: list[float] = []
     received = [0]
     expected = [0]
@@ -335,7 +338,10 @@ async def bridged_calls(
             + ', "payload": "'
         )
         await all_connected.wait()
-        await asyncio.sleep(index * 0.02 / CALLS)  # calls are not phase-locked in real life
+        # Calls are not phase-locked in real life: each starts its first turn at its own point
+        # of the 1.5 s talk-and-reply cycle, so turn boundaries (a burst of events per call)
+        # spread out. BENCH_TURNS=in-step starts every call within one 20 ms frame instead.
+        await asyncio.sleep(index * (0.02 if TURNS_IN_STEP else cycle) / CALLS)
         utterances, talked = 0, 0
         due = time.perf_counter()
         until = due + SECONDS
@@ -517,6 +523,7 @@ def main() -> None:
             process.wait(timeout=15)
     # What the servers said: a benchmark that passes beside stray warnings has not passed.
     results["worker_cpus"] = sorted(worker_cpus) if worker_cpus else "shared"
+    results["turns"] = "in-step" if TURNS_IN_STEP else "staggered"
     results["stand_in_cpus"] = sorted(harness_cpus)
     results["server_log_problems"] = {
         name: [
@@ -531,6 +538,7 @@ def main() -> None:
     (out / "runtime.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     where = f"worker on CPU {WORKER_CORE}" if worker_cpus else "every process on every CPU"
+    where += ", turns in step" if TURNS_IN_STEP else ""
     checks = [
         ("ready minus fake handshake", results["ready_overhead_ms"], "ms", 15),
         ("forwarding per 20 ms frame", results["forwarding_us_per_frame"], "us", 50),
