@@ -127,7 +127,9 @@ def round_trips(base: str, service_token: str, agent_id: str) -> dict[str, dict[
 def main() -> None:
     results: dict[str, Any] = {"checks": checks()}
     workdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
-    env, token, agent_id = prepare_control_plane(f"sqlite:///{workdir}/bench.db", workdir, 1)
+    env, token, _reader, agent_id = prepare_control_plane(
+        f"sqlite:///{workdir}/bench.db", workdir, 1
+    )
     port = free_port()
     server = start(
         [

@@ -192,7 +192,7 @@ def seed(database_url: str, workdir: Path) -> Seeded:
     """The benchmark's flags, 50 workspaces with an xAI key in the internal cohort, 20 Grok
     agents each (1,000), and a service token."""
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         environment="test",
         database_url=database_url,
         master_key_file=workdir / "master.key",

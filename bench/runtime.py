@@ -80,15 +80,19 @@ def rss_kib(pid: int) -> int:
 
 
 def start(
-    args: list[str], env: dict[str, str], health: str, log: Path, cpus: set[int] | None = None
+    args: list[str],
+    env: dict[str, str],
+    health: str,
+    log: Path | None = None,
+    cpus: set[int] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a server with its output in `log` (read at the end for stray warnings), on `cpus`
-    when given (else on this process's)."""
+    """Start a server with its output in `log` (read at the end for stray warnings; else on this
+    process's output), on `cpus` when given (else on this process's)."""
     process = subprocess.Popen(
         args,
         env=env,
         cwd=ROOT,
-        stdout=log.open("wb"),
+        stdout=log.open("wb") if log else None,
         stderr=STDOUT,
         preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
     )

@@ -193,7 +193,7 @@ def main() -> None:
         }
         xai_port = await proxies["xai"].start()
         cp_proxy_port = await proxies["control_plane"].start()
-        env, token, agent_id = await asyncio.to_thread(
+        env, token, _reader, agent_id = await asyncio.to_thread(
             prepare_control_plane, f"sqlite:///{workdir}/bench.db", workdir, xai_port
         )
         env["SWITCHBOARD_TWILIO_AUTH_TOKEN"] = twilio_token  # a single-tenant install
