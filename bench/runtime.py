@@ -108,7 +108,7 @@ def start(
 
 
 def prepare_control_plane(
-    database_url: str, workdir: Path, fake_port: int
+    database_url: str, workdir: Path, realtime_port: int
 ) -> tuple[dict[str, str], str, str, str]:
     from sqlmodel import Session
 
@@ -130,7 +130,7 @@ def prepare_control_plane(
         "SWITCHBOARD_DATABASE_URL": database_url,
         "SWITCHBOARD_ENVIRONMENT": "test",
         "SWITCHBOARD_MASTER_KEY_FILE": str(workdir / "master.key"),
-        "SWITCHBOARD_XAI_REALTIME_URL": f"ws://127.0.0.1:{fake_port}/v1/realtime",
+        "SWITCHBOARD_XAI_REALTIME_URL": f"ws://127.0.0.1:{realtime_port}/v1/realtime",
         "SWITCHBOARD_LOG_LEVEL": "WARNING",
     }
     settings = Settings(
@@ -190,8 +190,10 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
-async def measure(control_plane: str, token: str, agent_id: str, fake_port: int) -> dict[str, Any]:
-    realtime = f"ws://127.0.0.1:{fake_port}/v1/realtime?model=grok-voice-latest"
+async def measure(
+    control_plane: str, token: str, agent_id: str, realtime_port: int
+) -> dict[str, Any]:
+    realtime = f"ws://127.0.0.1:{realtime_port}/v1/realtime?model=grok-voice-latest"
     sink = MemoryTelemetrySink()
     # One pooled client, as the call worker has: a call start must not build its own.
     http = httpx.AsyncClient(limits=httpx.Limits(max_connections=50))
@@ -407,11 +409,15 @@ async def bridged_calls(
         "xai_to_phone_lag_p50_ms": quantile(phone_lags, 0.5) * 1000,
         "xai_to_phone_lag_p99_ms": quantile(phone_lags, 0.99) * 1000,
         "worker_cpu_ms_per_call_second": cores["worker"] * 1000 / CALLS,
-        # Sampled every 20 ms; the worker's from its /metrics histogram (a bucket's bound).
-        "loop_lag_p99_ms": {
-            "worker_at_most": histogram_bound(worker_loop_before, worker_loop_after, 0.99) * 1000,
-            "fake_xai": fake_stats["loop_lag_ms"]["0.99"],
-            "phones": (phones_loop.quantile(0.99) or 0.0) * 1000,
+        # Sampled every 20 ms; the worker's from its /metrics histogram (a bucket's bound). A
+        # stall of a few hundred ms is one sample: the p99 misses it, the max shows it.
+        "loop_lag_ms": {
+            "worker_at_most": {
+                q: histogram_bound(worker_loop_before, worker_loop_after, float(q)) * 1000
+                for q in ("0.99", "1.0")
+            },
+            "fake_xai": {q: fake_stats["loop_lag_ms"][q] for q in ("0.99", "1.0")},
+            "phones": {q: (phones_loop.quantile(float(q)) or 0.0) * 1000 for q in ("0.99", "1.0")},
         },
         "cores_used": cores,
         "wall_seconds": wall,
@@ -464,18 +470,22 @@ def main() -> None:
     # This process (the phones) and every server it starts but the worker: the stand-ins.
     os.sched_setaffinity(0, harness_cpus)
     workdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-runtime-"))
-    fake_port, cp_port, worker_port = free_port(), free_port(), free_port()
+    fake_port, realtime_port = free_port(), free_port()
+    cp_port, worker_port = free_port(), free_port()
     fake_url = f"http://127.0.0.1:{fake_port}"
     twilio_token = secrets.token_hex(16)
     logs = {name: workdir / f"{name}.log" for name in ("fake_xai", "control_plane", "worker")}
     fake = start(
-        [sys.executable, "-m", "tests.fakes.run_fake_xai", str(fake_port), XAI_KEY, "--stamped"],
+        [
+            *(sys.executable, "-m", "tests.fakes.run_fake_xai", str(fake_port), XAI_KEY),
+            *("--stamped", "--lean-realtime", str(realtime_port)),
+        ],
         dict(os.environ),
         f"{fake_url}/v1/api-key",
         logs["fake_xai"],
     )
     env, token, reader, agent_id = prepare_control_plane(
-        f"sqlite:///{workdir}/bench.db", workdir, fake_port
+        f"sqlite:///{workdir}/bench.db", workdir, realtime_port
     )
     env["SWITCHBOARD_TWILIO_AUTH_TOKEN"] = twilio_token  # a single-tenant install
     uvicorn = [sys.executable, "-m", "uvicorn", "--log-level", "warning", "--no-access-log"]
@@ -505,7 +515,7 @@ def main() -> None:
         # uvloop, as under `switchboard worker` (uvicorn picks it when installed).
         import uvloop
 
-        results = uvloop.run(measure(f"http://127.0.0.1:{cp_port}", token, agent_id, fake_port))
+        results = uvloop.run(measure(f"http://127.0.0.1:{cp_port}", token, agent_id, realtime_port))
         # The phones are the instrument: a full collection of everything parts 1 and 2 left
         # behind stalled them for ~250 ms mid-run, which they then reported as lag.
         gc.collect()
@@ -559,10 +569,12 @@ def main() -> None:
             20,
         ),
     ]
-    lag = results["loop_lag_p99_ms"]
+    lag = results["loop_lag_ms"]
     print(
-        f"\nevent-loop lag p99 while talking: worker <= {lag['worker_at_most']:.0f} ms, "
-        f"fake xAI {lag['fake_xai']:.1f} ms, phones {lag['phones']:.1f} ms"
+        "\nevent-loop lag while talking, p99 / max: "
+        f"worker <= {lag['worker_at_most']['0.99']:.0f} / {lag['worker_at_most']['1.0']:.0f} ms, "
+        f"fake xAI {lag['fake_xai']['0.99']:.1f} / {lag['fake_xai']['1.0']:.1f} ms, "
+        f"phones {lag['phones']['0.99']:.1f} / {lag['phones']['1.0']:.1f} ms"
     )
     for name, value, unit, limit in checks:
         print(

@@ -30,7 +30,7 @@ import secrets
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -145,7 +145,7 @@ def response_object(
     }
 
 
-def _bearer(header: str) -> str | None:
+def bearer(header: str) -> str | None:
     scheme, _, token = header.partition(" ")
     return token if scheme.lower() == "bearer" and token else None
 
@@ -161,7 +161,7 @@ def build_http_routes(state: FakeXAIState) -> list[Route]:
         state.requests.append(("GET", "/v1/api-key"))
         if state.http_delay:
             await asyncio.sleep(state.http_delay)
-        key = _bearer(request.headers.get("authorization", ""))
+        key = bearer(request.headers.get("authorization", ""))
         if key not in state.accepted_keys:
             return _unauthorized()
         return JSONResponse(
@@ -173,7 +173,7 @@ def build_http_routes(state: FakeXAIState) -> list[Route]:
         if state.secret_failures:
             status = state.secret_failures.pop(0)
             return JSONResponse({"code": "rate_limited", "error": "slow down"}, status_code=status)
-        key = _bearer(request.headers.get("authorization", ""))
+        key = bearer(request.headers.get("authorization", ""))
         if key not in state.accepted_keys:
             return _unauthorized()
         body = await request.json()
@@ -222,10 +222,20 @@ def session_problems(session: Any) -> str | None:
     return None
 
 
+class TextSocket(Protocol):
+    """What a conversation needs of its WebSocket: Starlette's, or the lean benchmark one."""
+
+    async def receive_text(self) -> str: ...
+
+    async def send_text(self, data: str) -> None: ...
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
 class RealtimeConversation:
     """One realtime connection of the fake."""
 
-    def __init__(self, state: FakeXAIState, websocket: WebSocket, record: Connection) -> None:
+    def __init__(self, state: FakeXAIState, websocket: TextSocket, record: Connection) -> None:
         self.state, self.ws, self.record = state, websocket, record
         self.frames = 0
         self.utterance = 0
@@ -519,7 +529,7 @@ def build_app(state: FakeXAIState) -> Starlette:
             status = state.upgrade_failures.pop(0)
             await websocket.send_denial_response(Response("busy", status_code=status))
             return
-        token = _bearer(websocket.headers.get("authorization", ""))
+        token = bearer(websocket.headers.get("authorization", ""))
         if token is None or not state.valid_secret(token):
             await websocket.close(4001, "unauthorized")  # before accept: the handshake is refused
             return
@@ -545,7 +555,8 @@ def build_app(state: FakeXAIState) -> Starlette:
                     for q in ("0.5", "0.99")
                 },
                 "loop_lag_ms": {
-                    q: (state.loop_lag.quantile(float(q)) or 0.0) * 1000 for q in ("0.5", "0.99")
+                    q: (state.loop_lag.quantile(float(q)) or 0.0) * 1000
+                    for q in ("0.5", "0.99", "1.0")
                 },
             }
         )

@@ -1,0 +1,95 @@
+"""The runtime benchmark's lean transport for the fake xAI carries the same conversation as the
+fake's Starlette endpoint: same refusals, same events in the same order for the same script."""
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.fakes.fake_xai import FakeXAIState, build_app
+from tests.fakes.lean_realtime import serve_realtime
+from tests.fakes.server import BackgroundServer, free_port
+
+KEY = "xai-" + "LeanFakeKey0123456789" + "abcdefgh"
+SESSION = {
+    "instructions": "x",
+    "voice": "Ara",
+    "turn_detection": {"type": "server_vad"},
+    "audio": {
+        "input": {"format": {"type": "audio/pcmu"}},
+        "output": {"format": {"type": "audio/pcmu"}},
+    },
+    "tools": [],
+}
+SPEECH = base64.b64encode(bytes([0x7F]) * 160).decode()
+
+
+def scripted_state() -> FakeXAIState:
+    state = FakeXAIState(accepted_keys={KEY}, frames_per_utterance=3)
+    state.reply_audio = [bytes([i]) * 160 for i in range(1, 4)]
+    return state
+
+
+async def one_turn(url: str) -> list[str]:
+    """session.update, one utterance, the whole reply: the event types received, in order."""
+    received: list[str] = []
+    async with connect(url, additional_headers={"Authorization": f"Bearer {KEY}"}) as xai:
+        await xai.send(json.dumps({"type": "session.update", "session": SESSION}))
+        for _ in range(3):
+            await xai.send(json.dumps({"type": "input_audio_buffer.append", "audio": SPEECH}))
+        async for raw in xai:
+            event: dict[str, Any] = json.loads(raw)
+            received.append(event["type"])
+            if event["type"] == "response.done":
+                break
+    return received
+
+
+@pytest.fixture
+async def lean_url() -> AsyncIterator[tuple[str, FakeXAIState]]:
+    state = scripted_state()
+    port = free_port()
+    server = await serve_realtime(state, "127.0.0.1", port)
+    yield f"ws://127.0.0.1:{port}/v1/realtime?model=grok-voice-latest", state
+    server.close()
+
+
+async def test_the_lean_transport_speaks_the_same_conversation(
+    lean_url: tuple[str, FakeXAIState],
+) -> None:
+    url, state = lean_url
+    starlette_state = scripted_state()
+    with BackgroundServer(build_app(starlette_state)) as server:
+        starlette_url = server.base_url.replace("http", "ws", 1) + "/v1/realtime?model=m"
+        expected = await one_turn(starlette_url)
+
+    assert await one_turn(url) == expected
+    assert "session.updated" in expected and expected.count("response.output_audio.delta") == 3
+    assert state.connections[0].model == "grok-voice-latest"
+    assert [e["type"] for e in state.connections[0].received][:2] == [
+        "session.update",
+        "input_audio_buffer.append",
+    ]
+
+
+async def test_the_lean_transport_refuses_a_wrong_key_and_closes_when_asked(
+    lean_url: tuple[str, FakeXAIState],
+) -> None:
+    url, state = lean_url
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(url, additional_headers={"Authorization": "Bearer xai-wrong"})
+    assert refused.value.response.status_code == 403
+
+    state.session_limit_seconds = 0.05  # the fake closes the session itself
+    async with connect(url, additional_headers={"Authorization": f"Bearer {KEY}"}) as xai:
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(xai.recv(), 5)
+            await asyncio.wait_for(xai.recv(), 5)
+            await asyncio.wait_for(xai.recv(), 5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+    assert state.connections[-1].closed_by_fake == "session_limit"
