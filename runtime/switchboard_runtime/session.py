@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import httpx
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from switchboard_runtime import events as wire
@@ -40,6 +39,7 @@ from switchboard_runtime.contract import (
     ResolvedSessionConfig,
     TranscriptEntry,
 )
+from switchboard_runtime.realtime_socket import RealtimeSocket, open_realtime_socket
 from switchboard_runtime.tools import ToolRegistry
 
 logger = logging.getLogger(__name__)
@@ -247,7 +247,7 @@ class GrokRealtimeSession:
             call_id=call.call_id if call else "", workspace_id=workspace_id, agent_id=agent_id
         )
         self.transcripts: list[Transcript] = []
-        self._ws: ClientConnection | None = None
+        self._ws: RealtimeSocket | None = None
         self._outbound: asyncio.Queue[OutboundEvent] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
         self._leased = contextlib.AsyncExitStack()  # renews the call's lease while it runs
@@ -353,21 +353,20 @@ class GrokRealtimeSession:
                         self._end(reason, exc.message)
                     raise
 
-    async def _connect(self, url: str, secret: str, deadline: float) -> ClientConnection:
+    async def _connect(self, url: str, secret: str, deadline: float) -> RealtimeSocket:
         """Open xAI's socket; 429, 5xx and timeouts are retried with jitter until the setup
         deadline, then the call ends with `xai_rate_limited` or `xai_unavailable`."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await connect(
+                # No permessage-deflate: base64 μ-law barely compresses, and deflating every
+                # 20 ms frame only costs CPU.
+                return await open_realtime_socket(
                     url,
-                    additional_headers={"Authorization": f"Bearer {secret}"},
+                    headers={"Authorization": f"Bearer {secret}"},
                     open_timeout=min(self.connect_timeout, max(0.1, deadline - time.monotonic())),
                     max_size=2**22,
-                    ping_interval=None,
-                    # base64 μ-law barely compresses; deflating every 20 ms frame only costs CPU.
-                    compression=None,
                 )
             except InvalidStatus as exc:
                 status = exc.response.status_code
