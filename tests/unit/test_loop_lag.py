@@ -10,7 +10,7 @@ async def test_a_blocked_loop_shows_as_lag_as_long_as_the_block() -> None:
     monitor = LoopLagMonitor(interval=0.005, keep=1000)
     monitor.start()
     await asyncio.sleep(0.05)
-    time.sleep(0.08)  # the loop can run nothing else meanwhile: every call's audio would wait
+    time.sleep(0.08)  # noqa: ASYNC251 - blocking on purpose: the loop runs nothing meanwhile
     await asyncio.sleep(0.03)
     await monitor.stop()
 
