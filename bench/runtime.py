@@ -48,6 +48,7 @@ from switchboard_runtime import protocol  # noqa: E402
 from switchboard_runtime.loop_lag import LoopLagMonitor  # noqa: E402
 from switchboard_runtime.session import GrokRealtimeSession, MemoryTelemetrySink  # noqa: E402
 from switchboard_runtime.telephony import DIALECTS, Media  # noqa: E402
+from tests.fakes.fake_xai import MINIMAL_SESSION  # noqa: E402
 from tests.fakes.server import free_port  # noqa: E402
 
 XAI_KEY = "xai-" + "BenchRuntimeKey0123456789" + "abcd"
@@ -59,16 +60,7 @@ SECONDS = 10
 WORKER_CORE = os.environ.get("BENCH_WORKER_CORE", "0")
 TURNS_IN_STEP = os.environ.get("BENCH_TURNS", "staggered") == "in-step"
 # What a bare client sends xAI, to time the fake's own handshake and responses.
-BARE_SESSION: dict[str, Any] = {
-    "instructions": "x",
-    "voice": "Ara",
-    "turn_detection": {"type": "server_vad"},
-    "audio": {
-        "input": {"format": {"type": "audio/pcmu"}},
-        "output": {"format": {"type": "audio/pcmu"}},
-    },
-    "tools": [],
-}
+BARE_SESSION = MINIMAL_SESSION
 
 
 def rss_kib(pid: int) -> int:

@@ -41,6 +41,17 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from switchboard_runtime.loop_lag import LoopLagMonitor
 
 VOICES = {"ara", "rex", "sal", "eve", "leo"}
+# The smallest session.update the fake (like xAI) accepts: μ-law both ways, server VAD, no tools.
+MINIMAL_SESSION: dict[str, Any] = {
+    "instructions": "x",
+    "voice": "Ara",
+    "turn_detection": {"type": "server_vad"},
+    "audio": {
+        "input": {"format": {"type": "audio/pcmu"}},
+        "output": {"format": {"type": "audio/pcmu"}},
+    },
+    "tools": [],
+}
 AUDIO_TYPES = {"audio/pcm", "audio/pcmu", "audio/pcma"}
 # audio/pcm rates as xAI's documentation (21050) and pipecat's models (11025, 22050) list them.
 PCM_RATES = {8000, 11025, 16000, 21050, 22050, 24000, 32000, 44100, 48000}

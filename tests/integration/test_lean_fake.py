@@ -11,21 +11,11 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.fakes.fake_xai import FakeXAIState, build_app
+from tests.fakes.fake_xai import MINIMAL_SESSION, FakeXAIState, build_app
 from tests.fakes.lean_realtime import serve_realtime
 from tests.fakes.server import BackgroundServer, free_port
 
 KEY = "xai-" + "LeanFakeKey0123456789" + "abcdefgh"
-SESSION = {
-    "instructions": "x",
-    "voice": "Ara",
-    "turn_detection": {"type": "server_vad"},
-    "audio": {
-        "input": {"format": {"type": "audio/pcmu"}},
-        "output": {"format": {"type": "audio/pcmu"}},
-    },
-    "tools": [],
-}
 SPEECH = base64.b64encode(bytes([0x7F]) * 160).decode()
 
 
@@ -39,7 +29,7 @@ async def one_turn(url: str) -> list[str]:
     """session.update, one utterance, the whole reply: the event types received, in order."""
     received: list[str] = []
     async with connect(url, additional_headers={"Authorization": f"Bearer {KEY}"}) as xai:
-        await xai.send(json.dumps({"type": "session.update", "session": SESSION}))
+        await xai.send(json.dumps({"type": "session.update", "session": MINIMAL_SESSION}))
         for _ in range(3):
             await xai.send(json.dumps({"type": "input_audio_buffer.append", "audio": SPEECH}))
         async for raw in xai:
