@@ -69,12 +69,15 @@ class LoopLagMonitor:
 
     def prometheus(self, name: str, help_text: str) -> list[str]:
         """The histogram in Prometheus text format (cumulative `le` buckets)."""
+        # One copy, so that a sample recorded meanwhile (a scrape may run on another thread)
+        # cannot make the buckets disagree with the count.
+        counts, total = list(self.counts), self.total
         lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
         cumulative = 0
-        for bound, count in zip(BUCKETS, self.counts, strict=False):
+        for bound, count in zip(BUCKETS, counts, strict=False):
             cumulative += count
             lines.append(f'{name}_bucket{{le="{bound}"}} {cumulative}')
-        lines.append(f'{name}_bucket{{le="+Inf"}} {self.count}')
-        lines.append(f"{name}_sum {self.total:.6f}")
-        lines.append(f"{name}_count {self.count}")
+        lines.append(f'{name}_bucket{{le="+Inf"}} {sum(counts)}')
+        lines.append(f"{name}_sum {total:.6f}")
+        lines.append(f"{name}_count {sum(counts)}")
         return lines
