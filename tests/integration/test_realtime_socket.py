@@ -3,6 +3,7 @@ the session's tests do not reach (fragmented messages, a peer that stops reading
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -125,3 +126,19 @@ async def test_without_the_pause_every_send_returns_and_the_buffer_grows(
         assert socket.transport is not None
         assert socket.transport.get_write_buffer_size() > 32 * 2**20
         read.set()
+
+
+async def test_a_silent_server_times_out_the_opening_and_leaves_nothing_behind(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accepts the TCP connection, never answers the upgrade
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/realtime"
+    with pytest.raises(TimeoutError):
+        await open_realtime_socket(url, headers={}, open_timeout=0.2, max_size=2**20)
+    server.close()
+    await asyncio.sleep(0.05)  # the aborted connection is lost
+    gc.collect()  # an unretrieved exception is reported when its future is collected
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
