@@ -181,9 +181,15 @@ class LeanRealtimeSocket(asyncio.Protocol):
 
 
 async def open_realtime_socket(
-    url: str, *, headers: dict[str, str], open_timeout: float, max_size: int
+    url: str,
+    *,
+    headers: dict[str, str],
+    open_timeout: float,
+    max_size: int,
+    tls: ssl.SSLContext | None = None,
 ) -> RealtimeSocket:
-    """Connect and finish the opening handshake within `open_timeout` seconds."""
+    """Connect and finish the opening handshake within `open_timeout` seconds; wss:// verifies
+    the server's certificate and name against the system's CAs (or `tls`' settings)."""
     uri = parse_uri(url)
     if get_proxy(uri) is not None:
         return await connect(
@@ -191,6 +197,7 @@ async def open_realtime_socket(
             additional_headers=headers,
             open_timeout=open_timeout,
             max_size=max_size,
+            ssl=(tls or _tls()) if uri.secure else None,
             ping_interval=None,
             compression=None,
         )
@@ -201,7 +208,7 @@ async def open_realtime_socket(
             lambda: LeanRealtimeSocket(url, headers, max_size),
             uri.host,
             uri.port,
-            ssl=_tls() if uri.secure else None,
+            ssl=(tls or _tls()) if uri.secure else None,
             server_hostname=uri.host if uri.secure else None,
         )
         try:

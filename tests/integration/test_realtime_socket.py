@@ -4,9 +4,16 @@ the session's tests do not reach (fragmented messages, a peer that stops reading
 import asyncio
 import contextlib
 import gc
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosedError
@@ -142,3 +149,86 @@ async def test_a_silent_server_times_out_the_opening_and_leaves_nothing_behind(
     await asyncio.sleep(0.05)  # the aborted connection is lost
     gc.collect()  # an unretrieved exception is reported when its future is collected
     assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+
+
+def _certificate(workdir: Path, host: str) -> tuple[Path, Path]:
+    """A self-signed certificate for `host` (the test's own CA): (cert file, key file)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = workdir / f"{host}.pem", workdir / f"{host}.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+@contextlib.asynccontextmanager
+async def tls_server(workdir: Path, certificate_host: str) -> AsyncIterator[tuple[str, Path]]:
+    """An echoing wss:// server on localhost whose certificate names `certificate_host`."""
+    cert_file, key_file = _certificate(workdir, certificate_host)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+
+    async def echo(ws: ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async with serve(echo, "127.0.0.1", 0, ssl=context) as server:  # reached as localhost
+        yield f"wss://localhost:{server.sockets[0].getsockname()[1]}/v1/realtime", cert_file
+
+
+async def test_wss_verifies_the_certificate_and_carries_the_call(tmp_path: Path) -> None:
+    async with tls_server(tmp_path, "localhost") as (url, ca):
+        trusting = ssl.create_default_context(cafile=str(ca))
+        socket = await open_realtime_socket(
+            url, headers={}, open_timeout=5, max_size=2**20, tls=trusting
+        )
+        assert isinstance(socket, LeanRealtimeSocket)
+        await socket.send('{"type":"session.update"}')
+        assert await socket.recv() == '{"type":"session.update"}'
+        await socket.close()
+
+        with pytest.raises(ssl.SSLCertVerificationError):  # the system's CAs never signed it
+            await open_realtime_socket(url, headers={}, open_timeout=5, max_size=2**20)
+
+
+async def test_wss_refuses_a_certificate_for_another_host(tmp_path: Path) -> None:
+    async with tls_server(tmp_path, "api.x.ai.example") as (url, ca):
+        trusting = ssl.create_default_context(cafile=str(ca))
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await open_realtime_socket(
+                url, headers={}, open_timeout=5, max_size=2**20, tls=trusting
+            )
+
+
+async def test_without_verification_the_impostor_would_be_spoken_to(tmp_path: Path) -> None:
+    """The twin: with certificate checks switched off, a server holding another host's
+    certificate gets the call's traffic (and its key, in the real handshake)."""
+    async with tls_server(tmp_path, "api.x.ai.example") as (url, _):
+        blind = ssl.create_default_context()
+        blind.check_hostname = False
+        blind.verify_mode = ssl.CERT_NONE
+        socket = await open_realtime_socket(
+            url, headers={}, open_timeout=5, max_size=2**20, tls=blind
+        )
+        await socket.send("heard")
+        assert await socket.recv() == "heard"
+        await socket.close()
