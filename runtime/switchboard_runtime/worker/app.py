@@ -35,6 +35,7 @@ from switchboard_runtime.client import (
     ControlPlaneClient,
     ControlPlaneError,
     IssuedCall,
+    bounded_transport,
     keep_lease,
 )
 from switchboard_runtime.contract import AudioChannel, ResolvedSessionConfig
@@ -198,7 +199,10 @@ def create_worker_app(
         # Idle connections are dropped before a server's usual 5 s keep-alive ends, so a
         # request rarely meets a connection the server is closing.
         limits = httpx.Limits(keepalive_expiry=4.0)
-        async with httpx.AsyncClient(limits=limits) as http:
+        transport = bounded_transport(
+            settings.control_plane_url, limits, settings.control_plane_max_concurrent_requests
+        )
+        async with httpx.AsyncClient(transport=transport) as http:
             app.state.http = http
             app.state.control_plane = ControlPlaneClient(
                 settings.control_plane_url, service_token, http=http

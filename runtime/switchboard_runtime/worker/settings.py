@@ -26,6 +26,9 @@ class WorkerSettings(ServerSettings):
     # Where the control plane is, and the service-scope token the worker uses with it.
     control_plane_url: str = "http://127.0.0.1:8000"
     service_token: SecretStr | None = None
+    # Requests to the control plane in flight at once (call starts, claims, reports); the rest
+    # queue. A pool with hundreds at once spends its CPU on bookkeeping while calls wait.
+    control_plane_max_concurrent_requests: int = Field(default=16, ge=1, le=1000)
     # The public base URL phone providers reach the worker on (TwiML/TeXML answers; webhook
     # signatures cover it), and this replica's own base URL for media streams when webhooks
     # reach replicas through a shared name: the stream comes back here.
