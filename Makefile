@@ -63,7 +63,7 @@ bench-servers: $(VENV)/.installed-dev
 	BENCH_CALLS=100 BENCH_WORKER_SERVER=uvicorn $(BIN)/python bench/runtime.py
 	BENCH_CALLS=100 BENCH_WORKER_SERVER=granian $(BIN)/python bench/runtime.py
 
-## A burst of control-plane requests from one worker: bounded (the worker's transport) vs unbounded
+## A burst of control-plane requests from one worker: bounded (the worker's client) vs unbounded
 bench-control-plane-burst: $(VENV)/.installed-dev
 	$(BIN)/python bench/control_plane_burst.py
 

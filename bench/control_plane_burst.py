@@ -5,7 +5,7 @@ When many calls start or end together the worker sends the control plane hundred
 once (issue, claim, report). httpx's pool rescans its queue and connections whenever one finishes,
 so an unbounded burst costs CPU quadratic in its size, spent on the event loop every call's audio
 waits for. BURST requests (default 400) go to a local server that answers each after 50 ms,
-through the worker's transport (at most 16 in flight, its default) and through a plain pooled
+through the worker's client (at most 16 in flight, its default) and through a plain pooled
 client; CPU is the client thread's own (the server runs on another thread). Three rounds each,
 alternating.
 """
@@ -27,7 +27,7 @@ from starlette.routing import Route
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from switchboard_runtime.client import ControlPlaneClient, bounded_transport  # noqa: E402
+from switchboard_runtime.client import BoundedClient, ControlPlaneClient  # noqa: E402
 from tests.fakes.server import BackgroundServer  # noqa: E402
 
 BURST = int(os.environ.get("BURST", "400"))
@@ -42,8 +42,12 @@ async def answer(request: Request) -> JSONResponse:
 
 async def one_burst(url: str, bounded: bool) -> tuple[float, float]:
     """(client CPU seconds, wall seconds) for BURST concurrent reports."""
-    transport = bounded_transport(url, LIMITS, 16) if bounded else None
-    async with httpx.AsyncClient(limits=LIMITS, transport=transport) as http:
+    http = (
+        BoundedClient(limits=LIMITS, max_in_flight=16)
+        if bounded
+        else httpx.AsyncClient(limits=LIMITS)
+    )
+    async with http:
         client = ControlPlaneClient(url, "service-token", http=http)
         await asyncio.gather(*(client._request("POST", "/warm-up") for _ in range(16)))
         cpu, wall = time.thread_time(), time.perf_counter()

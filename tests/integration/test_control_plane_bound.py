@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from switchboard_runtime.client import ControlPlaneClient, ControlPlaneError, bounded_transport
+from switchboard_runtime.client import BoundedClient, ControlPlaneClient, ControlPlaneError
 from tests.fakes.server import BackgroundServer, free_port
 
 LIMITS = httpx.Limits(keepalive_expiry=4.0)
@@ -54,8 +54,7 @@ async def burst(http: httpx.AsyncClient, url: str, path: str, count: int) -> lis
 
 
 async def test_a_burst_of_requests_keeps_to_the_bound(control_plane: SlowControlPlane) -> None:
-    transport = bounded_transport(control_plane.url, LIMITS, 4)
-    async with httpx.AsyncClient(transport=transport) as http:
+    async with BoundedClient(limits=LIMITS, max_in_flight=4) as http:
         answers = await burst(http, control_plane.url, "/api/v1/telemetry/calls", 30)
         assert answers == [{"ok": True}] * 30  # all served, none lost or refused
         assert control_plane.most_in_flight == 4
@@ -63,8 +62,8 @@ async def test_a_burst_of_requests_keeps_to_the_bound(control_plane: SlowControl
         errors = await burst(http, control_plane.url, "/busy", 12)  # error answers free slots too
         assert all(isinstance(e, ControlPlaneError) and e.status == 503 for e in errors)
         for _ in range(4):  # every slot is back: four can be taken at once
-            await asyncio.wait_for(transport.slots.acquire(), 1)
-        assert transport.slots.locked()
+            await asyncio.wait_for(http.slots.acquire(), 1)
+        assert http.slots.locked()
 
 
 async def test_without_the_bound_the_whole_burst_is_in_flight(
@@ -83,10 +82,10 @@ async def test_an_environment_proxy_still_applies(
     for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{free_port()}")  # nothing listens
-    async with httpx.AsyncClient(transport=bounded_transport(control_plane.url, LIMITS, 4)) as http:
+    async with BoundedClient(limits=LIMITS, max_in_flight=4) as http:
         (refused,) = await burst(http, control_plane.url, "/x", 1)
     assert isinstance(refused, ControlPlaneError) and refused.code == "control_plane_unreachable"
 
     monkeypatch.setenv("no_proxy", "127.0.0.1")
-    async with httpx.AsyncClient(transport=bounded_transport(control_plane.url, LIMITS, 4)) as http:
+    async with BoundedClient(limits=LIMITS, max_in_flight=4) as http:
         assert await burst(http, control_plane.url, "/x", 1) == [{"ok": True}]

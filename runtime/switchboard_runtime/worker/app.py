@@ -31,11 +31,11 @@ from starlette.websockets import WebSocketDisconnect
 
 from switchboard_runtime.browser import BrowserStats, bridge_browser, message, wait_for_token
 from switchboard_runtime.client import (
+    BoundedClient,
     ClaimedCall,
     ControlPlaneClient,
     ControlPlaneError,
     IssuedCall,
-    bounded_transport,
     keep_lease,
 )
 from switchboard_runtime.contract import AudioChannel, ResolvedSessionConfig
@@ -199,10 +199,9 @@ def create_worker_app(
         # Idle connections are dropped before a server's usual 5 s keep-alive ends, so a
         # request rarely meets a connection the server is closing.
         limits = httpx.Limits(keepalive_expiry=4.0)
-        transport = bounded_transport(
-            settings.control_plane_url, limits, settings.control_plane_max_concurrent_requests
-        )
-        async with httpx.AsyncClient(transport=transport) as http:
+        async with BoundedClient(
+            limits=limits, max_in_flight=settings.control_plane_max_concurrent_requests
+        ) as http:
             app.state.http = http
             app.state.control_plane = ControlPlaneClient(
                 settings.control_plane_url, service_token, http=http
