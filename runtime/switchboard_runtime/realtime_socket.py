@@ -191,13 +191,14 @@ async def open_realtime_socket(
     """Connect and finish the opening handshake within `open_timeout` seconds; wss:// verifies
     the server's certificate and name against the system's CAs (or `tls`' settings)."""
     uri = parse_uri(url)
+    context = (tls or _tls()) if uri.secure else None
     if get_proxy(uri) is not None:
         return await connect(
             url,
             additional_headers=headers,
             open_timeout=open_timeout,
             max_size=max_size,
-            ssl=(tls or _tls()) if uri.secure else None,
+            ssl=context,
             ping_interval=None,
             compression=None,
         )
@@ -208,7 +209,7 @@ async def open_realtime_socket(
             lambda: LeanRealtimeSocket(url, headers, max_size),
             uri.host,
             uri.port,
-            ssl=(tls or _tls()) if uri.secure else None,
+            ssl=context,
             server_hostname=uri.host if uri.secure else None,
         )
         try:
