@@ -27,6 +27,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import httpx
 from fastapi import FastAPI, Request, Response, WebSocket
+from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
 from switchboard_runtime.browser import BrowserStats, bridge_browser, message, wait_for_token
@@ -58,6 +59,7 @@ from switchboard_runtime.telephony import (
 )
 from switchboard_runtime.tools import ToolRegistry
 from switchboard_runtime.warm import WarmCall, WarmSessions
+from switchboard_runtime.worker.capacity import CallCapacity
 from switchboard_runtime.worker.settings import WorkerSettings, metrics_allowed
 
 logger = logging.getLogger(__name__)
@@ -70,6 +72,8 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_REFUSED = 4403
 CLOSE_FAILED = 4500
 UNAUTHORIZED = "unauthorized"
+AT_CAPACITY = "worker_at_capacity"
+AT_CAPACITY_MESSAGE = "This call worker is at capacity. Try the test call again in a moment."
 # A warm attach redeems its token with the control plane after the caller's first frame, or
 # after this long at the latest.
 CLAIM_AFTER_SECONDS = 0.02
@@ -231,10 +235,25 @@ def create_worker_app(
     app.state.stream_start_timeout_seconds = settings.stream_start_timeout_seconds
     app.state.call_starts = Counter({"warm": 0, "cold": 0, "browser": 0})
     app.state.loop_lag = LoopLagMonitor()
+    app.state.capacity = CallCapacity(
+        settings.worker_max_calls, hold_seconds=settings.warm_session_unclaimed_seconds
+    )
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        """For a load balancer: 503 while this worker is at capacity (new calls go elsewhere)."""
+        capacity: CallCapacity = app.state.capacity
+        ready = capacity.has_room()
+        body = {
+            "status": "ready" if ready else "at_capacity",
+            "calls": capacity.in_use,
+            "max_calls": capacity.limit,
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics")
     def metrics(request: Request) -> Response:
@@ -242,6 +261,7 @@ def create_worker_app(
         if not metrics_allowed(settings, request.headers.get("authorization")):
             return Response("not found", status_code=404, media_type="text/plain")
         warm: WarmSessions = app.state.warm
+        capacity: CallCapacity = app.state.capacity
         lines = [
             "# HELP switchboard_worker_warm_sessions_total Warm sessions by outcome.",
             "# TYPE switchboard_worker_warm_sessions_total counter",
@@ -258,6 +278,21 @@ def create_worker_app(
                 f'switchboard_worker_call_starts_total{{path="{path}"}} {count}'
                 for path, count in sorted(app.state.call_starts.items())
             ),
+            "# HELP switchboard_worker_calls Calls holding a place on this worker.",
+            "# TYPE switchboard_worker_calls gauge",
+            f"switchboard_worker_calls {capacity.in_use}",
+            *(
+                [
+                    "# HELP switchboard_worker_max_calls Calls this worker takes at once.",
+                    "# TYPE switchboard_worker_max_calls gauge",
+                    f"switchboard_worker_max_calls {capacity.limit}",
+                ]
+                if capacity.limit is not None
+                else []
+            ),
+            "# HELP switchboard_worker_calls_refused_total Calls refused: worker at capacity.",
+            "# TYPE switchboard_worker_calls_refused_total counter",
+            f'switchboard_worker_calls_refused_total{{reason="at_capacity"}} {capacity.refused}',
             *app.state.loop_lag.prometheus(
                 "switchboard_worker_event_loop_lag_seconds",
                 "How late the event loop ran a timer, sampled every 20 ms: "
@@ -299,28 +334,35 @@ def create_worker_app(
                 "signature": request.headers.get("telnyx-signature-ed25519", ""),
             }
         control_plane: ControlPlaneClient = request.app.state.control_plane
-        try:
-            return await control_plane.issue_call(
-                workspace_id,
-                agent_id,
-                channel=provider,
-                provider_call_id=params.get("CallSid") or params.get("CallControlId"),
-                webhook=webhook,
-            )
-        except ControlPlaneError as exc:
-            logger.warning(
-                "%s call for %s/%s refused: %s (%s)",
-                provider,
-                workspace_id,
-                agent_id,
-                exc.code,
-                exc.message,
-            )
-            if exc.code.startswith("webhook_") or exc.status == 422:
-                return forbidden()
-            if exc.status == 429:
+        capacity: CallCapacity = request.app.state.capacity
+        with capacity.taken() as admitted:
+            if not admitted:
+                logger.warning("%s call refused: worker at capacity", provider)
                 return busy()
-            return hang_up_politely()
+            try:
+                issued = await control_plane.issue_call(
+                    workspace_id,
+                    agent_id,
+                    channel=provider,
+                    provider_call_id=params.get("CallSid") or params.get("CallControlId"),
+                    webhook=webhook,
+                )
+            except ControlPlaneError as exc:
+                logger.warning(
+                    "%s call for %s/%s refused: %s (%s)",
+                    provider,
+                    workspace_id,
+                    agent_id,
+                    exc.code,
+                    exc.message,
+                )
+                if exc.code.startswith("webhook_") or exc.status == 422:
+                    return forbidden()
+                if exc.status == 429:
+                    return busy()
+                return hang_up_politely()
+            capacity.hold(issued.call_id)  # its place waits for the stream
+            return issued
 
     async def set_up_warm(session: GrokRealtimeSession) -> None:
         session.config = await app.state.control_plane.session_config(
@@ -373,13 +415,22 @@ def create_worker_app(
         stream_started = time.monotonic()
         control_plane: ControlPlaneClient = app.state.control_plane
         token = start.parameters.get("stream_token") or url_token
+        capacity: CallCapacity = app.state.capacity
         if token and (warm := app.state.warm.take(agent_id, token)) is not None:
-            await run_warm(phone, dialect, start, warm, token, stream_started)
+            with capacity.running(warm.issued.call_id):
+                await run_warm(phone, dialect, start, warm, token, stream_started)
             return
         call = await authorize_stream(control_plane, agent_id, token)
         if call is None:
             await _close(phone, CLOSE_UNAUTHORIZED, UNAUTHORIZED)
             return
+        with capacity.running(call.call_id):
+            await run_cold(phone, dialect, start, call, stream_started)
+
+    async def run_cold(
+        phone: WebSocket, dialect: Dialect, start: Start, call: ClaimedCall, stream_started: float
+    ) -> None:
+        control_plane: ControlPlaneClient = app.state.control_plane
         try:
             config = await control_plane.session_config(call.workspace_id, call.agent_id)
         except ControlPlaneError as exc:
@@ -476,6 +527,15 @@ def create_worker_app(
         """A test call from the agent page: the browser sends its single-use token first, then
         PCM16 24 kHz audio; the same call as a phone's, reported as a test call."""
         await websocket.accept()
+        capacity: CallCapacity = app.state.capacity
+        with capacity.taken() as admitted:
+            if admitted:
+                await run_browser_call_admitted(websocket, agent_id)
+                return
+        logger.warning("browser call for agent %s refused: worker at capacity", agent_id[:64])
+        await refuse_browser(websocket, CLOSE_REFUSED, AT_CAPACITY, AT_CAPACITY_MESSAGE)
+
+    async def run_browser_call_admitted(websocket: WebSocket, agent_id: str) -> None:
         browser = StarlettePhone(websocket)
         try:
             async with asyncio.timeout(app.state.stream_start_timeout_seconds):

@@ -43,6 +43,10 @@ class WorkerSettings(ServerSettings):
     warm_start: bool = True
     warm_session_unclaimed_seconds: float = Field(default=15.0, gt=0, le=60)
     max_warm_sessions: int = Field(default=200, ge=1, le=100_000)
+    # Calls this worker takes at once (webhooks admitted, streams bridged, browser test calls);
+    # beyond it webhooks are answered busy and /readyz says 503. Unset: no limit. Measure what
+    # one worker process carries on your machines (README, Speed) and set it below that.
+    worker_max_calls: int | None = Field(default=None, ge=1, le=100_000)
 
 
 class MetricsAccess(Protocol):

@@ -1,0 +1,75 @@
+"""How many calls one worker takes at once (SWITCHBOARD_WORKER_MAX_CALLS).
+
+Every call on a worker shares one event loop. Past what its core can carry, the loop runs late
+and every call's audio is late with it: one call too many degrades all of them. So a worker at
+capacity refuses new calls instead — the webhook is answered busy before the control plane is
+asked to issue anything, and `/readyz` says 503 so a load balancer sends new calls elsewhere.
+
+A place is taken when a webhook is admitted, held while the phone provider opens the stream (at
+most `hold_seconds`), and kept while the call is bridged. A stream for a call that was issued is
+always bridged, even on a full worker (its webhook may have been admitted by another replica):
+refusing it would drop a caller who has already been answered.
+"""
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+
+class CallCapacity:
+    def __init__(
+        self,
+        limit: int | None,
+        hold_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.hold_seconds = hold_seconds
+        self.clock = clock
+        self.refused = 0
+        self._taken = 0  # places taken by a block (a webhook being answered, a browser call)
+        self._held: dict[str, float] = {}  # issued call → until when its stream is waited for
+        self._running: dict[str, int] = {}  # bridged call → how many streams carry it
+
+    @property
+    def in_use(self) -> int:
+        self._forget_expired_holds()
+        return self._taken + len(self._held) + len(self._running)
+
+    def has_room(self) -> bool:
+        return self.limit is None or self.in_use < self.limit
+
+    @contextmanager
+    def taken(self) -> Iterator[bool]:
+        """One place for as long as the block runs; False (and counted as refused) when the
+        worker is full."""
+        if not self.has_room():
+            self.refused += 1
+            yield False
+            return
+        self._taken += 1
+        try:
+            yield True
+        finally:
+            self._taken -= 1
+
+    def hold(self, call_id: str) -> None:
+        """An issued call's place, kept until its stream arrives or `hold_seconds` pass."""
+        self._held[call_id] = self.clock() + self.hold_seconds
+
+    @contextmanager
+    def running(self, call_id: str) -> Iterator[None]:
+        """The call is bridged for as long as the block runs; its place is freed after."""
+        self._held.pop(call_id, None)
+        self._running[call_id] = self._running.get(call_id, 0) + 1
+        try:
+            yield
+        finally:
+            left = self._running.pop(call_id) - 1
+            if left:
+                self._running[call_id] = left
+
+    def _forget_expired_holds(self) -> None:
+        now = self.clock()
+        for call_id in [c for c, until in self._held.items() if until <= now]:
+            del self._held[call_id]

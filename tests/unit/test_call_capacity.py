@@ -1,0 +1,74 @@
+"""A worker's call capacity: places taken by webhooks being answered, held for issued calls
+until their stream arrives (or the hold runs out), kept while calls are bridged."""
+
+from switchboard_runtime.worker.capacity import CallCapacity
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_full_worker_refuses_and_counts_the_refusal() -> None:
+    capacity = CallCapacity(2, hold_seconds=15, clock=Clock())
+    with capacity.taken() as first, capacity.taken() as second, capacity.taken() as third:
+        assert (first, second, third) == (True, True, False)
+        assert capacity.in_use == 2
+        assert not capacity.has_room()
+    assert capacity.refused == 1
+    assert capacity.in_use == 0  # a refused block took nothing, and the others gave theirs back
+
+
+def test_an_issued_call_keeps_its_place_until_its_stream_comes_or_the_hold_runs_out() -> None:
+    clock = Clock()
+    capacity = CallCapacity(1, hold_seconds=15, clock=clock)
+    capacity.hold("call-a")
+    assert not capacity.has_room()
+    clock.now += 14.9
+    assert not capacity.has_room()
+    clock.now += 0.2  # no stream came: the place comes back
+    assert capacity.has_room()
+    assert capacity.in_use == 0
+
+
+def test_a_bridged_call_holds_its_place_until_it_ends_and_the_hold_is_not_counted_twice() -> None:
+    clock = Clock()
+    capacity = CallCapacity(2, hold_seconds=15, clock=clock)
+    capacity.hold("call-a")
+    with capacity.running("call-a"):
+        assert capacity.in_use == 1
+        clock.now += 3600  # long past the hold: a running call keeps its place
+        assert capacity.in_use == 1
+    assert capacity.in_use == 0
+
+
+def test_a_stream_for_a_call_this_worker_did_not_admit_is_counted_even_when_full() -> None:
+    capacity = CallCapacity(1, hold_seconds=15, clock=Clock())
+    with capacity.running("call-a"), capacity.running("call-b"):
+        assert capacity.in_use == 2  # never refused: the caller has been answered already
+        with capacity.taken() as admitted:
+            assert not admitted
+
+
+def test_a_place_is_given_back_when_the_block_fails() -> None:
+    capacity = CallCapacity(1, hold_seconds=15, clock=Clock())
+    for block in (capacity.taken, lambda: capacity.running("call-a")):
+        try:
+            with block():
+                assert capacity.in_use == 1
+                raise RuntimeError("the call failed")
+        except RuntimeError:
+            pass
+        assert capacity.in_use == 0
+
+
+def test_without_a_limit_there_is_always_room() -> None:
+    capacity = CallCapacity(None, hold_seconds=15, clock=Clock())
+    for index in range(1000):
+        capacity.hold(f"call-{index}")
+    with capacity.taken() as admitted:
+        assert admitted
+    assert capacity.refused == 0
