@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck format bench bench-runtime bench-call-entry bench-warm-start bench-sign-in bench-servers bench-control-plane-burst soak clean
+.PHONY: run test lint typecheck format bench bench-runtime bench-call-entry bench-warm-start bench-sign-in bench-servers bench-control-plane-burst bench-phone-side soak clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -66,6 +66,10 @@ bench-servers: $(VENV)/.installed-dev
 ## A burst of control-plane requests from one worker: bounded (the worker's client) vs unbounded
 bench-control-plane-burst: $(VENV)/.installed-dev
 	$(BIN)/python bench/control_plane_burst.py
+
+## The phone side of calls served under ASGI (the worker's stack) vs a bare Sans-I/O server
+bench-phone-side: $(VENV)/.installed-dev
+	$(BIN)/python bench/phone_side.py
 
 ## Bounded soak on loopback (SOAK_SECONDS, SOAK_RATE): errors and memory growth
 soak: $(VENV)/.installed-dev

@@ -1,0 +1,204 @@
+"""What serving the phone side of a call costs under ASGI, against a bare Sans-I/O server
+(`make bench-phone-side`).
+
+The worker's media streams go through uvicorn's ASGI WebSocket and Starlette's WebSocket. To
+know what serving them without those layers would save before building it, this runs the phone
+side alone, twice, side by side: PHONES (default 200) lean Twilio phones send a media frame every
+20 ms to a server that reads each frame as the worker does (`read_phone_event`, Twilio dialect)
+and answers one media frame (`Twilio.media`), under
+  asgi  FastAPI + uvicorn (uvloop, websockets' Sans-I/O protocol): the worker's stack;
+  lean  websockets' Sans-I/O ServerProtocol driven from an asyncio protocol (uvloop).
+The server runs in its own process on CPU 0, the phones here on CPU 1; the figure is the
+server's CPU per frame answered. Two rounds each, alternating.
+"""
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, cast
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.phones import open_phone  # noqa: E402
+from bench.runtime import cpu_seconds, stamped  # noqa: E402
+from switchboard_runtime.telephony import (  # noqa: E402
+    DIALECTS,
+    BridgeStats,
+    Media,
+    PhoneSocket,
+    read_phone_event,
+)
+from tests.fakes.server import free_port  # noqa: E402
+
+PHONES = int(os.environ.get("PHONES", "200"))
+SECONDS = 6.0
+TWILIO = DIALECTS["twilio"]
+
+
+async def answer_each_frame(phone: PhoneSocket) -> None:
+    """The worker's per-frame work on the phone side, without the xAI side."""
+    stats = BridgeStats()
+    while (event := await read_phone_event(phone, TWILIO, stats)) is not None:
+        if isinstance(event, Media):
+            await phone.send_text(TWILIO.media("MZ1", event.payload))
+
+
+def serve_asgi(port: int) -> None:
+    import uvicorn
+    from fastapi import FastAPI, WebSocket
+
+    from switchboard_runtime.worker.app import StarlettePhone
+
+    app = FastAPI()
+
+    @app.websocket("/ws/twilio/bench")
+    async def twilio(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await answer_each_frame(StarlettePhone(websocket))
+
+    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", log_level="warning")
+
+
+def serve_lean(port: int) -> None:
+    from collections import deque
+
+    import uvloop
+    from websockets.frames import Frame, Opcode
+    from websockets.http11 import Request
+    from websockets.server import ServerProtocol
+
+    class LeanPhoneSocket(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.protocol = ServerProtocol()
+            self.inbox: deque[str] = deque()
+            self.waiter: asyncio.Future[None] | None = None
+            self.transport: asyncio.Transport | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = cast(asyncio.Transport, transport)
+
+        def data_received(self, data: bytes) -> None:
+            self.protocol.receive_data(data)
+            for event in self.protocol.events_received():
+                if isinstance(event, Request):
+                    self.protocol.send_response(self.protocol.accept(event))
+                    asyncio.get_running_loop().create_task(answer_each_frame(self))
+                elif isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                    self.inbox.append(bytes(event.data).decode())
+                    self._wake()
+            self._flush()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.transport = None
+            self._wake()
+
+        async def receive(self) -> str | None:
+            while not self.inbox:
+                if self.transport is None:
+                    return None
+                self.waiter = asyncio.get_running_loop().create_future()
+                await self.waiter
+            return self.inbox.popleft()
+
+        async def send_text(self, text: str) -> None:
+            self.protocol.send_text(text.encode())
+            self._flush()
+
+        def _wake(self) -> None:
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(None)
+
+        def _flush(self) -> None:
+            for data in self.protocol.data_to_send():
+                if self.transport is None:
+                    return
+                if data:
+                    self.transport.write(data)
+                else:  # the close handshake is over: a server closes the TCP connection
+                    self.transport.close()
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(LeanPhoneSocket, "127.0.0.1", port)
+        await server.serve_forever()
+
+    uvloop.run(main())
+
+
+async def phones_against(port: int) -> tuple[int, float]:
+    """(frames answered, seconds) with PHONES phones talking for SECONDS."""
+    answered = [0]
+
+    def heard(_text: str) -> None:
+        answered[0] += 1
+
+    url = f"ws://127.0.0.1:{port}/ws/twilio/bench"
+    phones = [await open_phone(url, heard) for _ in range(PHONES)]
+    prefix = json.dumps({"event": "media", "streamSid": "MZ1", "media": {"track": "inbound"}})
+
+    async def talk(index: int) -> None:
+        await asyncio.sleep(index * 0.02 / PHONES)
+        due = time.perf_counter()
+        until = due + SECONDS
+        while due < until:
+            phones[index].send(prefix[:-2] + ', "payload": "' + stamped(True) + '"}}')
+            due += 0.02
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(talk(i) for i in range(len(phones))))
+    await asyncio.sleep(0.2)  # the last answers
+    elapsed = time.perf_counter() - started
+    await asyncio.gather(*(phone.close() for phone in phones))
+    return answered[0], elapsed
+
+
+def one_round(kind: str) -> dict[str, Any]:
+    import uvloop
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, __file__, "serve", kind, str(port)],
+        cwd=ROOT,
+        preexec_fn=lambda: os.sched_setaffinity(0, {0}),
+    )
+    try:
+        time.sleep(2.0)  # imports and listen
+        before = cpu_seconds(server.pid)
+        frames, elapsed = uvloop.run(phones_against(port))
+        used = cpu_seconds(server.pid) - before
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    return {"frames": frames, "cores": used / elapsed, "us_per_frame": used / max(1, frames) * 1e6}
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "serve":
+        (serve_asgi if sys.argv[2] == "asgi" else serve_lean)(int(sys.argv[3]))
+        return
+    os.sched_setaffinity(0, {1})
+    rounds: dict[str, list[dict[str, Any]]] = {"asgi": [], "lean": []}
+    for _ in range(2):
+        for kind in rounds:
+            rounds[kind].append(one_round(kind))
+            print(kind, rounds[kind][-1], flush=True)
+    asgi = statistics.median(r["us_per_frame"] for r in rounds["asgi"])
+    lean = statistics.median(r["us_per_frame"] for r in rounds["lean"])
+    expected = PHONES * SECONDS / 0.02
+    print(
+        f"\n{PHONES} phones, one media frame every 20 ms each for {SECONDS:.0f} s "
+        f"(~{expected:,.0f} frames), server CPU per frame read and answered (median of 2):\n"
+        f"  ASGI (FastAPI + uvicorn): {asgi:.1f} us\n"
+        f"  Sans-I/O server:          {lean:.1f} us\n"
+        f"  ASGI / Sans-I/O:          {asgi / lean:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
