@@ -2,14 +2,17 @@
 (`make bench-phone-side`).
 
 The worker's media streams go through uvicorn's ASGI WebSocket and Starlette's WebSocket. To
-know what serving them without those layers would save before building it, this runs the phone
-side alone, twice, side by side: PHONES (default 200) lean Twilio phones send a media frame every
-20 ms to a server that reads each frame as the worker does (`read_phone_event`, Twilio dialect)
-and answers one media frame (`Twilio.media`), under
-  asgi  FastAPI + uvicorn (uvloop, websockets' Sans-I/O protocol): the worker's stack;
-  lean  websockets' Sans-I/O ServerProtocol driven from an asyncio protocol (uvloop).
-The server runs in its own process on CPU 0, the phones here on CPU 1; the figure is the
-server's CPU per frame answered. Two rounds each, alternating.
+know what each layer costs before building around it, this runs the phone side alone, side by
+side: PHONES (default 200) lean Twilio phones send a media frame every 20 ms to a server that
+reads each frame as the worker does (`read_phone_event`, Twilio dialect) and answers one media
+frame (`Twilio.media`), under (KINDS, default all four)
+  asgi       FastAPI + uvicorn, the stream routed by FastAPI (the worker until 2026-12-03);
+  starlette  uvicorn, the stream served by an ASGI middleware ahead of the router, through
+             Starlette's WebSocket (the worker's `MediaStreams` now);
+  raw        uvicorn, the stream served by a bare ASGI app (no Starlette);
+  lean       websockets' Sans-I/O ServerProtocol driven from an asyncio protocol (no ASGI).
+All on uvloop. The server runs in its own process on CPU 0, the phones here on CPU 1; the figure
+is the server's CPU per frame read and answered. Two rounds each, alternating.
 """
 
 import asyncio
@@ -61,6 +64,55 @@ def serve_asgi(port: int) -> None:
     async def twilio(websocket: WebSocket) -> None:
         await websocket.accept()
         await answer_each_frame(StarlettePhone(websocket))
+
+    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", log_level="warning")
+
+
+def serve_starlette_direct(port: int) -> None:
+    import uvicorn
+    from starlette.types import Receive, Scope, Send
+    from starlette.websockets import WebSocket
+
+    from switchboard_runtime.worker.app import StarlettePhone
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            websocket = WebSocket(scope, receive, send)
+            await websocket.accept()
+            await answer_each_frame(StarlettePhone(websocket))
+        elif scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+
+    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", log_level="warning")
+
+
+def serve_raw(port: int) -> None:
+    import uvicorn
+    from starlette.types import Receive, Scope, Send
+
+    class RawPhone:
+        def __init__(self, receive: Receive, send: Send) -> None:
+            self._receive, self._send = receive, send
+
+        async def receive(self) -> str | bytes | None:
+            message = await self._receive()
+            if message["type"] != "websocket.receive":
+                return None
+            text: str | None = message.get("text")
+            return text if text is not None else bytes(message.get("bytes") or b"")
+
+        async def send_text(self, text: str) -> None:
+            await self._send({"type": "websocket.send", "text": text})
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.accept"})
+            await answer_each_frame(RawPhone(receive, send))
+        elif scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
 
     uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", log_level="warning")
 
@@ -180,24 +232,32 @@ def one_round(kind: str) -> dict[str, Any]:
 
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "serve":
-        (serve_asgi if sys.argv[2] == "asgi" else serve_lean)(int(sys.argv[3]))
+        servers = {
+            "asgi": serve_asgi,
+            "starlette": serve_starlette_direct,
+            "raw": serve_raw,
+            "lean": serve_lean,
+        }
+        servers[sys.argv[2]](int(sys.argv[3]))
         return
     os.sched_setaffinity(0, {1})
-    rounds: dict[str, list[dict[str, Any]]] = {"asgi": [], "lean": []}
+    kinds = os.environ.get("KINDS", "asgi,starlette,raw,lean").split(",")
+    rounds: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     for _ in range(2):
         for kind in rounds:
             rounds[kind].append(one_round(kind))
             print(kind, rounds[kind][-1], flush=True)
-    asgi = statistics.median(r["us_per_frame"] for r in rounds["asgi"])
-    lean = statistics.median(r["us_per_frame"] for r in rounds["lean"])
+    medians = {
+        kind: statistics.median(r["us_per_frame"] for r in runs) for kind, runs in rounds.items()
+    }
     expected = PHONES * SECONDS / 0.02
     print(
         f"\n{PHONES} phones, one media frame every 20 ms each for {SECONDS:.0f} s "
-        f"(~{expected:,.0f} frames), server CPU per frame read and answered (median of 2):\n"
-        f"  ASGI (FastAPI + uvicorn): {asgi:.1f} us\n"
-        f"  Sans-I/O server:          {lean:.1f} us\n"
-        f"  ASGI / Sans-I/O:          {asgi / lean:.2f}"
+        f"(~{expected:,.0f} frames), server CPU per frame read and answered (median of 2):"
     )
+    slowest = max(medians.values())
+    for kind, us in medians.items():
+        print(f"  {kind:<10} {us:5.1f} us   slowest / this: {slowest / us:.2f}")
 
 
 if __name__ == "__main__":

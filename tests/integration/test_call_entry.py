@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from control_plane.calls import service as calls_service
 from control_plane.calls import tokens, webhooks
@@ -219,6 +220,14 @@ async def test_a_refused_call_hears_a_polite_hang_up_not_a_socket_error(stack: S
 
 
 # --- stream tokens --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/ws/twilio/agt_x/more", "/ws/sip/agt_x", "/ws/twilio/"])
+async def test_only_the_media_stream_paths_open_a_stream(stack: Stack, path: str) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(stack.ws(path))
+    assert refused.value.response.status_code == 403
+    assert_nothing_reached_xai(stack)
 
 
 async def test_a_stream_without_a_token_is_refused(stack: Stack) -> None:
