@@ -14,7 +14,10 @@ to itself (BENCH_WORKER_CORE, default 0) and the stand-ins share the rest; BENCH
 lets all of them compete for every core, which measures the machine as much as the worker.
 
 Each call talks 0.5 s and hears a 1 s reply, over and over; calls start spread over that cycle, so
-their turns do not all change in the same 20 ms (BENCH_TURNS=in-step: they do). The phones are
+their turns do not all change in the same 20 ms (BENCH_TURNS=in-step: they do). BENCH_CHURN=N
+adds N calls of 3 s each that start one after another while the others talk, so call set-ups and
+hang-ups (control-plane requests, xAI handshakes, the garbage they leave) run beside live audio,
+as they do in production. The phones are
 lean Sans-I/O clients (bench/phones.py), and each process's event-loop lag while the calls talk
 is reported beside the frame lag (the worker's from its /metrics): a frame is late when any of
 the three loops is late, and that says whose loop it was.
@@ -59,6 +62,10 @@ WORKER_SERVER = os.environ.get("BENCH_WORKER_SERVER", "uvicorn")
 SECONDS = 10
 WORKER_CORE = os.environ.get("BENCH_WORKER_CORE", "0")
 TURNS_IN_STEP = os.environ.get("BENCH_TURNS", "staggered") == "in-step"
+# Calls that come and go while the others talk (set-up and hang-up beside live audio), each
+# CHURN_SECONDS long, their starts spread over the talk.
+CHURN = int(os.environ.get("BENCH_CHURN", "0"))
+CHURN_SECONDS = 3.0
 # What a bare client sends xAI, to time the fake's own handshake and responses.
 BARE_SESSION = MINIMAL_SESSION
 
@@ -290,10 +297,16 @@ async def bridged_calls(
     expected = [0]
     failures: list[str] = []
     all_connected = asyncio.Barrier(CALLS + 1)
-    http = httpx.AsyncClient(limits=httpx.Limits(max_connections=CALLS), timeout=20)
+    talk_started = asyncio.Event()
+    http = httpx.AsyncClient(limits=httpx.Limits(max_connections=CALLS + CHURN), timeout=20)
 
-    async def one_call(index: int) -> None:
-        await asyncio.sleep(index * 0.01)  # calls arrive at 100 per second
+    async def one_call(index: int, churn_at: float | None = None) -> None:
+        """A call for the whole talk, or (churn_at) one that starts that long into it."""
+        if churn_at is None:
+            await asyncio.sleep(index * 0.01)  # calls arrive at 100 per second
+        else:
+            await talk_started.wait()
+            await asyncio.sleep(churn_at)
         url = f"{worker}/twiml/{agent_id}?workspace_id=acme"
         params = {"CallSid": f"CA{index:032d}", "From": "+15550100", "To": "+15550199"}
         answer = await http.post(
@@ -305,7 +318,8 @@ async def bridged_calls(
         token = re.search(r'name="stream_token" value="([^"]+)"', answer.text)
         if stream is None or token is None:
             failures.append(answer.text[:120])
-            await all_connected.wait()
+            if churn_at is None:
+                await all_connected.wait()
             return
         mine = [0]
 
@@ -335,14 +349,15 @@ async def bridged_calls(
             )[:-2]
             + ', "payload": "'
         )
-        await all_connected.wait()
-        # Calls are not phase-locked in real life: each starts its first turn at its own point
-        # of the 1.5 s talk-and-reply cycle, so turn boundaries (a burst of events per call)
-        # spread out. BENCH_TURNS=in-step starts every call within one 20 ms frame instead.
-        await asyncio.sleep(index * (0.02 if TURNS_IN_STEP else cycle) / CALLS)
+        if churn_at is None:
+            await all_connected.wait()
+            # Calls are not phase-locked in real life: each starts its first turn at its own
+            # point of the 1.5 s talk-and-reply cycle, so turn boundaries (a burst of events per
+            # call) spread out. BENCH_TURNS=in-step starts every call within one 20 ms frame.
+            await asyncio.sleep(index * (0.02 if TURNS_IN_STEP else cycle) / CALLS)
         utterances, talked = 0, 0
         due = time.perf_counter()
-        until = due + SECONDS
+        until = due + (SECONDS if churn_at is None else CHURN_SECONDS)
         while True:
             now = time.perf_counter()
             waiting_for_reply = mine[0] < utterances * reply_frames
@@ -365,7 +380,10 @@ async def bridged_calls(
 
     held_before = await calls_holding_slots(control_plane, reader)  # parts 1-2 never end theirs
     tasks = [asyncio.create_task(one_call(i)) for i in range(CALLS)]
+    spread = (SECONDS - CHURN_SECONDS) / max(1, CHURN)
+    tasks += [asyncio.create_task(one_call(CALLS + i, i * spread)) for i in range(CHURN)]
     await all_connected.wait()
+    talk_started.set()
     # Each process's own event-loop lateness while the calls talk: a late fake reads caller
     # frames late and late phones read agent frames late, which would read as the worker's lag.
     await http.get(f"{fake}/stats", params={"reset": "1"})
@@ -391,6 +409,7 @@ async def bridged_calls(
         await asyncio.sleep(0.2)
     return {
         "concurrent_calls": CALLS,
+        "churn_calls": CHURN,
         "failed_calls": failures,
         "agent_frames_sent_by_xai": fake_stats["deltas_sent"],
         "agent_frames_at_phones": received[0],
@@ -545,6 +564,7 @@ def main() -> None:
     print(json.dumps(results, indent=2))
     where = f"worker on CPU {WORKER_CORE}" if worker_cpus else "every process on every CPU"
     where += ", turns in step" if TURNS_IN_STEP else ""
+    where += f", {CHURN} more coming and going" if CHURN else ""
     checks = [
         ("ready minus fake handshake", results["ready_overhead_ms"], "ms", 15),
         ("forwarding per 20 ms frame", results["forwarding_us_per_frame"], "us", 50),
