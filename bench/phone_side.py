@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -118,62 +118,23 @@ def serve_raw(port: int) -> None:
 
 
 def serve_lean(port: int) -> None:
-    from collections import deque
-
     import uvloop
-    from websockets.frames import Frame, Opcode
     from websockets.http11 import Request
-    from websockets.server import ServerProtocol
 
-    class LeanPhoneSocket(asyncio.Protocol):
-        def __init__(self) -> None:
-            self.protocol = ServerProtocol()
-            self.inbox: deque[str] = deque()
-            self.waiter: asyncio.Future[None] | None = None
-            self.transport: asyncio.Transport | None = None
+    from switchboard_runtime.telephony import PhoneGone
+    from tests.fakes.sansio_server import SansIOServerSocket
 
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.transport = cast(asyncio.Transport, transport)
-
-        def data_received(self, data: bytes) -> None:
-            self.protocol.receive_data(data)
-            for event in self.protocol.events_received():
-                if isinstance(event, Request):
-                    self.protocol.send_response(self.protocol.accept(event))
-                    asyncio.get_running_loop().create_task(answer_each_frame(self))
-                elif isinstance(event, Frame) and event.opcode is Opcode.TEXT:
-                    self.inbox.append(bytes(event.data).decode())
-                    self._wake()
-            self._flush()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self.transport = None
-            self._wake()
+    class LeanPhoneSocket(SansIOServerSocket):
+        def on_request(self, request: Request) -> None:
+            self.protocol.send_response(self.protocol.accept(request))
+            asyncio.get_running_loop().create_task(answer_each_frame(self))
 
         async def receive(self) -> str | None:
-            while not self.inbox:
-                if self.transport is None:
-                    return None
-                self.waiter = asyncio.get_running_loop().create_future()
-                await self.waiter
-            return self.inbox.popleft()
+            return await self.next_text()
 
         async def send_text(self, text: str) -> None:
-            self.protocol.send_text(text.encode())
-            self._flush()
-
-        def _wake(self) -> None:
-            if self.waiter is not None and not self.waiter.done():
-                self.waiter.set_result(None)
-
-        def _flush(self) -> None:
-            for data in self.protocol.data_to_send():
-                if self.transport is None:
-                    return
-                if data:
-                    self.transport.write(data)
-                else:  # the close handshake is over: a server closes the TCP connection
-                    self.transport.close()
+            if not self.write_text(text):
+                raise PhoneGone
 
     async def main() -> None:
         server = await asyncio.get_running_loop().create_server(LeanPhoneSocket, "127.0.0.1", port)
