@@ -1,4 +1,5 @@
-"""Run an ASGI app with uvicorn on a free loopback port in a background thread."""
+"""Run an ASGI app with uvicorn on a free loopback port in a background thread, with the
+WebSocket protocol `switchboard worker` serves with (media streams a call can take over)."""
 
 import socket
 import threading
@@ -6,6 +7,8 @@ import time
 from typing import Any
 
 import uvicorn
+
+from switchboard_runtime.worker.direct_stream import DirectStreamProtocol
 
 
 def free_port() -> int:
@@ -16,7 +19,7 @@ def free_port() -> int:
 
 
 class BackgroundServer:
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None, ws: Any = DirectStreamProtocol) -> None:
         self.port = port or free_port()
         config = uvicorn.Config(
             app,
@@ -25,6 +28,7 @@ class BackgroundServer:
             log_level="warning",
             lifespan="auto",
             ws_ping_interval=None,
+            ws=ws,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -54,6 +54,7 @@ from switchboard_runtime.telephony import (
     BridgeStats,
     Dialect,
     PhoneGone,
+    PhoneSocket,
     Start,
     bridge,
     wait_for_start,
@@ -61,6 +62,7 @@ from switchboard_runtime.telephony import (
 from switchboard_runtime.tools import ToolRegistry
 from switchboard_runtime.warm import WarmCall, WarmSessions
 from switchboard_runtime.worker.capacity import CallCapacity
+from switchboard_runtime.worker.direct_stream import DIRECT_STREAM
 from switchboard_runtime.worker.settings import WorkerSettings, metrics_allowed
 
 logger = logging.getLogger(__name__)
@@ -124,6 +126,16 @@ class StarlettePhone:
             await self.websocket.send_bytes(data)
         except (WebSocketDisconnect, RuntimeError, OSError) as exc:
             raise PhoneGone from exc
+
+
+def phone_socket(phone: WebSocket) -> PhoneSocket:
+    """An accepted media stream as the bridge reads it: taken over from the server where it
+    offers that (`direct_stream`, under `switchboard worker`), else through Starlette."""
+    direct = (phone.scope.get("extensions") or {}).get(DIRECT_STREAM)
+    if direct is not None:
+        taken: PhoneSocket = direct["take_over"]()
+        return taken
+    return StarlettePhone(phone)
 
 
 class MediaStreams:
@@ -475,7 +487,7 @@ def create_worker_app(
         app.state.call_starts["cold"] += 1
         try:
             async with session:
-                stats = await bridge(StarlettePhone(phone), dialect, start, session)
+                stats = await bridge(phone_socket(phone), dialect, start, session)
                 await finish(phone, session, stats)  # the phone first; the report follows
         except CallRefusedError as exc:
             await _close(phone, CLOSE_REFUSED, f"{exc.code}: {exc.message}"[:120])
@@ -496,7 +508,7 @@ def create_worker_app(
         claimed = asyncio.create_task(attach_when_claimed(session, warm.issued.agent_id, token))
         try:
             try:
-                stats = await bridge(StarlettePhone(phone), dialect, start, session)
+                stats = await bridge(phone_socket(phone), dialect, start, session)
             finally:
                 authorized = await claimed
                 warm.setup.cancel()

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from switchboard_runtime.worker.direct_stream import DirectStreamProtocol
 from switchboard_runtime.worker.settings import ServerSettings
 
 HttpServer = Literal["uvicorn", "granian"]
@@ -84,6 +85,7 @@ def serve(
         log_level="info",
         access_log=False,
         http=HeaderTimeoutProtocol,
+        ws=DirectStreamProtocol,
     )
 
 

@@ -1,0 +1,212 @@
+"""Media streams a call takes over from uvicorn (`switchboard_runtime.worker.direct_stream`).
+
+Every other call suite already runs on it (the test servers serve with the worker's protocol);
+these show that the take-over happens, that the call is the same under uvicorn's own protocol,
+that frames that arrived before the take-over are not lost, and that a phone that sends faster
+than its call reads is held back by TCP rather than buffered without bound.
+"""
+
+import asyncio
+import base64
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.types import Receive, Scope, Send
+from websockets.asyncio.client import connect
+
+from switchboard_runtime import client as control_plane_client
+from switchboard_runtime.telephony import PhoneGone, PhoneSocket
+from switchboard_runtime.worker import app as worker
+from switchboard_runtime.worker import direct_stream
+from switchboard_runtime.worker.direct_stream import DIRECT_STREAM, DirectPhone
+from tests.fakes.server import BackgroundServer
+from tests.integration.callstack import (
+    CALLER_FRAMES,
+    Stack,
+    StackOptions,
+    build_stack,
+    phone_call,
+    poll,
+    wait_for_report,
+)
+
+
+def spy_on_phone_sockets(
+    monkeypatch: pytest.MonkeyPatch, waiting: list[int] | None = None
+) -> list[PhoneSocket]:
+    """The PhoneSocket each call bridged on (and in `waiting`, how many frames had arrived
+    before it was taken over)."""
+    sockets: list[PhoneSocket] = []
+    real = worker.phone_socket
+
+    def recording(phone: Any) -> PhoneSocket:
+        sockets.append(real(phone))
+        if waiting is not None and isinstance(sockets[-1], DirectPhone):
+            waiting.append(len(sockets[-1].inbox))
+        return sockets[-1]
+
+    monkeypatch.setattr(worker, "phone_socket", recording)
+    return sockets
+
+
+async def a_full_call(stack: Stack, kind: str) -> None:
+    """Caller audio reaches xAI byte for byte and in order, xAI's reaches the phone likewise."""
+    async for phone in phone_call(stack, kind):
+        await phone.speak(CALLER_FRAMES)
+        expected = [base64.b64encode(chunk).decode() for chunk in stack.xai.reply_audio]
+        await phone.collect(lambda p, n=len(expected): len(p.media()) >= n)
+        assert phone.media() == expected
+        appended = [
+            e["audio"] for e in stack.xai.connections[-1].of_type("input_audio_buffer.append")
+        ]
+        assert appended == CALLER_FRAMES
+        await phone.hang_up()
+    await wait_for_report(stack)
+    report = stack.telemetry.reports[-1]
+    assert (report.end_reason, report.completed) == ("phone_stop", True)
+
+
+@pytest.mark.parametrize("kind", ["twilio", "telnyx"])
+async def test_a_call_takes_its_stream_over_from_the_server(
+    stack: Stack, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sockets = spy_on_phone_sockets(monkeypatch)
+    await a_full_call(stack, kind)
+    assert [type(s) for s in sockets] == [DirectPhone]
+
+
+@pytest.fixture
+def uvicorn_stack(tmp_path: Path) -> Iterator[Stack]:
+    """The worker under uvicorn's own WebSocket protocol, as under a server that offers no
+    take-over."""
+    yield from build_stack(tmp_path, StackOptions(worker_ws="websockets-sansio"))
+
+
+async def test_under_a_server_without_take_over_the_call_reads_through_starlette(
+    uvicorn_stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sockets = spy_on_phone_sockets(monkeypatch)
+    await a_full_call(uvicorn_stack, "twilio")
+    assert [type(s) for s in sockets] == [worker.StarlettePhone]
+
+
+@pytest.fixture
+def cold_stack(tmp_path: Path) -> Iterator[Stack]:
+    """Calls start cold: the stream is taken over only after the session config arrives."""
+    yield from build_stack(tmp_path, StackOptions(warm_start=False))
+
+
+def slow_session_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The control plane answers the session config 300 ms late: the caller is already talking."""
+    real = control_plane_client.ControlPlaneClient.session_config
+
+    async def late(self: Any, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.3)
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(control_plane_client.ControlPlaneClient, "session_config", late)
+
+
+async def test_frames_that_came_before_the_take_over_are_bridged_first_and_in_order(
+    cold_stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow_session_config(monkeypatch)
+    waiting: list[int] = []
+    spy_on_phone_sockets(monkeypatch, waiting)
+    await a_full_call(cold_stack, "twilio")  # speaks at once, while the config is on its way
+    # Some had been queued for ASGI (uvicorn stops reading after each until it is read; the
+    # rest waited in TCP): they went first.
+    assert len(waiting) == 1 and waiting[0] >= 1
+
+
+async def test_without_moving_the_queued_frames_the_take_over_would_lose_them(
+    cold_stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow_session_config(monkeypatch)
+
+    def take_over_dropping_the_queue(self: direct_stream.DirectStreamProtocol) -> DirectPhone:
+        if self.phone is None:
+            self.phone = DirectPhone(self)
+            self.phone.resume_reading_if_caught_up()
+        return self.phone
+
+    monkeypatch.setattr(
+        direct_stream.DirectStreamProtocol, "take_over", take_over_dropping_the_queue
+    )
+    async for phone in phone_call(cold_stack, "twilio"):
+        await phone.speak(CALLER_FRAMES)
+        await asyncio.sleep(1.0)
+        appended = cold_stack.xai.connections[-1].of_type("input_audio_buffer.append")
+        assert [e["audio"] for e in appended] != CALLER_FRAMES  # the early frames are gone
+        await phone.hang_up()
+
+
+# --- the protocol alone -------------------------------------------------------------------------
+
+
+class SlowReader:
+    """An app that takes its stream over and does not read until the phone has sent it all;
+    then reads everything."""
+
+    def __init__(self) -> None:
+        self.sent_all = threading.Event()
+        self.buffered_before_reading = -1
+        self.paused_before_reading = False
+        self.read: list[int] = []
+        self.send_after_hang_up: str = ""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        phone: DirectPhone = scope["extensions"][DIRECT_STREAM]["take_over"]()
+        while not self.sent_all.is_set():  # noqa: ASYNC110 - set from the test's thread
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # whatever is on its way arrives (or waits in TCP)
+        self.buffered_before_reading = len(phone.inbox)
+        self.paused_before_reading = phone.stream.read_paused
+        while (frame := await phone.receive()) is not None:
+            self.read.append(json.loads(frame)["n"])
+        try:
+            await phone.send_text("anyone there?")
+        except PhoneGone:
+            self.send_after_hang_up = "PhoneGone"
+
+
+FLOOD = 20_000  # ~1 MB of small frames: fits in loopback's TCP buffers either way
+
+
+async def flood(reader: SlowReader) -> None:
+    with BackgroundServer(reader) as server:
+        async with connect(server.base_url.replace("http", "ws") + "/") as websocket:
+            for n in range(FLOOD):
+                await websocket.send(json.dumps({"n": n}))
+            reader.sent_all.set()
+            await poll(lambda: len(reader.read) >= FLOOD, seconds=20)
+        await poll(lambda: bool(reader.send_after_hang_up))
+
+
+async def test_a_phone_faster_than_its_call_is_held_back_by_tcp_and_loses_nothing() -> None:
+    reader = SlowReader()
+    await flood(reader)
+    # Reading stopped near INBOX_HIGH: what one socket read carries past it, no more.
+    assert reader.paused_before_reading
+    assert reader.buffered_before_reading < FLOOD / 4, reader.buffered_before_reading
+    assert reader.read == list(range(FLOOD))  # all of it, in order, once the call read on
+    assert reader.send_after_hang_up == "PhoneGone"
+
+
+async def test_without_the_inbox_bound_the_server_buffers_whatever_the_phone_sends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(direct_stream, "INBOX_HIGH", 10**9)
+    reader = SlowReader()
+    await flood(reader)
+    assert not reader.paused_before_reading
+    assert reader.buffered_before_reading == FLOOD
+    assert reader.read == list(range(FLOOD))
