@@ -8,11 +8,13 @@ reads each frame as the worker does (`read_phone_event`, Twilio dialect) and ans
 frame (`Twilio.media`), under (KINDS, default all four)
   asgi       FastAPI + uvicorn, the stream routed by FastAPI (the worker until 2026-12-03);
   starlette  uvicorn, the stream served by an ASGI middleware ahead of the router, through
-             Starlette's WebSocket (the worker's `MediaStreams` now);
+             Starlette's WebSocket (the worker's `MediaStreams`, until the take-over);
+  takeover   as `starlette`, then the call takes the stream over from uvicorn's protocol
+             (`DirectStreamProtocol`, the worker since 2026-12-03);
   raw        uvicorn, the stream served by a bare ASGI app (no Starlette);
   lean       websockets' Sans-I/O ServerProtocol driven from an asyncio protocol (no ASGI).
 All on uvloop. The server runs in its own process on CPU 0, the phones here on CPU 1; the figure
-is the server's CPU per frame read and answered. Two rounds each, alternating.
+is the server's CPU per frame read and answered. ROUNDS (default 2) rounds each, alternating.
 """
 
 import asyncio
@@ -41,6 +43,7 @@ from tests.fakes.server import free_port  # noqa: E402
 
 PHONES = int(os.environ.get("PHONES", "200"))
 SECONDS = 6.0
+ROUNDS = int(os.environ.get("ROUNDS", "2"))
 TWILIO = DIALECTS["twilio"]
 
 
@@ -85,6 +88,33 @@ def serve_starlette_direct(port: int) -> None:
                 await send({"type": "lifespan.startup.complete"})
 
     uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", log_level="warning")
+
+
+def serve_taken_over(port: int) -> None:
+    import uvicorn
+    from starlette.types import Receive, Scope, Send
+    from starlette.websockets import WebSocket
+
+    from switchboard_runtime.worker.app import phone_socket
+    from switchboard_runtime.worker.direct_stream import DirectStreamProtocol
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            websocket = WebSocket(scope, receive, send)
+            await websocket.accept()
+            await answer_each_frame(phone_socket(websocket))
+        elif scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        log_level="warning",
+        ws=DirectStreamProtocol,
+    )
 
 
 def serve_raw(port: int) -> None:
@@ -196,15 +226,16 @@ def main() -> None:
         servers = {
             "asgi": serve_asgi,
             "starlette": serve_starlette_direct,
+            "takeover": serve_taken_over,
             "raw": serve_raw,
             "lean": serve_lean,
         }
         servers[sys.argv[2]](int(sys.argv[3]))
         return
     os.sched_setaffinity(0, {1})
-    kinds = os.environ.get("KINDS", "asgi,starlette,raw,lean").split(",")
+    kinds = os.environ.get("KINDS", "asgi,starlette,takeover,raw,lean").split(",")
     rounds: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
-    for _ in range(2):
+    for _ in range(ROUNDS):
         for kind in rounds:
             rounds[kind].append(one_round(kind))
             print(kind, rounds[kind][-1], flush=True)
@@ -214,7 +245,8 @@ def main() -> None:
     expected = PHONES * SECONDS / 0.02
     print(
         f"\n{PHONES} phones, one media frame every 20 ms each for {SECONDS:.0f} s "
-        f"(~{expected:,.0f} frames), server CPU per frame read and answered (median of 2):"
+        f"(~{expected:,.0f} frames), server CPU per frame read and answered "
+        f"(median of {ROUNDS}):"
     )
     slowest = max(medians.values())
     for kind, us in medians.items():
