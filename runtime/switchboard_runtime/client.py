@@ -9,6 +9,7 @@ unexpected answer is a clear `ControlPlaneError`, never a crash.
 import asyncio
 import contextlib
 import logging
+import random
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -283,12 +284,16 @@ class ControlPlaneClient:
 
 @contextlib.asynccontextmanager
 async def keep_lease(client: ControlPlaneClient, call: ClaimedCall) -> AsyncIterator[None]:
-    """Renew the call's lease while the block runs, a third of the lease at a time, so the
-    call keeps its slot; a worker that dies stops renewing and the slot comes back by itself."""
+    """Renew the call's lease while the block runs, about a third of the lease at a time, so
+    the call keeps its slot; a worker that dies stops renewing and the slot comes back by itself.
+
+    Each wait is drawn from 0.8-1.2 thirds of the lease (still two renewals inside any lease):
+    calls that started together, e.g. a burst of dial-outs, would otherwise renew together,
+    forever, a burst of control-plane requests on the worker's loop each time."""
 
     async def renew_forever() -> None:
         while True:
-            await asyncio.sleep(call.lease_seconds / 3)
+            await asyncio.sleep(call.lease_seconds / 3 * random.uniform(0.8, 1.2))  # noqa: S311 - spread, not secrecy
             try:
                 await client.renew_lease(call.call_id)
             except ControlPlaneError as exc:
