@@ -71,50 +71,30 @@ def serve_asgi(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", log_level="warning")
 
 
-def serve_starlette_direct(port: int) -> None:
+def serve_starlette_direct(port: int, take_over: bool = False) -> None:
     import uvicorn
     from starlette.types import Receive, Scope, Send
     from starlette.websockets import WebSocket
 
-    from switchboard_runtime.worker.app import StarlettePhone
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            websocket = WebSocket(scope, receive, send)
-            await websocket.accept()
-            await answer_each_frame(StarlettePhone(websocket))
-        elif scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-
-    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", log_level="warning")
-
-
-def serve_taken_over(port: int) -> None:
-    import uvicorn
-    from starlette.types import Receive, Scope, Send
-    from starlette.websockets import WebSocket
-
-    from switchboard_runtime.worker.app import phone_socket
+    from switchboard_runtime.worker.app import StarlettePhone, phone_socket
     from switchboard_runtime.worker.direct_stream import DirectStreamProtocol
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             websocket = WebSocket(scope, receive, send)
             await websocket.accept()
-            await answer_each_frame(phone_socket(websocket))
+            phone = phone_socket(websocket) if take_over else StarlettePhone(websocket)
+            await answer_each_frame(phone)
         elif scope["type"] == "lifespan":
             while (await receive())["type"] != "lifespan.shutdown":
                 await send({"type": "lifespan.startup.complete"})
 
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=port,
-        loop="uvloop",
-        log_level="warning",
-        ws=DirectStreamProtocol,
-    )
+    ws = DirectStreamProtocol if take_over else "auto"
+    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", log_level="warning", ws=ws)
+
+
+def serve_taken_over(port: int) -> None:
+    serve_starlette_direct(port, take_over=True)
 
 
 def serve_raw(port: int) -> None:

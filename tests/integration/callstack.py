@@ -440,6 +440,17 @@ async def phone_call(
         yield phone
 
 
+async def assert_audio_passes_untouched(stack: Stack, phone: Phone) -> None:
+    """The caller speaks: the bytes that reach xAI are exactly the caller's, in order, and the
+    bytes that reach the phone exactly the ones xAI sent."""
+    await phone.speak(CALLER_FRAMES)
+    expected = [base64.b64encode(chunk).decode() for chunk in stack.xai.reply_audio]
+    await phone.collect(lambda p, n=len(expected): len(p.media()) >= n)
+    assert phone.media() == expected
+    appended = [e["audio"] for e in stack.xai.connections[-1].of_type("input_audio_buffer.append")]
+    assert appended == CALLER_FRAMES
+
+
 async def poll(condition: Any, seconds: float = 5.0) -> None:
     """Wait for a condition another task or server thread makes true."""
     async with asyncio.timeout(seconds):

@@ -7,7 +7,6 @@ than its call reads is held back by TCP rather than buffered without bound.
 """
 
 import asyncio
-import base64
 import json
 import threading
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from tests.integration.callstack import (
     CALLER_FRAMES,
     Stack,
     StackOptions,
+    assert_audio_passes_untouched,
     build_stack,
     phone_call,
     poll,
@@ -56,14 +56,7 @@ def spy_on_phone_sockets(
 async def a_full_call(stack: Stack, kind: str) -> None:
     """Caller audio reaches xAI byte for byte and in order, xAI's reaches the phone likewise."""
     async for phone in phone_call(stack, kind):
-        await phone.speak(CALLER_FRAMES)
-        expected = [base64.b64encode(chunk).decode() for chunk in stack.xai.reply_audio]
-        await phone.collect(lambda p, n=len(expected): len(p.media()) >= n)
-        assert phone.media() == expected
-        appended = [
-            e["audio"] for e in stack.xai.connections[-1].of_type("input_audio_buffer.append")
-        ]
-        assert appended == CALLER_FRAMES
+        await assert_audio_passes_untouched(stack, phone)
         await phone.hang_up()
     await wait_for_report(stack)
     report = stack.telemetry.reports[-1]

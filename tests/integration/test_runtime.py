@@ -1,7 +1,6 @@
 """GrokRealtimeSession and the call worker, end to end: a real control plane, the fake xAI
 realtime server and a scripted caller on Twilio's and Telnyx's media-stream protocols."""
 
-import base64
 import json
 from typing import Any
 
@@ -22,6 +21,7 @@ from tests.integration.callstack import (
     Stack,
     answer_telnyx,
     answer_twilio,
+    assert_audio_passes_untouched,
     phone_call,
     poll,
     session_for,
@@ -94,16 +94,7 @@ async def test_audio_passes_through_untouched_and_transcripts_both_sides(
     stack: Stack, kind: str
 ) -> None:
     async for phone in phone_call(stack, kind):
-        await phone.speak(CALLER_FRAMES)
-        expected = [base64.b64encode(chunk).decode() for chunk in stack.xai.reply_audio]
-        await phone.collect(lambda p, n=len(expected): len(p.media()) >= n)
-        # The bytes that reach the phone are exactly the bytes xAI sent.
-        assert phone.media() == expected
-        # ...and the bytes that reach xAI are exactly the caller's.
-        appended = [
-            e["audio"] for e in stack.xai.connections[-1].of_type("input_audio_buffer.append")
-        ]
-        assert appended == CALLER_FRAMES
+        await assert_audio_passes_untouched(stack, phone)
         if kind == "twilio":
             await phone.collect(lambda p: bool(p.events("mark")))
             assert phone.events("mark")[0]["streamSid"] == "MZ123"
