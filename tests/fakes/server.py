@@ -1,5 +1,5 @@
-"""Run an ASGI app with uvicorn on a free loopback port in a background thread, with the
-WebSocket protocol `switchboard worker` serves with (media streams a call can take over)."""
+"""Run an ASGI app with uvicorn on a free loopback port in a background thread, serving
+WebSockets as `switchboard worker` does (media streams a call can take over, no compression)."""
 
 import socket
 import threading
@@ -8,7 +8,7 @@ from typing import Any
 
 import uvicorn
 
-from switchboard_runtime.worker.direct_stream import DirectStreamProtocol
+from switchboard_runtime.worker.serving import UVICORN_WEBSOCKETS
 
 
 def free_port() -> int:
@@ -19,7 +19,7 @@ def free_port() -> int:
 
 
 class BackgroundServer:
-    def __init__(self, app: Any, port: int | None = None, ws: Any = DirectStreamProtocol) -> None:
+    def __init__(self, app: Any, port: int | None = None, **websockets: Any) -> None:
         self.port = port or free_port()
         config = uvicorn.Config(
             app,
@@ -28,7 +28,7 @@ class BackgroundServer:
             log_level="warning",
             lifespan="auto",
             ws_ping_interval=None,
-            ws=ws,
+            **(UVICORN_WEBSOCKETS | websockets),
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -11,7 +11,7 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,6 @@ from switchboard_runtime.contract import ResolvedSessionConfig
 from switchboard_runtime.session import GrokRealtimeSession, MemoryTelemetrySink
 from switchboard_runtime.tools import ToolRegistry
 from switchboard_runtime.worker import WorkerSettings, create_worker_app
-from switchboard_runtime.worker.direct_stream import DirectStreamProtocol
 from tests.conftest import auth
 from tests.fakes.fake_xai import FakeXAIState, build_app
 from tests.fakes.server import BackgroundServer, free_port
@@ -89,9 +88,10 @@ class StackOptions:
     warm_start: bool = True
     warm_session_unclaimed_seconds: float = 15.0
     cors_origins: str | None = None
-    # The worker's uvicorn WebSocket protocol: `switchboard worker`'s (streams a call takes
-    # over) unless a test asks for uvicorn's own (what the worker meets under another server).
-    worker_ws: Any = DirectStreamProtocol
+    # How uvicorn serves the worker's WebSockets: as `switchboard worker` does, unless a test
+    # asks for uvicorn's defaults (its own protocol, compression offered), e.g.
+    # {"ws": "websockets-sansio", "ws_per_message_deflate": True}.
+    worker_websockets: dict[str, Any] = field(default_factory=dict)
 
 
 def provision(
@@ -205,7 +205,9 @@ def build_stack(tmp_path: Path, options: StackOptions | None = None) -> Iterator
             worker_app = create_worker_app(
                 worker_settings, tools_factory=tools_factory, telemetry=telemetry
             )
-            with BackgroundServer(worker_app, port=worker_port, ws=options.worker_ws) as worker:
+            with BackgroundServer(
+                worker_app, port=worker_port, **options.worker_websockets
+            ) as worker:
                 yield Stack(
                     control_plane=control_plane.base_url,
                     worker=worker.base_url,

@@ -2,8 +2,9 @@
 
 Every other call suite already runs on it (the test servers serve with the worker's protocol);
 these show that the take-over happens, that the call is the same under uvicorn's own protocol,
-that frames that arrived before the take-over are not lost, and that a phone that sends faster
-than its call reads is held back by TCP rather than buffered without bound.
+that frames that arrived before the take-over are not lost, that a phone that sends faster
+than its call reads is held back by TCP rather than buffered without bound, and that audio
+streams are not compressed.
 """
 
 import asyncio
@@ -76,7 +77,8 @@ async def test_a_call_takes_its_stream_over_from_the_server(
 def uvicorn_stack(tmp_path: Path) -> Iterator[Stack]:
     """The worker under uvicorn's own WebSocket protocol, as under a server that offers no
     take-over."""
-    yield from build_stack(tmp_path, StackOptions(worker_ws="websockets-sansio"))
+    uvicorn_defaults = {"ws": "websockets-sansio", "ws_per_message_deflate": True}
+    yield from build_stack(tmp_path, StackOptions(worker_websockets=uvicorn_defaults))
 
 
 async def test_under_a_server_without_take_over_the_call_reads_through_starlette(
@@ -85,6 +87,27 @@ async def test_under_a_server_without_take_over_the_call_reads_through_starlette
     sockets = spy_on_phone_sockets(monkeypatch)
     await a_full_call(uvicorn_stack, "twilio")
     assert [type(s) for s in sockets] == [worker.StarlettePhone]
+
+
+async def negotiated_extensions(stack: Stack) -> str | None:
+    """What the worker answers a phone that offers permessage-deflate (websockets' client does,
+    as browsers do)."""
+    async with connect(stack.ws(f"/ws/twilio/{stack.agent_id}")) as websocket:
+        assert websocket.request is not None and websocket.response is not None
+        assert "permessage-deflate" in websocket.request.headers["Sec-WebSocket-Extensions"]
+        answer: str | None = websocket.response.headers.get("Sec-WebSocket-Extensions")
+        return answer
+
+
+async def test_the_worker_does_not_compress_audio_streams(stack: Stack) -> None:
+    assert await negotiated_extensions(stack) is None
+
+
+async def test_under_uvicorns_defaults_every_frame_would_be_compressed(
+    uvicorn_stack: Stack,
+) -> None:
+    answer = await negotiated_extensions(uvicorn_stack)
+    assert answer is not None and answer.startswith("permessage-deflate")
 
 
 @pytest.fixture

@@ -18,6 +18,12 @@ from switchboard_runtime.worker.settings import ServerSettings
 
 HttpServer = Literal["uvicorn", "granian"]
 
+# How uvicorn serves WebSockets here (the CLI and the test servers alike): media streams a call
+# can take over (direct_stream), and no permessage-deflate. Compressing base64 audio saves about
+# a third of its bytes for ~20 µs of CPU per frame (deflate one way, inflate the other), on the
+# loop every call's audio waits on; clients that offer it (browsers do) are answered without it.
+UVICORN_WEBSOCKETS: dict[str, Any] = {"ws": DirectStreamProtocol, "ws_per_message_deflate": False}
+
 
 @cache
 def header_timeout_seconds() -> float:
@@ -85,7 +91,7 @@ def serve(
         log_level="info",
         access_log=False,
         http=HeaderTimeoutProtocol,
-        ws=DirectStreamProtocol,
+        **UVICORN_WEBSOCKETS,
     )
 
 
