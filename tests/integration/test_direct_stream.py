@@ -3,11 +3,12 @@
 Every other call suite already runs on it (the test servers serve with the worker's protocol);
 these show that the take-over happens, that the call is the same under uvicorn's own protocol,
 that frames that arrived before the take-over are not lost, that a phone that sends faster
-than its call reads is held back by TCP rather than buffered without bound, and that audio
-streams are not compressed.
+than its call reads is held back by TCP rather than buffered without bound, that audio
+streams are not compressed, and that a call whose worker stops ends as `worker_shutdown`.
 """
 
 import asyncio
+import dataclasses
 import json
 import threading
 from collections.abc import Iterator
@@ -21,9 +22,9 @@ from websockets.asyncio.client import connect
 from switchboard_runtime import client as control_plane_client
 from switchboard_runtime.telephony import PhoneGone, PhoneSocket
 from switchboard_runtime.worker import app as worker
-from switchboard_runtime.worker import direct_stream
+from switchboard_runtime.worker import create_worker_app, direct_stream
 from switchboard_runtime.worker.direct_stream import DIRECT_STREAM, DirectPhone
-from tests.fakes.server import BackgroundServer
+from tests.fakes.server import BackgroundServer, free_port
 from tests.integration.callstack import (
     CALLER_FRAMES,
     Stack,
@@ -44,8 +45,8 @@ def spy_on_phone_sockets(
     sockets: list[PhoneSocket] = []
     real = worker.phone_socket
 
-    def recording(phone: Any) -> PhoneSocket:
-        sockets.append(real(phone))
+    def recording(phone: Any, *args: Any) -> PhoneSocket:
+        sockets.append(real(phone, *args))
         if waiting is not None and isinstance(sockets[-1], DirectPhone):
             waiting.append(len(sockets[-1].inbox))
         return sockets[-1]
@@ -226,3 +227,41 @@ async def test_without_the_inbox_bound_the_server_buffers_whatever_the_phone_sen
     assert not reader.paused_before_reading
     assert reader.buffered_before_reading == FLOOD
     assert reader.read == list(range(FLOOD))
+
+
+async def stopped_mid_call(stack: Stack) -> tuple[int | None, str | None]:
+    """A call on a worker replica that stops (SIGTERM) while the caller talks: how the phone's
+    stream was closed. The replica must stop, with the call on it."""
+    port = free_port()
+    settings = stack.worker_settings.model_copy(
+        update={"worker_public_url": f"http://127.0.0.1:{port}"}
+    )
+    server = BackgroundServer(create_worker_app(settings, telemetry=stack.telemetry), port=port)
+    server.start()
+    replica = dataclasses.replace(stack, worker=server.base_url)
+    try:
+        async for phone in phone_call(replica, "twilio"):
+            await assert_audio_passes_untouched(replica, phone)
+            await asyncio.to_thread(server.stop)
+            assert not server.thread.is_alive()
+            closed = await phone.closed()
+    finally:
+        server.stop()
+    await wait_for_report(stack)
+    return closed
+
+
+async def test_a_call_whose_worker_stops_ends_as_worker_shutdown(stack: Stack) -> None:
+    assert await stopped_mid_call(stack) == (1000, "worker_shutdown")
+    report = stack.telemetry.reports[-1]
+    assert (report.end_reason, report.completed) == ("worker_shutdown", False)
+
+
+async def test_closed_by_the_server_alone_the_call_would_pass_for_a_hang_up(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uvicorns_own = direct_stream.WebSocketsSansIOProtocol.shutdown
+    monkeypatch.setattr(direct_stream.DirectStreamProtocol, "shutdown", uvicorns_own)
+    assert await stopped_mid_call(stack) == (1012, "")
+    report = stack.telemetry.reports[-1]
+    assert (report.end_reason, report.completed) == ("caller_hangup", True)

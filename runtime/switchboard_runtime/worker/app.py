@@ -15,6 +15,7 @@ Call entry is authenticated end to end:
 import asyncio
 import base64
 import contextlib
+import functools
 import gc
 import logging
 import re
@@ -62,7 +63,7 @@ from switchboard_runtime.telephony import (
 from switchboard_runtime.tools import ToolRegistry
 from switchboard_runtime.warm import WarmCall, WarmSessions
 from switchboard_runtime.worker.capacity import CallCapacity
-from switchboard_runtime.worker.direct_stream import DIRECT_STREAM
+from switchboard_runtime.worker.direct_stream import DIRECT_STREAM, DirectPhone
 from switchboard_runtime.worker.settings import WorkerSettings, metrics_allowed
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ CLOSE_REFUSED = 4403
 CLOSE_FAILED = 4500
 UNAUTHORIZED = "unauthorized"
 AT_CAPACITY = "worker_at_capacity"
+WORKER_SHUTDOWN = "worker_shutdown"
 AT_CAPACITY_MESSAGE = "This call worker is at capacity. Try the test call again in a moment."
 # A warm attach redeems its token with the control plane after the caller's first frame, or
 # after this long at the latest.
@@ -128,14 +130,19 @@ class StarlettePhone:
             raise PhoneGone from exc
 
 
-def phone_socket(phone: WebSocket) -> PhoneSocket:
+def phone_socket(phone: WebSocket, session: GrokRealtimeSession | None = None) -> PhoneSocket:
     """An accepted media stream as the bridge reads it: taken over from the server where it
-    offers that (`direct_stream`, under `switchboard worker`), else through Starlette."""
+    offers that (`direct_stream`, under `switchboard worker`), else through Starlette. A
+    taken-over call whose server stops ends as `worker_shutdown`, not as a hang-up."""
     direct = (phone.scope.get("extensions") or {}).get(DIRECT_STREAM)
-    if direct is not None:
-        taken: PhoneSocket = direct["take_over"]()
-        return taken
-    return StarlettePhone(phone)
+    if direct is None:
+        return StarlettePhone(phone)
+    taken: DirectPhone = direct["take_over"]()
+    if session is not None:
+        taken.on_server_shutdown = functools.partial(
+            session.refuse, WORKER_SHUTDOWN, "the call worker is shutting down"
+        )
+    return taken
 
 
 class MediaStreams:
@@ -487,7 +494,7 @@ def create_worker_app(
         app.state.call_starts["cold"] += 1
         try:
             async with session:
-                stats = await bridge(phone_socket(phone), dialect, start, session)
+                stats = await bridge(phone_socket(phone, session), dialect, start, session)
                 await finish(phone, session, stats)  # the phone first; the report follows
         except CallRefusedError as exc:
             await _close(phone, CLOSE_REFUSED, f"{exc.code}: {exc.message}"[:120])
@@ -508,7 +515,7 @@ def create_worker_app(
         claimed = asyncio.create_task(attach_when_claimed(session, warm.issued.agent_id, token))
         try:
             try:
-                stats = await bridge(phone_socket(phone), dialect, start, session)
+                stats = await bridge(phone_socket(phone, session), dialect, start, session)
             finally:
                 authorized = await claimed
                 warm.setup.cancel()

@@ -14,6 +14,7 @@ scope has no such extension and the call reads through Starlette as before.
 
 import asyncio
 from collections import deque
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from uvicorn.config import Config
@@ -31,6 +32,9 @@ DIRECT_STREAM = "switchboard.direct_stream"
 # (TCP then holds the phone back); reading resumes once the call has caught up.
 INBOX_HIGH = 64
 INBOX_LOW = 16
+# When the server stops, how long a taken-over call has to end itself before its stream is
+# closed as uvicorn would (1012).
+SHUTDOWN_GRACE_SECONDS = 5.0
 
 
 class DirectStreamProtocol(WebSocketsSansIOProtocol):
@@ -83,6 +87,21 @@ class DirectStreamProtocol(WebSocketsSansIOProtocol):
         else:
             self.phone.deliver(bytes(data))
 
+    def shutdown(self) -> None:
+        """The server is stopping (SIGTERM). uvicorn would close the stream with 1012, which the
+        call would take for the caller hanging up; a taken-over call is told instead, ends as a
+        call (its own reason, its report) and closes the stream itself."""
+        phone = self.phone
+        if phone is None or phone.on_server_shutdown is None or not phone.open:
+            super().shutdown()
+            return
+        phone.ending = self.loop.create_task(phone.on_server_shutdown())
+        self.loop.call_later(SHUTDOWN_GRACE_SECONDS, self._shut_down_if_open)
+
+    def _shut_down_if_open(self) -> None:
+        if not self.transport.is_closing():
+            super().shutdown()
+
     def handle_close(self, event: Frame) -> None:
         super().handle_close(event)
         if self.phone is not None:
@@ -102,6 +121,9 @@ class DirectPhone:
         self.stream = stream
         self.inbox: deque[str | bytes] = deque()
         self.waiter: asyncio.Future[None] | None = None
+        # Set by the call: how it ends when the server stops (and the task doing it).
+        self.on_server_shutdown: Callable[[], Coroutine[Any, Any, None]] | None = None
+        self.ending: asyncio.Task[None] | None = None
 
     @property
     def open(self) -> bool:
