@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import connect
@@ -229,19 +230,24 @@ async def test_without_the_inbox_bound_the_server_buffers_whatever_the_phone_sen
     assert reader.read == list(range(FLOOD))
 
 
+def replica(stack: Stack, **settings: Any) -> tuple[BackgroundServer, Stack]:
+    """Another worker replica on the stack's control plane, started; the stack as seen by it."""
+    port = free_port()
+    update = {"worker_public_url": f"http://127.0.0.1:{port}", **settings}
+    app = create_worker_app(
+        stack.worker_settings.model_copy(update=update), telemetry=stack.telemetry
+    )
+    server = BackgroundServer(app, port=port).start()
+    return server, dataclasses.replace(stack, worker=server.base_url)
+
+
 async def stopped_mid_call(stack: Stack) -> tuple[int | None, str | None]:
     """A call on a worker replica that stops (SIGTERM) while the caller talks: how the phone's
     stream was closed. The replica must stop, with the call on it."""
-    port = free_port()
-    settings = stack.worker_settings.model_copy(
-        update={"worker_public_url": f"http://127.0.0.1:{port}"}
-    )
-    server = BackgroundServer(create_worker_app(settings, telemetry=stack.telemetry), port=port)
-    server.start()
-    replica = dataclasses.replace(stack, worker=server.base_url)
+    server, on_replica = replica(stack)
     try:
-        async for phone in phone_call(replica, "twilio"):
-            await assert_audio_passes_untouched(replica, phone)
+        async for phone in phone_call(on_replica, "twilio"):
+            await assert_audio_passes_untouched(on_replica, phone)
             await asyncio.to_thread(server.stop)
             assert not server.thread.is_alive()
             closed = await phone.closed()
@@ -252,6 +258,7 @@ async def stopped_mid_call(stack: Stack) -> tuple[int | None, str | None]:
 
 
 async def test_a_call_whose_worker_stops_ends_as_worker_shutdown(stack: Stack) -> None:
+    """Without a drain time (the default) the call is ended at once, and says why."""
     assert await stopped_mid_call(stack) == (1000, "worker_shutdown")
     report = stack.telemetry.reports[-1]
     assert (report.end_reason, report.completed) == ("worker_shutdown", False)
@@ -265,3 +272,47 @@ async def test_closed_by_the_server_alone_the_call_would_pass_for_a_hang_up(
     assert await stopped_mid_call(stack) == (1012, "")
     report = stack.telemetry.reports[-1]
     assert (report.end_reason, report.completed) == ("caller_hangup", True)
+
+
+async def until_it_stops_listening(url: str) -> None:
+    async with asyncio.timeout(10), httpx.AsyncClient() as http:
+        while True:
+            try:
+                await http.get(f"{url}/healthz", timeout=1)
+            except httpx.TransportError:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def test_a_draining_worker_takes_no_new_connections_and_lets_its_calls_finish(
+    stack: Stack,
+) -> None:
+    server, on_replica = replica(stack, worker_drain_seconds=30)
+    try:
+        async for phone in phone_call(on_replica, "twilio"):
+            stopping = asyncio.create_task(asyncio.to_thread(server.stop))
+            await until_it_stops_listening(on_replica.worker)
+            await assert_audio_passes_untouched(on_replica, phone)  # the call goes on
+            await phone.hang_up()
+            assert await phone.closed() == (1000, "phone_stop")
+        await asyncio.wait_for(stopping, 15)
+        assert not server.thread.is_alive()  # it stopped once its last call ended
+    finally:
+        server.stop()
+    await wait_for_report(stack)
+    report = stack.telemetry.reports[-1]
+    assert (report.end_reason, report.completed) == ("phone_stop", True)
+
+
+async def test_a_drain_that_runs_out_ends_the_call_as_worker_shutdown(stack: Stack) -> None:
+    server, on_replica = replica(stack, worker_drain_seconds=0.5)
+    try:
+        async for phone in phone_call(on_replica, "twilio"):
+            await phone.speak(CALLER_FRAMES)
+            stopping = asyncio.create_task(asyncio.to_thread(server.stop))
+            assert await phone.closed() == (1000, "worker_shutdown")
+        await asyncio.wait_for(stopping, 15)
+    finally:
+        server.stop()
+    await wait_for_report(stack)
+    assert stack.telemetry.reports[-1].end_reason == "worker_shutdown"

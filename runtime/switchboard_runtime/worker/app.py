@@ -130,10 +130,13 @@ class StarlettePhone:
             raise PhoneGone from exc
 
 
-def phone_socket(phone: WebSocket, session: GrokRealtimeSession | None = None) -> PhoneSocket:
+def phone_socket(
+    phone: WebSocket, session: GrokRealtimeSession | None = None, drain_seconds: float = 0.0
+) -> PhoneSocket:
     """An accepted media stream as the bridge reads it: taken over from the server where it
-    offers that (`direct_stream`, under `switchboard worker`), else through Starlette. A
-    taken-over call whose server stops ends as `worker_shutdown`, not as a hang-up."""
+    offers that (`direct_stream`, under `switchboard worker`), else through Starlette. When
+    the server stops, a taken-over call goes on for `drain_seconds`, then ends as
+    `worker_shutdown` (not as a hang-up)."""
     direct = (phone.scope.get("extensions") or {}).get(DIRECT_STREAM)
     if direct is None:
         return StarlettePhone(phone)
@@ -142,6 +145,7 @@ def phone_socket(phone: WebSocket, session: GrokRealtimeSession | None = None) -
         taken.on_server_shutdown = functools.partial(
             session.refuse, WORKER_SHUTDOWN, "the call worker is shutting down"
         )
+        taken.drain_seconds = drain_seconds
     return taken
 
 
@@ -494,7 +498,12 @@ def create_worker_app(
         app.state.call_starts["cold"] += 1
         try:
             async with session:
-                stats = await bridge(phone_socket(phone, session), dialect, start, session)
+                stats = await bridge(
+                    phone_socket(phone, session, settings.worker_drain_seconds),
+                    dialect,
+                    start,
+                    session,
+                )
                 await finish(phone, session, stats)  # the phone first; the report follows
         except CallRefusedError as exc:
             await _close(phone, CLOSE_REFUSED, f"{exc.code}: {exc.message}"[:120])
@@ -515,7 +524,12 @@ def create_worker_app(
         claimed = asyncio.create_task(attach_when_claimed(session, warm.issued.agent_id, token))
         try:
             try:
-                stats = await bridge(phone_socket(phone, session), dialect, start, session)
+                stats = await bridge(
+                    phone_socket(phone, session, settings.worker_drain_seconds),
+                    dialect,
+                    start,
+                    session,
+                )
             finally:
                 authorized = await claimed
                 warm.setup.cancel()

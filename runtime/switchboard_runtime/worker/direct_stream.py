@@ -89,14 +89,15 @@ class DirectStreamProtocol(WebSocketsSansIOProtocol):
 
     def shutdown(self) -> None:
         """The server is stopping (SIGTERM). uvicorn would close the stream with 1012, which the
-        call would take for the caller hanging up; a taken-over call is told instead, ends as a
-        call (its own reason, its report) and closes the stream itself."""
+        call would take for the caller hanging up. A taken-over call goes on for its drain
+        time (uvicorn waits for open connections), is then told, ends as a call (its own
+        reason, its report) and closes the stream itself."""
         phone = self.phone
         if phone is None or phone.on_server_shutdown is None or not phone.open:
             super().shutdown()
             return
-        phone.ending = self.loop.create_task(phone.on_server_shutdown())
-        self.loop.call_later(SHUTDOWN_GRACE_SECONDS, self._shut_down_if_open)
+        self.loop.call_later(phone.drain_seconds, phone.end_for_shutdown)
+        self.loop.call_later(phone.drain_seconds + SHUTDOWN_GRACE_SECONDS, self._shut_down_if_open)
 
     def _shut_down_if_open(self) -> None:
         if not self.transport.is_closing():
@@ -121,8 +122,10 @@ class DirectPhone:
         self.stream = stream
         self.inbox: deque[str | bytes] = deque()
         self.waiter: asyncio.Future[None] | None = None
-        # Set by the call: how it ends when the server stops (and the task doing it).
+        # Set by the call: how it ends when the server stops, after how long (and the task
+        # ending it).
         self.on_server_shutdown: Callable[[], Coroutine[Any, Any, None]] | None = None
+        self.drain_seconds = 0.0
         self.ending: asyncio.Task[None] | None = None
 
     @property
@@ -176,6 +179,10 @@ class DirectPhone:
         if stream.read_paused and len(self.inbox) <= INBOX_LOW and not stream.close_sent:
             stream.read_paused = False
             stream.transport.resume_reading()
+
+    def end_for_shutdown(self) -> None:
+        if self.on_server_shutdown is not None and self.open and self.ending is None:
+            self.ending = self.stream.loop.create_task(self.on_server_shutdown())
 
     def wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
