@@ -37,6 +37,7 @@ from control_plane.telemetry.models import (
     MetricHealth,
     RolloutHealth,
 )
+from switchboard_runtime.contract import WORKER_SHUTDOWN
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +165,10 @@ def update_guard(
     return guard
 
 
+# End reasons that say nothing about the provider (see `figures`).
+NOT_THE_PROVIDERS_ENDING = frozenset({WORKER_SHUTDOWN})
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -180,7 +185,10 @@ def figures(reports: Sequence[CallReport], guard: FlagGuard) -> HealthFigures:
     tools_all = tools_ok + sum(r.tool_calls_failed for r in reports)
     p95 = _percentile(first_audio, 0.95)
     tool_success = tools_ok / tools_all if tools_all else None
-    completion = sum(r.completed for r in reports) / calls if calls else None
+    # A call its worker ended on a stop (a deploy) ran fine until then: it counts in every
+    # figure but completion, which is about how the provider's calls end.
+    judged = [r for r in reports if r.end_reason not in NOT_THE_PROVIDERS_ENDING]
+    completion = sum(r.completed for r in judged) / len(judged) if judged else None
     stability = sum(r.websocket_disconnects == 0 for r in reports) / calls if calls else None
 
     def metric(value: float | None, target: float, higher_is_better: bool) -> MetricHealth:

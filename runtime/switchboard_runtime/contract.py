@@ -122,6 +122,11 @@ class TranscriptEntry(BaseModel):
     text: Annotated[str, StringConstraints(max_length=4000)]
 
 
+# The end reason of a call its worker ended because the worker was stopped (a deploy): the
+# call says nothing about the provider, so the rollout guard leaves it out of call completion.
+WORKER_SHUTDOWN = "worker_shutdown"
+
+
 class CallReport(BaseModel):
     """One finished call, as the runtime reports it. The control plane accepts reports of calls
     it issued only, and takes workspace, agent, tier and engine from the issued call."""

@@ -189,6 +189,36 @@ def test_a_regression_in_one_beta_cohort_pauses_within_the_window(
     assert stage(client, tokens) == "internal"
 
 
+def cut_by_a_deploy(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The calls a stopped worker ended (SIGTERM, its drain run out)."""
+    return [{**call, "end_reason": "worker_shutdown", "completed": False} for call in calls]
+
+
+def test_calls_a_deploy_cut_do_not_count_against_the_providers_completion(
+    client: TestClient, tokens: Tokens, beta: None
+) -> None:
+    rng = random.Random(7)
+    send(client, tokens, synthetic_calls(2000, INTERNAL + BETA_2, rng=rng, seed_id="healthy"))
+    cut = cut_by_a_deploy(synthetic_calls(400, BETA_1, rng=rng, seed_id="deploy"))
+    assert send(client, tokens, cut)["paused"] == []
+    assert stage(client, tokens) == "beta"
+    health = client.get(f"/api/v1/rollouts/{FLAG}/health", headers=auth(tokens.admin)).json()
+    assert health["overall"]["calls"] == 2400  # they count as calls...
+    assert health["overall"]["call_completion"]["value"] == 1.0  # ...not as incomplete ones
+    assert health["cohorts"]["beta-1"]["call_completion"]["value"] is None
+
+
+def test_counted_as_incomplete_a_deploy_would_pause_the_rollout(
+    client: TestClient, tokens: Tokens, beta: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(telemetry_service, "NOT_THE_PROVIDERS_ENDING", frozenset())
+    rng = random.Random(7)
+    send(client, tokens, synthetic_calls(2000, INTERNAL + BETA_2, rng=rng, seed_id="healthy"))
+    cut = cut_by_a_deploy(synthetic_calls(400, BETA_1, rng=rng, seed_id="deploy"))
+    assert send(client, tokens, cut)["paused"] == [FLAG]
+    assert stage(client, tokens) == "internal"
+
+
 def test_too_few_calls_never_pause(client: TestClient, tokens: Tokens, beta: None) -> None:
     rng = random.Random(3)
     result = send(

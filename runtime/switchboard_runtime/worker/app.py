@@ -41,7 +41,7 @@ from switchboard_runtime.client import (
     IssuedCall,
     keep_lease,
 )
-from switchboard_runtime.contract import AudioChannel, ResolvedSessionConfig
+from switchboard_runtime.contract import WORKER_SHUTDOWN, AudioChannel, ResolvedSessionConfig
 from switchboard_runtime.loop_lag import LoopLagMonitor
 from switchboard_runtime.session import (
     GROK_ENGINE,
@@ -81,7 +81,6 @@ CLOSE_REFUSED = 4403
 CLOSE_FAILED = 4500
 UNAUTHORIZED = "unauthorized"
 AT_CAPACITY = "worker_at_capacity"
-WORKER_SHUTDOWN = "worker_shutdown"
 AT_CAPACITY_MESSAGE = "This call worker is at capacity. Try the test call again in a moment."
 # A warm attach redeems its token with the control plane after the caller's first frame, or
 # after this long at the latest.
