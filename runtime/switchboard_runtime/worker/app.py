@@ -478,6 +478,13 @@ def create_worker_app(
         with capacity.running(call.call_id):
             await run_cold(phone, dialect, start, call, stream_started)
 
+    async def bridge_grok(
+        phone: WebSocket, dialect: Dialect, start: Start, session: GrokRealtimeSession
+    ) -> BridgeStats:
+        """A Grok call's audio both ways, on its stream taken over where the server offers it."""
+        taken = phone_socket(phone, session, settings.worker_drain_seconds)
+        return await bridge(taken, dialect, start, session)
+
     async def run_cold(
         phone: WebSocket, dialect: Dialect, start: Start, call: ClaimedCall, stream_started: float
     ) -> None:
@@ -497,12 +504,7 @@ def create_worker_app(
         app.state.call_starts["cold"] += 1
         try:
             async with session:
-                stats = await bridge(
-                    phone_socket(phone, session, settings.worker_drain_seconds),
-                    dialect,
-                    start,
-                    session,
-                )
+                stats = await bridge_grok(phone, dialect, start, session)
                 await finish(phone, session, stats)  # the phone first; the report follows
         except CallRefusedError as exc:
             await _close(phone, CLOSE_REFUSED, f"{exc.code}: {exc.message}"[:120])
@@ -523,12 +525,7 @@ def create_worker_app(
         claimed = asyncio.create_task(attach_when_claimed(session, warm.issued.agent_id, token))
         try:
             try:
-                stats = await bridge(
-                    phone_socket(phone, session, settings.worker_drain_seconds),
-                    dialect,
-                    start,
-                    session,
-                )
+                stats = await bridge_grok(phone, dialect, start, session)
             finally:
                 authorized = await claimed
                 warm.setup.cancel()
