@@ -56,9 +56,9 @@ class Stack:
     worker_app: Any
     worker_settings: WorkerSettings
 
-    @contextlib.contextmanager
-    def another_worker(self, **settings: Any) -> Iterator[tuple[str, Any]]:
-        """A second worker replica on the same control plane: its base URL and app."""
+    def worker_replica(self, **settings: Any) -> tuple[BackgroundServer, Any]:
+        """A second worker replica on the same control plane, not started: its server and app
+        ("{port}" in a setting becomes the replica's port)."""
         port = free_port()
         update = {"worker_public_url": f"http://127.0.0.1:{port}", **settings}
         update = {
@@ -68,7 +68,13 @@ class Stack:
         app = create_worker_app(
             self.worker_settings.model_copy(update=update), telemetry=self.telemetry
         )
-        with BackgroundServer(app, port=port) as server:
+        return BackgroundServer(app, port=port), app
+
+    @contextlib.contextmanager
+    def another_worker(self, **settings: Any) -> Iterator[tuple[str, Any]]:
+        """A second worker replica on the same control plane, running: its base URL and app."""
+        server, app = self.worker_replica(**settings)
+        with server:
             yield server.base_url, app
 
     def ws(self, path: str) -> str:

@@ -23,9 +23,9 @@ from websockets.asyncio.client import connect
 from switchboard_runtime import client as control_plane_client
 from switchboard_runtime.telephony import PhoneGone, PhoneSocket
 from switchboard_runtime.worker import app as worker
-from switchboard_runtime.worker import create_worker_app, direct_stream
+from switchboard_runtime.worker import direct_stream
 from switchboard_runtime.worker.direct_stream import DIRECT_STREAM, DirectPhone
-from tests.fakes.server import BackgroundServer, free_port
+from tests.fakes.server import BackgroundServer
 from tests.integration.callstack import (
     CALLER_FRAMES,
     Stack,
@@ -232,12 +232,8 @@ async def test_without_the_inbox_bound_the_server_buffers_whatever_the_phone_sen
 
 def replica(stack: Stack, **settings: Any) -> tuple[BackgroundServer, Stack]:
     """Another worker replica on the stack's control plane, started; the stack as seen by it."""
-    port = free_port()
-    update = {"worker_public_url": f"http://127.0.0.1:{port}", **settings}
-    app = create_worker_app(
-        stack.worker_settings.model_copy(update=update), telemetry=stack.telemetry
-    )
-    server = BackgroundServer(app, port=port).start()
+    server, _app = stack.worker_replica(**settings)
+    server.start()
     return server, dataclasses.replace(stack, worker=server.base_url)
 
 
