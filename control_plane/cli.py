@@ -14,6 +14,7 @@ from control_plane.auth import service as auth_service
 from control_plane.catalogue.seed import seed_catalogue
 from control_plane.db import make_engine, session_scope
 from control_plane.settings import Settings, production_refusals
+from switchboard_runtime.worker.settings import SettingsError, load_settings
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -40,7 +41,7 @@ def migrate(revision: str = "head") -> None:
     from control_plane.keys import service as keys_service
     from control_plane.keys.crypto import Keyring
 
-    settings = Settings()
+    settings = _settings()
     migrations.upgrade(settings.database_url, revision)
     typer.echo(f"database migrated to {revision}")
     if revision != "head":
@@ -63,7 +64,7 @@ def seed(
     from control_plane.demo import seed_demo
     from control_plane.rollout.service import seed_flags
 
-    settings = Settings()
+    settings = _settings()
     if demo and settings.environment == "production":
         typer.echo(
             "error: demo data (admin@example.com / switchboard-demo and demo tokens) is refused "
@@ -108,7 +109,7 @@ def serve(
     from control_plane.keys.crypto import Keyring, MasterKeyError
     from switchboard_runtime.worker.serving import serve as serve_app
 
-    settings = Settings()
+    settings = _settings()
     refusals = production_refusals(settings)
     try:
         Keyring.from_settings(settings)
@@ -128,6 +129,16 @@ def serve(
     )
 
 
+def _settings() -> Settings:
+    """The settings; an invalid one is refused like any other: `error (invalid_setting): ...`."""
+    try:
+        return load_settings(Settings)
+    except SettingsError as exc:
+        for line in exc.lines:
+            typer.echo(f"error (invalid_setting): {line}", err=True)
+        raise typer.Exit(2) from None
+
+
 def _refused(exc: "ProblemError") -> NoReturn:
     """A refusal as the CLI says it: `error (code): detail` on stderr, exit status 2."""
     typer.echo(f"error ({exc.code}): {exc.detail}", err=True)
@@ -140,7 +151,7 @@ def _session() -> Iterator["Session"]:
     (an unknown token, a taken email, ...) is printed by `_refused`, never as a traceback."""
     from control_plane.errors import ProblemError
 
-    engine = make_engine(Settings())
+    engine = make_engine(_settings())
     try:
         with session_scope(engine) as session:
             yield session
@@ -156,7 +167,7 @@ def tokens_create(
     name: Annotated[str, typer.Option(help="What the token is for")] = "cli",
 ) -> None:
     """Create a token. The token is printed once, as the last line."""
-    engine = make_engine(Settings())
+    engine = make_engine(_settings())
     try:
         with session_scope(engine) as session:
             row, token = auth_service.create_token(session, name=name, scopes=scope)
@@ -221,7 +232,7 @@ def keys_rotate_master(
     from control_plane.keys import service as keys_service
     from control_plane.keys.crypto import Keyring, MasterKeyError, prepend_key
 
-    settings = Settings()
+    settings = _settings()
     try:
         if new_key_id is not None:
             if settings.master_key_file is None:
@@ -253,7 +264,7 @@ def _flag_command(change: Callable[["Session", "FlagGate"], object]) -> None:
     from control_plane.errors import ProblemError
     from control_plane.rollout.gate import FlagGate
 
-    settings = Settings()
+    settings = _settings()
     engine = make_engine(settings)
     gate = FlagGate(settings, engine, ChangeFeed(settings))
     try:
@@ -280,7 +291,7 @@ def flags_list() -> None:
     """List flags with their stage."""
     from control_plane.rollout import service as rollout
 
-    engine = make_engine(Settings())
+    engine = make_engine(_settings())
     with session_scope(engine) as session:
         for flag in rollout.list_flags(session):
             _print_flag(flag)
@@ -339,7 +350,7 @@ def flags_export() -> None:
 
     from control_plane.rollout import service as rollout
 
-    engine = make_engine(Settings())
+    engine = make_engine(_settings())
     with session_scope(engine) as session:
         typer.echo(json.dumps(rollout.export_definitions(session), indent=2, sort_keys=True))
     engine.dispose()
@@ -365,7 +376,7 @@ def cohorts_list() -> None:
     """List cohorts and their workspaces."""
     from control_plane.rollout import service as rollout
 
-    engine = make_engine(Settings())
+    engine = make_engine(_settings())
     with session_scope(engine) as session:
         for cohort in rollout.list_cohorts(session):
             typer.echo(f"{cohort.name}\t{','.join(cohort.members) or '-'}\t{cohort.description}")

@@ -259,3 +259,26 @@ def test_a_weak_session_secret_lets_anyone_forge_an_admin_cookie_without_the_ref
         client.cookies.set("switchboard_session", forged)
         page = client.get("/rollout", follow_redirects=False)
     assert page.status_code == 200 and "Rollout" in page.text
+
+
+@pytest.mark.parametrize(
+    ("command", "setting", "value"),
+    [
+        ("serve", "SWITCHBOARD_MAX_TOOLS_PER_AGENT", "99"),
+        ("migrate", "SWITCHBOARD_DATABASE_POOL_SIZE", "many"),
+        ("worker", "SWITCHBOARD_WORKER_MAX_CALLS", "0"),
+        ("worker", "SWITCHBOARD_WORKER_DRAIN_SECONDS", "-1"),
+    ],
+)
+def test_an_invalid_setting_is_refused_in_one_line_that_names_it(
+    tmp_path: Path, command: str, setting: str, value: str
+) -> None:
+    env = {
+        **os.environ,
+        "SWITCHBOARD_DATABASE_URL": f"sqlite:///{tmp_path}/settings.db",
+        "SWITCHBOARD_SERVICE_TOKEN": "sbt_worker",
+        setting: value,
+    }
+    message = refused(env, command)
+    assert message.startswith("error") and f"{setting}: " in message
+    assert "Traceback" not in message and len(message.strip().splitlines()) == 1

@@ -10,14 +10,19 @@ import sys
 from switchboard_runtime.logging import configure_logging
 from switchboard_runtime.worker.app import WorkerConfigError, create_worker_app
 from switchboard_runtime.worker.serving import serve
-from switchboard_runtime.worker.settings import WorkerSettings
+from switchboard_runtime.worker.settings import SettingsError, WorkerSettings, load_settings
 
 FACTORY = "switchboard_runtime.worker:create_worker_app"
 
 
 def run(host: str, port: int, server: str) -> int:
-    """Serve until stopped; 2 (with the reason on stderr) when a setting is missing."""
-    settings = WorkerSettings()
+    """Serve until stopped; 2 (with the reason on stderr) when a setting is missing or invalid."""
+    try:
+        settings = load_settings(WorkerSettings)
+    except SettingsError as exc:
+        for line in exc.lines:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level)
     try:
         create_worker_app(settings)  # refuse here, with its message, before the server starts

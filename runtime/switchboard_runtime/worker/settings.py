@@ -2,9 +2,9 @@
 file works too), the same names the control plane's documentation uses."""
 
 import hmac
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -51,6 +51,32 @@ class WorkerSettings(ServerSettings):
     # no new connections meanwhile), then end as `worker_shutdown`. Keep it below the grace
     # period the orchestrator gives before it kills the process.
     worker_drain_seconds: float = Field(default=0.0, ge=0, le=3600)
+
+
+class SettingsError(Exception):
+    """Settings from the environment that do not validate: one line per setting, named as its
+    environment variable, without the value given (a mistyped secret must not be echoed)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("; ".join(lines))
+        self.lines = lines
+
+
+AnySettings = TypeVar("AnySettings", bound=BaseSettings)
+
+
+def load_settings(settings_class: type[AnySettings]) -> AnySettings:
+    """The settings, or a `SettingsError` a command line can print as it is."""
+    try:
+        return settings_class()
+    except ValidationError as exc:
+        prefix = str(settings_class.model_config.get("env_prefix", ""))
+        raise SettingsError(
+            [
+                f"{prefix}{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+                for error in exc.errors(include_url=False, include_input=False)
+            ]
+        ) from None
 
 
 class MetricsAccess(Protocol):
