@@ -158,7 +158,7 @@ async def phones_against(port: int) -> tuple[int, float]:
     """(frames answered, seconds) with PHONES phones talking for SECONDS."""
     answered = [0]
 
-    def heard(_text: str) -> None:
+    def heard(_text: str, _arrived_at: float) -> None:
         answered[0] += 1
 
     url = f"ws://127.0.0.1:{port}/ws/twilio/bench"

@@ -5,11 +5,14 @@ with `websockets`' asyncio client 200 phones needed ~0.45 of a core and their ev
 late often enough to show up as the worker's lag. This client drives websockets' own Sans-I/O
 protocol (handshake, framing, masking, pings and close all stay the library's) straight from an
 asyncio protocol: no reader task, no message queue, no lock per send; a text frame is handed to
-a callback as it is parsed.
+a callback as it is parsed, with when it reached the phone's socket (the kernel's receive time:
+tests/fakes/arrival_stamps.py), so a phone that reads late does not charge its lateness to the
+worker.
 """
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import cast
 
@@ -19,11 +22,16 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
+from tests.fakes.arrival_stamps import arrival_time, connect_stamped
+
+# A text frame and when it reached the socket (time.time() clock).
+OnText = Callable[[str, float], None]
+
 
 class LeanPhone(asyncio.Protocol):
     """One media stream: `send` text frames; every text frame received goes to `on_text`."""
 
-    def __init__(self, url: str, on_text: Callable[[str], None]) -> None:
+    def __init__(self, url: str, on_text: OnText) -> None:
         self.protocol = ClientProtocol(parse_uri(url), max_size=2**20)
         self.on_text = on_text
         self.transport: asyncio.Transport | None = None
@@ -37,6 +45,7 @@ class LeanPhone(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.protocol.receive_data(data)
+        arrived_at = arrival_time(self.transport, time.time)
         for event in self.protocol.events_received():
             if isinstance(event, Response):
                 if self.protocol.handshake_exc is not None:
@@ -44,7 +53,7 @@ class LeanPhone(asyncio.Protocol):
                 else:
                     self.open.set_result(None)
             elif isinstance(event, Frame) and event.opcode is Opcode.TEXT:
-                self.on_text(bytes(event.data).decode())
+                self.on_text(bytes(event.data).decode(), arrived_at)
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -82,10 +91,9 @@ class LeanPhone(asyncio.Protocol):
             self.transport.close()
 
 
-async def open_phone(url: str, on_text: Callable[[str], None]) -> LeanPhone:
+async def open_phone(url: str, on_text: OnText) -> LeanPhone:
     """Connect and finish the opening handshake (ws:// on loopback only)."""
     uri = parse_uri(url)
-    loop = asyncio.get_running_loop()
-    _, phone = await loop.create_connection(lambda: LeanPhone(url, on_text), uri.host, uri.port)
+    _, phone = await connect_stamped(lambda: LeanPhone(url, on_text), uri.host, uri.port)
     await asyncio.wait_for(phone.open, 10)
     return phone

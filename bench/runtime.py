@@ -5,7 +5,10 @@
   2. forwarding cost per 20 ms frame: a Twilio media frame read, checked and sent on to xAI;
   3. 200 concurrent calls: scripted Twilio phones (this process) → `switchboard worker` (its own
      process) → the fake xAI (its own process), every agent reply played out in full; frame lag
-     = when a frame arrived minus when it was sent, both ways.
+     = when a frame arrived minus when it was sent, both ways. "Arrived" is when the frame
+     reached the receiving stand-in's socket (the kernel's receive time), not when that
+     stand-in's event loop got round to reading it: the stand-ins share one core, and their own
+     lateness is theirs, not the worker's. That read lag is printed beside it.
 Targets (issue): 1. ≤ 15 ms; 2. ≤ 50 µs; 3. every agent frame delivered, lag p99 ≤ 20 ms.
 
 In production xAI and the phone provider are other machines. Here the fake xAI, the phones and
@@ -292,7 +295,8 @@ async def bridged_calls(
 
     talk_frames, reply_frames = 25, 50
     cycle = (talk_frames + reply_frames) * 0.02
-    phone_lags: list[float] = []
+    phone_lags: list[float] = []  # sent → at the phone's socket
+    phone_read_lags: list[float] = []  # sent → read by the phone (its own lateness included)
     received = [0]
     expected = [0]
     failures: list[str] = []
@@ -323,11 +327,12 @@ async def bridged_calls(
             return
         mine = [0]
 
-        def heard(raw: str) -> None:
+        def heard(raw: str, arrived_at: float) -> None:
             frame = json.loads(raw)
             if frame.get("event") == "media":
-                sent_at = struct.unpack(">d", base64.b64decode(frame["media"]["payload"])[:8])
-                phone_lags.append(time.time() - sent_at[0])
+                sent_at = struct.unpack(">d", base64.b64decode(frame["media"]["payload"])[:8])[0]
+                phone_lags.append(arrived_at - sent_at)
+                phone_read_lags.append(time.time() - sent_at)
                 mine[0] += 1
                 received[0] += 1
 
@@ -419,6 +424,11 @@ async def bridged_calls(
         "caller_to_xai_lag_p99_ms": fake_stats["caller_lags_ms"]["0.99"],
         "xai_to_phone_lag_p50_ms": quantile(phone_lags, 0.5) * 1000,
         "xai_to_phone_lag_p99_ms": quantile(phone_lags, 0.99) * 1000,
+        # The same frames timed when the stand-in read them: its own lateness included.
+        "read_lag_p99_ms": {
+            "caller_to_xai": fake_stats["caller_read_lags_ms"]["0.99"],
+            "xai_to_phone": quantile(phone_read_lags, 0.99) * 1000,
+        },
         "worker_cpu_ms_per_call_second": cores["worker"] * 1000 / CALLS,
         # Sampled every 20 ms; the worker's from its /metrics histogram (a bucket's bound). A
         # stall of a few hundred ms is one sample: the p99 misses it, the max shows it.
@@ -587,6 +597,11 @@ def main() -> None:
         f"worker <= {lag['worker_at_most']['0.99']:.0f} / {lag['worker_at_most']['1.0']:.0f} ms, "
         f"fake xAI {lag['fake_xai']['0.99']:.1f} / {lag['fake_xai']['1.0']:.1f} ms, "
         f"phones {lag['phones']['0.99']:.1f} / {lag['phones']['1.0']:.1f} ms"
+    )
+    read = results["read_lag_p99_ms"]
+    print(
+        "frame lag p99 when the stand-ins read the frames (their own lateness included): "
+        f"caller->xAI {read['caller_to_xai']:.1f} ms, xAI->phone {read['xai_to_phone']:.1f} ms"
     )
     for name, value, unit, limit in checks:
         print(

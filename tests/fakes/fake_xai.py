@@ -29,6 +29,7 @@ import math
 import secrets
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -121,10 +122,12 @@ class FakeXAIState:
     connections: list[Connection] = field(default_factory=list)
     # Benchmarks: audio frames carry their send time (8 bytes, big-endian float seconds) in
     # front of μ-law bytes; silence (0xFF) is not speech. The fake records how late caller
-    # frames arrive and stamps its own replies as it sends them.
+    # frames arrive (at its socket, where the transport can say: the lean one) and how late it
+    # read them, and stamps its own replies as it sends them.
     stamped_audio: bool = False
     record_connections: bool = True
     caller_lags: list[float] = field(default_factory=list)
+    caller_read_lags: list[float] = field(default_factory=list)
     deltas_sent: int = 0
     # Its own event loop's lateness since the last /stats?reset=1 (a late fake reads caller
     # frames late, which the benchmark would otherwise blame on the worker).
@@ -233,6 +236,12 @@ def session_problems(session: Any) -> str | None:
     return None
 
 
+def quantile_ms(ordered_seconds: list[float], q: float) -> float | None:
+    if not ordered_seconds:
+        return None
+    return ordered_seconds[min(len(ordered_seconds) - 1, int(len(ordered_seconds) * q))] * 1000
+
+
 class TextSocket(Protocol):
     """What a conversation needs of its WebSocket: Starlette's, or the lean benchmark one."""
 
@@ -246,8 +255,16 @@ class TextSocket(Protocol):
 class RealtimeConversation:
     """One realtime connection of the fake."""
 
-    def __init__(self, state: FakeXAIState, websocket: TextSocket, record: Connection) -> None:
+    def __init__(
+        self,
+        state: FakeXAIState,
+        websocket: TextSocket,
+        record: Connection,
+        arrived_at: Callable[[], float] = time.time,
+    ) -> None:
+        """`arrived_at`: when the event being handled reached the socket (default: now)."""
         self.state, self.ws, self.record = state, websocket, record
+        self.arrived_at = arrived_at
         self.frames = 0
         self.utterance = 0
         self.responding: asyncio.Task[None] | None = None
@@ -323,7 +340,9 @@ class RealtimeConversation:
                 await self.voice_activity(frame)
                 return
             if self.state.stamped_audio:
-                self.state.caller_lags.append(time.time() - struct.unpack(">d", frame[:8])[0])
+                sent_at = struct.unpack(">d", frame[:8])[0]
+                self.state.caller_lags.append(self.arrived_at() - sent_at)
+                self.state.caller_read_lags.append(time.time() - sent_at)
                 if frame[8:].count(0xFF) == len(frame) - 8:
                     return  # silence: no speech for the fake's VAD
             self.frames += 1
@@ -552,18 +571,19 @@ def build_app(state: FakeXAIState) -> Starlette:
     async def stats(request: Request) -> JSONResponse:
         if request.query_params.get("reset"):
             state.caller_lags.clear()
+            state.caller_read_lags.clear()
             state.deltas_sent = 0
             state.loop_lag.reset()
             state.loop_lag.start()
-        lags = sorted(state.caller_lags)
+        lags, read_lags = sorted(state.caller_lags), sorted(state.caller_read_lags)
         return JSONResponse(
             {
                 "connections": len(state.connections),
                 "caller_frames": len(lags),
                 "deltas_sent": state.deltas_sent,
-                "caller_lags_ms": {
-                    q: lags[min(len(lags) - 1, int(len(lags) * float(q)))] * 1000 if lags else None
-                    for q in ("0.5", "0.99")
+                "caller_lags_ms": {q: quantile_ms(lags, float(q)) for q in ("0.5", "0.99")},
+                "caller_read_lags_ms": {
+                    q: quantile_ms(read_lags, float(q)) for q in ("0.5", "0.99")
                 },
                 "loop_lag_ms": {
                     q: (state.loop_lag.quantile(float(q)) or 0.0) * 1000

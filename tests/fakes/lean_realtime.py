@@ -5,8 +5,9 @@ websockets' own Sans-I/O server protocol straight from an asyncio protocol
 (`tests/fakes/sansio_server.py`) instead of uvicorn + Starlette's ASGI layers. The benchmark's
 fake xAI stands in for a remote service, so its cost is the instrument's: under 200 calls the
 ASGI path needed about half a core and its event loop ran late enough to read caller frames
-~30 ms after they arrived, lag the benchmark then charged to the worker. The key check and HTTP
-endpoints stay on the fake's Starlette app.
+~30 ms after they arrived, lag the benchmark then charged to the worker. Caller frames are timed
+by when they reached the socket (tests/fakes/arrival_stamps.py), however late the fake reads
+them. The key check and HTTP endpoints stay on the fake's Starlette app.
 """
 
 import asyncio
@@ -16,6 +17,7 @@ from starlette.websockets import WebSocketDisconnect
 from websockets.http11 import Request
 from websockets.protocol import State
 
+from tests.fakes.arrival_stamps import StampedServer, serve_stamped
 from tests.fakes.fake_xai import Connection, FakeXAIState, RealtimeConversation, bearer
 from tests.fakes.sansio_server import SansIOServerSocket
 
@@ -42,7 +44,7 @@ class LeanRealtimeSocket(SansIOServerSocket):
         model = parse_qs(target.query).get("model", [""])[0]
         record = Connection(model=model, authorization=token)
         self.state.connections.append(record)
-        conversation = RealtimeConversation(self.state, self, record)
+        conversation = RealtimeConversation(self.state, self, record, lambda: self.arrived_at)
         self.conversation = asyncio.get_running_loop().create_task(self._talk(conversation))
 
     # What RealtimeConversation uses of a WebSocket ---------------------------------------------
@@ -69,7 +71,7 @@ class LeanRealtimeSocket(SansIOServerSocket):
             await self.close(1000, "")
 
 
-async def serve_realtime(state: FakeXAIState, host: str, port: int) -> asyncio.Server:
-    """Listen for realtime connections on host:port (ws://host:port/v1/realtime)."""
-    loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: LeanRealtimeSocket(state), host, port)
+async def serve_realtime(state: FakeXAIState, host: str, port: int) -> StampedServer:
+    """Listen for realtime connections on host:port (ws://host:port/v1/realtime); caller frames
+    are timed by when they reached the socket (tests/fakes/arrival_stamps.py)."""
+    return await serve_stamped(lambda: LeanRealtimeSocket(state), host, port)

@@ -6,6 +6,7 @@ more CPU than the thing measured: the fake xAI's lean realtime endpoint and the 
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from typing import cast
 
@@ -14,16 +15,20 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from tests.fakes.arrival_stamps import arrival_time
+
 
 class SansIOServerSocket(asyncio.Protocol):
     """One connection. A subclass answers the opening request (`on_request`, with
-    `self.protocol.accept` or `reject`); text frames then queue for `next_text`."""
+    `self.protocol.accept` or `reject`); text frames then queue for `next_text`, which also sets
+    `arrived_at`: when the text it returned reached the socket (tests/fakes/arrival_stamps.py)."""
 
     def __init__(self, max_size: int = 2**20) -> None:
         self.protocol = ServerProtocol(max_size=max_size)
         self.transport: asyncio.Transport | None = None
-        self.inbox: deque[str] = deque()
+        self.inbox: deque[tuple[str, float]] = deque()
         self.waiter: asyncio.Future[None] | None = None
+        self.arrived_at = 0.0
 
     def on_request(self, request: Request) -> None:
         raise NotImplementedError
@@ -35,11 +40,12 @@ class SansIOServerSocket(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.protocol.receive_data(data)
+        arrived_at = arrival_time(self.transport, time.time)
         for event in self.protocol.events_received():
             if isinstance(event, Request):
                 self.on_request(event)
             elif isinstance(event, Frame) and event.opcode is Opcode.TEXT:
-                self.inbox.append(bytes(event.data).decode())
+                self.inbox.append((bytes(event.data).decode(), arrived_at))
                 self._wake()
         self._flush()
         if self.protocol.state is State.CLOSED:
@@ -59,7 +65,8 @@ class SansIOServerSocket(asyncio.Protocol):
                 return None
             self.waiter = asyncio.get_running_loop().create_future()
             await self.waiter
-        return self.inbox.popleft()
+        text, self.arrived_at = self.inbox.popleft()
+        return text
 
     def write_text(self, text: str) -> bool:
         """Send a text frame now; False when the connection is no longer open."""
