@@ -19,7 +19,15 @@ def free_port() -> int:
 
 
 class BackgroundServer:
-    def __init__(self, app: Any, port: int | None = None, **websockets: Any) -> None:
+    def __init__(
+        self,
+        app: Any,
+        port: int | None = None,
+        server_class: type[uvicorn.Server] = uvicorn.Server,
+        **websockets: Any,
+    ) -> None:
+        """`server_class`: `serving.SwitchboardServer` to stop as `switchboard worker` does
+        (waiting for owed media streams when the app drains)."""
         self.port = port or free_port()
         config = uvicorn.Config(
             app,
@@ -30,7 +38,7 @@ class BackgroundServer:
             ws_ping_interval=None,
             **(UVICORN_WEBSOCKETS | websockets),
         )
-        self.server = uvicorn.Server(config)
+        self.server = server_class(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property

@@ -31,6 +31,7 @@ from switchboard_runtime.contract import ResolvedSessionConfig
 from switchboard_runtime.session import GrokRealtimeSession, MemoryTelemetrySink
 from switchboard_runtime.tools import ToolRegistry
 from switchboard_runtime.worker import WorkerSettings, create_worker_app
+from switchboard_runtime.worker.serving import SwitchboardServer
 from tests.conftest import auth
 from tests.fakes.fake_xai import FakeXAIState, build_app
 from tests.fakes.server import BackgroundServer, free_port
@@ -57,8 +58,9 @@ class Stack:
     worker_settings: WorkerSettings
 
     def worker_replica(self, **settings: Any) -> tuple[BackgroundServer, Any]:
-        """A second worker replica on the same control plane, not started: its server and app
-        ("{port}" in a setting becomes the replica's port)."""
+        """A second worker replica on the same control plane, not started: its server (which
+        stops as `switchboard worker` does) and app ("{port}" in a setting becomes the replica's
+        port)."""
         port = free_port()
         update = {"worker_public_url": f"http://127.0.0.1:{port}", **settings}
         update = {
@@ -68,7 +70,7 @@ class Stack:
         app = create_worker_app(
             self.worker_settings.model_copy(update=update), telemetry=self.telemetry
         )
-        return BackgroundServer(app, port=port), app
+        return BackgroundServer(app, port=port, server_class=SwitchboardServer), app
 
     @contextlib.contextmanager
     def another_worker(self, **settings: Any) -> Iterator[tuple[str, Any]]:

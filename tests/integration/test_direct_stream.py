@@ -4,7 +4,8 @@ Every other call suite already runs on it (the test servers serve with the worke
 these show that the take-over happens, that the call is the same under uvicorn's own protocol,
 that frames that arrived before the take-over are not lost, that a phone that sends faster
 than its call reads is held back by TCP rather than buffered without bound, that audio
-streams are not compressed, and that a call whose worker stops ends as `worker_shutdown`.
+streams are not compressed, and how a worker stops: a call it cuts ends as `worker_shutdown`,
+a drain lets calls finish, and the streams of calls it answered just before still get in.
 """
 
 import asyncio
@@ -17,19 +18,22 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import connect
 
 from switchboard_runtime import client as control_plane_client
 from switchboard_runtime.telephony import PhoneGone, PhoneSocket
 from switchboard_runtime.worker import app as worker
-from switchboard_runtime.worker import direct_stream
+from switchboard_runtime.worker import direct_stream, serving
 from switchboard_runtime.worker.direct_stream import DIRECT_STREAM, DirectPhone
 from tests.fakes.server import BackgroundServer
 from tests.integration.callstack import (
     CALLER_FRAMES,
+    Phone,
     Stack,
     StackOptions,
+    answer_twilio,
     assert_audio_passes_untouched,
     build_stack,
     phone_call,
@@ -312,3 +316,58 @@ async def test_a_drain_that_runs_out_ends_the_call_as_worker_shutdown(stack: Sta
         server.stop()
     await wait_for_report(stack)
     assert stack.telemetry.reports[-1].end_reason == "worker_shutdown"
+
+
+async def readiness(url: str) -> tuple[int, str]:
+    async with httpx.AsyncClient() as http:
+        answer = await http.get(f"{url}/readyz")
+    return answer.status_code, answer.json()["status"]
+
+
+async def test_a_stopping_worker_takes_no_new_calls_but_the_streams_it_owes_get_in(
+    stack: Stack,
+) -> None:
+    """The webhook was answered just before the stop; the phone provider opens the stream a
+    moment later. The worker is still listening for it, and for nothing else."""
+    server, on_replica = replica(stack, worker_drain_seconds=30)
+    try:
+        owed = await answer_twilio(on_replica)
+        assert owed.status == 200 and owed.stream_token
+        stopping = asyncio.create_task(asyncio.to_thread(server.stop))
+        async with asyncio.timeout(5):
+            while await readiness(on_replica.worker) != (503, "stopping"):  # noqa: ASYNC110 - over HTTP
+                await asyncio.sleep(0.05)
+        refused = await answer_twilio(on_replica)  # to the fallback URL / another replica
+        assert refused.status == 503 and "<Stream" not in refused.text
+        async with connect(owed.stream_url) as websocket:
+            phone = Phone("twilio", websocket)
+            await phone.start({"stream_token": owed.stream_token})
+            await assert_audio_passes_untouched(on_replica, phone)
+            await phone.hang_up()
+            assert await phone.closed() == (1000, "phone_stop")
+        await asyncio.wait_for(stopping, 15)
+        assert not server.thread.is_alive()
+    finally:
+        server.stop()
+    await wait_for_report(stack)
+    report = stack.telemetry.reports[-1]
+    assert (report.end_reason, report.completed) == ("phone_stop", True)
+    assert len(stack.xai.connections) == 1  # the refused webhook issued no call
+
+
+async def test_without_waiting_for_it_the_stream_of_an_answered_call_finds_nobody(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(serving.SwitchboardServer, "on_tick", uvicorn.Server.on_tick)
+    server, on_replica = replica(stack, worker_drain_seconds=30)
+    try:
+        owed = await answer_twilio(on_replica)
+        assert owed.status == 200 and owed.stream_token
+        stopping = asyncio.create_task(asyncio.to_thread(server.stop))
+        await until_it_stops_listening(on_replica.worker)
+        with pytest.raises(OSError):
+            async with connect(owed.stream_url):
+                pass
+        await asyncio.wait_for(stopping, 15)
+    finally:
+        server.stop()

@@ -72,3 +72,19 @@ def test_without_a_limit_there_is_always_room() -> None:
     with capacity.taken() as admitted:
         assert admitted
     assert capacity.refused == 0
+
+
+def test_a_stopping_worker_refuses_new_calls_and_still_owes_the_streams_it_answered() -> None:
+    clock = Clock()
+    capacity = CallCapacity(None, hold_seconds=15, clock=clock)
+    capacity.hold("call-a")
+    capacity.hold("call-b")
+    capacity.begin_stopping()
+    with capacity.taken() as admitted:
+        assert not admitted
+    assert (capacity.refused_stopping, capacity.refused) == (1, 0)
+    assert capacity.streams_owed == 2
+    with capacity.running("call-a"):  # its stream came: bridged, no longer owed
+        assert capacity.streams_owed == 1
+    clock.now += 15.1  # call-b's stream never came: nothing is owed after its hold
+    assert capacity.streams_owed == 0

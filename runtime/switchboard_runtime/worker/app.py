@@ -21,7 +21,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 from xml.sax.saxutils import escape, quoteattr
@@ -64,6 +64,7 @@ from switchboard_runtime.tools import ToolRegistry
 from switchboard_runtime.warm import WarmCall, WarmSessions
 from switchboard_runtime.worker.capacity import CallCapacity
 from switchboard_runtime.worker.direct_stream import DIRECT_STREAM, DirectPhone
+from switchboard_runtime.worker.serving import STOP_GATE
 from switchboard_runtime.worker.settings import WorkerSettings, metrics_allowed
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ CLOSE_FAILED = 4500
 UNAUTHORIZED = "unauthorized"
 AT_CAPACITY = "worker_at_capacity"
 AT_CAPACITY_MESSAGE = "This call worker is at capacity. Try the test call again in a moment."
+STOPPING = "worker_stopping"
+STOPPING_MESSAGE = "This call worker is stopping. Try the test call again in a moment."
 # A warm attach redeems its token with the control plane after the caller's first frame, or
 # after this long at the latest.
 CLAIM_AFTER_SECONDS = 0.02
@@ -184,6 +187,17 @@ def busy() -> Response:
     return _xml('<Reject reason="busy"/>')
 
 
+def stopping() -> Response:
+    """A webhook a stopping worker will not take: 503, so the phone provider's fallback URL
+    or a retrying load balancer hands the call to another replica (busy would hang up)."""
+    return Response(
+        "this call worker is stopping\n",
+        status_code=503,
+        headers={"Retry-After": "1"},
+        media_type="text/plain",
+    )
+
+
 def forbidden() -> Response:
     return Response("forbidden", status_code=403, media_type="text/plain")
 
@@ -248,7 +262,7 @@ def create_worker_app(
         )
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[Mapping[str, Any]]:
         # One pooled HTTP client for the control plane: a call start must not pay for a new
         # client (its TLS context alone costs tens of milliseconds).
         # Idle connections are dropped before a server's usual 5 s keep-alive ends, so a
@@ -276,7 +290,10 @@ def create_worker_app(
             gc.freeze()
             app.state.loop_lag.start()
             try:
-                yield
+                # With a drain time, a stopping worker first waits for the streams of the calls
+                # it answered (serving.SwitchboardServer); without one it cuts its calls at once,
+                # so there is nothing to wait for.
+                yield {STOP_GATE: app.state.capacity} if settings.worker_drain_seconds else {}
             finally:
                 await app.state.warm.aclose()
                 await app.state.loop_lag.stop()
@@ -296,11 +313,12 @@ def create_worker_app(
 
     @app.get("/readyz")
     def readyz() -> Response:
-        """For a load balancer: 503 while this worker is at capacity (new calls go elsewhere)."""
+        """For a load balancer: 503 while this worker is at capacity or stopping (new calls go
+        elsewhere)."""
         capacity: CallCapacity = app.state.capacity
         ready = capacity.has_room()
         body = {
-            "status": "ready" if ready else "at_capacity",
+            "status": "ready" if ready else "stopping" if capacity.stopping else "at_capacity",
             "calls": capacity.in_use,
             "max_calls": capacity.limit,
         }
@@ -341,9 +359,12 @@ def create_worker_app(
                 if capacity.limit is not None
                 else []
             ),
-            "# HELP switchboard_worker_calls_refused_total Calls refused: worker at capacity.",
+            "# HELP switchboard_worker_calls_refused_total Calls refused: worker at capacity "
+            "or stopping.",
             "# TYPE switchboard_worker_calls_refused_total counter",
             f'switchboard_worker_calls_refused_total{{reason="at_capacity"}} {capacity.refused}',
+            f'switchboard_worker_calls_refused_total{{reason="stopping"}} '
+            f"{capacity.refused_stopping}",
             *app.state.loop_lag.prometheus(
                 "switchboard_worker_event_loop_lag_seconds",
                 "How late the event loop ran a timer, sampled every 20 ms: "
@@ -387,6 +408,9 @@ def create_worker_app(
         control_plane: ControlPlaneClient = request.app.state.control_plane
         capacity: CallCapacity = request.app.state.capacity
         with capacity.taken() as admitted:
+            if not admitted and capacity.stopping:
+                logger.info("%s call refused: worker stopping", provider)
+                return stopping()
             if not admitted:
                 logger.warning("%s call refused: worker at capacity", provider)
                 return busy()
@@ -590,6 +614,9 @@ def create_worker_app(
             if admitted:
                 await run_browser_call_admitted(websocket, agent_id)
                 return
+        if capacity.stopping:
+            await refuse_browser(websocket, CLOSE_REFUSED, STOPPING, STOPPING_MESSAGE)
+            return
         logger.warning("browser call for agent %s refused: worker at capacity", agent_id[:64])
         await refuse_browser(websocket, CLOSE_REFUSED, AT_CAPACITY, AT_CAPACITY_MESSAGE)
 

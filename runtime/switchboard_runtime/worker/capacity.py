@@ -9,6 +9,10 @@ A place is taken when a webhook is admitted, held while the phone provider opens
 most `hold_seconds`), and kept while the call is bridged. A stream for a call that was issued is
 always bridged, even on a full worker (its webhook may have been admitted by another replica):
 refusing it would drop a caller who has already been answered.
+
+A worker that is stopping (`begin_stopping`, on SIGTERM with a drain time) takes no new calls
+but still owes the streams of the calls it answered (`streams_owed`): the server keeps
+listening for them (`serving.SwitchboardServer`).
 """
 
 import time
@@ -27,6 +31,8 @@ class CallCapacity:
         self.hold_seconds = hold_seconds
         self.clock = clock
         self.refused = 0
+        self.refused_stopping = 0
+        self.stopping = False
         self._taken = 0  # places taken by a block (a webhook being answered, a browser call)
         self._held: dict[str, float] = {}  # issued call → until when its stream is waited for
         self._running: dict[str, int] = {}  # bridged call → how many streams carry it
@@ -37,14 +43,27 @@ class CallCapacity:
         return self._taken + len(self._held) + len(self._running)
 
     def has_room(self) -> bool:
-        return self.limit is None or self.in_use < self.limit
+        return not self.stopping and (self.limit is None or self.in_use < self.limit)
+
+    def begin_stopping(self) -> None:
+        """From now on every new call is refused; streams of issued calls are still bridged."""
+        self.stopping = True
+
+    @property
+    def streams_owed(self) -> int:
+        """Calls issued here whose stream has not arrived yet (and whose hold has not run out)."""
+        self._forget_expired_holds()
+        return len(self._held)
 
     @contextmanager
     def taken(self) -> Iterator[bool]:
         """One place for as long as the block runs; False (and counted as refused) when the
-        worker is full."""
+        worker is full or stopping."""
         if not self.has_room():
-            self.refused += 1
+            if self.stopping:
+                self.refused_stopping += 1
+            else:
+                self.refused += 1
             yield False
             return
         self._taken += 1

@@ -8,9 +8,14 @@ the server. Request bodies are bounded in time by the control plane's request-li
 """
 
 import asyncio
+import contextlib
+import logging
+import sys
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
+import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from switchboard_runtime.worker.direct_stream import DirectStreamProtocol
@@ -23,6 +28,49 @@ HttpServer = Literal["uvicorn", "granian"]
 # a third of its bytes for ~20 µs of CPU per frame (deflate one way, inflate the other), on the
 # loop every call's audio waits on; clients that offer it (browsers do) are answered without it.
 UVICORN_WEBSOCKETS: dict[str, Any] = {"ws": DirectStreamProtocol, "ws_per_message_deflate": False}
+
+
+# Where an app's lifespan state holds its `StopGate` (the call worker's, when it drains).
+STOP_GATE = "switchboard.stop_gate"
+
+logger = logging.getLogger(__name__)
+
+
+class StopGate(Protocol):
+    def begin_stopping(self) -> None: ...
+
+    @property
+    def streams_owed(self) -> int: ...
+
+
+class SwitchboardServer(uvicorn.Server):
+    """uvicorn's server; on SIGTERM, an app with a `StopGate` is told to stop taking calls, and
+    the server goes on listening until the media streams of the calls the app already answered
+    have arrived. Only then does uvicorn's own shutdown begin (stop listening, drain).
+
+    Without this, a call answered just before the signal would be lost: the phone provider
+    opens its stream a moment after the webhook's answer, and would find nobody listening.
+    The wait is bounded by the app (an owed stream is forgotten once its hold runs out); a
+    second Ctrl-C still stops at once."""
+
+    stopping = False
+
+    async def on_tick(self, counter: int) -> bool:
+        should_exit = await super().on_tick(counter)
+        if not should_exit or self.force_exit:
+            return should_exit
+        gate: StopGate | None = self.lifespan.state.get(STOP_GATE)
+        if gate is None:
+            return True
+        if not self.stopping:
+            self.stopping = True
+            gate.begin_stopping()
+            if gate.streams_owed:
+                logger.info(
+                    "stopping: no new calls; waiting for the media streams of %d answered calls",
+                    gate.streams_owed,
+                )
+        return gate.streams_owed == 0
 
 
 @cache
@@ -79,20 +127,23 @@ def serve(
     if server == "granian":
         _serve_with_granian(factory, host, port, workers, reload)
         return
-    import uvicorn
-
-    uvicorn.run(
-        factory,
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        reload=reload,
-        log_level="info",
-        access_log=False,
-        http=HeaderTimeoutProtocol,
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": "info",
+        "access_log": False,
+        "http": HeaderTimeoutProtocol,
         **UVICORN_WEBSOCKETS,
-    )
+    }
+    if workers > 1 or reload:
+        uvicorn.run(factory, factory=True, workers=workers, reload=reload, **options)
+        return
+    # One process, as uvicorn.run would serve it, on the server that keeps owed streams.
+    one = SwitchboardServer(uvicorn.Config(factory, factory=True, **options))
+    with contextlib.suppress(KeyboardInterrupt):
+        one.run()
+    if not one.started:
+        sys.exit(STARTUP_FAILURE)
 
 
 def _serve_with_granian(factory: str, host: str, port: int, workers: int, reload: bool) -> None:
