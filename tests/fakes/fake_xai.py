@@ -509,6 +509,8 @@ class RealtimeConversation:
             },
         )
         late = 0
+        loop = asyncio.get_running_loop()
+        due = loop.time()  # paced against the clock: a late send does not slow the rest
         for chunk in self.state.reply_audio:
             if response_id in self.cancelled:
                 if late >= self.state.audio_after_cancel:
@@ -526,7 +528,8 @@ class RealtimeConversation:
             )
             self.state.deltas_sent += 1
             if self.state.delta_interval:
-                await asyncio.sleep(self.state.delta_interval)
+                due += self.state.delta_interval
+                await asyncio.sleep(max(0.0, due - loop.time()))
         self.response_id = None
         if response_id in self.cancelled:
             await self.send(
