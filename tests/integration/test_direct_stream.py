@@ -40,6 +40,15 @@ from tests.integration.callstack import (
     poll,
     wait_for_report,
 )
+from tests.integration.test_browser_calls import (
+    AGENT_AUDIO,
+    SILENCE,
+    Browser,
+    acme_token,
+    mint,
+    open_call,
+    tone,
+)
 
 
 def spy_on_phone_sockets(
@@ -368,6 +377,68 @@ async def test_without_waiting_for_it_the_stream_of_an_answered_call_finds_nobod
         with pytest.raises(OSError):
             async with connect(owed.stream_url):
                 pass
+        await asyncio.wait_for(stopping, 15)
+    finally:
+        server.stop()
+
+
+async def browser_call_on_a_stopping_replica(
+    stack: Stack, drain_seconds: float
+) -> tuple[Browser, tuple[int | None, str | None]]:
+    """A test call from the agent page on a replica that is stopped while the call talks: what
+    the page was told and how its stream was closed."""
+    stack.xai.reply_audio = list(AGENT_AUDIO)
+    server, on_replica = replica(stack, worker_drain_seconds=drain_seconds)
+    try:
+        minted = await mint(stack, await acme_token(stack))
+        assert minted.status_code == 201, minted.text
+        url = minted.json()["url"].replace(stack.ws(""), on_replica.ws(""), 1)
+        browser = await open_call(url, minted.json()["token"])
+        await browser.read_until(lambda b: b.of("ready"))
+        stopping = asyncio.create_task(asyncio.to_thread(server.stop))
+        if drain_seconds > 5:  # the call goes on: the caller talks, the agent answers
+            for frame in tone(10) + [SILENCE] * 3:
+                await browser.ws.send(frame)
+            await browser.read_until(lambda b: len(b.audio) >= len(AGENT_AUDIO))
+            assert browser.audio == AGENT_AUDIO
+            await browser.ws.send(json.dumps({"type": "stop"}))
+        await browser.read_until(lambda b: b.of("ended"), seconds=10)
+        closed = await browser.closed()
+        await asyncio.wait_for(stopping, 15)
+    finally:
+        server.stop()
+    await wait_for_report(stack)
+    return browser, closed
+
+
+async def test_a_browser_call_goes_on_while_its_worker_drains(stack: Stack) -> None:
+    browser, closed = await browser_call_on_a_stopping_replica(stack, drain_seconds=30)
+    assert browser.of("ended")[0]["reason"] == "caller_hangup"
+    assert closed == (1000, "caller_hangup")
+
+
+async def test_a_browser_call_cut_by_its_worker_stopping_is_told_why(stack: Stack) -> None:
+    browser, closed = await browser_call_on_a_stopping_replica(stack, drain_seconds=0.5)
+    assert browser.of("ended")[0]["reason"] == "worker_shutdown"
+    assert closed == (1000, "worker_shutdown")
+    report = stack.telemetry.reports[-1]
+    assert (report.end_reason, report.completed) == ("worker_shutdown", False)
+
+
+async def test_read_through_starlette_a_browser_call_is_cut_at_once_and_told_nothing(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker, "phone_socket", lambda phone, *_args: worker.StarlettePhone(phone))
+    stack.xai.reply_audio = list(AGENT_AUDIO)
+    server, on_replica = replica(stack, worker_drain_seconds=30)
+    try:
+        minted = await mint(stack, await acme_token(stack))
+        url = minted.json()["url"].replace(stack.ws(""), on_replica.ws(""), 1)
+        browser = await open_call(url, minted.json()["token"])
+        await browser.read_until(lambda b: b.of("ready"))
+        stopping = asyncio.create_task(asyncio.to_thread(server.stop))
+        assert await browser.closed() == (1012, "")
+        assert not browser.of("ended")
         await asyncio.wait_for(stopping, 15)
     finally:
         server.stop()

@@ -55,7 +55,6 @@ from switchboard_runtime.telephony import (
     BridgeStats,
     Dialect,
     PhoneGone,
-    PhoneSocket,
     Start,
     bridge,
     wait_for_start,
@@ -104,7 +103,7 @@ def _xml(body: str) -> Response:
 
 
 class StarlettePhone:
-    """A media stream accepted by this app, as the bridge's PhoneSocket."""
+    """A media stream accepted by this app, as the bridge's PhoneSocket (or BrowserSocket)."""
 
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
@@ -134,11 +133,11 @@ class StarlettePhone:
 
 def phone_socket(
     phone: WebSocket, session: GrokRealtimeSession | None = None, drain_seconds: float = 0.0
-) -> PhoneSocket:
-    """An accepted media stream as the bridge reads it: taken over from the server where it
-    offers that (`direct_stream`, under `switchboard worker`), else through Starlette. When
-    the server stops, a taken-over call goes on for `drain_seconds`, then ends as
-    `worker_shutdown` (not as a hang-up)."""
+) -> DirectPhone | StarlettePhone:
+    """An accepted media stream (a phone's or a browser's) as the bridge reads it: taken over
+    from the server where it offers that (`direct_stream`, under `switchboard worker`), else
+    through Starlette. When the server stops, a taken-over call goes on for `drain_seconds`,
+    then ends as `worker_shutdown` (not as a hang-up)."""
     direct = (phone.scope.get("extensions") or {}).get(DIRECT_STREAM)
     if direct is None:
         return StarlettePhone(phone)
@@ -660,7 +659,9 @@ def create_worker_app(
                 await browser.send_text(
                     message("ready", audio=config.session.audio.input.format.model_dump())
                 )
-                stats = await bridge_browser(browser, session)
+                # Taken over like a phone's stream: drained, and told, when the worker stops.
+                taken = phone_socket(websocket, session, settings.worker_drain_seconds)
+                stats = await bridge_browser(taken, session)
                 ended = session.ended
                 await _close(websocket, 1000, (ended.reason if ended else "ended")[:120])
         except CallRefusedError as exc:
