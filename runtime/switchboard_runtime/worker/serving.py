@@ -62,15 +62,16 @@ class SwitchboardServer(uvicorn.Server):
         gate: StopGate | None = self.lifespan.state.get(STOP_GATE)
         if gate is None:
             return True
-        if not self.stopping:
+        began = not self.stopping
+        if began:
             self.stopping = True
             gate.begin_stopping()
-            if gate.streams_owed:
-                logger.info(
-                    "stopping: no new calls; waiting for the media streams of %d answered calls",
-                    gate.streams_owed,
-                )
-        return gate.streams_owed == 0
+        owed = gate.streams_owed
+        if began and owed:
+            logger.info(
+                "stopping: no new calls; waiting for the media streams of %d answered calls", owed
+            )
+        return owed == 0
 
 
 @cache

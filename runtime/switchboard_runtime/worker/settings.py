@@ -47,9 +47,10 @@ class WorkerSettings(ServerSettings):
     # beyond it webhooks are answered busy and /readyz says 503. Unset: no limit. Measure what
     # one worker process carries on your machines (README, Speed) and set it below that.
     worker_max_calls: int | None = Field(default=None, ge=1, le=100_000)
-    # When the worker is stopped (SIGTERM), its live calls go on for up to this long (it takes
-    # no new connections meanwhile), then end as `worker_shutdown`. Keep it below the grace
-    # period the orchestrator gives before it kills the process.
+    # When the worker is stopped (SIGTERM), it first refuses new calls while the streams of the
+    # calls it answered arrive (`serving.SwitchboardServer`), then stops listening and lets its
+    # live calls go on for up to this long before they end as `worker_shutdown`. Keep both below
+    # the grace period the orchestrator gives before it kills the process. 0: cut at once.
     worker_drain_seconds: float = Field(default=0.0, ge=0, le=3600)
 
 
