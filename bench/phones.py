@@ -12,7 +12,6 @@ worker.
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable
 from typing import cast
 
@@ -45,7 +44,7 @@ class LeanPhone(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.protocol.receive_data(data)
-        arrived_at = arrival_time(self.transport, time.time)
+        arrived_at = arrival_time(self.transport)
         for event in self.protocol.events_received():
             if isinstance(event, Response):
                 if self.protocol.handshake_exc is not None:

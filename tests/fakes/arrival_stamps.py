@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import socket
 import struct
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -192,7 +193,7 @@ async def connect_stamped(
     return StampedTransport(sock, protocol), protocol
 
 
-def arrival_time(transport: asyncio.BaseTransport | None, now: Callable[[], float]) -> float:
-    """When the bytes being handled arrived: the kernel's stamp on a `StampedTransport`, else
-    now (any other transport cannot say)."""
-    return transport.arrived_at if isinstance(transport, StampedTransport) else now()
+def arrival_time(transport: asyncio.BaseTransport | None) -> float:
+    """When the bytes being handled arrived (time.time() clock): the kernel's stamp on a
+    `StampedTransport`, else now (any other transport cannot say)."""
+    return transport.arrived_at if isinstance(transport, StampedTransport) else time.time()

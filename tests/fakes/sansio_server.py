@@ -6,7 +6,6 @@ more CPU than the thing measured: the fake xAI's lean realtime endpoint and the 
 
 import asyncio
 import contextlib
-import time
 from collections import deque
 from typing import cast
 
@@ -40,7 +39,7 @@ class SansIOServerSocket(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.protocol.receive_data(data)
-        arrived_at = arrival_time(self.transport, time.time)
+        arrived_at = arrival_time(self.transport)
         for event in self.protocol.events_received():
             if isinstance(event, Request):
                 self.on_request(event)

@@ -21,7 +21,7 @@ class Recorder(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        self.reads.append((data, arrival_time(self.transport, time.time), time.time()))
+        self.reads.append((data, arrival_time(self.transport), time.time()))
         self.heard.set()
 
     def connection_lost(self, exc: Exception | None) -> None:
