@@ -382,19 +382,26 @@ async def test_without_waiting_for_it_the_stream_of_an_answered_call_finds_nobod
         server.stop()
 
 
+async def browser_call_on(stack: Stack, on_replica: Stack) -> Browser:
+    """A test call from the agent page, minted by the control plane and placed on a replica,
+    once its session is ready."""
+    stack.xai.reply_audio = list(AGENT_AUDIO)
+    minted = await mint(stack, await acme_token(stack))
+    assert minted.status_code == 201, minted.text
+    url = minted.json()["url"].replace(stack.ws(""), on_replica.ws(""), 1)
+    browser = await open_call(url, minted.json()["token"])
+    await browser.read_until(lambda b: b.of("ready"))
+    return browser
+
+
 async def browser_call_on_a_stopping_replica(
     stack: Stack, drain_seconds: float
 ) -> tuple[Browser, tuple[int | None, str | None]]:
     """A test call from the agent page on a replica that is stopped while the call talks: what
     the page was told and how its stream was closed."""
-    stack.xai.reply_audio = list(AGENT_AUDIO)
     server, on_replica = replica(stack, worker_drain_seconds=drain_seconds)
     try:
-        minted = await mint(stack, await acme_token(stack))
-        assert minted.status_code == 201, minted.text
-        url = minted.json()["url"].replace(stack.ws(""), on_replica.ws(""), 1)
-        browser = await open_call(url, minted.json()["token"])
-        await browser.read_until(lambda b: b.of("ready"))
+        browser = await browser_call_on(stack, on_replica)
         stopping = asyncio.create_task(asyncio.to_thread(server.stop))
         if drain_seconds > 5:  # the call goes on: the caller talks, the agent answers
             for frame in tone(10) + [SILENCE] * 3:
@@ -429,13 +436,9 @@ async def test_read_through_starlette_a_browser_call_is_cut_at_once_and_told_not
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(worker, "phone_socket", lambda phone, *_args: worker.StarlettePhone(phone))
-    stack.xai.reply_audio = list(AGENT_AUDIO)
     server, on_replica = replica(stack, worker_drain_seconds=30)
     try:
-        minted = await mint(stack, await acme_token(stack))
-        url = minted.json()["url"].replace(stack.ws(""), on_replica.ws(""), 1)
-        browser = await open_call(url, minted.json()["token"])
-        await browser.read_until(lambda b: b.of("ready"))
+        browser = await browser_call_on(stack, on_replica)
         stopping = asyncio.create_task(asyncio.to_thread(server.stop))
         assert await browser.closed() == (1012, "")
         assert not browser.of("ended")
