@@ -26,10 +26,12 @@ from switchboard_runtime import client as control_plane_client
 from switchboard_runtime.telephony import PhoneGone, PhoneSocket
 from switchboard_runtime.worker import app as worker
 from switchboard_runtime.worker import direct_stream, serving
+from switchboard_runtime.worker.capacity import CallCapacity
 from switchboard_runtime.worker.direct_stream import DIRECT_STREAM, DirectPhone
 from tests.fakes.server import BackgroundServer
 from tests.integration.callstack import (
     CALLER_FRAMES,
+    Answer,
     Phone,
     Stack,
     StackOptions,
@@ -362,6 +364,35 @@ async def test_a_stopping_worker_takes_no_new_calls_but_the_streams_it_owes_get_
     report = stack.telemetry.reports[-1]
     assert (report.end_reason, report.completed) == ("phone_stop", True)
     assert len(stack.xai.connections) == 1  # the refused webhook issued no call
+
+
+async def stream_and_hang_up(answer: Answer) -> None:
+    """The phone provider opens the answered call's stream, then the caller hangs up."""
+    async with connect(answer.stream_url) as websocket:
+        phone = Phone("twilio", websocket)
+        await phone.start({"stream_token": answer.stream_token})
+        await phone.hang_up()
+        assert await phone.closed() == (1000, "phone_stop")
+
+
+async def test_without_the_refusal_a_stopping_worker_would_answer_new_calls(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(CallCapacity, "begin_stopping", lambda _capacity: None)
+    server, on_replica = replica(stack, worker_drain_seconds=30)
+    try:
+        owed = await answer_twilio(on_replica)
+        stopping = asyncio.create_task(asyncio.to_thread(server.stop))
+        await poll(
+            lambda: isinstance(server.server, serving.SwitchboardServer) and server.server.stopping
+        )
+        taken = await answer_twilio(on_replica)
+        assert taken.status == 200 and "<Stream" in taken.text  # a new call, on a worker going away
+        for answer in (owed, taken):
+            await stream_and_hang_up(answer)
+        await asyncio.wait_for(stopping, 15)
+    finally:
+        server.stop()
 
 
 async def test_without_waiting_for_it_the_stream_of_an_answered_call_finds_nobody(
