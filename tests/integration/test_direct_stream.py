@@ -9,9 +9,12 @@ a drain lets calls finish, and the streams of calls it answered just before stil
 """
 
 import asyncio
+import contextlib
 import dataclasses
+import gc
 import json
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import connect
 
 from switchboard_runtime import client as control_plane_client
+from switchboard_runtime.session import GrokRealtimeSession
 from switchboard_runtime.telephony import PhoneGone, PhoneSocket
 from switchboard_runtime.worker import app as worker
 from switchboard_runtime.worker import direct_stream, serving
@@ -88,6 +92,49 @@ async def test_a_call_takes_its_stream_over_from_the_server(
     sockets = spy_on_phone_sockets(monkeypatch)
     await a_full_call(stack, kind)
     assert [type(s) for s in sockets] == [DirectPhone]
+
+
+async def a_call_left_behind(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Run a full call with the collector off: is its session still in memory 2 s after the
+    call was reported? (Then only a reference cycle holds it, which a collection frees.)"""
+    sessions: list[weakref.ref[GrokRealtimeSession]] = []
+    real_init = GrokRealtimeSession.__init__
+
+    def remembered(self: GrokRealtimeSession, **kwargs: Any) -> None:
+        sessions.append(weakref.ref(self))
+        real_init(self, **kwargs)
+
+    monkeypatch.setattr(GrokRealtimeSession, "__init__", remembered)
+    gc.collect()
+    gc.disable()
+    try:
+        await a_full_call(stack, "twilio")
+        with contextlib.suppress(TimeoutError):
+            await poll(lambda: all(ref() is None for ref in sessions), seconds=2)
+        left = any(ref() is not None for ref in sessions)
+    finally:
+        gc.enable()
+    gc.collect()
+    assert len(sessions) == 1 and sessions[0]() is None  # a cycle at most, never a leak
+    return left
+
+
+async def test_an_ended_call_is_freed_at_once_not_at_the_next_full_collection(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert not await a_call_left_behind(stack, monkeypatch)
+
+
+async def test_with_its_stream_still_tied_to_it_an_ended_call_waits_for_the_collector(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def keeping_the_ties(self: direct_stream.DirectStreamProtocol, exc: Exception | None) -> None:
+        direct_stream.WebSocketsSansIOProtocol.connection_lost(self, exc)
+        if self.phone is not None:
+            self.phone.wake()
+
+    monkeypatch.setattr(direct_stream.DirectStreamProtocol, "connection_lost", keeping_the_ties)
+    assert await a_call_left_behind(stack, monkeypatch)
 
 
 @pytest.fixture

@@ -110,8 +110,16 @@ class DirectStreamProtocol(WebSocketsSansIOProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        if self.phone is not None:
-            self.phone.wake()
+        phone, self.phone = self.phone, None
+        if phone is not None:
+            phone.wake()
+            phone.on_server_shutdown = None
+        # The stream and its phone, and the scope's take-over method, refer back to this
+        # protocol: left as they are, an ended call (its session, its transcripts) would stay
+        # in memory until the collector's next full pass, and make that pass longer.
+        extensions = self.scope.get("extensions") if hasattr(self, "scope") else None
+        if extensions:
+            extensions.pop(DIRECT_STREAM, None)
 
 
 class DirectPhone:
