@@ -11,6 +11,12 @@ reader then takes is reported beside it as read lag.
 `recvmsg`, `send`), so the same `asyncio.Protocol` classes run on it; during `data_received`,
 `transport.arrived_at` is when the last of those bytes arrived (when one read carries several
 frames, the earlier ones are charged the later arrival: never less lag than they had).
+
+So a stand-in that reads a socket later than its next frame arrives still overstates the lag of
+the frame before. Reading frame by frame would not help: TCP merges bytes waiting in a receive
+queue and gives them the newest stamp (two frames sent 50 ms apart to a busy reader, read one
+at a time, both came back stamped with the second's arrival). The stamps remove the stand-in's
+lateness up to the gap between frames on one socket (20 ms for audio), not beyond.
 """
 
 import asyncio
