@@ -365,3 +365,9 @@ async def test_worker_metrics_report_its_event_loop_lag(stack: Stack) -> None:
     assert f"# TYPE {name} histogram" in lines
     buckets = [int(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(f"{name}_bucket")]
     assert buckets == sorted(buckets) and buckets[-1] >= 3  # cumulative, +Inf = every sample
+    # Beside it, the collector's pauses, which stall every call at once.
+    pauses = "switchboard_worker_gc_pause_seconds"
+    assert f"# TYPE {pauses} histogram" in lines
+    assert {line.split()[0] for line in lines if line.startswith(f"{pauses}_count")} == {
+        f'{pauses}_count{{generation="{generation}"}}' for generation in (0, 1, 2)
+    }

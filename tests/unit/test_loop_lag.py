@@ -1,9 +1,11 @@
-"""The event-loop lag monitor behind the worker's switchboard_worker_event_loop_lag_seconds."""
+"""The event-loop lag monitor behind the worker's switchboard_worker_event_loop_lag_seconds, and
+the collector's pauses behind switchboard_worker_gc_pause_seconds."""
 
 import asyncio
+import gc
 import time
 
-from switchboard_runtime.loop_lag import BUCKETS, LoopLagMonitor
+from switchboard_runtime.loop_lag import BUCKETS, GcPauses, LoopLagMonitor
 
 
 async def test_a_blocked_loop_shows_as_lag_as_long_as_the_block() -> None:
@@ -38,3 +40,28 @@ def test_prometheus_buckets_are_cumulative_and_end_at_the_count() -> None:
     assert any(line.startswith("loop_lag_seconds_sum 2.0365") for line in lines)
     monitor.reset()
     assert monitor.count == 0 and monitor.quantile(0.99) is None
+
+
+def test_each_collection_is_timed_under_its_generation_until_stopped() -> None:
+    pauses = GcPauses()
+    pauses.start()
+    pauses.start()  # once only, however often started
+    try:
+        garbage = [[] for _ in range(50_000)]
+        for item in garbage:
+            item.append(item)  # cycles: only a collection frees them
+        del garbage, item
+        gc.collect()
+        gc.collect(0)
+    finally:
+        pauses.stop()
+    gc.collect()  # not timed: stopped
+
+    full, young = pauses.generations[2], pauses.generations[0]
+    assert full.count == 1 and young.count >= 1
+    assert full.total > 0
+    lines = pauses.prometheus("gc_pause_seconds", "test")
+    assert "# TYPE gc_pause_seconds histogram" in lines
+    assert 'gc_pause_seconds_bucket{generation="2",le="+Inf"} 1' in lines
+    assert 'gc_pause_seconds_count{generation="2"} 1' in lines
+    assert sum(line.startswith("gc_pause_seconds_count{") for line in lines) == 3

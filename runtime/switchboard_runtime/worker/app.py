@@ -42,7 +42,7 @@ from switchboard_runtime.client import (
     keep_lease,
 )
 from switchboard_runtime.contract import WORKER_SHUTDOWN, AudioChannel, ResolvedSessionConfig
-from switchboard_runtime.loop_lag import LoopLagMonitor
+from switchboard_runtime.loop_lag import GcPauses, LoopLagMonitor
 from switchboard_runtime.session import (
     GROK_ENGINE,
     CallRefusedError,
@@ -288,6 +288,7 @@ def create_worker_app(
             gc.collect()
             gc.freeze()
             app.state.loop_lag.start()
+            app.state.gc_pauses.start()
             try:
                 # With a drain time, a stopping worker first waits for the streams of the calls
                 # it answered (serving.SwitchboardServer); without one it cuts its calls at once,
@@ -296,12 +297,14 @@ def create_worker_app(
             finally:
                 await app.state.warm.aclose()
                 await app.state.loop_lag.stop()
+                app.state.gc_pauses.stop()
 
     app = FastAPI(title="Switchboard call worker", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.calls = []  # BridgeStats of finished calls, newest last (bounded)
     app.state.stream_start_timeout_seconds = settings.stream_start_timeout_seconds
     app.state.call_starts = Counter({"warm": 0, "cold": 0, "browser": 0})
     app.state.loop_lag = LoopLagMonitor()
+    app.state.gc_pauses = GcPauses()
     app.state.capacity = CallCapacity(
         settings.worker_max_calls, hold_seconds=settings.warm_session_unclaimed_seconds
     )
@@ -368,6 +371,11 @@ def create_worker_app(
                 "switchboard_worker_event_loop_lag_seconds",
                 "How late the event loop ran a timer, sampled every 20 ms: "
                 "what every call's audio waited on top of its own work.",
+            ),
+            *app.state.gc_pauses.prometheus(
+                "switchboard_worker_gc_pause_seconds",
+                "How long each garbage collection, by generation (2: a full pass), held "
+                "every call on the worker.",
             ),
         ]
         return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
