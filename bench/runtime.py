@@ -398,12 +398,15 @@ async def bridged_calls(
     await http.get(f"{fake}/stats", params={"reset": "1"})
     phones_loop = LoopLagMonitor(keep=100_000)
     phones_loop.start()
-    worker_loop_before = loop_lag_histogram(worker)
+    worker_loop_before = worker_histogram(worker, LOOP_LAG)
+    collections_before = worker_histogram(worker, FULL_COLLECTIONS)
     before, started = {name: cpu_seconds(pid) for name, pid in pids.items()}, time.perf_counter()
     await asyncio.gather(*tasks)
     wall = time.perf_counter() - started
     await phones_loop.stop()
-    worker_loop_after = loop_lag_histogram(worker)
+    worker_loop_after = worker_histogram(worker, LOOP_LAG)
+    collections_after = worker_histogram(worker, FULL_COLLECTIONS)
+    full_collections = collections_after[-1][1] - collections_before[-1][1]
     # Share of one core each process used while the calls ran: the machine has two.
     cores = {name: (cpu_seconds(pid) - before[name]) / wall for name, pid in pids.items()}
     fake_stats = (await http.get(f"{fake}/stats")).json()
@@ -444,6 +447,13 @@ async def bridged_calls(
             "fake_xai": {q: fake_stats["loop_lag_ms"][q] for q in ("0.99", "1.0")},
             "phones": {q: (phones_loop.quantile(float(q)) or 0.0) * 1000 for q in ("0.99", "1.0")},
         },
+        # The collector's full passes stop every call at once: how many, and the longest.
+        "worker_full_collections": full_collections,
+        "worker_full_collection_at_most_ms": (
+            histogram_bound(collections_before, collections_after, 1.0) * 1000
+            if full_collections
+            else 0.0
+        ),
         "cores_used": cores,
         "wall_seconds": wall,
         # After the run: across BENCH_RUNS it shows whether calls leave anything behind.
@@ -451,12 +461,16 @@ async def bridged_calls(
     }
 
 
-def loop_lag_histogram(worker: str) -> list[tuple[float, int]]:
-    """The worker's event-loop lag histogram from /metrics: (upper bound, cumulative count)."""
-    name = "switchboard_worker_event_loop_lag_seconds_bucket"
+LOOP_LAG = "switchboard_worker_event_loop_lag_seconds_bucket{"
+FULL_COLLECTIONS = 'switchboard_worker_gc_pause_seconds_bucket{generation="2",'
+
+
+def worker_histogram(worker: str, series: str) -> list[tuple[float, int]]:
+    """One histogram of the worker's /metrics (the bucket lines that start with `series`):
+    (upper bound, cumulative count)."""
     buckets = []
     for line in httpx.get(f"{worker}/metrics").raise_for_status().text.splitlines():
-        if line.startswith(name):
+        if line.startswith(series):
             bound = line.split('le="')[1].split('"')[0]
             buckets.append(
                 (float("inf") if bound == "+Inf" else float(bound), int(line.split()[1]))
@@ -628,7 +642,13 @@ def main() -> None:
             f"{lag['worker_at_most']['0.99']:.0f} / {lag['worker_at_most']['1.0']:.0f} ms, "
             f"fake xAI {lag['fake_xai']['0.99']:.1f} / {lag['fake_xai']['1.0']:.1f} ms, "
             f"phones {lag['phones']['0.99']:.1f} / {lag['phones']['1.0']:.1f} ms; "
-            f"worker {cores['worker']:.2f} of a core, {figures['worker_rss_mib']:.0f} MiB after"
+            f"worker {cores['worker']:.2f} of a core, {figures['worker_rss_mib']:.0f} MiB after, "
+            f"{figures['worker_full_collections']} full collections"
+            + (
+                f" (each <= {figures['worker_full_collection_at_most_ms']:.0f} ms)"
+                if figures["worker_full_collections"]
+                else ""
+            )
         )
     for name, value, unit, limit in checks:
         print(
