@@ -398,14 +398,12 @@ async def bridged_calls(
     await http.get(f"{fake}/stats", params={"reset": "1"})
     phones_loop = LoopLagMonitor(keep=100_000)
     phones_loop.start()
-    worker_loop_before = worker_histogram(worker, LOOP_LAG)
-    collections_before = worker_histogram(worker, FULL_COLLECTIONS)
+    worker_loop_before, collections_before = worker_histograms(worker, LOOP_LAG, FULL_COLLECTIONS)
     before, started = {name: cpu_seconds(pid) for name, pid in pids.items()}, time.perf_counter()
     await asyncio.gather(*tasks)
     wall = time.perf_counter() - started
     await phones_loop.stop()
-    worker_loop_after = worker_histogram(worker, LOOP_LAG)
-    collections_after = worker_histogram(worker, FULL_COLLECTIONS)
+    worker_loop_after, collections_after = worker_histograms(worker, LOOP_LAG, FULL_COLLECTIONS)
     full_collections = collections_after[-1][1] - collections_before[-1][1]
     # Share of one core each process used while the calls ran: the machine has two.
     cores = {name: (cpu_seconds(pid) - before[name]) / wall for name, pid in pids.items()}
@@ -465,17 +463,21 @@ LOOP_LAG = "switchboard_worker_event_loop_lag_seconds_bucket{"
 FULL_COLLECTIONS = 'switchboard_worker_gc_pause_seconds_bucket{generation="2",'
 
 
-def worker_histogram(worker: str, series: str) -> list[tuple[float, int]]:
-    """One histogram of the worker's /metrics (the bucket lines that start with `series`):
-    (upper bound, cumulative count)."""
-    buckets = []
-    for line in httpx.get(f"{worker}/metrics").raise_for_status().text.splitlines():
-        if line.startswith(series):
-            bound = line.split('le="')[1].split('"')[0]
-            buckets.append(
-                (float("inf") if bound == "+Inf" else float(bound), int(line.split()[1]))
-            )
-    return buckets
+def worker_histograms(worker: str, *series: str) -> list[list[tuple[float, int]]]:
+    """Histograms from one read of the worker's /metrics, one per `series` (the bucket lines
+    that start with it): [(upper bound, cumulative count)]."""
+    lines = httpx.get(f"{worker}/metrics").raise_for_status().text.splitlines()
+    histograms = []
+    for prefix in series:
+        buckets = []
+        for line in lines:
+            if line.startswith(prefix):
+                bound = line.split('le="')[1].split('"')[0]
+                buckets.append(
+                    (float("inf") if bound == "+Inf" else float(bound), int(line.split()[1]))
+                )
+        histograms.append(buckets)
+    return histograms
 
 
 def histogram_bound(
