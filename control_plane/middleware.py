@@ -1,6 +1,5 @@
 """ASGI middleware: request size limit and security headers, before anything reads the body."""
 
-import asyncio
 import json
 import re
 from typing import Any
@@ -11,6 +10,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control_plane.settings import Settings
+from switchboard_runtime.worker.bounded_body import BodyProblem, BoundedBody, Refuse
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -57,10 +57,6 @@ def _problem(
         *SECURITY_HEADERS,
     ]
     return headers, body
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 # A \u0000 escape in a JSON string (an even run of backslashes before it is literal text).
@@ -171,24 +167,21 @@ def json_depth_exceeds(body: bytes, limit: int) -> bool:
 
 
 class RequestLimitsMiddleware:
-    """Refuses oversized bodies (413) and adds security headers to every response."""
+    """Refuses oversized headers, NUL and deeply nested JSON, and adds security headers to every
+    response. Body size and time are bounded outside it (`BoundedBody`)."""
 
     def __init__(
         self,
         app: ASGIApp,
-        max_body_bytes: int,
         max_json_depth: int,
         max_header_bytes: int,
         max_header_count: int,
-        body_timeout_seconds: float = 30.0,
         html_csp: bytes = HTML_CSP,
     ) -> None:
         self.app = app
         self.html_csp = html_csp
-        self.body_timeout_seconds = body_timeout_seconds
         self.max_header_bytes = max_header_bytes
         self.max_header_count = max_header_count
-        self.max_body_bytes = max_body_bytes
         self.max_json_depth = max_json_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -213,54 +206,21 @@ class RequestLimitsMiddleware:
             await self._refuse(send, 422, "nul_character", "Invalid input", NUL_DETAIL)
             return
         headers = dict(raw_headers)
-        declared = headers.get(b"content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                await self._refuse(
-                    send,
-                    400,
-                    "invalid_content_length",
-                    "Bad request",
-                    "Content-Length is not a number.",
-                )
-                return
-            if int(declared) > self.max_body_bytes:
-                await self._refuse_too_large(send)
-                return
-
-        received = 0
-        response_started = False
-
         if b"json" in headers.get(b"content-type", b"") and scope["method"] in (
             "POST",
             "PUT",
             "PATCH",
         ):
-            # JSON bodies are read whole (they are bounded above) so nesting can be checked
-            # before a parser recurses into it.
+            # JSON bodies are read whole (BoundedBody, outside this one, bounds their size and
+            # time) so nesting can be checked before a parser recurses into it.
             chunks, more = [], True
             while more:
-                try:
-                    message = await asyncio.wait_for(receive(), self.body_timeout_seconds)
-                except TimeoutError:
-                    await self._refuse(
-                        send,
-                        408,
-                        "body_timeout",
-                        "Request timeout",
-                        f"The request body did not arrive within {self.body_timeout_seconds:g} s.",
-                    )
-                    return
+                message = await receive()
                 if message["type"] != "http.request":
                     break
                 chunks.append(message.get("body", b""))
-                received += len(chunks[-1])
-                if received > self.max_body_bytes:
-                    await self._refuse_too_large(send)
-                    return
                 more = message.get("more_body", False)
             body = b"".join(chunks)
-            received = 0  # the replay below is counted again by limited_receive
             if JSON_NUL.search(body):
                 # PostgreSQL cannot store NUL in text; refuse it here, for every field at once.
                 await self._refuse(send, 422, "nul_character", "Invalid input", NUL_DETAIL)
@@ -285,19 +245,8 @@ class RequestLimitsMiddleware:
 
             receive = replay
 
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise BodyTooLarge
-            return message
-
         async def send_with_headers(message: Message) -> None:
-            nonlocal response_started
             if message["type"] == "http.response.start":
-                response_started = True
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
                 headers.extend(h for h in SECURITY_HEADERS if h[0] not in present)
@@ -311,20 +260,7 @@ class RequestLimitsMiddleware:
                 message = {**message, "headers": headers}
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, send_with_headers)
-        except BodyTooLarge:
-            if not response_started:
-                await self._refuse_too_large(send)
-
-    async def _refuse_too_large(self, send: Send) -> None:
-        await self._refuse(
-            send,
-            413,
-            "request_too_large",
-            "Request body too large",
-            f"The request body is larger than {self.max_body_bytes} bytes.",
-        )
+        await self.app(scope, receive, send_with_headers)
 
     @staticmethod
     async def _refuse(send: Send, status: int, code: str, title: str, detail: str) -> None:
@@ -333,15 +269,43 @@ class RequestLimitsMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
+def body_refusal(max_bytes: int, timeout_seconds: float) -> Refuse:
+    """The control plane's answer to a body over its bounds: problem+json with a stable code."""
+    answers: dict[BodyProblem, tuple[int, str, str]] = {
+        "request_too_large": (
+            413,
+            "Request body too large",
+            f"The request body is larger than {max_bytes} bytes.",
+        ),
+        "body_timeout": (
+            408,
+            "Request timeout",
+            f"The request body did not arrive within {timeout_seconds:g} s.",
+        ),
+        "invalid_content_length": (400, "Bad request", "Content-Length is not a number."),
+    }
+
+    async def refuse(problem: BodyProblem, send: Send) -> None:
+        status, title, detail = answers[problem]
+        await RequestLimitsMiddleware._refuse(send, status, problem, title, detail)
+
+    return refuse
+
+
 def install_middleware(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(
         RequestLimitsMiddleware,
-        max_body_bytes=settings.max_request_bytes,
         max_json_depth=settings.max_json_depth,
         max_header_bytes=settings.max_header_bytes,
         max_header_count=settings.max_header_count,
-        body_timeout_seconds=settings.http_body_timeout_seconds,
         html_csp=html_csp(settings.browser_call_url),
+    )
+    # Outside the limits above: a body is bounded before anything reads it.
+    app.add_middleware(
+        BoundedBody,
+        max_bytes=settings.max_request_bytes,
+        timeout_seconds=settings.http_body_timeout_seconds,
+        refuse=body_refusal(settings.max_request_bytes, settings.http_body_timeout_seconds),
     )
 
 

@@ -43,8 +43,6 @@ class Settings(ServerSettings):
     max_agents_per_workspace: int = Field(default=500, ge=1)
     max_agent_config_bytes: int = Field(default=65_536, ge=1024)
     max_tools_per_agent: int = Field(default=32, ge=0, le=64)
-    # A JSON body must arrive within this many seconds of its headers (any server).
-    http_body_timeout_seconds: float = Field(default=30.0, gt=0)
     xai_timeout_seconds: float = 5.0
     ephemeral_secret_ttl_seconds: int = 300
 

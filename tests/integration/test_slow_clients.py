@@ -1,7 +1,10 @@
 """Slow clients cannot hold connections: headers must arrive within a bound after connecting,
-a JSON body within a bound after its headers. Each guard beside the connection staying open
+a whole body (any content type) within one deadline after its headers, and one client address
+has only so many requests still arriving. Each guard beside the connection staying open
 without it."""
 
+import dataclasses
+import ipaddress
 import socket
 import threading
 import time
@@ -70,16 +73,26 @@ def closed_within(port: int, sent: bytes, seconds: float) -> bytes | None:
 SLOW_HEADERS = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"  # never finished
 
 
+def guards(**changes: Any) -> server_module.HttpGuards:
+    base = server_module.HttpGuards(
+        header_timeout_seconds=0.5,
+        body_timeout_seconds=1.0,
+        max_pending_per_address=64,
+        trusted_proxies=(),
+    )
+    return dataclasses.replace(base, **changes)
+
+
 @pytest.fixture
 def short_header_timeout(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(server_module, "header_timeout_seconds", lambda: 0.5)
+    monkeypatch.setattr(server_module, "http_guards", guards)
     yield
 
 
 def test_a_connection_that_never_finishes_its_headers_is_closed(
     app: Any, short_header_timeout: None
 ) -> None:
-    with Served(app, server_module.HeaderTimeoutProtocol) as served:
+    with Served(app, server_module.GuardedHttpProtocol) as served:
         assert closed_within(served.port, SLOW_HEADERS, 3) == b""
         assert closed_within(served.port, b"", 3) == b""  # connected, never spoke
         # A normal request on the same server is unaffected.
@@ -105,10 +118,212 @@ def test_a_body_that_does_not_arrive_gets_408(app: Any) -> None:
         assert b"body_timeout" in answer
 
 
-def test_without_the_body_clock_the_request_waits(app: Any) -> None:
+def without_body_deadline(app: Any) -> None:
     # The middleware stack is built when the server starts, from these arguments.
     for middleware in app.user_middleware:
-        if middleware.cls.__name__ == "RequestLimitsMiddleware":
-            middleware.kwargs["body_timeout_seconds"] = 1000.0
+        if middleware.cls.__name__ == "BoundedBody":
+            middleware.kwargs["timeout_seconds"] = 1000.0
+
+
+def test_without_the_body_clock_the_request_waits(app: Any) -> None:
+    without_body_deadline(app)
     with Served(app, "httptools") as served:
         assert closed_within(served.port, JSON_HEAD, 2.5) is None
+
+
+def drip(port: int, head: bytes, every: float, seconds: float) -> tuple[bytes | None, float]:
+    """Send `head`, then one more body byte every `every` seconds for up to `seconds`: what
+    the server answered (b"" for a plain close, None if nothing) and after how long."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(head)
+        sock.settimeout(every)
+        while time.monotonic() - started < seconds:
+            try:
+                return sock.recv(65536), time.monotonic() - started
+            except TimeoutError:
+                try:
+                    sock.sendall(b"a")
+                except OSError:
+                    return b"", time.monotonic() - started
+    return None, time.monotonic() - started
+
+
+def slow_request(path: str, content_type: str) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+        "Content-Length: 10000\r\n\r\n"
+    ).encode()
+
+
+SLOW_BODIES = {
+    "json": slow_request("/api/v1/tokens", "application/json"),
+    "form (sign-in)": slow_request("/login", "application/x-www-form-urlencoded"),
+    "text (claim)": slow_request("/api/v1/calls/claim", "text/plain"),
+}
+
+
+@pytest.mark.parametrize("kind", list(SLOW_BODIES))
+def test_one_deadline_for_the_whole_body_whatever_its_type(app: Any, kind: str) -> None:
+    # A byte every 0.3 s: each read is quick, the whole body is not. Deadline 1 s.
+    with Served(app, "httptools") as served:
+        answer, after = drip(served.port, SLOW_BODIES[kind], every=0.3, seconds=6)
+    assert answer is not None and answer.startswith(b"HTTP/1.1 408"), (kind, answer)
+    assert b"body_timeout" in answer and b"application/problem+json" in answer
+    assert after < 4, after
+
+
+@pytest.mark.parametrize("kind", list(SLOW_BODIES))
+def test_without_the_whole_body_deadline_a_drip_stays_open(app: Any, kind: str) -> None:
+    without_body_deadline(app)
+    with Served(app, "httptools") as served:
+        answer, _ = drip(served.port, SLOW_BODIES[kind], every=0.3, seconds=3)
+    assert answer is None, (kind, answer)
+
+
+# A body no route reads: the 405 is sent at once, and the rest would trickle in for ever.
+UNREAD_BODY = slow_request("/healthz", "application/octet-stream")
+
+
+def test_the_server_closes_a_body_no_route_reads(app: Any, short_header_timeout: None) -> None:
+    with (
+        Served(app, server_module.GuardedHttpProtocol) as served,
+        socket.create_connection(("127.0.0.1", served.port)) as sock,
+    ):
+        sock.sendall(UNREAD_BODY)
+        sock.settimeout(3)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 405")
+        closed_after = time.monotonic()
+        while True:  # keep dripping until the server closes
+            time.sleep(0.2)
+            try:
+                sock.sendall(b"a")
+                if sock.recv(1, socket.MSG_DONTWAIT) == b"":
+                    break
+            except BlockingIOError:
+                pass
+            except OSError:
+                break
+            assert time.monotonic() - closed_after < 4, "still open"
+
+
+def test_without_the_server_clock_an_unread_body_trickles_on(app: Any) -> None:
+    with Served(app, "httptools") as served:
+        answer, _ = drip(served.port, UNREAD_BODY, every=0.2, seconds=1)
+        assert answer is not None and answer.startswith(b"HTTP/1.1 405")
+        with socket.create_connection(("127.0.0.1", served.port)) as sock:
+            sock.sendall(UNREAD_BODY)
+            sock.settimeout(3)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 405")
+            for _ in range(10):  # 2.5 s of dripping: nobody closes
+                time.sleep(0.25)
+                sock.sendall(b"a")
+
+
+def test_one_address_has_a_bounded_number_of_requests_still_arriving(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        server_module,
+        "http_guards",
+        lambda: guards(header_timeout_seconds=30.0, max_pending_per_address=3),
+    )
+    with Served(app, server_module.GuardedHttpProtocol) as served:
+        held = [socket.create_connection(("127.0.0.1", served.port)) for _ in range(3)]
+        try:
+            for sock in held:
+                sock.sendall(SLOW_HEADERS)
+            time.sleep(0.2)
+            # The fourth from this address is closed at once, before it says anything...
+            assert closed_within(served.port, b"", 2) == b""
+            # ... and once one of the three goes, there is room again.
+            held.pop().close()
+            time.sleep(0.2)
+            answer = closed_within(served.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 3)
+            assert answer is not None and answer.startswith(b"HTTP/1.1 200")
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def test_without_the_bound_one_address_holds_as_many_as_it_likes(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        server_module,
+        "http_guards",
+        lambda: guards(header_timeout_seconds=30.0, max_pending_per_address=100_000),
+    )
+    with Served(app, server_module.GuardedHttpProtocol) as served:
+        held = [socket.create_connection(("127.0.0.1", served.port)) for _ in range(20)]
+        try:
+            for sock in held:
+                sock.sendall(SLOW_HEADERS)
+            assert closed_within(served.port, b"", 1) is None  # the 21st is open too
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def test_a_trusted_proxy_is_not_bounded_per_address(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loopback = (ipaddress.ip_network("127.0.0.0/8"),)
+    monkeypatch.setattr(
+        server_module,
+        "http_guards",
+        lambda: guards(
+            header_timeout_seconds=30.0, max_pending_per_address=2, trusted_proxies=loopback
+        ),
+    )
+    with Served(app, server_module.GuardedHttpProtocol) as served:
+        held = [socket.create_connection(("127.0.0.1", served.port)) for _ in range(4)]
+        try:
+            for sock in held:
+                sock.sendall(SLOW_HEADERS)
+            assert closed_within(served.port, b"", 1) is None
+        finally:
+            for sock in held:
+                sock.close()
+
+
+BIG = 512 * 1024 * 1024
+
+
+def test_a_declared_huge_body_is_refused_before_it_is_read(app: Any) -> None:
+    head = (
+        "POST /api/v1/tokens HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {BIG}\r\n\r\n"
+    ).encode()
+    with Served(app, "httptools") as served:
+        answer = closed_within(served.port, head, 3)
+    assert answer is not None and answer.startswith(b"HTTP/1.1 413")
+    assert b"request_too_large" in answer
+
+
+def test_a_chunked_body_is_refused_as_it_passes_the_limit(app: Any) -> None:
+    """No Content-Length: counted as it arrives, refused one read past the limit (1 MiB)."""
+    head = (
+        b"POST /login HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    chunk = b"10000\r\n" + b"a" * 0x10000 + b"\r\n"  # 64 KiB
+    sent = 0
+    with (
+        Served(app, "httptools") as served,
+        socket.create_connection(("127.0.0.1", served.port)) as sock,
+    ):
+        sock.sendall(head)
+        sock.settimeout(0.05)
+        answer = b""
+        while sent < 64 * 1024 * 1024 and not answer:
+            try:
+                sock.sendall(chunk)
+                sent += len(chunk)
+                answer = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:80]
+    assert sent < 8 * 1024 * 1024, sent

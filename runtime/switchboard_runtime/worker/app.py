@@ -61,6 +61,7 @@ from switchboard_runtime.telephony import (
 )
 from switchboard_runtime.tools import ToolRegistry
 from switchboard_runtime.warm import WarmCall, WarmSessions
+from switchboard_runtime.worker.bounded_body import BodyProblem, BoundedBody
 from switchboard_runtime.worker.capacity import CallCapacity
 from switchboard_runtime.worker.direct_stream import DIRECT_STREAM, DirectPhone
 from switchboard_runtime.worker.serving import STOP_GATE
@@ -390,10 +391,7 @@ def create_worker_app(
         if not ID.fullmatch(agent_id) or not ID.fullmatch(workspace_id):
             logger.warning("%s webhook refused: malformed agent or workspace id", provider)
             return forbidden()
-        raw = await request.body()
-        if len(raw) > MAX_WEBHOOK_BYTES:
-            logger.warning("%s webhook refused: body of %d bytes", provider, len(raw))
-            return forbidden()
+        raw = await request.body()  # at most MAX_WEBHOOK_BYTES, in time (BoundedBody)
         # The URL the provider requested: our public URL, this path, this query string.
         url = public_url + request.url.path + (f"?{request.url.query}" if request.url.query else "")
         params = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
@@ -700,7 +698,25 @@ def create_worker_app(
         response.headers["Cache-Control"] = "no-store"
         return response
 
+    # Outermost: a webhook body is bounded in size and time before anything reads it.
+    app.add_middleware(
+        BoundedBody,
+        max_bytes=MAX_WEBHOOK_BYTES,
+        timeout_seconds=settings.worker_body_timeout_seconds,
+        refuse=refuse_body,
+    )
     return app
+
+
+async def refuse_body(problem: BodyProblem, send: Send) -> None:
+    """A webhook body over its bounds: 403 for one too large (as for any webhook we will not
+    take: the provider does not retry it), 408 for one too slow, 400 for a bad length."""
+    logger.warning("webhook refused: %s", problem)
+    status = {"request_too_large": 403, "body_timeout": 408, "invalid_content_length": 400}
+    body = f"{problem}\n".encode()
+    headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status[problem], "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _close(phone: WebSocket, code: int, reason: str) -> None:

@@ -1,16 +1,22 @@
 """Running a Switchboard ASGI app (the control plane or the call worker) under uvicorn or
-granian, with the HTTP server's own guard: a connection that does not finish its request headers
-within SWITCHBOARD_HTTP_HEADER_TIMEOUT_SECONDS is closed.
+granian, with the HTTP server's own guards on requests still arriving: headers within
+SWITCHBOARD_HTTP_HEADER_TIMEOUT_SECONDS, the body within its deadline, and a bound per client
+address on such requests (`GuardedHttpProtocol`).
 
 uvicorn starts its keep-alive clock only after a response, so a client that connects and then
-sends headers slowly (or never) would hold the connection forever; thousands of them exhaust
-the server. Request bodies are bounded in time by the control plane's request-limits middleware.
+sends headers or a body slowly (or never) would hold the connection forever; thousands of them
+exhaust the server. The apps bound bodies themselves too (`bounded_body.BoundedBody`, with a
+408 or 413 the client can read); the server's clock is the backstop for bodies no route reads.
+Under granian only its own header-read timeout applies.
 """
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import sys
+from collections import Counter
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal, Protocol
 
@@ -74,45 +80,143 @@ class SwitchboardServer(uvicorn.Server):
         return owed == 0
 
 
+@dataclass(frozen=True)
+class HttpGuards:
+    """The server's own bounds on a connection (`ServerSettings`)."""
+
+    header_timeout_seconds: float
+    # Past the app's own body deadline (which answers 408), the server closes the connection:
+    # this catches bodies no route reads (a 404 or 405 answered before the body arrived).
+    body_timeout_seconds: float
+    max_pending_per_address: int
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+    def trusts(self, address: str | None) -> bool:
+        if not address or not self.trusted_proxies:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted_proxies)
+
+
+# Time the app has, past its own body deadline, to send its 408 before the server closes.
+BODY_GRACE_SECONDS = 1.0
+
+
 @cache
-def header_timeout_seconds() -> float:
-    return ServerSettings().http_header_timeout_seconds
+def http_guards() -> HttpGuards:
+    settings = ServerSettings()
+    return HttpGuards(
+        header_timeout_seconds=settings.http_header_timeout_seconds,
+        body_timeout_seconds=settings.http_body_timeout_seconds + BODY_GRACE_SECONDS,
+        max_pending_per_address=settings.http_max_pending_per_address,
+        trusted_proxies=settings.trusted_proxy_networks,
+    )
 
 
-class HeaderTimeoutProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a clock from connection (or the start of the next
-    request on a kept-alive connection) to the end of the request headers."""
+def pending_requests(server_state: Any) -> Counter[str]:
+    """Per client address, its connections whose request has not fully arrived: one count per
+    server (tests run several servers in one process)."""
+    pending: Counter[str] | None = getattr(server_state, "switchboard_pending", None)
+    if pending is None:
+        pending = Counter()
+        server_state.switchboard_pending = pending
+    return pending
 
-    header_clock: asyncio.TimerHandle | None = None
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the server's own guards on a request still arriving:
+    - a clock from connection (or the start of the next request on a kept-alive connection)
+      to the end of the request headers, then another to the end of the body;
+    - at most `max_pending_per_address` such requests per client address (trusted proxies
+      aside, which carry many clients): one more from that address is closed at once.
+    A WebSocket upgrade leaves these guards; the app bounds its sockets itself."""
+
+    guard_clock: asyncio.TimerHandle | None = None
+    pending_as: str | None = None  # the address this connection counts under while pending
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
-        self._start_header_clock()
+        if self._begin_request():
+            self._start_clock(http_guards().header_timeout_seconds)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self.header_clock is None:
-            self._start_header_clock()
+        if self.guard_clock is None and self.pending_as is None and self._begin_request():
+            self._start_clock(http_guards().header_timeout_seconds)
 
     def on_headers_complete(self) -> None:
-        self._stop_header_clock()
+        self._stop_clock()
         super().on_headers_complete()
+        if self.pending_as is not None:
+            self._start_clock(http_guards().body_timeout_seconds)
+
+    def on_message_complete(self) -> None:
+        self._end_request()
+        super().on_message_complete()
+
+    def handle_websocket_upgrade(self) -> None:
+        self._end_request()
+        super().handle_websocket_upgrade()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_header_clock()
+        self._end_request()
         super().connection_lost(exc)
 
-    def _start_header_clock(self) -> None:
-        self.header_clock = self.loop.call_later(header_timeout_seconds(), self._too_slow)
+    def _begin_request(self) -> bool:
+        guards = http_guards()
+        address = self.client[0] if self.client else None
+        if address is None or guards.trusts(address):
+            self.pending_as = ""  # counted nowhere, but pending all the same
+            return True
+        pending = pending_requests(self.server_state)
+        if pending[address] >= guards.max_pending_per_address:
+            logger.warning("connection from %s closed: too many requests still arriving", address)
+            self.transport.close()
+            return False
+        pending[address] += 1
+        self.pending_as = address
+        return True
 
-    def _stop_header_clock(self) -> None:
-        if self.header_clock is not None:
-            self.header_clock.cancel()
-            self.header_clock = None
+    def _end_request(self) -> None:
+        self._stop_clock()
+        address, self.pending_as = self.pending_as, None
+        if address:
+            pending = pending_requests(self.server_state)
+            pending[address] -= 1
+            if pending[address] <= 0:
+                del pending[address]
+
+    def _start_clock(self, seconds: float) -> None:
+        self.guard_clock = self.loop.call_later(seconds, self._too_slow)
+
+    def _stop_clock(self) -> None:
+        if self.guard_clock is not None:
+            self.guard_clock.cancel()
+            self.guard_clock = None
 
     def _too_slow(self) -> None:
-        self.header_clock = None
+        self.guard_clock = None
         self.transport.close()
+
+
+def uvicorn_options(host: str, port: int) -> dict[str, Any]:
+    """How `switchboard serve` and `switchboard worker` run uvicorn: the guarded HTTP protocol,
+    our WebSockets, and `X-Forwarded-For` believed only from SWITCHBOARD_TRUSTED_PROXIES
+    (uvicorn alone believes it from 127.0.0.1, so any local client could pick its address)."""
+    proxies = http_guards().trusted_proxies
+    return {
+        "host": host,
+        "port": port,
+        "log_level": "info",
+        "access_log": False,
+        "http": GuardedHttpProtocol,
+        "proxy_headers": bool(proxies),
+        "forwarded_allow_ips": [str(network) for network in proxies],
+        **UVICORN_WEBSOCKETS,
+    }
 
 
 def serve(
@@ -128,14 +232,7 @@ def serve(
     if server == "granian":
         _serve_with_granian(factory, host, port, workers, reload)
         return
-    options: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "log_level": "info",
-        "access_log": False,
-        "http": HeaderTimeoutProtocol,
-        **UVICORN_WEBSOCKETS,
-    }
+    options = uvicorn_options(host, port)
     if workers > 1 or reload:
         uvicorn.run(factory, factory=True, workers=workers, reload=reload, **options)
         return
@@ -161,5 +258,7 @@ def _serve_with_granian(factory: str, host: str, port: int, workers: int, reload
         interface=Interfaces.ASGI,
         workers=workers,
         reload=reload,
-        http1_settings=HTTP1Settings(header_read_timeout=int(header_timeout_seconds() * 1000)),
+        http1_settings=HTTP1Settings(
+            header_read_timeout=int(http_guards().header_timeout_seconds * 1000)
+        ),
     ).serve()

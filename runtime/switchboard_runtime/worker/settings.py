@@ -2,9 +2,10 @@
 file works too), the same names the control plane's documentation uses."""
 
 import hmac
+import ipaddress
 from typing import Literal, Protocol, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,9 +18,37 @@ class ServerSettings(BaseSettings):
     log_level: str = "INFO"
     # A request's headers must arrive within this many seconds of connecting (`serve`/`worker`).
     http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    # A request body must arrive whole within this many seconds of its headers (one deadline,
+    # not per read): 408 `body_timeout`. The worker's webhooks have their own, shorter one.
+    http_body_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Requests still sending headers or body, per client address (`serve`/`worker`, uvicorn):
+    # one more from that address is closed at once. Trusted proxies are not counted.
+    http_max_pending_per_address: int = Field(default=64, ge=1, le=100_000)
+    # Proxies whose X-Forwarded-For is believed (addresses or networks, comma-separated).
+    # Empty: nobody's, the TCP peer is the client (sign-in throttling, the bounds above).
+    trusted_proxies: str = ""
     # /metrics: open outside production; in production only with
     # `Authorization: Bearer <metrics_token>` (404 without a token set).
     metrics_token: SecretStr | None = None
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_parse(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip():
+                try:
+                    ipaddress.ip_network(part.strip(), strict=False)
+                except ValueError:
+                    raise ValueError("must be IP addresses or networks, comma-separated") from None
+        return value
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in self.trusted_proxies.split(",")
+            if part.strip()
+        )
 
 
 class WorkerSettings(ServerSettings):
@@ -35,6 +64,8 @@ class WorkerSettings(ServerSettings):
     worker_public_url: str = "http://127.0.0.1:8001"
     worker_stream_url: str | None = None
     tool_timeout_seconds: float = 10.0
+    # A webhook body (at most 64 KiB) must arrive whole within this time after its headers.
+    worker_body_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     # A media stream that sends no valid `start` within this time is closed.
     stream_start_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     # Warm start: once a webhook's call is issued, its xAI session is set up before the media
