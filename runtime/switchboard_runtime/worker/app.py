@@ -63,7 +63,12 @@ from switchboard_runtime.tools import ToolRegistry
 from switchboard_runtime.warm import WarmCall, WarmSessions
 from switchboard_runtime.worker.bounded_body import BodyProblem, BoundedBody
 from switchboard_runtime.worker.capacity import CallCapacity
-from switchboard_runtime.worker.direct_stream import DIRECT_STREAM, DirectPhone
+from switchboard_runtime.worker.direct_stream import (
+    DIRECT_STREAM,
+    FRAME_LIMITS,
+    DirectPhone,
+    FrameLimits,
+)
 from switchboard_runtime.worker.serving import STOP_GATE
 from switchboard_runtime.worker.settings import WorkerSettings, metrics_allowed
 
@@ -236,6 +241,11 @@ def create_worker_app(
     public_url = settings.worker_public_url.rstrip("/")
     stream_base = (settings.worker_stream_url or public_url).rstrip("/")
 
+    frame_limits = FrameLimits(
+        media_stream_bytes=settings.media_stream_max_frame_bytes,
+        browser_bytes=settings.browser_call_max_frame_bytes,
+    )
+
     def tools_for(config: ResolvedSessionConfig) -> ToolRegistry:
         return (
             tools_factory(config) if tools_factory else ToolRegistry(settings.tool_timeout_seconds)
@@ -294,7 +304,10 @@ def create_worker_app(
                 # With a drain time, a stopping worker first waits for the streams of the calls
                 # it answered (serving.SwitchboardServer); without one it cuts its calls at once,
                 # so there is nothing to wait for.
-                yield {STOP_GATE: app.state.capacity} if settings.worker_drain_seconds else {}
+                state: dict[str, Any] = {FRAME_LIMITS: frame_limits}
+                if settings.worker_drain_seconds:
+                    state[STOP_GATE] = app.state.capacity
+                yield state
             finally:
                 await app.state.warm.aclose()
                 await app.state.loop_lag.stop()

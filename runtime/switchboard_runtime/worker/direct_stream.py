@@ -15,6 +15,7 @@ scope has no such extension and the call reads through Starlette as before.
 import asyncio
 from collections import deque
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.config import Config
@@ -28,6 +29,26 @@ from switchboard_runtime.telephony import PhoneGone
 
 # The scope extension a call finds `{"take_over": ...}` under (ASGI extensions are dicts).
 DIRECT_STREAM = "switchboard.direct_stream"
+# Where an app's lifespan state holds its `FrameLimits`: the largest message each kind of
+# socket may send, enforced by the parser from the frame's header, before its payload is read.
+FRAME_LIMITS = "switchboard.frame_limits"
+# uvicorn's own default is 16 MiB; no socket of ours takes more than this.
+MAX_FRAME_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class FrameLimits:
+    media_stream_bytes: int  # /ws/twilio/..., /ws/telnyx/...: JSON frames well under 1 KiB
+    browser_bytes: int  # /ws/realtime/...: binary PCM16 up to 1 s, or small JSON
+
+    def for_path(self, path: str) -> int:
+        if path.startswith(("/ws/twilio/", "/ws/telnyx/")):
+            return self.media_stream_bytes
+        if path.startswith("/ws/realtime/"):
+            return self.browser_bytes
+        return MAX_FRAME_BYTES
+
+
 # Frames received and not yet read by the call before the server stops reading the socket
 # (TCP then holds the phone back); reading resumes once the call has caught up.
 INBOX_HIGH = 64
@@ -51,6 +72,11 @@ class DirectStreamProtocol(WebSocketsSansIOProtocol):
         self.phone: DirectPhone | None = None
 
     def handle_connect(self, event: Request) -> None:
+        limits: FrameLimits | None = self.app_state.get(FRAME_LIMITS)
+        if limits is not None:
+            self.conn.max_message_size = min(
+                limits.for_path(event.path.split("?", 1)[0]), MAX_FRAME_BYTES
+            )
         super().handle_connect(event)
         if self.response.status_code == 101:  # the app now decides: accept, refuse or route
             extensions = self.scope.setdefault("extensions", {})

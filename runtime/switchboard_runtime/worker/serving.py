@@ -24,7 +24,7 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from switchboard_runtime.worker.direct_stream import DirectStreamProtocol
+from switchboard_runtime.worker.direct_stream import MAX_FRAME_BYTES, DirectStreamProtocol
 from switchboard_runtime.worker.settings import ServerSettings
 
 HttpServer = Literal["uvicorn", "granian"]
@@ -33,7 +33,13 @@ HttpServer = Literal["uvicorn", "granian"]
 # can take over (direct_stream), and no permessage-deflate. Compressing base64 audio saves about
 # a third of its bytes for ~20 µs of CPU per frame (deflate one way, inflate the other), on the
 # loop every call's audio waits on; clients that offer it (browsers do) are answered without it.
-UVICORN_WEBSOCKETS: dict[str, Any] = {"ws": DirectStreamProtocol, "ws_per_message_deflate": False}
+# Messages are capped at 64 KiB (uvicorn's default is 16 MiB); the worker lowers that per kind
+# of socket (direct_stream.FrameLimits).
+UVICORN_WEBSOCKETS: dict[str, Any] = {
+    "ws": DirectStreamProtocol,
+    "ws_per_message_deflate": False,
+    "ws_max_size": MAX_FRAME_BYTES,
+}
 
 
 # Where an app's lifespan state holds its `StopGate` (the call worker's, when it drains).

@@ -66,6 +66,11 @@ class WorkerSettings(ServerSettings):
     tool_timeout_seconds: float = 10.0
     # A webhook body (at most 64 KiB) must arrive whole within this time after its headers.
     worker_body_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # The largest WebSocket message a phone media stream, and a browser test call, may send;
+    # a larger one closes the socket (1009) before its payload is read. Twilio and Telnyx
+    # frames are under 1 KiB; a browser sends 20 ms of PCM16 (960 bytes), at most 1 s.
+    media_stream_max_frame_bytes: int = Field(default=16 * 1024, ge=1024, le=64 * 1024)
+    browser_call_max_frame_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024)
     # A media stream that sends no valid `start` within this time is closed.
     stream_start_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     # Warm start: once a webhook's call is issued, its xAI session is set up before the media

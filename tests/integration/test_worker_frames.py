@@ -1,0 +1,64 @@
+"""WebSocket messages are bounded per kind of socket by the parser, from the frame's header,
+before the payload is read: a 1 MiB frame on an anonymous media stream closes it with 1009.
+The twin, with the limits switched off (uvicorn's 16 MiB default), takes the frame whole."""
+
+import asyncio
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from switchboard_runtime.worker import direct_stream
+from tests.integration.callstack import CALLER_FRAMES, Stack, phone_call, wait_for_report
+
+MEGABYTE = "x" * (1024 * 1024)
+
+
+async def close_code_after(url: str, frame: str | bytes) -> int | None:
+    """Send one frame on a fresh socket: the close code the worker answers with, or None
+    when the socket is still open a moment later (the frame was taken)."""
+    async with connect(url, max_size=None, open_timeout=5) as socket:
+        await socket.send(frame)
+        try:
+            async with asyncio.timeout(0.5):
+                await socket.recv()
+        except ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else None
+        except TimeoutError:
+            return None
+        return None
+
+
+@pytest.mark.parametrize("path", ["/ws/twilio/agent_x", "/ws/telnyx/agent_x"])
+async def test_a_huge_frame_before_start_closes_a_media_stream(stack: Stack, path: str) -> None:
+    assert await close_code_after(stack.ws(path), MEGABYTE) == 1009
+
+
+async def test_a_frame_just_over_the_media_stream_limit_is_refused(stack: Stack) -> None:
+    limit = stack.worker_settings.media_stream_max_frame_bytes
+    assert await close_code_after(stack.ws("/ws/twilio/agent_x"), "x" * (limit + 1)) == 1009
+    # At the limit it is read (and ignored as no start): the socket waits for a start.
+    assert await close_code_after(stack.ws("/ws/twilio/agent_x"), "x" * limit) is None
+
+
+async def test_a_browser_call_takes_a_second_of_audio_but_not_more(stack: Stack) -> None:
+    url = stack.ws(f"/ws/realtime/{stack.agent_id}")
+    assert await close_code_after(url, b"\0" * 48_000) is None
+    assert await close_code_after(url, b"\0" * (1024 * 1024)) == 1009
+
+
+async def test_without_the_limits_an_anonymous_socket_sends_a_megabyte(
+    stack: Stack, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(direct_stream, "MAX_FRAME_BYTES", 16 * 1024 * 1024)
+    monkeypatch.setattr(direct_stream.FrameLimits, "for_path", lambda self, path: 16 << 20)
+    assert await close_code_after(stack.ws("/ws/twilio/agent_x"), MEGABYTE) is None
+
+
+async def test_calls_run_as_before_under_the_limits(stack: Stack) -> None:
+    async for phone in phone_call(stack, "twilio"):
+        await phone.speak(CALLER_FRAMES)
+        await phone.collect(lambda p: len(p.media()) >= len(stack.xai.reply_audio))
+        assert len(phone.media()) >= len(stack.xai.reply_audio)
+    await wait_for_report(stack)
