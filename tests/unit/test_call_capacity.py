@@ -1,7 +1,7 @@
 """A worker's call capacity: places taken by webhooks being answered, held for issued calls
 until their stream arrives (or the hold runs out), kept while calls are bridged."""
 
-from switchboard_runtime.worker.capacity import CallCapacity
+from switchboard_runtime.worker.capacity import CallCapacity, PreStartSockets
 
 
 class Clock:
@@ -88,3 +88,29 @@ def test_a_stopping_worker_refuses_new_calls_and_still_owes_the_streams_it_answe
         assert capacity.streams_owed == 1
     clock.now += 15.1  # call-b's stream never came: nothing is owed after its hold
     assert capacity.streams_owed == 0
+
+
+def test_sockets_before_a_token_are_bounded_per_address() -> None:
+    gate = PreStartSockets(limit=10, per_address=2)
+    with (
+        gate.waiting("198.51.100.7", lambda: None) as first,
+        gate.waiting("198.51.100.7", lambda: None) as second,
+        gate.waiting("198.51.100.7", lambda: None) as third,
+        gate.waiting("203.0.113.9", lambda: None) as elsewhere,
+    ):
+        assert (first, second, third, elsewhere) == (True, True, False, True)
+        assert gate.waiting_now == 3
+    assert gate.refused == 1 and gate.waiting_now == 0
+
+
+def test_past_the_worker_bound_the_oldest_socket_before_a_token_is_closed() -> None:
+    gate = PreStartSockets(limit=2, per_address=10)
+    closed: list[str] = []
+    with (
+        gate.waiting("a", lambda: closed.append("oldest")),
+        gate.waiting("b", lambda: closed.append("second")),
+        gate.waiting("c", lambda: closed.append("newest")) as newest,
+    ):
+        assert newest and closed == ["oldest"]
+        assert gate.waiting_now == 2 and gate.evicted == 1
+    assert gate.waiting_now == 0  # the evicted one's block ended without counting twice

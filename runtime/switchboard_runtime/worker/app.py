@@ -62,7 +62,7 @@ from switchboard_runtime.telephony import (
 from switchboard_runtime.tools import ToolRegistry
 from switchboard_runtime.warm import WarmCall, WarmSessions
 from switchboard_runtime.worker.bounded_body import BodyProblem, BoundedBody
-from switchboard_runtime.worker.capacity import CallCapacity
+from switchboard_runtime.worker.capacity import CallCapacity, PreStartSockets
 from switchboard_runtime.worker.direct_stream import (
     DIRECT_STREAM,
     FRAME_LIMITS,
@@ -322,6 +322,9 @@ def create_worker_app(
     app.state.capacity = CallCapacity(
         settings.worker_max_calls, hold_seconds=settings.warm_session_unclaimed_seconds
     )
+    app.state.pre_start = PreStartSockets(
+        settings.worker_max_pre_start_sockets, settings.worker_max_pre_start_per_address
+    )
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -347,6 +350,7 @@ def create_worker_app(
             return Response("not found", status_code=404, media_type="text/plain")
         warm: WarmSessions = app.state.warm
         capacity: CallCapacity = app.state.capacity
+        pre_start: PreStartSockets = app.state.pre_start
         lines = [
             "# HELP switchboard_worker_warm_sessions_total Warm sessions by outcome.",
             "# TYPE switchboard_worker_warm_sessions_total counter",
@@ -381,6 +385,20 @@ def create_worker_app(
             f'switchboard_worker_calls_refused_total{{reason="at_capacity"}} {capacity.refused}',
             f'switchboard_worker_calls_refused_total{{reason="stopping"}} '
             f"{capacity.refused_stopping}",
+            "# HELP switchboard_worker_pre_start_sockets Sockets waiting to show a stream "
+            "token (no call place).",
+            "# TYPE switchboard_worker_pre_start_sockets gauge",
+            f"switchboard_worker_pre_start_sockets {pre_start.waiting_now}",
+            "# HELP switchboard_worker_pre_start_closed_total Sockets closed before a token: "
+            "too many from their address, or the oldest when all places were taken.",
+            "# TYPE switchboard_worker_pre_start_closed_total counter",
+            *(
+                f'switchboard_worker_pre_start_closed_total{{reason="{reason}"}} {count}'
+                for reason, count in (
+                    ("per_address", pre_start.refused),
+                    ("evicted", pre_start.evicted),
+                )
+            ),
             *app.state.loop_lag.prometheus(
                 "switchboard_worker_event_loop_lag_seconds",
                 "How late the event loop ran a timer, sampled every 20 ms: "
@@ -496,14 +514,11 @@ def create_worker_app(
         phone: WebSocket, dialect: Dialect, agent_id: str, url_token: str | None
     ) -> None:
         await phone.accept()
-        try:
-            async with asyncio.timeout(app.state.stream_start_timeout_seconds):
-                start = await wait_for_start(StarlettePhone(phone), dialect, BridgeStats())
-        except TimeoutError:
-            logger.warning("stream for agent %s closed: no start in time", agent_id[:64])
-            await _close(phone, CLOSE_UNAUTHORIZED, UNAUTHORIZED)
-            return
+        start = await before_token(
+            phone, agent_id, lambda: wait_for_start(StarlettePhone(phone), dialect, BridgeStats())
+        )
         if start is None:
+            await _close(phone, CLOSE_UNAUTHORIZED, UNAUTHORIZED)
             return
         stream_started = time.monotonic()
         control_plane: ControlPlaneClient = app.state.control_plane
@@ -623,28 +638,38 @@ def create_worker_app(
         finally:
             await control_plane.end_call(call.call_id, "handler_done")
 
+    async def before_token(
+        socket: WebSocket, agent_id: str, read: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        """`read()` (a stream's start, a browser's token) on a socket that has shown no token
+        yet, within the start deadline and in a pre-start place (`PreStartSockets`), never a
+        call place; None when it does not come in time, or the socket is refused or evicted."""
+        pre_start: PreStartSockets = app.state.pre_start
+        address = socket.client.host if socket.client else ""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(app.state.stream_start_timeout_seconds) as deadline:
+                with pre_start.waiting(address, lambda: deadline.reschedule(loop.time())) as ok:
+                    if not ok:
+                        logger.warning("socket from %s refused: too many before a token", address)
+                        return None
+                    return await read()
+        except TimeoutError:
+            logger.warning("socket for agent %s closed: no token in time", agent_id[:64])
+            return None
+
     async def run_browser_call(websocket: WebSocket, agent_id: str) -> None:
         """A test call from the agent page: the browser sends its single-use token first, then
-        PCM16 24 kHz audio; the same call as a phone's, reported as a test call."""
+        PCM16 24 kHz audio; the same call as a phone's, reported as a test call. It takes a
+        call place only once the control plane has redeemed its token."""
         await websocket.accept()
         capacity: CallCapacity = app.state.capacity
-        with capacity.taken() as admitted:
-            if admitted:
-                await run_browser_call_admitted(websocket, agent_id)
-                return
-        if capacity.stopping:
-            await refuse_browser(websocket, CLOSE_REFUSED, STOPPING, STOPPING_MESSAGE)
+        if not capacity.has_room():  # refused at once: the page keeps its token for later
+            capacity.count_refusal()
+            await refuse_for_capacity(websocket, agent_id)
             return
-        logger.warning("browser call for agent %s refused: worker at capacity", agent_id[:64])
-        await refuse_browser(websocket, CLOSE_REFUSED, AT_CAPACITY, AT_CAPACITY_MESSAGE)
-
-    async def run_browser_call_admitted(websocket: WebSocket, agent_id: str) -> None:
         browser = StarlettePhone(websocket)
-        try:
-            async with asyncio.timeout(app.state.stream_start_timeout_seconds):
-                token = await wait_for_token(browser)
-        except TimeoutError:
-            token = None
+        token = await before_token(websocket, agent_id, lambda: wait_for_token(browser))
         started = time.monotonic()
         control_plane: ControlPlaneClient = app.state.control_plane
         call = await authorize_stream(control_plane, agent_id, token, stream="browser")
@@ -656,6 +681,25 @@ def create_worker_app(
                 "This test call's token is not valid: it expired or was used. Start a new call.",
             )
             return
+        with capacity.taken() as admitted:
+            if admitted:
+                await run_browser_call_admitted(websocket, browser, call, started)
+                return
+        await control_plane.end_call(call.call_id, AT_CAPACITY)
+        await refuse_for_capacity(websocket, agent_id)
+
+    async def refuse_for_capacity(websocket: WebSocket, agent_id: str) -> None:
+        capacity: CallCapacity = app.state.capacity
+        if capacity.stopping:
+            await refuse_browser(websocket, CLOSE_REFUSED, STOPPING, STOPPING_MESSAGE)
+            return
+        logger.warning("browser call for agent %s refused: worker at capacity", agent_id[:64])
+        await refuse_browser(websocket, CLOSE_REFUSED, AT_CAPACITY, AT_CAPACITY_MESSAGE)
+
+    async def run_browser_call_admitted(
+        websocket: WebSocket, browser: StarlettePhone, call: ClaimedCall, started: float
+    ) -> None:
+        control_plane: ControlPlaneClient = app.state.control_plane
         try:
             config = await control_plane.session_config(
                 call.workspace_id, call.agent_id, channel="browser"

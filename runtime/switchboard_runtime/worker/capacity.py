@@ -55,15 +55,18 @@ class CallCapacity:
         self._forget_expired_holds()
         return len(self._held)
 
+    def count_refusal(self) -> None:
+        if self.stopping:
+            self.refused_stopping += 1
+        else:
+            self.refused += 1
+
     @contextmanager
     def taken(self) -> Iterator[bool]:
         """One place for as long as the block runs; False (and counted as refused) when the
         worker is full or stopping."""
         if not self.has_room():
-            if self.stopping:
-                self.refused_stopping += 1
-            else:
-                self.refused += 1
+            self.count_refusal()
             yield False
             return
         self._taken += 1
@@ -92,3 +95,56 @@ class CallCapacity:
         now = self.clock()
         for call_id in [c for c, until in self._held.items() if until <= now]:
             del self._held[call_id]
+
+
+class PreStartSockets:
+    """Sockets that have not shown a stream token yet: a media stream before its `start`, a
+    browser call before its token. They hold no call place (a call place is for a call the
+    control plane issued); they have a bound of their own, per worker and per client address,
+    so anonymous sockets cannot crowd out calls or exhaust the worker.
+
+    Past `per_address` from one address, another is refused. Past `limit` in all, the oldest is
+    closed to make room: a real stream shows its token within milliseconds of opening, so the
+    sockets that have waited longest are the ones that will never show one."""
+
+    def __init__(self, limit: int, per_address: int) -> None:
+        self.limit = limit
+        self.per_address = per_address
+        self.refused = 0
+        self.evicted = 0
+        self._waiting: dict[object, tuple[str, Callable[[], None]]] = {}  # oldest first
+        self._by_address: dict[str, int] = {}
+
+    @property
+    def waiting_now(self) -> int:
+        return len(self._waiting)
+
+    @contextmanager
+    def waiting(self, address: str, evict: Callable[[], None]) -> Iterator[bool]:
+        """A place to wait for the token in, for as long as the block runs; False when this
+        address has too many already. `evict` is called if the socket must make room."""
+        if self._by_address.get(address, 0) >= self.per_address:
+            self.refused += 1
+            yield False
+            return
+        if len(self._waiting) >= self.limit:
+            oldest = next(iter(self._waiting))
+            self._forget(oldest)[1]()
+            self.evicted += 1
+        key = object()
+        self._waiting[key] = (address, evict)
+        self._by_address[address] = self._by_address.get(address, 0) + 1
+        try:
+            yield True
+        finally:
+            if key in self._waiting:
+                self._forget(key)
+
+    def _forget(self, key: object) -> tuple[str, Callable[[], None]]:
+        address, evict = self._waiting.pop(key)
+        left = self._by_address[address] - 1
+        if left:
+            self._by_address[address] = left
+        else:
+            del self._by_address[address]
+        return address, evict

@@ -71,8 +71,12 @@ class WorkerSettings(ServerSettings):
     # frames are under 1 KiB; a browser sends 20 ms of PCM16 (960 bytes), at most 1 s.
     media_stream_max_frame_bytes: int = Field(default=16 * 1024, ge=1024, le=64 * 1024)
     browser_call_max_frame_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024)
-    # A media stream that sends no valid `start` within this time is closed.
-    stream_start_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # A media stream that sends no valid `start` (a browser call no token) within this time is
+    # closed. Until then it holds no call place, only one of these: per worker (past it the
+    # oldest is closed) and per client address (past it the new one is refused).
+    stream_start_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    worker_max_pre_start_sockets: int = Field(default=256, ge=1, le=100_000)
+    worker_max_pre_start_per_address: int = Field(default=32, ge=1, le=100_000)
     # Warm start: once a webhook's call is issued, its xAI session is set up before the media
     # stream arrives; a session no stream claims within this time is closed and its call
     # released. At most this many warm sessions per worker (beyond that, calls start cold).
