@@ -32,8 +32,12 @@ class Call(SQLModel, table=True):
     """A call the control plane issued. Only issued calls may reach xAI or count in telemetry."""
 
     __tablename__ = "calls"
-    # Issuing a call counts the workspace's calls that hold a slot: (workspace, state).
-    __table_args__ = (Index("ix_calls_workspace_id_state", "workspace_id", "state"),)
+    # Issuing a call counts the workspace's calls that hold a slot: (workspace, state). One
+    # provider call (Twilio CallSid, Telnyx call_control_id) is one issued call.
+    __table_args__ = (
+        Index("ix_calls_workspace_id_state", "workspace_id", "state"),
+        Index("uq_calls_provider_call", "workspace_id", "channel", "provider_call_id", unique=True),
+    )
 
     id: str = Field(primary_key=True, max_length=64)
     workspace_id: str = Field(max_length=64, foreign_key="workspaces.id", ondelete="CASCADE")
@@ -110,6 +114,11 @@ class IssuedCall(BaseModel):
     state: CallState = PydanticField(description="`active` when issued with `claim`.")
     lease_seconds: int | None = PydanticField(
         default=None, description="With `claim`: renew the lease within this many seconds."
+    )
+    replayed: bool = PydanticField(
+        default=False,
+        description="The call an earlier request issued for this provider call id (a webhook "
+        "delivered again): the same call and token; no second slot was held.",
     )
 
 

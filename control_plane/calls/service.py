@@ -97,7 +97,7 @@ def issue_call(
     body: CallIssue,
 ) -> IssuedCall:
     _require_service(principal)
-    check_webhook(session, resolver, policy, workspace_id, body)
+    signed_call_id = check_webhook(session, resolver, policy, workspace_id, body)
     if body.claim and body.channel != "api":
         raise InvalidInputError(
             "Only channel api calls are claimed at issue; phone calls present their token.",
@@ -111,7 +111,8 @@ def issue_call(
         workspace_id,
         agent_id,
         channel=body.channel,
-        provider_call_id=body.provider_call_id,
+        # A phone call is known by the id its provider signed, never by what the caller says.
+        provider_call_id=signed_call_id if body.channel != "api" else body.provider_call_id,
         claim=body.claim,
     )
 
@@ -190,6 +191,15 @@ def _issue(
         )
     now = utcnow()
     cap = _lock_call_slots(session, workspace_id, now)
+    if provider_call_id is not None:
+        earlier = session.exec(
+            select(Call)
+            .where(Call.workspace_id == workspace_id)
+            .where(Call.channel == channel)
+            .where(Call.provider_call_id == provider_call_id)
+        ).first()
+        if earlier is not None:
+            return _issued_again(policy, earlier, agent_id)
     holding = holding_calls(session, workspace_id, now)
     if not may_start_another(holding, cap):
         logger.warning("call refused for workspace %s: %d of %d slots", workspace_id, holding, cap)
@@ -229,6 +239,38 @@ def _issue(
         engine=config.engine,
         state="active" if claim else "issued",
         lease_seconds=policy.lease_seconds if claim else None,
+    )
+
+
+def _issued_again(policy: CallPolicy, earlier: Call, agent_id: str) -> IssuedCall:
+    """A provider call that was issued before (the same webhook, delivered again): while its
+    stream has not come, the same call and token, holding nothing more; after, refused."""
+    if earlier.agent_id != agent_id:
+        raise ConflictError(
+            "This provider call was issued for another agent; it cannot start a second call.",
+            code="provider_call_other_agent",
+        )
+    if earlier.state != "issued":  # claimed, ended, or lapsed (the lock marked those)
+        raise ConflictError(
+            f"This provider call was issued already and is {earlier.state}; a webhook "
+            "delivered again starts nothing.",
+            code="provider_call_used",
+        )
+    expires_at = earlier.lease_expires_at - timedelta(seconds=ISSUED_GRACE_SECONDS)
+    token = tokens.sign(
+        policy.stream_token_key,
+        tokens.StreamGrant(earlier.id, earlier.workspace_id, earlier.agent_id, expires_at),
+    )
+    logger.info("webhook for provider call of %s delivered again: same call", earlier.id)
+    return IssuedCall(
+        call_id=earlier.id,
+        workspace_id=earlier.workspace_id,
+        agent_id=earlier.agent_id,
+        stream_token=token,
+        expires_at=expires_at,
+        engine=earlier.engine,
+        state="issued",
+        replayed=True,
     )
 
 
@@ -283,14 +325,15 @@ def check_webhook(
     policy: CallPolicy,
     workspace_id: str,
     body: CallIssue,
-) -> None:
-    """Phone calls need the provider's signed webhook, checked with the workspace's secret."""
+) -> str | None:
+    """Phone calls need the provider's signed webhook, checked with the workspace's secret.
+    Returns the provider's call id, read from what the provider signed."""
     if body.channel == "api":
         if body.webhook is not None:
             raise InvalidInputError(
                 "A webhook goes with channel twilio or telnyx.", code="invalid_call"
             )
-        return
+        return None
     webhook = body.webhook
     if webhook is None or webhook.provider != body.channel:
         raise InvalidInputError(
@@ -311,12 +354,19 @@ def check_webhook(
     try:
         if isinstance(webhook, TwilioWebhook):
             webhooks.verify_twilio(secret, webhook.url, webhook.params, webhook.signature)
-        elif isinstance(webhook, TelnyxWebhook):
-            webhooks.verify_telnyx(
-                secret, _raw_body(webhook), webhook.timestamp, webhook.signature, time.time()
-            )
+            call_id = webhooks.twilio_call_id(webhook.params)
+        else:
+            raw = _raw_body(webhook)
+            webhooks.verify_telnyx(secret, raw, webhook.timestamp, webhook.signature, time.time())
+            call_id = webhooks.telnyx_call_id(raw)
     except webhooks.WebhookSignatureError as exc:
         raise _signature_refused(exc.code, str(exc), workspace_id) from exc
+    if call_id is None or len(call_id) > 128:
+        raise InvalidInputError(
+            f"The signed {webhook.provider} webhook names no call (CallSid / call_control_id).",
+            code="webhook_call_id_missing",
+        )
+    return call_id
 
 
 def _raw_body(webhook: TelnyxWebhook) -> bytes:

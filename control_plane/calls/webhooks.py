@@ -10,7 +10,8 @@ import base64
 import binascii
 import hashlib
 import hmac
-from urllib.parse import urlsplit, urlunsplit
+import json
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -84,6 +85,31 @@ def verify_telnyx(
         raise WebhookSignatureError(
             "webhook_signature_invalid", "telnyx-signature-ed25519 does not match"
         ) from exc
+
+
+def twilio_call_id(params: dict[str, str]) -> str | None:
+    """The call a signed Twilio webhook is about: its CallSid."""
+    return params.get("CallSid") or None
+
+
+# Where a Telnyx webhook names its call: TeXML form fields (the call control id first, as it is
+# the one id the call keeps on every leg), or a Call Control JSON event's payload.
+TELNYX_FORM_CALL_IDS = ("CallControlId", "call_control_id", "CallSid")
+
+
+def telnyx_call_id(body: bytes) -> str | None:
+    """The call a signed Telnyx webhook is about, read from the signed body itself."""
+    text = body.decode("utf-8", "replace").strip()
+    if text.startswith("{"):
+        try:
+            event = json.loads(text)
+            payload = event["data"]["payload"]
+            call_id = payload.get("call_control_id") if isinstance(payload, dict) else None
+        except (ValueError, KeyError, TypeError):
+            return None
+        return call_id if isinstance(call_id, str) and call_id else None
+    fields = dict(parse_qsl(text, keep_blank_values=True))
+    return next((fields[name] for name in TELNYX_FORM_CALL_IDS if fields.get(name)), None)
 
 
 def valid_ed25519_public_key(value: str) -> bool:

@@ -42,6 +42,9 @@ class IssuedCall:
     stream_token: str
     expires_at: str
     engine: str = ""  # the engine the agent's tier runs on, when the control plane says
+    # The same call an earlier request issued for this provider call (a webhook delivered
+    # again): it holds nothing new, and its xAI session, if any, is already being set up.
+    replayed: bool = False
 
 
 @dataclass(frozen=True)
@@ -227,7 +230,11 @@ class ControlPlaneClient:
             answer, "call_id", "workspace_id", "agent_id", "stream_token", "expires_at"
         )
         engine = answer.get("engine")
-        return IssuedCall(**fields, engine=engine[:64] if isinstance(engine, str) else "")
+        return IssuedCall(
+            **fields,
+            engine=engine[:64] if isinstance(engine, str) else "",
+            replayed=answer.get("replayed") is True,
+        )
 
     async def start_call(self, workspace_id: str, agent_id: str) -> ClaimedCall:
         """Issue and claim a call in one round trip, for a backend that runs it itself."""

@@ -307,3 +307,24 @@ def test_without_the_claimed_check_a_release_ends_a_running_call(
         f"/api/v1/calls/{running['call_id']}/release", json={}, headers=auth(tokens.service)
     )
     assert released.status_code == 200 and released.json()["state"] == "ended"
+
+
+def test_one_provider_call_id_is_one_call(client: TestClient, tokens: Tokens, agent: str) -> None:
+    first = issue(client, tokens, agent, provider_call_id="CA-once")
+    again = issue(client, tokens, agent, provider_call_id="CA-once")
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert first.json() | {"replayed": True} == again.json()  # same call, same token
+    assert first.json()["replayed"] is False
+    listed = client.get("/api/v1/workspaces/acme/calls", headers=auth(tokens.acme)).json()
+    assert (len(listed["calls"]), listed["active"]) == (1, 1)
+    claim(client, tokens, first.json()["stream_token"], agent).raise_for_status()
+    used = issue(client, tokens, agent, provider_call_id="CA-once")
+    assert (used.status_code, used.json()["code"]) == (409, "provider_call_used")
+    other = client.post(
+        "/api/v1/workspaces/acme/agents",
+        json={"name": "Bea", "pricing_tier": "grok-realtime", "voice": "Eve"},
+        headers=auth(tokens.admin),
+    ).json()["id"]
+    elsewhere = issue(client, tokens, other, provider_call_id="CA-once")
+    assert (elsewhere.status_code, elsewhere.json()["code"]) == (409, "provider_call_other_agent")
+    assert issue(client, tokens, agent, provider_call_id="CA-other").status_code == 201

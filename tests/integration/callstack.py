@@ -280,9 +280,11 @@ def webhook_url(stack: Stack, kind: str, agent_id: str | None, workspace: str) -
     return f"{stack.worker}/{kind}/{agent_id or stack.agent_id}?{query}"
 
 
-def twilio_params(call_sid: str = "CA123") -> dict[str, str]:
+def twilio_params(call_sid: str | None = None) -> dict[str, str]:
+    """A ringing call's webhook parameters; a fresh CallSid each time unless given (each real
+    call has its own, and one CallSid issues one call)."""
     return {
-        "CallSid": call_sid,
+        "CallSid": call_sid or f"CA{secrets.token_hex(16)}",
         "AccountSid": "AC" + "0" * 32,
         "From": "+15550100",
         "To": "+15550199",
@@ -324,9 +326,14 @@ async def answer_telnyx(
     timestamp: int | None = None,
     signature: str | None = None,
     tamper: bool = False,
+    call_id: str | None = None,
+    body: bytes | None = None,
 ) -> Answer:
-    """POST /texml as Telnyx does: Ed25519 over `{timestamp}|{raw body}`."""
-    body = urlencode({"CallSid": "v3:abc", "From": "+15550100", "To": "+15550199"}).encode()
+    """POST /texml as Telnyx does: Ed25519 over `{timestamp}|{raw body}`. A fresh call id each
+    time unless given (or a whole `body`)."""
+    call_id = call_id or f"v3:{secrets.token_urlsafe(16)}"
+    if body is None:
+        body = urlencode({"CallSid": call_id, "From": "+15550100", "To": "+15550199"}).encode()
     sent_at = str(timestamp if timestamp is not None else int(time.time()))
     if signature is None:
         signed = (key or stack.telnyx_key).sign(sent_at.encode() + b"|" + body)

@@ -101,7 +101,7 @@ async def test_a_signed_call_runs_end_to_end_on_an_issued_call(stack: Stack, kin
         assert active["active"] == 1
         (call,) = active["calls"]
         assert (call["state"], call["channel"], call["tier"]) == ("active", kind, "grok-realtime")
-        assert call["provider_call_id"] == ("CA123" if kind == "twilio" else "v3:abc")
+        assert call["provider_call_id"].startswith("CA" if kind == "twilio" else "v3:")
         await phone.hang_up()
     await wait_for_report(stack)
     assert stack.telemetry.reports[-1].call_id == call["id"]  # the server's id, not the phone's

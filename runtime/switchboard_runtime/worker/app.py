@@ -483,8 +483,9 @@ def create_worker_app(
         await session.prepare()
 
     def warm_up(issued: IssuedCall) -> None:
-        """Set the call's xAI session up now, while the phone provider opens the stream."""
-        if settings.warm_start and issued.engine == GROK_ENGINE:
+        """Set the call's xAI session up now, while the phone provider opens the stream; once
+        per call (a webhook delivered again gets the same call, and opens no second session)."""
+        if settings.warm_start and issued.engine == GROK_ENGINE and not issued.replayed:
             session = new_session(issued.workspace_id, issued.agent_id)
             session.telemetry.call_id = issued.call_id
             app.state.warm.begin(issued, session, set_up_warm)
