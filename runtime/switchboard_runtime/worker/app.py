@@ -90,9 +90,6 @@ AT_CAPACITY = "worker_at_capacity"
 AT_CAPACITY_MESSAGE = "This call worker is at capacity. Try the test call again in a moment."
 STOPPING = "worker_stopping"
 STOPPING_MESSAGE = "This call worker is stopping. Try the test call again in a moment."
-# A warm attach redeems its token with the control plane after the caller's first frame, or
-# after this long at the latest.
-CLAIM_AFTER_SECONDS = 0.02
 
 ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 MAX_WEBHOOK_BYTES = 64 * 1024
@@ -575,41 +572,27 @@ def create_worker_app(
         token: str,
         stream_started: float,
     ) -> None:
-        """Bridge at once; the control plane redeems the token meanwhile. Audio the caller
-        sends before the session is ready is held and sent first; a refused token ends it."""
+        """Redeem the token the phone presented, then bridge. The claim goes out at `start`,
+        while the warm set-up (xAI's socket, `session.update`) goes on in parallel; no audio
+        moves either way until the control plane has said yes. What the phone presented is
+        redeemed, not the token this worker holds: the control plane checks it on its own."""
         session = warm.session
         session.stream_started_at, session.telemetry.warm_start = stream_started, True
         app.state.call_starts["warm"] += 1
-        claimed = asyncio.create_task(attach_when_claimed(session, warm.issued.agent_id, token))
         try:
-            try:
-                stats = await bridge_grok(phone, dialect, start, session)
-            finally:
-                authorized = await claimed
-                warm.setup.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await warm.setup
-            if authorized:
-                await finish(phone, session, stats)  # the phone first; the report follows
-            else:
+            call = await authorize_stream(app.state.control_plane, warm.issued.agent_id, token)
+            if call is None:
+                await session.refuse("stream_token_refused", "the control plane refused the token")
                 await _close(phone, CLOSE_UNAUTHORIZED, UNAUTHORIZED)
+                return
+            await session.attach(call)
+            stats = await bridge_grok(phone, dialect, start, session)
+            await finish(phone, session, stats)  # the phone first; the report follows
         finally:
+            warm.setup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warm.setup
             await session.cleanup()
-
-    async def attach_when_claimed(session: GrokRealtimeSession, agent_id: str, token: str) -> bool:
-        # The token was compared here already; redeeming it with the control plane costs the
-        # event loop about a millisecond, so it goes out once the caller's first frame is on
-        # its way to xAI (or after one frame's time), not ahead of it. What the phone presented
-        # is redeemed, not the token this worker holds: the control plane checks it on its own.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CLAIM_AFTER_SECONDS):
-                await session.caller_heard.wait()
-        call = await authorize_stream(app.state.control_plane, agent_id, token)
-        if call is None:
-            await session.refuse("stream_token_refused", "the control plane refused the token")
-            return False
-        await session.attach(call)
-        return True
 
     async def finish(phone: WebSocket, session: GrokRealtimeSession, stats: BridgeStats) -> None:
         app.state.calls = [*app.state.calls[-99:], stats]
