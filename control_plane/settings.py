@@ -82,7 +82,8 @@ class Settings(ServerSettings):
     # A page session ends after this long without a request, and after this long in any case.
     session_idle_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
     session_absolute_hours: int = Field(default=12, ge=1, le=30 * 24)
-    # Sign-in throttling: free failures per account and per client address, then a lock of
+    # Sign-in throttling: free failures per account from one client address, and per address
+    # (any accounts), then a lock of
     # base * 2^(extra failures) seconds, capped. Password hashes run at most N at a time (each
     # argon2 hash takes 64 MiB), so a flood of sign-ins cannot exhaust memory.
     sign_in_free_attempts: int = Field(default=5, ge=1)

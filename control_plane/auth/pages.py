@@ -44,7 +44,9 @@ def login(
     email: Annotated[str, Form(max_length=254)],
     password: Annotated[str, Form(max_length=200)],
 ) -> Response:
-    keys = throttle.keys_for(email, request.client.host if request.client else None)
+    # The TCP peer, or what a trusted proxy says it is (SWITCHBOARD_TRUSTED_PROXIES).
+    address = request.client.host if request.client else None
+    keys = throttle.keys_for(email, address)
     wait = throttle.retry_after(session, keys)
     if wait is not None:
         return too_many_attempts(request, email, wait)
@@ -72,7 +74,7 @@ def login(
             error="Email or password is wrong.",
             email=email,
         )
-    throttle.record_success(session, email)
+    throttle.record_success(session, email, address)
     now = int(time.time())
     request.session.clear()
     request.session.update({"user_id": user.id, "sv": user.session_version, "iat": now})

@@ -1,9 +1,16 @@
-"""Sign-in throttling: growing back-off per account and per client address, in the database.
+"""Sign-in throttling: growing back-off per (account, client address) and per address, in the
+database.
 
-Each failed sign-in counts against the account and the address. Past the free attempts, the key
-is locked for base * 2^(extra failures) seconds, capped; a locked key is refused before any
-password is hashed. A success clears the account's count (not the address's). The state lives in
-`sign_in_throttles`, so a burst spread over several processes meets one count.
+Each failed sign-in counts against the account *from that address* and against the address.
+Past the free attempts, the key is locked for base * 2^(extra failures) seconds, capped; a
+locked key is refused before any password is hashed. A success clears its (account, address)
+count, not the address's. The state lives in `sign_in_throttles`, so a burst spread over
+several processes meets one count.
+
+There is no lock on the account alone: whoever can reach the sign-in page could then keep its
+owner out, one wrong guess from a fresh address each time the lock ends. Guessing one account
+from many addresses is bounded per address instead (and by the bounded password hashing); the
+right password from an address that is not itself over its limit always gets in.
 """
 
 import math
@@ -35,19 +42,16 @@ class ThrottlePolicy:
         )
 
     def lock_for(self, key: str, failures: int) -> float:
-        free = (
-            self.account_free_attempts if key.startswith("account:") else self.address_free_attempts
-        )
+        free = self.account_free_attempts if key.startswith("pair:") else self.address_free_attempts
         if failures < free:
             return 0.0
         return float(min(self.max_seconds, self.base_seconds * 2 ** (failures - free)))
 
 
 def keys_for(email: str, address: str | None) -> list[str]:
-    keys = [f"account:{email.strip().lower()[:254]}"]
-    if address:
-        keys.append(f"address:{address[:45]}")
-    return keys
+    """The counts a sign-in meets: the account from this address, and this address."""
+    where = (address or "unknown")[:45]
+    return [f"pair:{email.strip().lower()[:254]}|{where}", f"address:{where}"]
 
 
 def retry_after(session: Session, keys: list[str], now: datetime | None = None) -> int | None:
@@ -82,9 +86,9 @@ def record_failure(
     return locked
 
 
-def record_success(session: Session, email: str) -> None:
-    account = keys_for(email, None)[0]
-    session.exec(delete(SignInThrottle).where(col(SignInThrottle.key) == account))
+def record_success(session: Session, email: str, address: str | None) -> None:
+    pair = keys_for(email, address)[0]
+    session.exec(delete(SignInThrottle).where(col(SignInThrottle.key) == pair))
 
 
 def forget_older_than(session: Session, age: timedelta) -> int:

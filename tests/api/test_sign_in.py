@@ -155,7 +155,7 @@ def test_without_throttling_100_guesses_then_the_right_one_get_in(
     assert set(answers[:100]) == {401} and answers[100] == 303
 
 
-def test_a_lock_is_per_account_and_ends(pages: TestClient) -> None:
+def test_a_lock_is_per_account_and_address_and_ends(pages: TestClient) -> None:
     from datetime import timedelta
 
     from control_plane.auth import throttle
@@ -165,7 +165,7 @@ def test_a_lock_is_per_account_and_ends(pages: TestClient) -> None:
     # Another account from the same address is not locked (the address allows 20).
     assert sign_in(pages, email="ava@acme.example") == 303
     with Session(pages.app.state.engine) as session:  # type: ignore[attr-defined]
-        keys = throttle.keys_for(ADMIN, None)
+        keys = throttle.keys_for(ADMIN, "testclient")
         later = utcnow() + timedelta(seconds=3)  # 1 s * 2^1 after the sixth failure
         assert throttle.retry_after(session, keys) is not None
         assert throttle.retry_after(session, keys, now=later) is None
@@ -219,3 +219,65 @@ def test_without_the_bound_every_sign_in_hashes_at_once(
     state = pages.app.state  # type: ignore[attr-defined]
     monkeypatch.setattr(state, "password_hashing", threading.BoundedSemaphore(1000))
     assert most_hashing_at_once(pages, monkeypatch, sign_ins=3 * bound) > bound
+
+
+def from_address(pages: TestClient, address: str) -> TestClient:
+    """A browser at `address` (the app is running already: no second lifespan)."""
+    return TestClient(pages.app, client=(address, 40000))
+
+
+def lock_out_attempt(pages: TestClient, rounds: int) -> list[int]:
+    """The attack: each round, wrong guesses for the admin from fresh addresses, one per
+    address, past the account's free attempts; then the admin signs in from its usual address
+    with the right password. What the admin got, round by round."""
+    admin = from_address(pages, "198.51.100.10")
+    answers, address = [], 0
+    for _ in range(rounds):
+        for _ in range(6):
+            address += 1
+            attacker = from_address(pages, f"203.0.113.{address}")
+            assert sign_in(attacker, password=f"wrong {address}") in (401, 429)
+        admin.cookies.clear()
+        answers.append(sign_in(admin))
+    return answers
+
+
+def test_guesses_from_other_addresses_never_lock_the_admin_out(pages: TestClient) -> None:
+    assert lock_out_attempt(pages, 3) == [303] * 3
+
+
+def test_with_an_account_wide_lock_an_attacker_keeps_the_admin_out(
+    pages: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from control_plane.auth import throttle
+
+    def account_wide(email: str, address: str | None) -> list[str]:
+        return [f"pair:{email.strip().lower()}|anywhere", f"address:{address}"]
+
+    monkeypatch.setattr(throttle, "keys_for", account_wide)
+    assert lock_out_attempt(pages, 3) == [429] * 3
+
+
+def test_a_lock_holds_the_guessing_address_only(
+    pages: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    state = pages.app.state  # type: ignore[attr-defined]
+    monkeypatch.setattr(state, "throttle_policy", replace(state.throttle_policy, base_seconds=600))
+    guesser = from_address(pages, "203.0.113.50")
+    assert [sign_in(guesser, password=f"wrong {i}") for i in range(6)] == [401] * 5 + [429]
+    assert sign_in(guesser) == 429  # the right password from the locked address waits
+    assert sign_in(from_address(pages, "198.51.100.10")) == 303  # from elsewhere it gets in
+
+
+def test_one_address_guessing_many_accounts_is_locked(
+    pages: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    state = pages.app.state  # type: ignore[attr-defined]
+    monkeypatch.setattr(state, "throttle_policy", replace(state.throttle_policy, base_seconds=600))
+    sprayer = from_address(pages, "203.0.113.60")
+    answers = [sign_in(sprayer, email=f"user{i}@example.com", password="x") for i in range(21)]
+    assert answers == [401] * 20 + [429]
