@@ -79,6 +79,12 @@ def _visible_call(session: Session, principal: Principal, call_id: str) -> Call:
     return call
 
 
+def call_connected(session: Session, call: Call) -> bool:
+    """A call whose stream was claimed or whose report arrived: one that ran. An issued call
+    nobody connected carries no experience to rate (one rating of one made a tier's NPS 100)."""
+    return call.claimed_at is not None or session.get(CallReport, call.id) is not None
+
+
 def _cohort_of(session: Session, call_id: str) -> str:
     report = session.get(CallReport, call_id)
     return report.cohort if report is not None else ""
@@ -95,8 +101,14 @@ def record_feedback(
     *,
     now: datetime | None = None,
 ) -> CallFeedback:
-    """One rating per call, 0-10; a second one is refused (409), the first stays."""
+    """One rating per call, 0-10, for a call that connected; a second one is refused (409),
+    the first stays."""
     call = _visible_call(session, principal, call_id)
+    if not call_connected(session, call):
+        raise ConflictError(
+            f"Call {call_id} never connected: only calls that ran can be rated.",
+            code="call_not_connected",
+        )
     if session.get(CallFeedback, call_id) is not None:
         raise ConflictError(f"Call {call_id} was rated already.", code="feedback_exists")
     feedback = CallFeedback(
@@ -261,6 +273,28 @@ def purge_transcripts(
     else:
         statement = statement.where(col(CallTranscript.kept_until) <= (now or utcnow()))
     return int(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+
+
+def apply_retention(
+    session: Session, workspace_id: str, days: int, *, now: datetime | None = None
+) -> int:
+    """A workspace's new retention, for the transcripts it already keeps too: each is kept
+    `days` from when it was stored; those already past that are deleted now. Returns how
+    many were deleted."""
+    now = now or utcnow()
+    kept = session.exec(
+        select(CallTranscript).where(col(CallTranscript.workspace_id) == workspace_id)
+    ).all()
+    deleted = 0
+    for transcript in kept:
+        transcript.kept_until = transcript.created_at + timedelta(days=days)
+        if transcript.kept_until <= now:
+            session.delete(transcript)
+            deleted += 1
+        else:
+            session.add(transcript)
+    session.flush()
+    return deleted
 
 
 def _accuracy_of(transcripts: Sequence[CallTranscript]) -> AccuracyFigures:

@@ -121,6 +121,9 @@ def update_settings(
         raise ForbiddenError("Only admins change a workspace's call limit.", code="admin_required")
     if changes.get("keep_transcripts") is False and settings.keep_transcripts:
         insights.purge_transcripts(session, workspace_id=workspace_id)  # opting out forgets
+    retention = changes.get("transcript_retention_days")
+    if retention is not None and retention != settings.transcript_retention_days:
+        insights.apply_retention(session, workspace_id, retention)  # kept ones follow it too
     for field, value in changes.items():
         setattr(settings, field, value)
     settings.updated_at = utcnow()

@@ -2,6 +2,7 @@
 workspace's opt-in and reviewed against a reference, the insights an admin reads, and release
 plans set, checked and resumed over REST and the CLI's services."""
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -227,3 +228,101 @@ def test_a_release_plan_over_rest(client: TestClient, tokens: Tokens) -> None:
     assert client.post(f"{path}/check", headers=admin).json()["outcome"] == "done"
     audit = client.get("/api/v1/audit?target=grok-realtime-tier", headers=admin).json()["entries"]
     assert {"flag.plan_set", "flag.plan_held", "flag.plan_resume"} <= {e["action"] for e in audit}
+
+
+def issued_only(client: TestClient, tokens: Tokens, agent: str) -> str:
+    issued = client.post(
+        f"/api/v1/workspaces/acme/agents/{agent}/calls",
+        json={"channel": "api"},
+        headers=auth(tokens.service),
+    )
+    assert issued.status_code == 201, issued.text
+    return str(issued.json()["call_id"])
+
+
+def test_a_call_that_never_connected_cannot_be_rated(
+    client: TestClient, tokens: Tokens, grok: str
+) -> None:
+    call_id = issued_only(client, tokens, grok)
+    rated = client.post(
+        f"/api/v1/calls/{call_id}/feedback", json={"score": 10}, headers=auth(tokens.acme)
+    )
+    assert (rated.status_code, rated.json()["code"]) == (409, "call_not_connected")
+    nps = client.get("/api/v1/insights/nps", headers=auth(tokens.admin)).json()
+    assert "grok-realtime" not in nps["per_tier"] or (
+        nps["per_tier"]["grok-realtime"]["promoters"] == 0
+    )
+
+
+def test_without_the_connected_check_one_unconnected_rating_makes_nps_100(
+    client: TestClient, tokens: Tokens, grok: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from control_plane.insights import service as insights
+
+    monkeypatch.setattr(insights, "call_connected", lambda session, call: True)
+    call_id = issued_only(client, tokens, grok)
+    rated = client.post(
+        f"/api/v1/calls/{call_id}/feedback", json={"score": 10}, headers=auth(tokens.acme)
+    )
+    assert rated.status_code == 201
+    nps = client.get("/api/v1/insights/nps", headers=auth(tokens.admin)).json()
+    assert nps["per_tier"]["grok-realtime"]["nps"]["value"] == 100.0
+
+
+def kept_transcript(client: TestClient, tokens: Tokens, agent: str, days_ago: int) -> str:
+    """A transcript acme keeps (7-day retention), stored `days_ago` days ago."""
+    from datetime import timedelta
+
+    from sqlmodel import Session
+
+    from control_plane.insights.models import CallTranscript
+
+    client.patch(
+        "/api/v1/workspaces/acme/settings",
+        json={"keep_transcripts": True, "transcript_retention_days": 7},
+        headers=auth(tokens.acme),
+    ).raise_for_status()
+    call_id = call(client, tokens, agent, transcript=LINES)
+    with Session(client.app.state.engine) as session:  # type: ignore[attr-defined]
+        transcript = session.get(CallTranscript, call_id)
+        assert transcript is not None
+        transcript.created_at -= timedelta(days=days_ago)
+        transcript.kept_until -= timedelta(days=days_ago)
+        session.add(transcript)
+        session.commit()
+    return call_id
+
+
+def lower_retention(client: TestClient, tokens: Tokens, days: int) -> None:
+    client.patch(
+        "/api/v1/workspaces/acme/settings",
+        json={"transcript_retention_days": days},
+        headers=auth(tokens.acme),
+    ).raise_for_status()
+
+
+def test_a_shorter_retention_applies_to_transcripts_already_kept(
+    client: TestClient, tokens: Tokens, grok: str
+) -> None:
+    old = kept_transcript(client, tokens, grok, days_ago=3)
+    recent = kept_transcript(client, tokens, grok, days_ago=0)
+    lower_retention(client, tokens, 2)
+    gone = client.get(f"/api/v1/calls/{old}/transcript", headers=auth(tokens.acme))
+    assert (gone.status_code, gone.json()["code"]) == (404, "transcript_not_found")
+    kept = client.get(f"/api/v1/calls/{recent}/transcript", headers=auth(tokens.acme)).json()
+    left = datetime.fromisoformat(kept["kept_until"]) - datetime.now(UTC)
+    assert timedelta(days=1, hours=23) < left <= timedelta(days=2)
+
+
+def test_without_applying_it_kept_transcripts_keep_the_old_retention(
+    client: TestClient, tokens: Tokens, grok: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from control_plane.insights import service as insights
+
+    monkeypatch.setattr(insights, "apply_retention", lambda *args, **kwargs: 0)
+    old = kept_transcript(client, tokens, grok, days_ago=3)
+    lower_retention(client, tokens, 2)
+    kept = client.get(f"/api/v1/calls/{old}/transcript", headers=auth(tokens.acme))
+    assert kept.status_code == 200  # three days old under a two-day retention, still there
+    left = datetime.fromisoformat(kept.json()["kept_until"]) - datetime.now(UTC)
+    assert left > timedelta(days=3)

@@ -2,6 +2,7 @@
 time, pinned to it, redirects not followed. Each refusal beside the request going through with
 the protection off."""
 
+import ipaddress
 from collections.abc import Iterator
 
 import pytest
@@ -58,14 +59,29 @@ def production(resolver: object = None, allowed: frozenset[str] = frozenset()) -
         "0.0.0.0",  # noqa: S104 (an address under test, nothing binds to it)
         "::ffff:127.0.0.1",
         "224.0.0.1",
+        # IPv4 inside IPv6: compatible, NAT64 (169.254.169.254), 6to4, Teredo, local NAT64.
+        "::127.0.0.1",
+        "64:ff9b::a9fe:a9fe",
+        "2002:7f00:1::",
+        "2002:a9fe:a9fe::1",
+        "2001:0:4136:e378:8000:63bf:f5ff:fffe",  # Teredo, client 10.0.0.1
+        "64:ff9b:1::a9fe:a9fe",
     ],
 )
 def test_non_public_addresses(address: str) -> None:
     assert not is_public(address)
 
 
+@pytest.mark.parametrize("address", ["::127.0.0.1", "64:ff9b::a9fe:a9fe", "2002:7f00:1::"])
+def test_without_unwrapping_ipv4_inside_ipv6_passes_for_public(address: str) -> None:
+    ip = ipaddress.ip_address(address)
+    assert ip.is_global and not ip.is_multicast  # Python's own answer: the hole
+
+
 def test_public_addresses() -> None:
     assert is_public("93.184.216.34") and is_public("2606:4700::1111")
+    assert is_public("64:ff9b::5db8:d822")  # NAT64 of 93.184.216.34
+    assert is_public("2002:5db8:d822::1")  # 6to4 of 93.184.216.34
 
 
 @pytest.mark.parametrize(
