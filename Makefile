@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck format bench bench-runtime bench-call-entry bench-warm-start bench-sign-in bench-servers bench-control-plane-burst bench-phone-side soak clean
+.PHONY: run test lint typecheck format redteam bench bench-runtime bench-call-entry bench-warm-start bench-sign-in bench-servers bench-control-plane-burst bench-phone-side soak clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -70,6 +70,10 @@ bench-control-plane-burst: $(VENV)/.installed-dev
 ## The phone side of calls served under ASGI (the worker's stack) vs a bare Sans-I/O server
 bench-phone-side: $(VENV)/.installed-dev
 	$(BIN)/python bench/phone_side.py
+
+## The hostile-client matrix against running processes on loopback: tried / expected / observed
+redteam: $(VENV)/.installed-dev
+	$(BIN)/python bench/redteam.py
 
 ## Bounded soak on loopback (SOAK_SECONDS, SOAK_RATE): errors and memory growth
 soak: $(VENV)/.installed-dev

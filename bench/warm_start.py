@@ -13,7 +13,9 @@ agent audio frame at the phone. Beside it, the fake's own response time through 
 LANES calls run at a time.
 
 Environment: BENCH_CALLS (per path and setting, default 50), BENCH_DELAYS_MS (default "0,20,40"),
-BENCH_GAP_MS (default 500), BENCH_CP_DELAY_MS (control plane, default = the xAI delay).
+BENCH_GAP_MS (default 500), BENCH_CP_DELAY_MS (control plane, default = the xAI delay),
+BENCH_UTTERANCE_FRAMES (default 1: the fake answers the first frame of speech; N: after N frames,
+a caller who speaks N x 20 ms before the model can answer, as a real turn detector waits).
 Goal (issue): warm p50 and p95 at most 5 ms over the fake's own response time, at every delay.
 """
 
@@ -46,6 +48,7 @@ DELAYS_MS = [float(d) for d in os.environ.get("BENCH_DELAYS_MS", "0,20,40").spli
 GAP_MS = float(os.environ.get("BENCH_GAP_MS", "500"))
 CP_DELAY_MS = os.environ.get("BENCH_CP_DELAY_MS")
 LANES = int(os.environ.get("BENCH_LANES", "4"))
+UTTERANCE_FRAMES = int(os.environ.get("BENCH_UTTERANCE_FRAMES", "1"))
 SPEECH = base64.b64encode(bytes([0x7F]) * 160).decode()
 GOAL_MS = 5.0
 
@@ -65,10 +68,20 @@ async def fake_response_ms(realtime_url: str) -> float:
             if json.loads(raw).get("type") == "session.updated":
                 break
         started = time.perf_counter()
-        await xai.send(protocol.append_audio(SPEECH))
-        async for raw in xai:
-            if json.loads(raw).get("type") == "response.output_audio.delta":
-                return (time.perf_counter() - started) * 1000
+
+        async def speak() -> None:  # the utterance, a frame every 20 ms as the phone sends it
+            for index in range(UTTERANCE_FRAMES):
+                await xai.send(protocol.append_audio(SPEECH))
+                await asyncio.sleep(max(0.0, started + (index + 1) * 0.02 - time.perf_counter()))
+
+        speaking = asyncio.create_task(speak())
+        try:
+            async with asyncio.timeout(20):
+                async for raw in xai:
+                    if json.loads(raw).get("type") == "response.output_audio.delta":
+                        return (time.perf_counter() - started) * 1000
+        finally:
+            speaking.cancel()
     raise RuntimeError("the fake never answered")
 
 
@@ -180,7 +193,10 @@ def main() -> None:
     fake_port, cp_port = free_port(), free_port()
     twilio_token = secrets.token_hex(16)
     fake = start(
-        [sys.executable, "-m", "tests.fakes.run_fake_xai", str(fake_port), XAI_KEY, "--eager"],
+        [
+            *(sys.executable, "-m", "tests.fakes.run_fake_xai", str(fake_port), XAI_KEY),
+            *("--eager", "--utterance-frames", str(UTTERANCE_FRAMES)),
+        ],
         dict(os.environ),
         f"http://127.0.0.1:{fake_port}/v1/api-key",
     )

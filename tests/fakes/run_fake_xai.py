@@ -1,11 +1,13 @@
 """Run the fake xAI server as its own process (benchmarks).
 
-Usage: python -m tests.fakes.run_fake_xai PORT KEY [--stamped | --eager] [--lean-realtime PORT2]
+Usage: python -m tests.fakes.run_fake_xai PORT KEY [--stamped | --eager [--utterance-frames N]]
+       [--lean-realtime PORT2]
 
 With --stamped (the bridged-calls benchmark) audio carries send times, silence is no speech, an
 utterance is 25 frames of speech (0.5 s) and every reply is 50 frames (1 s) played in real time.
-With --eager (the warm-start benchmark) the first frame of speech is an utterance and the reply's
-first audio goes out at once. With --lean-realtime the realtime endpoint is also served on PORT2
+With --eager (the warm-start benchmark) the first frame of speech is an utterance (or the first
+N with --utterance-frames N: a caller who speaks for N x 20 ms) and the reply's first audio goes
+out at once. With --lean-realtime the realtime endpoint is also served on PORT2
 (ws://127.0.0.1:PORT2/v1/realtime) over a lean transport (tests/fakes/lean_realtime.py): the same
 conversation at a fraction of the CPU, so the stand-in does not run late under load.
 """
@@ -42,6 +44,8 @@ def main() -> None:
         state.reply_audio = [bytes([0xFF]) * 160 for _ in range(50)]
     if "--eager" in sys.argv:
         state.frames_per_utterance, state.delta_interval = 1, 0.0
+        if "--utterance-frames" in sys.argv:
+            state.frames_per_utterance = int(sys.argv[sys.argv.index("--utterance-frames") + 1])
         state.reply_audio = [bytes([0xFF]) * 160 for _ in range(5)]
         state.record_connections = False
     lean_port = None

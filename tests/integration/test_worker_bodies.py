@@ -2,9 +2,13 @@
 64 KiB is refused at once, a chunked one as it passes the limit, a slow one at its whole-body
 deadline. Each beside its twin with the guard switched off, where the worker reads on."""
 
+import logging
 import socket
 import time
 from typing import Any
+
+import httpx
+import pytest
 
 from tests.integration.callstack import Stack, answer_twilio, twilio_params, webhook_url
 
@@ -82,7 +86,9 @@ def test_a_chunked_webhook_is_refused_as_it_passes_the_limit(stack: Stack) -> No
     assert taken < 8 * 1024 * 1024
 
 
-def test_a_slow_webhook_body_gets_408_at_its_deadline(stack: Stack) -> None:
+def test_a_slow_webhook_body_gets_408_at_its_deadline(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
     server, _ = stack.worker_replica(worker_body_timeout_seconds=1.0)
     with server:
         _, head = twiml_head(stack, "Content-Length: 5000\r\n")
@@ -98,6 +104,8 @@ def test_a_slow_webhook_body_gets_408_at_its_deadline(stack: Stack) -> None:
                     sock.sendall(b"a")  # a byte every 0.3 s: never a long silence
     assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
     assert time.monotonic() - started < 4
+    # Refused cleanly: the refusal is not an error of the app (no traceback in the log).
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 def test_without_the_deadline_a_slow_webhook_body_stays_open(stack: Stack) -> None:
@@ -116,3 +124,6 @@ def test_without_the_deadline_a_slow_webhook_body_stays_open(stack: Stack) -> No
 async def test_a_webhook_within_the_bounds_still_issues_its_call(stack: Stack) -> None:
     answer = await answer_twilio(stack, params=twilio_params("CA-bounded"))
     assert answer.status == 200 and answer.stream_token
+    async with httpx.AsyncClient() as http:
+        healthz = await http.get(f"{stack.worker}/healthz")
+    assert healthz.headers["cache-control"] == "no-store"

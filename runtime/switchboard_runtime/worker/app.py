@@ -29,7 +29,7 @@ from xml.sax.saxutils import escape, quoteattr
 import httpx
 from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from switchboard_runtime.browser import BrowserStats, bridge_browser, message, wait_for_token
@@ -175,6 +175,30 @@ class MediaStreams:
         websocket = WebSocket(scope, receive, send)
         token = websocket.query_params.get("token")
         await self.handle(websocket, DIALECTS[stream["provider"]], stream["agent_id"], token)
+
+
+class NoStore:
+    """`Cache-Control: no-store` on every HTTP answer (webhook answers carry stream tokens)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def no_store(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (name, value)
+                    for name, value in message.get("headers", [])
+                    if name.lower() != b"cache-control"
+                ]
+                message = {**message, "headers": [*headers, (b"cache-control", b"no-store")]}
+            await send(message)
+
+        await self.app(scope, receive, no_store)
 
 
 class WorkerConfigError(RuntimeError):
@@ -731,14 +755,7 @@ def create_worker_app(
 
     app.add_middleware(MediaStreams, handle=run_call)
 
-    @app.middleware("http")
-    async def no_cache(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        response.headers["Cache-Control"] = "no-store"
-        return response
-
+    app.add_middleware(NoStore)
     # Outermost: a webhook body is bounded in size and time before anything reads it.
     app.add_middleware(
         BoundedBody,

@@ -91,9 +91,17 @@ class BoundedBody:
 
         try:
             await self.app(scope, bounded_receive, tracked_send)
-        except BodyRefused:
-            if not refused:
+        except BaseException as failure:
+            if not (refused and only_refusals(failure)):
                 raise
+
+
+def only_refusals(failure: BaseException) -> bool:
+    """The refusal itself, or a group of nothing else (middleware that reads the body in a
+    task group, as Starlette's BaseHTTPMiddleware does, raises it wrapped)."""
+    if isinstance(failure, BaseExceptionGroup):
+        return failure.split(BodyRefused)[1] is None
+    return isinstance(failure, BodyRefused)
 
 
 def declared_length(scope: Scope) -> int | None:
