@@ -3,6 +3,7 @@ a whole body (any content type) within one deadline after its headers, and one c
 has only so many requests still arriving. Each guard beside the connection staying open
 without it."""
 
+import contextlib
 import dataclasses
 import ipaddress
 import socket
@@ -220,71 +221,54 @@ def test_without_the_server_clock_an_unread_body_trickles_on(app: Any) -> None:
                 sock.sendall(b"a")
 
 
-def test_one_address_has_a_bounded_number_of_requests_still_arriving(
-    app: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@contextlib.contextmanager
+def slow_connections(
+    app: Any, monkeypatch: pytest.MonkeyPatch, count: int, **bounds: Any
+) -> Iterator[tuple[int, list[socket.socket]]]:
+    """A guarded server with these bounds, and `count` connections from this address that
+    never finish their headers: its port and the connections (closed afterwards)."""
     monkeypatch.setattr(
-        server_module,
-        "http_guards",
-        lambda: guards(header_timeout_seconds=30.0, max_pending_per_address=3),
+        server_module, "http_guards", lambda: guards(header_timeout_seconds=30.0, **bounds)
     )
     with Served(app, server_module.GuardedHttpProtocol) as served:
-        held = [socket.create_connection(("127.0.0.1", served.port)) for _ in range(3)]
+        held = [socket.create_connection(("127.0.0.1", served.port)) for _ in range(count)]
         try:
             for sock in held:
                 sock.sendall(SLOW_HEADERS)
             time.sleep(0.2)
-            # The fourth from this address is closed at once, before it says anything...
-            assert closed_within(served.port, b"", 2) == b""
-            # ... and once one of the three goes, there is room again.
-            held.pop().close()
-            time.sleep(0.2)
-            answer = closed_within(served.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 3)
-            assert answer is not None and answer.startswith(b"HTTP/1.1 200")
+            yield served.port, held
         finally:
             for sock in held:
                 sock.close()
+
+
+def test_one_address_has_a_bounded_number_of_requests_still_arriving(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with slow_connections(app, monkeypatch, 3, max_pending_per_address=3) as (port, held):
+        # The fourth from this address is closed at once, before it says anything...
+        assert closed_within(port, b"", 2) == b""
+        # ... and once one of the three goes, there is room again.
+        held.pop().close()
+        time.sleep(0.2)
+        answer = closed_within(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 3)
+        assert answer is not None and answer.startswith(b"HTTP/1.1 200")
 
 
 def test_without_the_bound_one_address_holds_as_many_as_it_likes(
     app: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(
-        server_module,
-        "http_guards",
-        lambda: guards(header_timeout_seconds=30.0, max_pending_per_address=100_000),
-    )
-    with Served(app, server_module.GuardedHttpProtocol) as served:
-        held = [socket.create_connection(("127.0.0.1", served.port)) for _ in range(20)]
-        try:
-            for sock in held:
-                sock.sendall(SLOW_HEADERS)
-            assert closed_within(served.port, b"", 1) is None  # the 21st is open too
-        finally:
-            for sock in held:
-                sock.close()
+    with slow_connections(app, monkeypatch, 20, max_pending_per_address=100_000) as (port, _):
+        assert closed_within(port, b"", 1) is None  # the 21st is open too
 
 
 def test_a_trusted_proxy_is_not_bounded_per_address(
     app: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loopback = (ipaddress.ip_network("127.0.0.0/8"),)
-    monkeypatch.setattr(
-        server_module,
-        "http_guards",
-        lambda: guards(
-            header_timeout_seconds=30.0, max_pending_per_address=2, trusted_proxies=loopback
-        ),
-    )
-    with Served(app, server_module.GuardedHttpProtocol) as served:
-        held = [socket.create_connection(("127.0.0.1", served.port)) for _ in range(4)]
-        try:
-            for sock in held:
-                sock.sendall(SLOW_HEADERS)
-            assert closed_within(served.port, b"", 1) is None
-        finally:
-            for sock in held:
-                sock.close()
+    bounds = {"max_pending_per_address": 2, "trusted_proxies": loopback}
+    with slow_connections(app, monkeypatch, 4, **bounds) as (port, _):
+        assert closed_within(port, b"", 1) is None
 
 
 BIG = 512 * 1024 * 1024
