@@ -382,11 +382,25 @@ async def readiness(url: str) -> tuple[int, str]:
     return answer.status_code, answer.json()["status"]
 
 
+def slow_claims(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """The control plane takes `seconds` to redeem a stream token."""
+    claim = control_plane_client.ControlPlaneClient.claim_call
+
+    async def slowly(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(seconds)
+        return await claim(*args, **kwargs)
+
+    monkeypatch.setattr(control_plane_client.ControlPlaneClient, "claim_call", slowly)
+
+
+@pytest.mark.parametrize("claim_seconds", [0.0, 0.5])
 async def test_a_stopping_worker_takes_no_new_calls_but_the_streams_it_owes_get_in(
-    stack: Stack,
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, claim_seconds: float
 ) -> None:
     """The webhook was answered just before the stop; the phone provider opens the stream a
-    moment later. The worker is still listening for it, and for nothing else."""
+    moment later. The worker is still listening for it, and for nothing else; the stream is
+    still owed while its token is redeemed, so a slow redemption does not lose the call."""
+    slow_claims(monkeypatch, claim_seconds)
     server, on_replica = replica(stack, worker_drain_seconds=30)
     try:
         owed = await answer_twilio(on_replica)
@@ -411,6 +425,36 @@ async def test_a_stopping_worker_takes_no_new_calls_but_the_streams_it_owes_get_
     report = stack.telemetry.reports[-1]
     assert (report.end_reason, report.completed) == ("phone_stop", True)
     assert len(stack.xai.connections) == 1  # the refused webhook issued no call
+
+
+async def test_without_owing_it_until_bridged_a_slowly_redeemed_stream_is_cut_at_the_stop(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = CallCapacity.running
+
+    @contextlib.contextmanager
+    def no_longer_owed_on_arrival(capacity: CallCapacity, call_id: str) -> Iterator[None]:
+        capacity.bridged(call_id)
+        with running(capacity, call_id):
+            yield
+
+    monkeypatch.setattr(CallCapacity, "running", no_longer_owed_on_arrival)
+    slow_claims(monkeypatch, 0.5)
+    server, on_replica = replica(stack, worker_drain_seconds=30)
+    try:
+        owed = await answer_twilio(on_replica)
+        stopping = asyncio.create_task(asyncio.to_thread(server.stop))
+        await poll(
+            lambda: isinstance(server.server, serving.SwitchboardServer) and server.server.stopping
+        )
+        async with connect(owed.stream_url) as websocket:
+            phone = Phone("twilio", websocket)
+            await phone.start({"stream_token": owed.stream_token})
+            code, _reason = await phone.closed()
+        assert code == 1012  # closed by the server's shutdown: the caller is cut off
+        await asyncio.wait_for(stopping, 15)
+    finally:
+        server.stop()
 
 
 async def stream_and_hang_up(answer: Answer) -> None:

@@ -84,8 +84,15 @@ def test_a_stopping_worker_refuses_new_calls_and_still_owes_the_streams_it_answe
         assert not admitted
     assert (capacity.refused_stopping, capacity.refused) == (1, 0)
     assert capacity.streams_owed == 2
-    with capacity.running("call-a"):  # its stream came: bridged, no longer owed
+    with capacity.running("call-a"):  # its stream came, its token is being redeemed
+        assert capacity.streams_owed == 2
+        assert capacity.in_use == 2  # the hold and the running call are one place
+        capacity.bridged("call-a")
         assert capacity.streams_owed == 1
+    with capacity.running("call-b"):  # its stream came, and the call was refused
+        pass
+    assert capacity.streams_owed == 0
+    capacity.hold("call-b")
     clock.now += 15.1  # call-b's stream never came: nothing is owed after its hold
     assert capacity.streams_owed == 0
 

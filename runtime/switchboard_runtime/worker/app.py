@@ -562,6 +562,7 @@ def create_worker_app(
     ) -> BridgeStats:
         """A Grok call's audio both ways, on its stream taken over where the server offers it."""
         taken = phone_socket(phone, session, settings.worker_drain_seconds)
+        app.state.capacity.bridged(session.telemetry.call_id)
         return await bridge(taken, dialect, start, session)
 
     async def run_cold(
@@ -640,6 +641,7 @@ def create_worker_app(
             reason = f"no handler registered for engine {config.engine}"
             await _close(phone, CLOSE_REFUSED, reason[:120])
             return
+        app.state.capacity.bridged(call.call_id)
         try:
             async with keep_lease(control_plane, call):
                 await handler(phone, dialect, start, config)

@@ -12,7 +12,9 @@ refusing it would drop a caller who has already been answered.
 
 A worker that is stopping (`begin_stopping`, on SIGTERM with a drain time) takes no new calls
 but still owes the streams of the calls it answered (`streams_owed`): the server keeps
-listening for them (`serving.SwitchboardServer`).
+listening for them (`serving.SwitchboardServer`). A stream that has arrived stays owed until
+its call is bridged (`bridged`): while its token is redeemed and its session set up, the server
+has not yet been told how to end the call, and would close the stream as if the caller had hung up.
 """
 
 import time
@@ -40,7 +42,8 @@ class CallCapacity:
     @property
     def in_use(self) -> int:
         self._forget_expired_holds()
-        return self._taken + len(self._held) + len(self._running)
+        waiting = sum(1 for call_id in self._held if call_id not in self._running)
+        return self._taken + waiting + len(self._running)
 
     def has_room(self) -> bool:
         return not self.stopping and (self.limit is None or self.in_use < self.limit)
@@ -51,7 +54,7 @@ class CallCapacity:
 
     @property
     def streams_owed(self) -> int:
-        """Calls issued here whose stream has not arrived yet (and whose hold has not run out)."""
+        """Calls issued here not bridged yet (and whose hold has not run out)."""
         self._forget_expired_holds()
         return len(self._held)
 
@@ -81,15 +84,20 @@ class CallCapacity:
 
     @contextmanager
     def running(self, call_id: str) -> Iterator[None]:
-        """The call is bridged for as long as the block runs; its place is freed after."""
-        self._held.pop(call_id, None)
+        """The call's stream is here, for as long as the block runs; its place is freed after."""
         self._running[call_id] = self._running.get(call_id, 0) + 1
         try:
             yield
         finally:
+            self._held.pop(call_id, None)
             left = self._running.pop(call_id) - 1
             if left:
                 self._running[call_id] = left
+
+    def bridged(self, call_id: str) -> None:
+        """The call's audio flows, on a stream that knows how to end the call if the server
+        stops: its stream is no longer owed."""
+        self._held.pop(call_id, None)
 
     def _forget_expired_holds(self) -> None:
         now = self.clock()
