@@ -125,6 +125,8 @@ class TranscriptEntry(BaseModel):
 # The end reason of a call its worker ended because the worker was stopped (a deploy): the
 # call says nothing about the provider, so the rollout guard leaves it out of call completion.
 WORKER_SHUTDOWN = "worker_shutdown"
+# xAI refused the workspace's key (HTTP 401/403 at the realtime upgrade).
+XAI_KEY_REFUSED = "xai_key_refused"
 
 
 class CallReport(BaseModel):
@@ -156,6 +158,13 @@ class CallReport(BaseModel):
     )
     tool_calls_ok: JsonInt = Field(default=0, ge=0, le=100_000)
     tool_calls_failed: JsonInt = Field(default=0, ge=0, le=100_000)
+    tool_calls_failed_in_tool: JsonInt = Field(
+        default=0,
+        ge=0,
+        le=100_000,
+        description="of tool_calls_failed, those that failed inside the agent's own tool"
+        " (it raised or timed out), not because of what the model asked for",
+    )
     transcript_events: JsonInt = Field(default=0, ge=0, le=1_000_000)
     end_reason: Name = ""
     completed: JsonBool = False

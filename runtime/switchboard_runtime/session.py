@@ -34,6 +34,7 @@ from switchboard_runtime.client import (
     keep_lease,
 )
 from switchboard_runtime.contract import (
+    XAI_KEY_REFUSED,
     AudioChannel,
     CallReport,
     ResolvedSessionConfig,
@@ -375,9 +376,11 @@ class GrokRealtimeSession:
                 elif status >= 500:
                     reason, detail = "xai_unavailable", f"xAI answered {status}"
                 else:
-                    self._end("xai_refused", f"HTTP {status}")
+                    # 401/403: the workspace's own key (its fault, not the provider's).
+                    refused = XAI_KEY_REFUSED if status in (401, 403) else "xai_refused"
+                    self._end(refused, f"HTTP {status}")
                     raise CallRefusedError(
-                        "xai_refused", f"xAI refused the realtime connection (HTTP {status})."
+                        refused, f"xAI refused the realtime connection (HTTP {status})."
                     ) from exc
             except (OSError, TimeoutError) as exc:
                 reason, detail = "xai_unavailable", type(exc).__name__
@@ -662,6 +665,7 @@ class GrokRealtimeSession:
             self.telemetry.tool_calls_ok += 1
         else:
             self.telemetry.tool_calls_failed += 1
+            self.telemetry.tool_calls_failed_in_tool += result.failed_in_tool
         if self._ws is None or self.ended is not None:
             return
         with contextlib.suppress(ConnectionClosed):

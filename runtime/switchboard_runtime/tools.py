@@ -17,6 +17,9 @@ ToolFunction = Callable[[dict[str, Any]], Awaitable[Any]]
 class ToolResult:
     ok: bool
     output: Any
+    # A failure inside the host's tool (it raised or timed out): the agent's own tool, not the
+    # model asking for a tool that does not exist or with arguments that do not parse.
+    failed_in_tool: bool = False
 
 
 class ToolRegistry:
@@ -54,9 +57,11 @@ class ToolRegistry:
             result = await asyncio.wait_for(function(arguments), timeout=self.timeout_seconds)
         except TimeoutError:
             return ToolResult(
-                False, {"error": f"tool '{name}' timed out after {self.timeout_seconds:g}s"}
+                False,
+                {"error": f"tool '{name}' timed out after {self.timeout_seconds:g}s"},
+                failed_in_tool=True,
             )
         except Exception as exc:
             logger.warning("tool %s failed: %s", name, type(exc).__name__)
-            return ToolResult(False, {"error": f"tool '{name}' failed: {exc}"})
+            return ToolResult(False, {"error": f"tool '{name}' failed: {exc}"}, failed_in_tool=True)
         return ToolResult(True, result)

@@ -79,13 +79,22 @@ async def test_missing_key_raises_the_seed_message(stack: Stack) -> None:
     assert stack.xai.connections == []  # never reached xAI, never another provider
 
 
-async def test_xai_refusing_the_key_ends_cleanly(stack: Stack) -> None:
-    stack.xai.accepted_keys.clear()
+async def test_xai_refusing_the_connection_otherwise_is_not_the_keys_fault(stack: Stack) -> None:
+    stack.xai.upgrade_failures = [404]  # a model or an address xAI does not know
     with pytest.raises(CallRefusedError) as refused:
         async with session_for(stack):
             pass
     assert refused.value.code == "xai_refused"
     assert stack.telemetry.reports[-1].end_reason == "xai_refused"
+
+
+async def test_xai_refusing_the_key_ends_cleanly(stack: Stack) -> None:
+    stack.xai.accepted_keys.clear()
+    with pytest.raises(CallRefusedError) as refused:
+        async with session_for(stack):
+            pass
+    assert refused.value.code == "xai_key_refused"
+    assert stack.telemetry.reports[-1].end_reason == "xai_key_refused"
     assert stack.telemetry.reports[-1].completed is False
 
 
@@ -147,7 +156,8 @@ async def test_tool_call_end_to_end(stack: Stack, style: str, order_id: str, ok:
     kinds = [e["type"] for e in connection.received]
     assert kinds.index("response.create") > kinds.index("conversation.item.create")
     report = stack.telemetry.reports[-1]
-    assert (report.tool_calls_ok, report.tool_calls_failed) == ((1, 0) if ok else (0, 1))
+    counts = (report.tool_calls_ok, report.tool_calls_failed, report.tool_calls_failed_in_tool)
+    assert counts == ((1, 0, 0) if ok else (0, 1, 1))  # the agent's own tool failed
     assert report.completed is True
 
 

@@ -227,10 +227,14 @@ async def test_a_failed_set_up_reaches_the_phone_with_its_reason(stack: Stack) -
     phone = await open_stream(answer.stream_url, answer.stream_token or "")
     code, reason = await phone.closed()
     await phone.ws.close()
-    assert code == 4403 and reason is not None and reason.startswith("xai_refused")
+    assert code == 4403 and reason is not None and reason.startswith("xai_key_refused")
     await wait_for_report(stack)
     report = stack.telemetry.reports[-1]
-    assert (report.end_reason, report.completed, report.warm_start) == ("xai_refused", False, True)
+    assert (report.end_reason, report.completed, report.warm_start) == (
+        "xai_key_refused",
+        False,
+        True,
+    )
     assert stack.xai.connections == []
 
 
