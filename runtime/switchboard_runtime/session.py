@@ -350,8 +350,9 @@ class GrokRealtimeSession:
             except ControlPlaneError as exc:
                 reason = RETRYABLE_CONFIG_CODES.get(exc.code)
                 if reason is None or not await _backoff(attempt, deadline):
-                    if reason is not None:
-                        self._end(reason, exc.message)
+                    # The call ends with the control plane's reason (its key missing, its
+                    # tier off), not as a call that ran and closed.
+                    self._end((reason or exc.code or "session_config_refused")[:64], exc.message)
                     raise
 
     async def _connect(self, url: str, secret: str, deadline: float) -> RealtimeSocket:

@@ -79,6 +79,30 @@ async def test_missing_key_raises_the_seed_message(stack: Stack) -> None:
     assert stack.xai.connections == []  # never reached xAI, never another provider
 
 
+async def test_a_config_refused_after_the_call_was_issued_ends_with_its_reason(
+    stack: Stack,
+) -> None:
+    """A warm set-up asks for its config after the call was issued: the workspace's key may
+    be gone by then. The report names why, and the call does not count as completed."""
+    async with session_for(stack) as first:
+        call = first.call
+    assert call is not None
+    async with httpx.AsyncClient(base_url=stack.control_plane) as http:
+        removed = await http.delete(
+            "/api/v1/workspaces/acme/settings/api-keys/xai", headers=auth(stack.admin_token)
+        )
+        assert removed.status_code == 204
+    with pytest.raises(SessionConfigError):
+        async with session_for(stack, call=call):
+            pass
+    report = stack.telemetry.reports[-1]
+    assert (report.call_id, report.end_reason, report.completed) == (
+        call.call_id,
+        "xai_api_key_missing",
+        False,
+    )
+
+
 async def test_xai_refusing_the_connection_otherwise_is_not_the_keys_fault(stack: Stack) -> None:
     stack.xai.upgrade_failures = [404]  # a model or an address xAI does not know
     with pytest.raises(CallRefusedError) as refused:
