@@ -57,6 +57,9 @@ class CallTranscript(SQLModel, table=True):
     reference_text: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     reference_by: str | None = Field(default=None, max_length=200)
     reference_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Set by the product team (an admin), not by the call's own workspace: only these count
+    # in a release plan's accuracy gate.
+    reference_independent: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
     word_errors: int | None = None
     reference_words: int | None = None
 

@@ -7,6 +7,7 @@ Browser test calls are kept out of every figure: they are builders trying an age
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,6 +39,7 @@ from control_plane.insights.models import (
     Usage,
     WorkspaceUsage,
 )
+from control_plane.telemetry.evidence import Counts
 from control_plane.telemetry.models import CallReport
 from control_plane.workspaces.models import Agent, WorkspaceSettings
 
@@ -127,18 +129,42 @@ def record_feedback(
     return feedback
 
 
+@dataclass(frozen=True)
+class RatingCounts(Counts):
+    """One workspace's ratings (or a pool of them): enough to compute an NPS."""
+
+    responses: int = 0
+    promoters: int = 0
+    detractors: int = 0
+
+    @property
+    def size(self) -> int:
+        return self.responses
+
+    @property
+    def nps(self) -> float | None:
+        if not self.responses:
+            return None
+        return round((self.promoters - self.detractors) / self.responses * 100, 1)
+
+    @classmethod
+    def of(cls, scores: Iterable[int]) -> "RatingCounts":
+        scores = list(scores)
+        return cls(
+            responses=len(scores),
+            promoters=sum(s >= 9 for s in scores),
+            detractors=sum(s <= 6 for s in scores),
+        )
+
+
 def nps_of(scores: Iterable[int]) -> NpsFigures:
-    counted = Counter(
-        "promoter" if s >= 9 else "detractor" if s <= 6 else "passive" for s in scores
-    )
-    total = sum(counted.values())
-    value = (counted["promoter"] - counted["detractor"]) / total * 100 if total else None
+    counts = RatingCounts.of(scores)
     return NpsFigures(
-        responses=total,
-        promoters=counted["promoter"],
-        passives=counted["passive"],
-        detractors=counted["detractor"],
-        nps=_target(None if value is None else round(value, 1), NPS_TARGET, total),
+        responses=counts.responses,
+        promoters=counts.promoters,
+        passives=counts.responses - counts.promoters - counts.detractors,
+        detractors=counts.detractors,
+        nps=_target(counts.nps, NPS_TARGET, counts.responses),
     )
 
 
@@ -172,11 +198,15 @@ def nps(session: Session, *, days: int = ADOPTION_WINDOW_DAYS, now: datetime | N
     )
 
 
-def grok_nps(
+def ratings_by_workspace(
     session: Session, tiers: Sequence[str], since: datetime, until: datetime
-) -> NpsFigures:
-    """NPS of these tiers' calls rated in a window: the release plan's NPS gate."""
-    return nps_of(r.score for r in _ratings(session, since, until) if r.tier in tiers)
+) -> dict[str, RatingCounts]:
+    """These tiers' calls rated in a window, per workspace: the release plan's NPS gate."""
+    scores: dict[str, list[int]] = defaultdict(list)
+    for rating in _ratings(session, since, until):
+        if rating.tier in tiers:
+            scores[rating.workspace_id].append(rating.score)
+    return {workspace: RatingCounts.of(s) for workspace, s in sorted(scores.items())}
 
 
 # --- transcripts and accuracy ------------------------------------------------------------------
@@ -247,6 +277,9 @@ def set_reference(
         raise InvalidInputError("The reference has no words.", code="empty_reference")
     transcript.reference_text = text
     transcript.reference_by = principal.actor
+    # The product team's review, not the call's own workspace judging its own call (nor the
+    # service token, which acts for customers' backends): only these count in a release gate.
+    transcript.reference_independent = principal.is_admin
     transcript.reference_at = now or utcnow()
     transcript.word_errors, transcript.reference_words = errors, words
     session.add(transcript)
@@ -333,11 +366,37 @@ def accuracy(
     )
 
 
-def tiers_accuracy(
+@dataclass(frozen=True)
+class ReviewCounts(Counts):
+    """One workspace's reviewed calls (or a pool of them): enough to compute accuracy."""
+
+    reviewed_calls: int = 0
+    reference_words: int = 0
+    word_errors: int = 0
+
+    @property
+    def size(self) -> int:
+        return self.reviewed_calls
+
+    @property
+    def accuracy(self) -> float | None:
+        value = _accuracy(self.word_errors, self.reference_words)
+        return None if value is None else round(value, 4)
+
+
+def reviews_by_workspace(
     session: Session, tiers: Sequence[str], since: datetime, until: datetime
-) -> AccuracyFigures:
-    """Accuracy of these tiers' reviewed calls in a window: the release plan's accuracy gate."""
-    return _accuracy_of([t for t in _reviewed(session, since, until) if t.tier in tiers])
+) -> dict[str, ReviewCounts]:
+    """These tiers' calls reviewed independently (by the product team) in a window, per
+    workspace: the release plan's accuracy gate."""
+    counts: dict[str, ReviewCounts] = {}
+    for transcript in _reviewed(session, since, until):
+        if transcript.tier not in tiers or not transcript.reference_independent:
+            continue
+        review = ReviewCounts(1, transcript.reference_words or 0, transcript.word_errors or 0)
+        workspace = transcript.workspace_id
+        counts[workspace] = counts.get(workspace, ReviewCounts()) + review
+    return dict(sorted(counts.items()))
 
 
 # --- adoption, usage, cost ---------------------------------------------------------------------

@@ -69,6 +69,14 @@ class Milestone(BaseModel):
     )
     min_dwell_hours: JsonFloat = PydanticField(default=24, ge=0, le=24 * 180)
     min_calls: JsonInt = PydanticField(default=50, ge=0, le=10_000_000)
+    min_workspaces: JsonInt = PydanticField(
+        default=2,
+        ge=1,
+        le=1000,
+        description="Calls, health, ratings and reviews must come from at least this many"
+        " workspaces, and every gate must pass without any one of them (minimums counted"
+        " without the workspace that has the most); 1 pools them (one workspace may decide).",
+    )
     gates: Gates = PydanticField(default_factory=Gates)
 
     def rank(self) -> tuple[int, int]:

@@ -17,6 +17,7 @@ from control_plane.catalogue.models import Tier
 from control_plane.core import utcnow
 from control_plane.errors import ConflictError, NotFoundError
 from control_plane.insights import service as insights
+from control_plane.insights.service import RatingCounts, ReviewCounts
 from control_plane.outbound import OutboundPolicy, post_after_commit
 from control_plane.releases.models import (
     Milestone,
@@ -30,6 +31,13 @@ from control_plane.rollout import service as rollout
 from control_plane.rollout.gate import FlagGate
 from control_plane.rollout.models import Flag, RolloutChange
 from control_plane.telemetry import service as telemetry
+from control_plane.telemetry.evidence import (
+    EvidenceSummary,
+    holds_without_any_one,
+    summarize,
+    total,
+)
+from control_plane.telemetry.models import FlagGuard
 
 logger = logging.getLogger(__name__)
 
@@ -248,51 +256,13 @@ def check(
 
     following = milestones[plan.current + 1]
     dwelt = now - plan.entered_at
-    health = telemetry.health(
-        session, flag_name, window_seconds=max(60, int(dwelt.total_seconds())), now=now
-    ).overall
-    figures: dict[str, Any] = {
-        "dwell_hours": round(dwelt.total_seconds() / 3600, 2),
-        "calls": health.calls,
-        "first_audio_p95_ms": health.first_audio_p95.value,
-        "tool_call_success": health.tool_call_success.value,
-        "call_completion": health.call_completion.value,
-        "websocket_stability": health.websocket_stability.value,
-    }
-    waits: list[str] = []
+    waits, figures = _gates(session, flag_name, current, guard, plan.entered_at, now)
     needed = timedelta(hours=current.min_dwell_hours)
     if dwelt < needed:
-        waits.append(
-            f"dwell: {(needed - dwelt).total_seconds() / 3600:.1f} h more at {current.name}"
+        waits.insert(
+            0, f"dwell: {(needed - dwelt).total_seconds() / 3600:.1f} h more at {current.name}"
         )
-    if health.calls < current.min_calls:
-        waits.append(f"calls: {health.calls} of {current.min_calls}")
-    misses = [
-        f"{name} {metric.value} (target {metric.target})"
-        for name, metric in health.missed_targets()
-    ]
-    if misses:
-        waits.append("health: " + "; ".join(misses))
-    tiers = flag_tiers(session, flag_name)
-    gates = current.gates
-    if gates.nps_min is not None:
-        score = insights.grok_nps(session, tiers, plan.entered_at, now)
-        figures["nps"], figures["nps_responses"] = score.nps.value, score.responses
-        if score.responses < gates.nps_min_responses:
-            waits.append(f"NPS: {score.responses} of {gates.nps_min_responses} responses")
-        elif score.nps.value is not None and score.nps.value < gates.nps_min:
-            waits.append(f"NPS: {score.nps.value} below {gates.nps_min}")
-    if gates.accuracy_min is not None:
-        accuracy = insights.tiers_accuracy(session, tiers, plan.entered_at, now)
-        figures["accuracy"], figures["accuracy_reviews"] = (
-            accuracy.accuracy.value,
-            accuracy.reviewed_calls,
-        )
-        if accuracy.reviewed_calls < gates.accuracy_min_reviews:
-            reviews = f"{accuracy.reviewed_calls} of {gates.accuracy_min_reviews}"
-            waits.append(f"accuracy: {reviews} reviewed calls")
-        elif accuracy.accuracy.value is not None and accuracy.accuracy.value < gates.accuracy_min:
-            waits.append(f"accuracy: {accuracy.accuracy.value} below {gates.accuracy_min}")
+    figures = {"dwell_hours": round(dwelt.total_seconds() / 3600, 2), **figures}
     if waits:
         plan.status, plan.reason, plan.checked_at = "waiting", "; ".join(waits), now
         session.add(plan)
@@ -343,6 +313,116 @@ def check(
         milestone=following.name,
         figures=figures,
     )
+
+
+def _gates(
+    session: Session,
+    flag_name: str,
+    milestone: Milestone,
+    guard: FlagGuard,
+    since: datetime,
+    now: datetime,
+) -> tuple[list[str], dict[str, Any]]:
+    """Why the milestone cannot be left yet (empty: it can), and the figures it was judged on.
+
+    Every gate follows `evidence.holds_without_any_one`: it must pass on the pooled evidence
+    and without each workspace's in turn, from at least `min_workspaces` workspaces, so no one
+    workspace's calls, ratings or references can advance the plan by themselves."""
+    min_workspaces = milestone.min_workspaces
+    waits: list[str] = []
+    reports = telemetry.counted_reports(session, flag_name, guard, since, now)
+    calls = telemetry.judge(
+        "overall", reports, guard, min_calls=milestone.min_calls, min_workspaces=min_workspaces
+    )
+    health = calls.figures
+    figures: dict[str, Any] = {
+        "calls": health.calls,
+        "first_audio_p95_ms": health.first_audio_p95.value,
+        "tool_call_success": health.tool_call_success.value,
+        "call_completion": health.call_completion.value,
+        "websocket_stability": health.websocket_stability.value,
+        "evidence": {"calls": _evidence(health.evidence)},
+    }
+    if milestone.min_calls and not health.enough_calls:
+        waits.append(f"calls: {health.evidence}; {_needed(milestone.min_calls, min_workspaces)}")
+    misses = [
+        f"{name} {metric.value} (target {metric.target})"
+        for name, metric in health.missed_targets()
+    ]
+    if misses:
+        waits.append("health: " + "; ".join(misses))
+    elif min_workspaces > 1:
+        pooled = total(calls.by_workspace.values(), telemetry.NO_CALLS)
+        deciders = sorted(
+            workspace
+            for workspace, counts in calls.by_workspace.items()
+            if telemetry.misses(pooled - counts, guard)
+        )
+        if deciders:
+            waits.append(f"health: targets missed without workspace {', '.join(deciders[:5])}")
+    tiers = flag_tiers(session, flag_name)
+    gates = milestone.gates
+    if gates.nps_min is not None:
+        ratings = insights.ratings_by_workspace(session, tiers, since, now)
+        pooled_ratings = total(ratings.values(), RatingCounts())
+        figures["nps"], figures["nps_responses"] = pooled_ratings.nps, pooled_ratings.responses
+        summary = summarize({w: r.responses for w, r in ratings.items()}, "ratings")
+        figures["evidence"]["ratings"] = _evidence(summary)
+        nps_min = gates.nps_min
+        if not holds_without_any_one(
+            ratings,
+            RatingCounts(),
+            lambda r: r.responses >= gates.nps_min_responses,
+            min_workspaces,
+        ):
+            waits.append(f"NPS: {summary}; {_needed(gates.nps_min_responses, min_workspaces)}")
+        elif not holds_without_any_one(
+            ratings, RatingCounts(), lambda r: (r.nps or 0) >= nps_min, min_workspaces
+        ):
+            waits.append(
+                f"NPS: {pooled_ratings.nps} with every workspace, below {nps_min} without one"
+                if (pooled_ratings.nps or 0) >= nps_min
+                else f"NPS: {pooled_ratings.nps} below {nps_min}"
+            )
+    if gates.accuracy_min is not None:
+        reviews = insights.reviews_by_workspace(session, tiers, since, now)
+        pooled_reviews = total(reviews.values(), ReviewCounts())
+        figures["accuracy"] = pooled_reviews.accuracy
+        figures["accuracy_reviews"] = pooled_reviews.reviewed_calls
+        summary = summarize({w: r.reviewed_calls for w, r in reviews.items()}, "reviewed calls")
+        figures["evidence"]["reviews"] = _evidence(summary)
+        accuracy_min = gates.accuracy_min
+        if not holds_without_any_one(
+            reviews,
+            ReviewCounts(),
+            lambda r: r.reviewed_calls >= gates.accuracy_min_reviews,
+            min_workspaces,
+        ):
+            needed = _needed(gates.accuracy_min_reviews, min_workspaces)
+            waits.append(f"accuracy: {summary} (product-team reviews); {needed}")
+        elif not holds_without_any_one(
+            reviews, ReviewCounts(), lambda r: (r.accuracy or 0) >= accuracy_min, min_workspaces
+        ):
+            waits.append(
+                f"accuracy: {pooled_reviews.accuracy} with every workspace, below "
+                f"{accuracy_min} without one"
+                if (pooled_reviews.accuracy or 0) >= accuracy_min
+                else f"accuracy: {pooled_reviews.accuracy} below {accuracy_min}"
+            )
+    return waits, figures
+
+
+def _needed(count: int, min_workspaces: int) -> str:
+    if min_workspaces <= 1:
+        return f"{count} needed"
+    return (
+        f"{count} needed without the largest workspace, from at least {min_workspaces} workspaces"
+    )
+
+
+def _evidence(summary: EvidenceSummary | None) -> dict[str, Any] | None:
+    """What an audit entry keeps of who the evidence came from."""
+    return None if summary is None else summary.model_dump()
 
 
 def check_all(

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request
 
-from control_plane.auth.deps import AdminDep, ServiceDep
+from control_plane.auth.deps import AdminDep, PrincipalDep, ServiceDep
 from control_plane.deps import SerializedCallWrites, SessionDep
 from control_plane.rollout.deps import GateDep
 from control_plane.telemetry import service
@@ -15,6 +15,7 @@ from control_plane.telemetry.models import (
     GuardWrite,
     IngestResult,
     RolloutHealth,
+    WorkspaceCallHealth,
 )
 
 router = APIRouter(prefix="/api/v1", tags=["telemetry"])
@@ -55,3 +56,19 @@ def patch_guard(
     outbound = request.app.state.outbound_policy
     guard = service.update_guard(session, flag, body, actor=admin.actor, outbound=outbound)
     return GuardRead.model_validate(guard, from_attributes=True)
+
+
+@router.get(
+    "/workspaces/{workspace_id}/call-health",
+    response_model=WorkspaceCallHealth,
+    responses={404: {}},
+)
+def workspace_call_health(
+    workspace_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    days: Annotated[int, Query(ge=1, le=90)] = 7,
+) -> WorkspaceCallHealth:
+    """The workspace's own calls by whose fault they failed (its key, its tools, its callers)
+    beside what counts against the tier. An admin or a token of the workspace."""
+    return service.workspace_call_health(session, principal, workspace_id, days=days)

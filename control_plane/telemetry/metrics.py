@@ -76,12 +76,29 @@ class StateCollector(Collector):
             "SLO figures in the guard window",
             labels=["flag", "cohort", "metric"],
         )
+        workspaces = GaugeMetricFamily(
+            "switchboard_rollout_workspaces",
+            "Workspaces the counted calls in the guard window came from",
+            labels=["flag", "cohort"],
+        )
+        largest_share = GaugeMetricFamily(
+            "switchboard_rollout_largest_workspace_share",
+            "Share of the counted calls in the guard window from the workspace with the most",
+            labels=["flag", "cohort"],
+        )
         try:
             with Session(self.engine) as session:
                 for flag in rollout.list_flags(session):
                     report = telemetry.health(session, flag.name)
                     for cohort, figures in [("all", report.overall), *report.cohorts.items()]:
                         calls.add_metric([flag.name, cohort], figures.calls)
+                        if figures.evidence is not None:
+                            evidence = figures.evidence
+                            workspaces.add_metric([flag.name, cohort], evidence.workspaces)
+                            if evidence.largest_share is not None:
+                                largest_share.add_metric(
+                                    [flag.name, cohort], evidence.largest_share
+                                )
                         for name in (
                             "first_audio_p95",
                             "tool_call_success",
@@ -96,6 +113,8 @@ class StateCollector(Collector):
             pass  # the database is away: serve the other metrics
         yield calls
         yield slo
+        yield workspaces
+        yield largest_share
 
 
 class HttpMetricsMiddleware:

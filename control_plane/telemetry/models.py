@@ -8,6 +8,7 @@ from sqlmodel import Field, SQLModel
 
 from control_plane.core import UTCDateTime, utcnow
 from control_plane.jsontypes import JsonBool, JsonFloat, JsonInt, omittable
+from control_plane.telemetry.evidence import EvidenceSummary
 from switchboard_runtime.contract import CallReport as RuntimeCallReport
 
 
@@ -28,6 +29,7 @@ class CallReport(SQLModel, table=True):
     time_to_first_audio_ms: float | None = None
     tool_calls_ok: int = 0
     tool_calls_failed: int = 0
+    tool_calls_failed_in_tool: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     transcript_events: int = 0
     end_reason: str = Field(default="", max_length=64)
     completed: bool = False
@@ -43,6 +45,9 @@ class CallReport(SQLModel, table=True):
     # A browser test call from the agent page (not a caller on a phone line): kept out of the
     # rollout's health unless its guard says otherwise.
     test_call: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
+    # Whose fault its failure was (telemetry/faults.py); only "", provider and runtime count
+    # in the tier's health.
+    fault: str = Field(default="", max_length=16, sa_column_kwargs={"server_default": ""})
 
 
 class FlagGuard(SQLModel, table=True):
@@ -62,6 +67,10 @@ class FlagGuard(SQLModel, table=True):
     webhook_url: str | None = Field(default=None, max_length=500)
     last_paused_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     include_test_calls: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
+    # A pause needs a breach that holds without any one workspace's calls, from at least this
+    # many workspaces (telemetry/evidence.py); 1 is the pooled rule, for a cohort of one
+    # trusted workspace.
+    min_workspaces: int = Field(default=2, sa_column_kwargs={"server_default": "2"})
 
 
 # --- API schemas ---------------------------------------------------------------------------
@@ -100,7 +109,16 @@ class HealthFigures(BaseModel):
     tool_call_success: MetricHealth
     call_completion: MetricHealth
     websocket_stability: MetricHealth
-    enough_calls: bool
+    enough_calls: bool = PydanticField(
+        description="Enough calls to act on: the minimum without the workspace that has the"
+        " most, from the minimum number of workspaces."
+    )
+    evidence: EvidenceSummary | None = None
+    not_counted: dict[str, int] = PydanticField(
+        default_factory=dict,
+        description="Calls left out of the tier's figures, by whose fault they failed"
+        " (workspace: its own key or set-up; caller: refused token, hung up at once).",
+    )
 
     def missed_targets(self) -> list[tuple[str, MetricHealth]]:
         """The guarded metrics that miss their target (however few calls there were)."""
@@ -122,6 +140,12 @@ class RolloutHealth(BaseModel):
     overall: HealthFigures
     cohorts: dict[str, HealthFigures]
     breaches: list[str]
+    held_back: list[str] = PydanticField(
+        default_factory=list,
+        description="Targets missed in the pool that do not hold without one workspace's calls:"
+        " shown, not acted on.",
+    )
+    min_workspaces: int
 
 
 class GuardRead(BaseModel):
@@ -139,6 +163,10 @@ class GuardRead(BaseModel):
     include_test_calls: bool = PydanticField(
         description="Count browser test calls in the rollout's health (off: phone calls only)."
     )
+    min_workspaces: int = PydanticField(
+        description="A pause needs a breach that holds without any one workspace's calls, from"
+        " at least this many workspaces; 1 pools every call (one workspace may decide)."
+    )
 
 
 class GuardWrite(BaseModel):
@@ -152,6 +180,7 @@ class GuardWrite(BaseModel):
     min_calls: JsonInt = omittable(ge=1, le=1_000_000)
     window_seconds: JsonInt = omittable(ge=60, le=7 * 86_400)
     include_test_calls: JsonBool = omittable()
+    min_workspaces: JsonInt = omittable(ge=1, le=1000)
     webhook_url: (
         Annotated[
             str,
@@ -173,3 +202,23 @@ class GuardWrite(BaseModel):
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError("webhook_url needs http(s) and a host")
         return value
+
+
+class WorkspaceCallHealth(BaseModel):
+    """A workspace's own calls over a window, by whose fault the failed ones failed: what it
+    can fix itself (its key, its tools) beside what counts against the tier."""
+
+    workspace_id: str
+    window_days: int
+    since: datetime
+    calls: int
+    by_fault: dict[str, int] = PydanticField(
+        description='Calls by fault: "" ran fine; provider and runtime count against the tier;'
+        " workspace and caller do not."
+    )
+    end_reasons: dict[str, int] = PydanticField(description="Calls that failed, by end reason.")
+    tool_calls_ok: int
+    tool_calls_failed: int
+    tool_calls_failed_in_tool: int = PydanticField(
+        description="Of the failed tool calls, those that failed inside the agent's own tool."
+    )

@@ -10,13 +10,15 @@ started before a pause do not count again, so one regression pauses once.
 
 import logging
 import math
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
 
 from control_plane.audit import service as audit
+from control_plane.auth.principal import Principal
 from control_plane.calls import service as calls
 from control_plane.calls.models import Call
 from control_plane.catalogue.models import Tier
@@ -27,6 +29,8 @@ from control_plane.outbound import NotPublicError, OutboundPolicy, post_after_co
 from control_plane.rollout import service as rollout
 from control_plane.rollout.gate import FlagGate
 from control_plane.rollout.models import Flag
+from control_plane.telemetry.evidence import Counts, holds_without_any_one, summarize, total
+from control_plane.telemetry.faults import AGAINST_THE_TIER, attribute
 from control_plane.telemetry.models import (
     CallReport,
     CallReportIn,
@@ -36,8 +40,9 @@ from control_plane.telemetry.models import (
     IngestResult,
     MetricHealth,
     RolloutHealth,
+    WorkspaceCallHealth,
 )
-from switchboard_runtime.contract import WORKER_SHUTDOWN
+from control_plane.workspaces import service as workspaces
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +99,7 @@ def ingest(
                 flag=flag_name,
                 cohort=cohort_of(flag, cohorts, call.workspace_id) if flag else "",
                 test_call=call.channel == "browser",
+                fault=attribute(report),
             )
         )
         if flag_name:
@@ -165,10 +171,6 @@ def update_guard(
     return guard
 
 
-# End reasons that say nothing about the provider (see `figures`).
-NOT_THE_PROVIDERS_ENDING = frozenset({WORKER_SHUTDOWN})
-
-
 def _percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -176,18 +178,36 @@ def _percentile(values: list[float], q: float) -> float | None:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
+def _rounded(value: float) -> float:
+    return round(value, 4)
+
+
+def _meets(value: float, target: float, higher_is_better: bool) -> bool:
+    value = _rounded(value)
+    return value >= target if higher_is_better else value <= target
+
+
+def _judged_for_completion(report: CallReport) -> bool:
+    """Completion is about how the provider's and our calls end: a call that ended with
+    nobody's fault without completing (a deploy stopped its worker) is not judged."""
+    return report.completed or report.fault in ("provider", "runtime")
+
+
+def _tools_the_tier_answers_for(report: CallReport) -> int:
+    return report.tool_calls_ok + report.tool_calls_failed - report.tool_calls_failed_in_tool
+
+
 def figures(reports: Sequence[CallReport], guard: FlagGuard) -> HealthFigures:
+    """The guard's figures over calls that count against the tier (see `counted`)."""
     calls = len(reports)
     first_audio = [
         r.time_to_first_audio_ms for r in reports if r.time_to_first_audio_ms is not None
     ]
     tools_ok = sum(r.tool_calls_ok for r in reports)
-    tools_all = tools_ok + sum(r.tool_calls_failed for r in reports)
+    tools_all = sum(_tools_the_tier_answers_for(r) for r in reports)
     p95 = _percentile(first_audio, 0.95)
     tool_success = tools_ok / tools_all if tools_all else None
-    # A call its worker ended on a stop (a deploy) ran fine until then: it counts in every
-    # figure but completion, which is about how the provider's calls end.
-    judged = [r for r in reports if r.end_reason not in NOT_THE_PROVIDERS_ENDING]
+    judged = [r for r in reports if _judged_for_completion(r)]
     completion = sum(r.completed for r in judged) / len(judged) if judged else None
     stability = sum(r.websocket_disconnects == 0 for r in reports) / calls if calls else None
 
@@ -195,9 +215,7 @@ def figures(reports: Sequence[CallReport], guard: FlagGuard) -> HealthFigures:
         if value is None:
             return MetricHealth(value=None, target=target, ok=None)
         return MetricHealth(
-            value=round(value, 4),
-            target=target,
-            ok=value >= target if higher_is_better else value <= target,
+            value=_rounded(value), target=target, ok=_meets(value, target, higher_is_better)
         )
 
     setup_wait = [r.setup_wait_ms for r in reports if r.setup_wait_ms is not None]
@@ -218,13 +236,142 @@ def figures(reports: Sequence[CallReport], guard: FlagGuard) -> HealthFigures:
     )
 
 
-def _breaches(scope: str, health: HealthFigures) -> list[str]:
-    if not health.enough_calls:
-        return []
-    return [
-        f"{scope}: {name} {metric.value} (target {metric.target}, {health.calls} calls)"
-        for name, metric in health.missed_targets()
+@dataclass(frozen=True)
+class CallCounts(Counts):
+    """One workspace's calls, as sums: enough to tell whether each guarded figure meets its
+    target on any pool of workspaces (a pool without one is a subtraction)."""
+
+    calls: int = 0
+    first_audio: int = 0
+    first_audio_within: int = 0  # at or under the guard's p95 limit
+    judged: int = 0  # for completion
+    completed: int = 0
+    stable: int = 0
+    tools: int = 0
+    tools_ok: int = 0
+
+    @property
+    def size(self) -> int:
+        return self.calls
+
+
+NO_CALLS = CallCounts()
+
+
+def call_counts(reports: Iterable[CallReport], guard: FlagGuard) -> CallCounts:
+    reports = list(reports)
+    limit = guard.first_audio_p95_max_ms
+    first_audio = [
+        r.time_to_first_audio_ms for r in reports if r.time_to_first_audio_ms is not None
     ]
+    judged = [r for r in reports if _judged_for_completion(r)]
+    return CallCounts(
+        calls=len(reports),
+        first_audio=len(first_audio),
+        first_audio_within=sum(_meets(ms, limit, False) for ms in first_audio),
+        judged=len(judged),
+        completed=sum(r.completed for r in judged),
+        stable=sum(r.websocket_disconnects == 0 for r in reports),
+        tools=sum(_tools_the_tier_answers_for(r) for r in reports),
+        tools_ok=sum(r.tool_calls_ok for r in reports),
+    )
+
+
+def misses(counts: CallCounts, guard: FlagGuard) -> set[str]:
+    """The guarded figures these counts miss: the same verdicts as `figures` gives."""
+    missed = set()
+    # p95 (nearest rank) is within the limit iff at least ceil(0.95 n) values are.
+    if counts.first_audio and counts.first_audio_within < math.ceil(0.95 * counts.first_audio):
+        missed.add("first_audio_p95")
+    ratios = (
+        ("tool_call_success", counts.tools_ok, counts.tools, guard.tool_success_min),
+        ("call_completion", counts.completed, counts.judged, guard.completion_min),
+        ("websocket_stability", counts.stable, counts.calls, guard.websocket_stability_min),
+    )
+    for name, part, whole, target in ratios:
+        if whole and not _meets(part / whole, target, True):
+            missed.add(name)
+    return missed
+
+
+@dataclass
+class Judgement:
+    """A scope's (a cohort's, or all of them) figures and what the guard may act on."""
+
+    figures: HealthFigures
+    breaches: list[str]
+    held_back: list[str]
+    by_workspace: dict[str, CallCounts]
+
+
+def _by_workspace(reports: Iterable[CallReport]) -> dict[str, list[CallReport]]:
+    grouped: dict[str, list[CallReport]] = defaultdict(list)
+    for report in reports:
+        grouped[report.workspace_id].append(report)
+    return grouped
+
+
+def judge(
+    scope: str,
+    reports: Sequence[CallReport],
+    guard: FlagGuard,
+    *,
+    min_calls: int,
+    min_workspaces: int,
+    not_counted: dict[str, int] | None = None,
+) -> Judgement:
+    """Figures over the calls that count against the tier, and which missed targets hold
+    without any one workspace (`evidence.holds_without_any_one`): only those are breaches."""
+    counted = [r for r in reports if r.fault in AGAINST_THE_TIER]
+    left_out = Counter(r.fault for r in reports if r.fault not in AGAINST_THE_TIER)
+    for fault, count in (not_counted or {}).items():
+        left_out[fault] += count
+    shown = figures(counted, guard)
+    by_workspace = {w: call_counts(rows, guard) for w, rows in _by_workspace(counted).items()}
+    shown.evidence = summarize({w: c.calls for w, c in by_workspace.items()}, "calls")
+    shown.not_counted = dict(sorted(left_out.items()))
+
+    def enough(counts: CallCounts) -> bool:
+        return counts.calls >= min_calls
+
+    shown.enough_calls = holds_without_any_one(by_workspace, NO_CALLS, enough, min_workspaces)
+    breaches, held_back = [], []
+    for name, metric in shown.missed_targets():
+        line = f"{scope}: {name} {metric.value} (target {metric.target}, {shown.evidence})"
+        if not shown.enough_calls:
+            continue  # shown in the figures; too little evidence to act on or explain
+
+        def missed(counts: CallCounts, name: str = name) -> bool:
+            return enough(counts) and name in misses(counts, guard)
+
+        decisive = holds_without_any_one(by_workspace, NO_CALLS, missed, min_workspaces)
+        if decisive:
+            breaches.append(line)
+        else:
+            pooled = total(by_workspace.values(), NO_CALLS)
+            deciders = sorted(w for w, c in by_workspace.items() if not missed(pooled - c))
+            shown_deciders = ", ".join(deciders[:5]) + (" …" if len(deciders) > 5 else "")
+            held_back.append(f"{line}; not without workspace {shown_deciders}")
+    return Judgement(shown, breaches, held_back, by_workspace)
+
+
+def counted_reports(
+    session: Session,
+    flag_name: str,
+    guard: FlagGuard,
+    since: datetime,
+    until: datetime | None = None,
+) -> Sequence[CallReport]:
+    """The flag's calls that started in the window (browser test calls only if the guard says
+    so), whatever their fault: `judge` sorts them."""
+    query = select(CallReport).where(
+        CallReport.flag == flag_name, col(CallReport.started_at) >= since
+    )
+    if until is not None:
+        query = query.where(col(CallReport.started_at) <= until)
+    if not guard.include_test_calls:
+        query = query.where(col(CallReport.test_call).is_(False))
+    return session.exec(query).all()
 
 
 def health(
@@ -234,6 +381,18 @@ def health(
     window_seconds: int | None = None,
     now: datetime | None = None,
 ) -> RolloutHealth:
+    return rollout_health(session, flag_name, window_seconds=window_seconds, now=now)[0]
+
+
+def rollout_health(
+    session: Session,
+    flag_name: str,
+    *,
+    window_seconds: int | None = None,
+    now: datetime | None = None,
+) -> tuple[RolloutHealth, dict[str, Judgement]]:
+    """The flag's health in its guard window (since its last pause), overall and per cohort,
+    and the judgements behind it (by scope: "overall", "cohort <name>")."""
     flag = rollout.get_flag(session, flag_name)
     guard = get_guard(session, flag_name)
     now = now or utcnow()
@@ -241,28 +400,67 @@ def health(
     since = now - timedelta(seconds=window)
     if guard.last_paused_at is not None and guard.last_paused_at > since:
         since = guard.last_paused_at
-    query = select(CallReport).where(
-        CallReport.flag == flag_name, col(CallReport.started_at) >= since
-    )
-    if not guard.include_test_calls:
-        query = query.where(col(CallReport.test_call).is_(False))
-    reports = session.exec(query).all()
+    reports = counted_reports(session, flag_name, guard, since)
     by_cohort: dict[str, list[CallReport]] = defaultdict(list)
     for report in reports:
         by_cohort[report.cohort].append(report)
-    overall = figures(reports, guard)
-    cohorts = {name: figures(rows, guard) for name, rows in sorted(by_cohort.items())}
-    breaches = [b for name, f in cohorts.items() for b in _breaches(f"cohort {name}", f)]
-    breaches += _breaches("overall", overall)
-    return RolloutHealth(
-        flag=flag_name,
-        stage=flag.stage,
-        killed=flag.killed,
-        window_seconds=window,
+
+    def judged(scope: str, rows: Sequence[CallReport]) -> Judgement:
+        return judge(
+            scope, rows, guard, min_calls=guard.min_calls, min_workspaces=guard.min_workspaces
+        )
+
+    judgements = {"overall": judged("overall", reports)}
+    for name, rows in sorted(by_cohort.items()):
+        judgements[f"cohort {name}"] = judged(f"cohort {name}", rows)
+    cohort_scopes = [scope for scope in judgements if scope != "overall"]
+    scopes = [*cohort_scopes, "overall"]
+    return (
+        RolloutHealth(
+            flag=flag_name,
+            stage=flag.stage,
+            killed=flag.killed,
+            window_seconds=window,
+            since=since,
+            overall=judgements["overall"].figures,
+            cohorts={
+                scope.removeprefix("cohort "): judgements[scope].figures for scope in cohort_scopes
+            },
+            breaches=[b for scope in scopes for b in judgements[scope].breaches],
+            held_back=[h for scope in scopes for h in judgements[scope].held_back],
+            min_workspaces=guard.min_workspaces,
+        ),
+        judgements,
+    )
+
+
+def workspace_call_health(
+    session: Session,
+    principal: Principal,
+    workspace_id: str,
+    *,
+    days: int = 7,
+    now: datetime | None = None,
+) -> WorkspaceCallHealth:
+    """The workspace's own calls of the last `days` (test calls included: they are its own),
+    for it to see what failed on its side."""
+    workspaces.get_workspace(session, principal, workspace_id)
+    since = (now or utcnow()) - timedelta(days=days)
+    reports = session.exec(
+        select(CallReport).where(
+            CallReport.workspace_id == workspace_id, col(CallReport.started_at) >= since
+        )
+    ).all()
+    return WorkspaceCallHealth(
+        workspace_id=workspace_id,
+        window_days=days,
         since=since,
-        overall=overall,
-        cohorts=cohorts,
-        breaches=breaches,
+        calls=len(reports),
+        by_fault=dict(sorted(Counter(r.fault for r in reports).items())),
+        end_reasons=dict(sorted(Counter(r.end_reason for r in reports if not r.completed).items())),
+        tool_calls_ok=sum(r.tool_calls_ok for r in reports),
+        tool_calls_failed=sum(r.tool_calls_failed for r in reports),
+        tool_calls_failed_in_tool=sum(r.tool_calls_failed_in_tool for r in reports),
     )
 
 
@@ -276,6 +474,7 @@ def first_audio_p95_per_day(
         select(CallReport.started_at, CallReport.time_to_first_audio_ms)
         .where(CallReport.flag == flag_name, col(CallReport.started_at) >= since)
         .where(col(CallReport.test_call).is_(False))
+        .where(col(CallReport.fault).in_(AGAINST_THE_TIER))
     ).all()
     per_day: dict[str, list[float]] = defaultdict(list)
     for started_at, first_audio in rows:
@@ -300,14 +499,26 @@ def guard_check(
     if not guard.enabled or flag.killed or flag.stage not in PAUSE_TO:
         return False
     now = now or utcnow()
-    report = health(session, flag_name, now=now)
+    report, judgements = rollout_health(session, flag_name, now=now)
     if not report.breaches:
         return False
     previous, paused_to = flag.stage, PAUSE_TO[flag.stage]
     rollout.set_stage(session, gate, flag_name, paused_to, actor=GUARD_ACTOR)
     guard.last_paused_at = now
     session.add(guard)
-    details = {"from": previous, "to": paused_to, "breaches": report.breaches}
+    details = {
+        "from": previous,
+        "to": paused_to,
+        "breaches": report.breaches,
+        # Who the calls behind each breach came from, so a reviewer sees whether one
+        # customer drove it.
+        "evidence": {
+            scope: judgement.figures.evidence.model_dump() if judgement.figures.evidence else None
+            for scope, judgement in judgements.items()
+            if judgement.breaches
+        },
+        "min_workspaces": guard.min_workspaces,
+    }
     audit.record(
         session, actor=GUARD_ACTOR, action="flag.guard_pause", target=flag_name, details=details
     )

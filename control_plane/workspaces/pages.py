@@ -19,6 +19,7 @@ from control_plane.keys import service as keys
 from control_plane.pagination import CursorQuery
 from control_plane.rollout.deps import GateDep
 from control_plane.rollout.gate import FlagGate
+from control_plane.telemetry import service as telemetry
 from control_plane.web.rendering import CsrfDep, render, see_other
 from control_plane.workspaces import service
 from control_plane.workspaces.models import AgentCreate, AgentPatch
@@ -64,6 +65,7 @@ def agents_page(
         workspace_id=workspace_id,
         next_cursor=next_cursor,
         later_page=bool(cursor),
+        call_health=telemetry.workspace_call_health(session, principal, workspace_id),
     )
 
 

@@ -2,6 +2,7 @@
 may not use (the option is disabled, but a form can be forged) is refused with the reason and
 nothing is stored; a refused edit stays an edit."""
 
+import random
 import re
 from collections.abc import Iterator
 
@@ -10,8 +11,11 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from control_plane.demo import DEMO_PASSWORD, seed_demo
+from control_plane.telemetry import service as telemetry
+from control_plane.telemetry.models import CallReportIn
 from control_plane.workspaces import service as workspaces_service
 from tests.api.test_sign_in import sign_in
+from tests.api.test_telemetry import record_as_issued, synthetic_calls
 
 GUS = "gus@globex.example"  # a member of globex, which is outside the internal alpha
 
@@ -130,3 +134,19 @@ def test_the_tiers_page_shows_any_workspace_however_many_there_are(client: TestC
     assert 'class="card tier unavailable" id="tier-grok-realtime"' in page.text  # not in a cohort
     unknown = client.get("/tiers", params={"workspace_id": "nobody-here"})
     assert unknown.status_code == 404
+
+
+def test_the_agents_page_shows_the_workspace_what_failed_on_its_own_side(gus: TestClient) -> None:
+    own = synthetic_calls(3, ["globex"], rng=random.Random(5), seed_id="gus")
+    own[1] |= {"completed": False, "end_reason": "xai_key_refused"}
+    own[2] |= {"tool_calls_failed": 2, "tool_calls_failed_in_tool": 2}
+    record_as_issued(gus, own)
+    engine = gus.app.state.engine  # type: ignore[attr-defined]
+    with Session(engine) as session:
+        telemetry.ingest(session, None, [CallReportIn.model_validate(c) for c in own])
+        session.commit()
+    page = gus.get("/workspaces/globex/agents").text
+    assert "3 calls; failed: 1 xai_key_refused." in page
+    assert re.search(r'data-fault="workspace">1 failed on this workspace', page)
+    assert re.search(r'data-fault="tools">2 tool calls failed inside', page)
+    assert "acme" not in page  # only its own

@@ -218,7 +218,7 @@ def test_a_release_plan_over_rest(client: TestClient, tokens: Tokens) -> None:
     assert flag["stage"] == "internal"  # moved to the first milestone
     checked = client.post(f"{path}/check", headers=admin).json()
     assert checked["outcome"] == "waiting"
-    assert "dwell" in checked["reason"] and "calls: 0 of 5" in checked["reason"]
+    assert "dwell" in checked["reason"] and "calls: no calls; 5 needed" in checked["reason"]
     assert client.post(f"{path}/resume", headers=admin).json()["code"] == "plan_not_held"
     client.put("/api/v1/flags/grok-realtime-tier/stage", json={"stage": "ga"}, headers=admin)
     held = client.post(f"{path}/check", headers=admin).json()

@@ -14,6 +14,7 @@ from sqlmodel import Session, select
 from control_plane import outbound as outbound_module
 from control_plane.calls.models import Call
 from control_plane.outbound import OutboundPolicy
+from control_plane.telemetry import faults
 from control_plane.telemetry import service as telemetry_service
 from tests.conftest import Tokens, auth
 
@@ -211,7 +212,7 @@ def test_calls_a_deploy_cut_do_not_count_against_the_providers_completion(
 def test_counted_as_incomplete_a_deploy_would_pause_the_rollout(
     client: TestClient, tokens: Tokens, beta: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(telemetry_service, "NOT_THE_PROVIDERS_ENDING", frozenset())
+    monkeypatch.setattr(faults, "NOBODYS_ENDINGS", frozenset())
     rng = random.Random(7)
     send(client, tokens, synthetic_calls(2000, INTERNAL + BETA_2, rng=rng, seed_id="healthy"))
     cut = cut_by_a_deploy(synthetic_calls(400, BETA_1, rng=rng, seed_id="deploy"))
@@ -266,11 +267,16 @@ def test_reports_of_calls_never_issued_are_refused(
 def test_without_the_issued_call_check_forged_reports_count_and_pause(
     client: TestClient, tokens: Tokens, beta: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    forged = synthetic_calls(
+        150, BETA_1, rng=random.Random(10), seed_id="forged", bad="tool_call_success"
+    )
+    named = {call["call_id"]: call["workspace_id"] for call in forged}  # as many as it likes
+
     def every_id_is_issued(session: Session, call_ids: list[str]) -> dict[str, Call]:
         return {
             call_id: Call(
                 id=call_id,
-                workspace_id="b1-1",
+                workspace_id=named[call_id],
                 agent_id="agt_forged",
                 tier="grok-realtime",
                 engine="grok-realtime",
@@ -282,9 +288,6 @@ def test_without_the_issued_call_check_forged_reports_count_and_pause(
         }
 
     monkeypatch.setattr(telemetry_service, "require_issued", every_id_is_issued)
-    forged = synthetic_calls(
-        150, BETA_1, rng=random.Random(10), seed_id="forged", bad="tool_call_success"
-    )
     response = client.post(
         "/api/v1/telemetry/calls", json={"calls": forged}, headers=auth(tokens.service)
     )
@@ -433,6 +436,12 @@ def test_metrics_parse_with_the_prometheus_parser(
     assert "/api/v1/tiers/{tier_id}" in routes  # templates, not raw paths
     calls = {s.labels["cohort"]: s.value for s in families["switchboard_rollout_calls"].samples}
     assert calls["beta-1"] == 20
+    spread = {
+        s.labels["cohort"]: s.value for s in families["switchboard_rollout_workspaces"].samples
+    }
+    assert 1 < spread["beta-1"] <= 10
+    largest = families["switchboard_rollout_largest_workspace_share"].samples
+    assert all(0 < s.value <= 1 for s in largest) and largest
     assert any(
         s.labels["enabled"] == "true" for s in families["switchboard_flag_evaluations"].samples
     )

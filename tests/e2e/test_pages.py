@@ -5,6 +5,7 @@ test-output/screenshots/ (or $SWITCHBOARD_TEST_OUTPUT/screenshots/)."""
 import os
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,9 @@ from control_plane.app import create_app
 from control_plane.db import make_engine
 from control_plane.demo import DEMO_PASSWORD, seed_demo
 from control_plane.settings import Settings
+from control_plane.telemetry import service as telemetry
+from control_plane.telemetry.models import CallReportIn
+from tests.conftest import issued_grok_call
 from tests.fakes.server import BackgroundServer
 
 pytestmark = pytest.mark.browser
@@ -198,3 +202,58 @@ def test_pages_refuse_forged_forms_and_foreign_workspaces(browser: Any, site: st
     assert "not found" in page.locator("[role=alert]").inner_text()
     page.goto(f"{site}/rollout")
     assert "product admins" in page.locator("[role=alert]").inner_text()
+
+
+@pytest.fixture
+def site_with_calls(tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
+    """The demo, with the last minutes' calls on grok-realtime: acme's 40 all failed at xAI,
+    globex's 30 ran fine, and 5 of globex's failed on its own key."""
+    database = tmp_path / "pages.db"
+    shutil.copyfile(sqlite_template, database)
+    settings = Settings(
+        _env_file=None,
+        environment="test",
+        database_url=f"sqlite:///{database}",
+        master_key_file=tmp_path / "master.key",
+    )  # type: ignore[call-arg]
+    engine = make_engine(settings)
+    now = datetime.now(UTC)
+    with Session(engine) as session:
+        seed_demo(session)
+        telemetry.get_guard(session, "grok-realtime-tier").min_calls = 10
+        reports = []
+        for workspace_id, count, end_reason in (
+            ("acme", 40, "xai_error"),
+            ("globex", 30, "caller_hangup"),
+            ("globex", 5, "xai_key_refused"),
+        ):
+            for _ in range(count):
+                call = issued_grok_call(workspace_id, now)
+                session.add(call)
+                reports.append(
+                    CallReportIn(
+                        call_id=call.id,
+                        started_at=now - timedelta(minutes=1),
+                        time_to_first_audio_ms=600.0,
+                        end_reason=end_reason,
+                        completed=end_reason == "caller_hangup",
+                        duration_ms=60_000,
+                    )
+                )
+        session.flush()
+        telemetry.ingest(session, None, reports, now=now)
+        session.commit()
+    engine.dispose()
+    with BackgroundServer(create_app(settings)) as server:
+        yield server.base_url
+
+
+def test_the_console_says_who_the_calls_came_from(browser: Any, site_with_calls: str) -> None:
+    admin = sign_in(browser, site_with_calls, "admin@example.com")
+    admin.goto(f"{site_with_calls}/rollout")
+    overall = admin.locator(".evidence[data-cohort='all cohorts']").first.inner_text()
+    assert overall.startswith("70 calls from 2 workspaces; largest share 57 %")
+    assert "(largest: acme)" in overall and "left out, not the tier's fault: 5 workspace" in overall
+    held_back = admin.locator(".held-back").first.inner_text()
+    assert "overall: call_completion" in held_back and "not without workspace acme" in held_back
+    shot(admin, "rollout-evidence")

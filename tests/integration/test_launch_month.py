@@ -145,6 +145,12 @@ class Month:
         self.session.commit()
         return ids
 
+    def keep_transcripts(self, workspace_id: str) -> None:
+        workspaces.update_settings(
+            self.session, SYSTEM, workspace_id, WorkspaceSettingsPatch(keep_transcripts=True)
+        )
+        self.session.commit()
+
     def check(self) -> str:
         result = releases.check(self.session, self.gate, FLAG, now=self.now)
         self.session.commit()
@@ -172,19 +178,28 @@ def month(client: TestClient) -> Any:
 PROMOTERS_AND_A_FEW_OTHERS = [10, 9, 9, 10, 8, 9, 10, 6, 9, 10]  # 8 promoters, 1 detractor: 70
 
 
+def review(month: Month, call_ids: list[str], reviewed: int) -> int:
+    """The product team reviews the day's kept transcripts (up to 6); one in three the caller
+    said differently from what xAI heard. Returns how many have been reviewed in all."""
+    heard = "where is my order number forty two please"
+    kept = [c for c in call_ids if month.session.get(CallTranscript, c) is not None][:6]
+    for call_id in kept:
+        said = heard if reviewed % 3 else "where is my order number forty three please"
+        insights.set_reference(month.session, SYSTEM, call_id, said, now=month.now)
+        reviewed += 1
+    return reviewed
+
+
 def test_a_healthy_month_walks_the_plan_to_ga(month: Month) -> None:
+    month.keep_transcripts("w01")  # reviews from two workspaces: the gate holds without either
     releases.put_plan(month.session, month.gate, FLAG, PLAN, actor="test", now=month.now)
     month.session.commit()
-    stages = []
+    stages, reviewed = [], 0
     for day in range(30):
         month.now = START + timedelta(days=day)
         month.agents(10, grok=1 if day % 5 in (0, 2, 4) else 0)  # 18 of 300 new agents: 6 %
         ids = month.calls(60, rate=PROMOTERS_AND_A_FEW_OTHERS, transcript=True)
-        for index, call_id in enumerate(ids[:6]):
-            if month.session.get(CallTranscript, call_id) is not None:  # w00 keeps transcripts
-                heard = "where is my order number forty two please"
-                said = heard if index % 3 else "where is my order number forty three please"
-                insights.set_reference(month.session, SYSTEM, call_id, said, now=month.now)
+        reviewed = review(month, ids, reviewed)
         month.session.commit()
         month.check()
         stages.append(month.stage())
@@ -199,6 +214,13 @@ def test_a_healthy_month_walks_the_plan_to_ga(month: Month) -> None:
     ]
     assert all(s.details["calls"] >= 100 and s.details["first_audio_p95_ms"] == 620 for s in steps)
     assert steps[-1].details["nps"] >= 40 and steps[-1].details["accuracy"] >= 0.9
+    # Each step says who its evidence came from: never one workspace's alone.
+    for step in steps:
+        calls = step.details["evidence"]["calls"]
+        assert calls["workspaces"] >= 2 and calls["largest_share"] <= 0.5
+        assert calls["largest"][0]["count"] <= calls["count"] - 100  # 100 without the largest
+    assert steps[-1].details["evidence"]["reviews"]["workspaces"] == 2
+    assert steps[-1].details["evidence"]["ratings"]["workspaces"] >= 2
 
     adoption = insights.adoption(month.session, now=month.now)
     assert 0.05 < adoption.grok_share_of_new_agents.value < 0.07
@@ -243,16 +265,16 @@ def test_without_the_health_gate_or_the_guard_a_regression_walks_to_ga(
 ) -> None:
     # The plan's health gate reads the missed targets; no metric misses any now.
     monkeypatch.setattr(HealthFigures, "missed_targets", lambda self: [])
+    monkeypatch.setattr(telemetry, "misses", lambda counts, guard: set())
     monkeypatch.setattr(telemetry, "guard_check", lambda *args, **kwargs: False)
+    month.keep_transcripts("w01")
     releases.put_plan(month.session, month.gate, FLAG, PLAN, actor="test", now=month.now)
     month.session.commit()
+    reviewed = 0
     for day in range(20):
         month.now = START + timedelta(days=day)
         month.calls(60, first_audio_ms=2400.0, rate=PROMOTERS_AND_A_FEW_OTHERS, transcript=True)
-        for call_id in month.calls(6, transcript=True):
-            if month.session.get(CallTranscript, call_id) is not None:
-                heard = "where is my order number forty two please"
-                insights.set_reference(month.session, SYSTEM, call_id, heard, now=month.now)
+        reviewed = review(month, month.calls(6, transcript=True), reviewed)
         month.session.commit()
         month.check()
     assert month.stage()[0] == "ga"
