@@ -5,7 +5,7 @@ then holds until a person resumes it. `now` is a parameter so a simulated month 
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,6 +32,7 @@ from control_plane.rollout.gate import FlagGate
 from control_plane.rollout.models import Flag, RolloutChange
 from control_plane.telemetry import service as telemetry
 from control_plane.telemetry.evidence import (
+    C,
     EvidenceSummary,
     holds_without_any_one,
     summarize,
@@ -368,22 +369,18 @@ def _gates(
         figures["nps"], figures["nps_responses"] = pooled_ratings.nps, pooled_ratings.responses
         summary = summarize({w: r.responses for w, r in ratings.items()}, "ratings")
         figures["evidence"]["ratings"] = _evidence(summary)
-        nps_min = gates.nps_min
-        if not holds_without_any_one(
+        wait = _sample_gate(
+            "NPS",
             ratings,
             RatingCounts(),
-            lambda r: r.responses >= gates.nps_min_responses,
+            lambda r: r.nps,
+            gates.nps_min,
+            gates.nps_min_responses,
             min_workspaces,
-        ):
-            waits.append(f"NPS: {summary}; {_needed(gates.nps_min_responses, min_workspaces)}")
-        elif not holds_without_any_one(
-            ratings, RatingCounts(), lambda r: (r.nps or 0) >= nps_min, min_workspaces
-        ):
-            waits.append(
-                f"NPS: {pooled_ratings.nps} with every workspace, below {nps_min} without one"
-                if (pooled_ratings.nps or 0) >= nps_min
-                else f"NPS: {pooled_ratings.nps} below {nps_min}"
-            )
+            summary,
+        )
+        if wait:
+            waits.append(wait)
     if gates.accuracy_min is not None:
         reviews = insights.reviews_by_workspace(session, tiers, since, now)
         pooled_reviews = total(reviews.values(), ReviewCounts())
@@ -391,25 +388,50 @@ def _gates(
         figures["accuracy_reviews"] = pooled_reviews.reviewed_calls
         summary = summarize({w: r.reviewed_calls for w, r in reviews.items()}, "reviewed calls")
         figures["evidence"]["reviews"] = _evidence(summary)
-        accuracy_min = gates.accuracy_min
-        if not holds_without_any_one(
+        wait = _sample_gate(
+            "accuracy",
             reviews,
             ReviewCounts(),
-            lambda r: r.reviewed_calls >= gates.accuracy_min_reviews,
+            lambda r: r.accuracy,
+            gates.accuracy_min,
+            gates.accuracy_min_reviews,
             min_workspaces,
-        ):
-            needed = _needed(gates.accuracy_min_reviews, min_workspaces)
-            waits.append(f"accuracy: {summary} (product-team reviews); {needed}")
-        elif not holds_without_any_one(
-            reviews, ReviewCounts(), lambda r: (r.accuracy or 0) >= accuracy_min, min_workspaces
-        ):
-            waits.append(
-                f"accuracy: {pooled_reviews.accuracy} with every workspace, below "
-                f"{accuracy_min} without one"
-                if (pooled_reviews.accuracy or 0) >= accuracy_min
-                else f"accuracy: {pooled_reviews.accuracy} below {accuracy_min}"
-            )
+            summary,
+            " (product-team reviews)",
+        )
+        if wait:
+            waits.append(wait)
     return waits, figures
+
+
+def _sample_gate(
+    label: str,
+    by_workspace: Mapping[str, C],
+    zero: C,
+    value: Callable[[C], float | None],
+    minimum: float,
+    min_samples: int,
+    min_workspaces: int,
+    summary: EvidenceSummary,
+    note: str = "",
+) -> str | None:
+    """Why a gate over samples (ratings, reviewed calls) waits, or None when it passes: enough
+    samples and the value at its minimum, each without any one workspace."""
+
+    def enough(counts: C) -> bool:
+        return counts.size >= min_samples
+
+    def high_enough(counts: C) -> bool:
+        return (value(counts) or 0) >= minimum
+
+    if not holds_without_any_one(by_workspace, zero, enough, min_workspaces):
+        return f"{label}: {summary}{note}; {_needed(min_samples, min_workspaces)}"
+    if holds_without_any_one(by_workspace, zero, high_enough, min_workspaces):
+        return None
+    pooled = value(total(by_workspace.values(), zero))
+    if (pooled or 0) >= minimum:
+        return f"{label}: {pooled} with every workspace, below {minimum} without one"
+    return f"{label}: {pooled} below {minimum}"
 
 
 def _needed(count: int, min_workspaces: int) -> str:

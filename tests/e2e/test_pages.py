@@ -4,7 +4,8 @@ test-output/screenshots/ (or $SWITCHBOARD_TEST_OUTPUT/screenshots/)."""
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,11 @@ XAI_KEY = "xai-" + "BrowserTestKey0123456789ab" + "Zq7W"
 SCREENSHOTS = Path(os.environ.get("SWITCHBOARD_TEST_OUTPUT", "test-output")) / "screenshots"
 
 
-@pytest.fixture
-def site(tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
+@contextmanager
+def demo_site(
+    tmp_path: Path, sqlite_template: Path, prepare: Callable[[Session], None] | None = None
+) -> Iterator[str]:
+    """The demo on a fresh SQLite copy, served; `prepare` adds to its data first."""
     database = tmp_path / "pages.db"
     shutil.copyfile(sqlite_template, database)
     settings = Settings(
@@ -40,10 +44,18 @@ def site(tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
     engine = make_engine(settings)
     with Session(engine) as session:
         seed_demo(session)
+        if prepare is not None:
+            prepare(session)
         session.commit()
     engine.dispose()
     with BackgroundServer(create_app(settings)) as server:
         yield server.base_url
+
+
+@pytest.fixture
+def site(tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
+    with demo_site(tmp_path, sqlite_template) as url:
+        yield url
 
 
 def sign_in(browser: Any, site: str, email: str) -> Any:
@@ -204,48 +216,38 @@ def test_pages_refuse_forged_forms_and_foreign_workspaces(browser: Any, site: st
     assert "product admins" in page.locator("[role=alert]").inner_text()
 
 
+def calls_of_the_last_minutes(session: Session) -> None:
+    """acme's 40 calls all failed at xAI, globex's 30 ran fine, 5 of globex's failed on its
+    own key; the guard acts from 10 calls."""
+    now = datetime.now(UTC)
+    telemetry.get_guard(session, "grok-realtime-tier").min_calls = 10
+    reports = []
+    for workspace_id, count, end_reason in (
+        ("acme", 40, "xai_error"),
+        ("globex", 30, "caller_hangup"),
+        ("globex", 5, "xai_key_refused"),
+    ):
+        for _ in range(count):
+            call = issued_grok_call(workspace_id, now)
+            session.add(call)
+            reports.append(
+                CallReportIn(
+                    call_id=call.id,
+                    started_at=now - timedelta(minutes=1),
+                    time_to_first_audio_ms=600.0,
+                    end_reason=end_reason,
+                    completed=end_reason == "caller_hangup",
+                    duration_ms=60_000,
+                )
+            )
+    session.flush()
+    telemetry.ingest(session, None, reports, now=now)
+
+
 @pytest.fixture
 def site_with_calls(tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
-    """The demo, with the last minutes' calls on grok-realtime: acme's 40 all failed at xAI,
-    globex's 30 ran fine, and 5 of globex's failed on its own key."""
-    database = tmp_path / "pages.db"
-    shutil.copyfile(sqlite_template, database)
-    settings = Settings(
-        _env_file=None,
-        environment="test",
-        database_url=f"sqlite:///{database}",
-        master_key_file=tmp_path / "master.key",
-    )  # type: ignore[call-arg]
-    engine = make_engine(settings)
-    now = datetime.now(UTC)
-    with Session(engine) as session:
-        seed_demo(session)
-        telemetry.get_guard(session, "grok-realtime-tier").min_calls = 10
-        reports = []
-        for workspace_id, count, end_reason in (
-            ("acme", 40, "xai_error"),
-            ("globex", 30, "caller_hangup"),
-            ("globex", 5, "xai_key_refused"),
-        ):
-            for _ in range(count):
-                call = issued_grok_call(workspace_id, now)
-                session.add(call)
-                reports.append(
-                    CallReportIn(
-                        call_id=call.id,
-                        started_at=now - timedelta(minutes=1),
-                        time_to_first_audio_ms=600.0,
-                        end_reason=end_reason,
-                        completed=end_reason == "caller_hangup",
-                        duration_ms=60_000,
-                    )
-                )
-        session.flush()
-        telemetry.ingest(session, None, reports, now=now)
-        session.commit()
-    engine.dispose()
-    with BackgroundServer(create_app(settings)) as server:
-        yield server.base_url
+    with demo_site(tmp_path, sqlite_template, calls_of_the_last_minutes) as url:
+        yield url
 
 
 def test_the_console_says_who_the_calls_came_from(browser: Any, site_with_calls: str) -> None:
