@@ -350,13 +350,20 @@ async def test_test_calls_stay_out_of_the_rollouts_health_unless_the_admin_count
         assert posted.status_code == 200, posted.text
         health = "/api/v1/rollouts/grok-realtime-tier/health"
         admin = auth(stack.admin_token)
-        assert (await http.get(health, headers=admin)).json()["overall"]["calls"] == 0
+
+        async def seen() -> tuple[int, dict[str, int]]:
+            overall = (await http.get(health, headers=admin)).json()["overall"]
+            return overall["calls"], overall["not_counted"]
+
+        assert await seen() == (0, {})
         counted = await http.patch(
             "/api/v1/rollouts/grok-realtime-tier/guard",
             json={"include_test_calls": True},
             headers=admin,
         )
         assert counted.json()["include_test_calls"] is True
-        assert (await http.get(health, headers=admin)).json()["overall"]["calls"] == 1
+        # Counted now; hung up before the agent spoke, it is the caller's, shown beside the
+        # tier's figures.
+        assert await seen() == (0, {"caller": 1})
         calls = (await http.get("/api/v1/workspaces/acme/calls", headers=admin)).json()["calls"]
     assert [c["channel"] for c in calls if c["id"] == call["call_id"]] == ["browser"]
