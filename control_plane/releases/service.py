@@ -331,7 +331,7 @@ def _gates(
     workspace's calls, ratings or references can advance the plan by themselves."""
     min_workspaces = milestone.min_workspaces
     waits: list[str] = []
-    reports = telemetry.counted_reports(session, flag_name, guard, since, now)
+    reports = telemetry.window_reports(session, flag_name, guard, since, now)
     calls = telemetry.judge(
         "overall", reports, guard, min_calls=milestone.min_calls, min_workspaces=min_workspaces
     )

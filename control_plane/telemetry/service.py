@@ -355,7 +355,7 @@ def judge(
     return Judgement(shown, breaches, held_back, by_workspace)
 
 
-def counted_reports(
+def window_reports(
     session: Session,
     flag_name: str,
     guard: FlagGuard,
@@ -400,7 +400,7 @@ def rollout_health(
     since = now - timedelta(seconds=window)
     if guard.last_paused_at is not None and guard.last_paused_at > since:
         since = guard.last_paused_at
-    reports = counted_reports(session, flag_name, guard, since)
+    reports = window_reports(session, flag_name, guard, since)
     by_cohort: dict[str, list[CallReport]] = defaultdict(list)
     for report in reports:
         by_cohort[report.cohort].append(report)

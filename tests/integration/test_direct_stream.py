@@ -427,6 +427,18 @@ async def test_a_stopping_worker_takes_no_new_calls_but_the_streams_it_owes_get_
     assert len(stack.xai.connections) == 1  # the refused webhook issued no call
 
 
+async def answer_then_stop(
+    server: BackgroundServer, on_replica: Stack
+) -> tuple[Answer, asyncio.Task[None]]:
+    """A webhook answered on the replica, then SIGTERM's stop begun (the stop, as a task)."""
+    owed = await answer_twilio(on_replica)
+    stopping = asyncio.create_task(asyncio.to_thread(server.stop))
+    await poll(
+        lambda: isinstance(server.server, serving.SwitchboardServer) and server.server.stopping
+    )
+    return owed, stopping
+
+
 async def test_without_owing_it_until_bridged_a_slowly_redeemed_stream_is_cut_at_the_stop(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -442,11 +454,7 @@ async def test_without_owing_it_until_bridged_a_slowly_redeemed_stream_is_cut_at
     slow_claims(monkeypatch, 0.5)
     server, on_replica = replica(stack, worker_drain_seconds=30)
     try:
-        owed = await answer_twilio(on_replica)
-        stopping = asyncio.create_task(asyncio.to_thread(server.stop))
-        await poll(
-            lambda: isinstance(server.server, serving.SwitchboardServer) and server.server.stopping
-        )
+        owed, stopping = await answer_then_stop(server, on_replica)
         async with connect(owed.stream_url) as websocket:
             phone = Phone("twilio", websocket)
             await phone.start({"stream_token": owed.stream_token})
@@ -472,11 +480,7 @@ async def test_without_the_refusal_a_stopping_worker_would_answer_new_calls(
     monkeypatch.setattr(CallCapacity, "begin_stopping", lambda _capacity: None)
     server, on_replica = replica(stack, worker_drain_seconds=30)
     try:
-        owed = await answer_twilio(on_replica)
-        stopping = asyncio.create_task(asyncio.to_thread(server.stop))
-        await poll(
-            lambda: isinstance(server.server, serving.SwitchboardServer) and server.server.stopping
-        )
+        owed, stopping = await answer_then_stop(server, on_replica)
         taken = await answer_twilio(on_replica)
         assert taken.status == 200 and "<Stream" in taken.text  # a new call, on a worker going away
         for answer in (owed, taken):
