@@ -23,7 +23,8 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
 
 LimitQuery = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Rows per page")]
-# An empty `?cursor=` is the first page, as FastAPI reads an empty optional query value as None.
+# An empty `?cursor=` is the first page (`page` reads "" as no cursor; FastAPI versions differ on
+# whether an empty optional query value arrives as None or "").
 CursorQuery = Annotated[
     str | None,
     Query(max_length=512, pattern=r"^[A-Za-z0-9_-]*$", description="next_cursor of the last page"),
@@ -64,7 +65,7 @@ def page(
     newest_first: bool = False,
 ) -> tuple[list[Row], str | None]:
     """One page of `query` in `order` (columns ending in a unique one) after `cursor`."""
-    if cursor is not None:
+    if cursor:  # None or "" (an empty `?cursor=`): the first page
         after = tuple(decode_cursor(cursor, kinds))
         key = tuple_(*order)
         query = query.where(key < after if newest_first else key > after)
