@@ -350,10 +350,12 @@ def measure_switchboard(seeded: Seeded, workdir: Path) -> dict[str, Any]:
 
 def measure_in_process(seeded: Seeded) -> dict[str, Any]:
     from control_plane.catalogue.snapshot import CatalogueSnapshot
-    from control_plane.changes import ChangeFeed
+    from control_plane.changes import RESYNC, ChangeFeed
+    from control_plane.kept import Generations
     from control_plane.rollout.engine import EmbeddedEvaluator
     from control_plane.rollout.gate import FlagGate
     from control_plane.sessions import service as sessions
+    from control_plane.sessions.cache import ConfigParts
     from control_plane.sessions.ephemeral import EphemeralSecrets
 
     settings = seeded.settings
@@ -380,12 +382,14 @@ def measure_in_process(seeded: Seeded) -> dict[str, Any]:
         "flag_evaluation_raw": percentiles(raw[len(grid) :]),
     }
     keyring = Keyring.from_settings(settings)
+    generations = Generations(gate)
     resolver = sessions.Resolver(
         settings=settings,
         keyring=keyring,
         gate=gate,
         secrets=EphemeralSecrets(settings),
-        catalogue=CatalogueSnapshot(),
+        catalogue=CatalogueSnapshot(generations),
+        parts=ConfigParts(generations, 10_000),
     )
     with Session(engine) as session:
         principal = auth_service.principal_for_token(session, seeded.service_token)
@@ -394,6 +398,7 @@ def measure_in_process(seeded: Seeded) -> dict[str, Any]:
     for index in range(2000):
         path = seeded.agent_paths[index % len(seeded.agent_paths)].split("/")
         workspace_id, agent_id = path[4], path[6]
+        generations.on_change(RESYNC)  # nothing kept: every resolve reads the database
         with Session(engine) as session:
             started = time.perf_counter_ns()
             sessions.resolve_agent(session, resolver, principal, workspace_id, agent_id)

@@ -34,6 +34,7 @@ from control_plane.deps import SessionDep
 from control_plane.errors import NotFoundError, document_problems, install_error_handlers
 from control_plane.insights.api import router as insights_router
 from control_plane.insights.pages import router as insights_pages
+from control_plane.kept import Generations
 from control_plane.keys.api import router as keys_router
 from control_plane.keys.crypto import Keyring
 from control_plane.keys.pages import router as keys_pages
@@ -50,7 +51,7 @@ from control_plane.rollout.gate import FlagGate
 from control_plane.rollout.pages import router as rollout_pages
 from control_plane.rollout.service import seed_flags
 from control_plane.sessions.api import router as sessions_router
-from control_plane.sessions.cache import ConfigCache
+from control_plane.sessions.cache import ConfigCache, ConfigParts
 from control_plane.sessions.ephemeral import EphemeralSecrets
 from control_plane.sessions.fastpath import HotPathMiddleware
 from control_plane.sessions.service import Resolver
@@ -163,20 +164,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.change_feed = feed = ChangeFeed(settings)
     app.state.flag_gate = gate = FlagGate(settings, app.state.engine, feed)
     app.state.token_cache = token_cache = TokenCache()
-    app.state.config_cache = config_cache = ConfigCache(settings.config_cache_size)
-    catalogue = CatalogueSnapshot()
+    # Every kept answer below is checked against these counters (kept.py, docs/caches.md).
+    app.state.generations = generations = Generations(gate)
+    feed.subscribe(generations.on_change)
+    app.state.config_cache = config_cache = ConfigCache(generations, settings.config_cache_size)
+    catalogue = CatalogueSnapshot(generations)
     app.state.resolver = Resolver(
         settings=settings,
         keyring=app.state.keyring,
         gate=gate,
         secrets=EphemeralSecrets(settings),
         catalogue=catalogue,
+        parts=ConfigParts(generations, settings.config_cache_size),
     )
-    feed.subscribe(catalogue.on_change)
-    app.state.catalogue_reads = CatalogueReads(catalogue, gate)
-    app.state.agent_pages = agent_pages = AgentPages()
-    feed.subscribe(agent_pages.invalidate)
-    feed.subscribe(config_cache.invalidate)
+    app.state.catalogue_reads = CatalogueReads(catalogue, generations)
+    app.state.agent_pages = agent_pages = AgentPages(generations)
     feed.subscribe(lambda topic: token_cache.clear() if topic == TOKENS_TOPIC else None)
     feed.subscribe(lambda topic: token_cache.require_reverification() if topic == RESYNC else None)
 

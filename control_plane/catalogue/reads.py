@@ -1,11 +1,10 @@
 """The catalogue as the frontend reads it, kept as Served answers, one per variant.
 
 A variant is what was asked (the tier list, one tier, voices, a voice map), for whom (anonymous,
-or a workspace whose availability it shows) and with which cache policy. An answer stays valid
-while the catalogue snapshot and the flag gate it was built from are current: a catalogue edit
-announces "config:*" (the snapshot is dropped, every replica through LISTEN/NOTIFY), a flag or
-cohort change reloads the gate. Availability comes from the gate's memo, never the database.
-When the database is unreachable, the last answer built for a variant is served, marked stale.
+or a workspace whose availability it shows) and with which cache policy. An answer is served
+while the catalogue and the flags it was built from are current (its stamp, `kept.py`).
+Availability comes from the flag gate, never the database. When the database is unreachable,
+the last answer built for a variant is served, marked stale.
 """
 
 import threading
@@ -21,7 +20,7 @@ from control_plane.auth.principal import Principal
 from control_plane.catalogue.snapshot import CatalogueData, CatalogueSnapshot
 from control_plane.db import end_read_only
 from control_plane.errors import NotFoundError
-from control_plane.rollout.gate import FlagGate
+from control_plane.kept import Generations, Stamp
 from control_plane.served import Served, served_response
 
 # Browsers and CDNs may keep the public catalogue for 30 s and serve it for 5 minutes more while
@@ -50,22 +49,19 @@ def workspace_context(principal: Principal | None, workspace_id: str | None) -> 
 
 class CatalogueReads:
     def __init__(
-        self, snapshot: CatalogueSnapshot, gate: FlagGate, max_entries: int = 10_000
+        self, snapshot: CatalogueSnapshot, generations: Generations, max_entries: int = 10_000
     ) -> None:
         self.snapshot = snapshot
-        self.gate = gate
+        self.generations = generations
         self.max_entries = max_entries
-        self._answers: dict[ReadKey, tuple[Served, CatalogueData, int]] = {}
+        self._answers: dict[ReadKey, tuple[Served, Stamp]] = {}
         self._lock = threading.Lock()
 
     def cached(self, key: ReadKey) -> Served | None:
         """The answer, if it was built from the catalogue and flags in force now."""
         hit = self._answers.get(key)
-        if hit is None:
-            return None
-        served, data, generation = hit
-        if data is self.snapshot.current and generation == self.gate.generation:
-            return served
+        if hit is not None and hit[1] == self.generations.catalogue_and_flags():
+            return hit[0]
         return None
 
     def respond(
@@ -93,7 +89,7 @@ class CatalogueReads:
     def _build(
         self, session: Session, key: ReadKey, render: Callable[[CatalogueData], bytes]
     ) -> Served:
-        generation = self.gate.generation  # before building: a reload meanwhile invalidates it
+        stamp = self.generations.catalogue_and_flags()  # before building: see kept.py
         data = self.snapshot.get(session)
         private = key[3]
         served = Served.of(
@@ -102,7 +98,7 @@ class CatalogueReads:
         with self._lock:
             if len(self._answers) >= self.max_entries:
                 self._answers.clear()
-            self._answers[key] = (served, data, generation)
+            self._answers[key] = (served, stamp)
         return served
 
 

@@ -1,8 +1,8 @@
 """An in-memory copy of the catalogue for the session-config hot path.
 
 Tiers, voices and voice maps change rarely and every change announces "config:*"; the snapshot
-is rebuilt lazily on the next read after such a change, so resolving a config costs no catalogue
-queries at all.
+is loaded again on the first read after such a change (one query for the whole catalogue, shared
+by every request), so resolving a config costs no catalogue queries at all.
 """
 
 import threading
@@ -12,8 +12,8 @@ from sqlmodel import Session, col, select
 
 from control_plane.catalogue.models import Tier, Voice, VoiceMap, VoiceMapEntry, VoiceResolution
 from control_plane.catalogue.service import map_voice
-from control_plane.changes import RESYNC
 from control_plane.errors import NotFoundError
+from control_plane.kept import Generations, Stamp
 
 
 @dataclass(frozen=True)
@@ -51,29 +51,32 @@ class CatalogueData:
 
 
 class CatalogueSnapshot:
-    INVALIDATING = {"config:*", RESYNC}
-
-    def __init__(self) -> None:
-        self._data: CatalogueData | None = None
+    def __init__(self, generations: Generations) -> None:
+        self._generations = generations
+        self._kept: tuple[CatalogueData, Stamp] | None = None
         self._lock = threading.Lock()
 
     @property
     def current(self) -> CatalogueData | None:
         """The loaded catalogue, or None after a change until the next `get`."""
-        return self._data
-
-    def on_change(self, topic: str) -> None:
-        if topic in self.INVALIDATING:
-            self._data = None
+        kept = self._kept
+        if kept is not None and kept[1] == self._generations.catalogue():
+            return kept[0]
+        return None
 
     def get(self, session: Session) -> CatalogueData:
         """The catalogue; after a change it is loaded again through the caller's session, never
         a second connection of its own (concurrent requests holding the whole pool would wait
         for that connection forever)."""
-        data = self._data
-        if data is None:
-            with self._lock:
-                data = self._data = self._data or self._load(session)
+        data = self.current
+        if data is not None:
+            return data
+        with self._lock:
+            data = self.current
+            if data is None:
+                stamp = self._generations.catalogue()
+                data = self._load(session)
+                self._kept = (data, stamp)
         return data
 
     def _load(self, session: Session) -> CatalogueData:

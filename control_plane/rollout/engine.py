@@ -10,7 +10,7 @@ import json
 import logging
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import httpx
@@ -122,12 +122,22 @@ class EmbeddedEvaluator:
 
 
 class UnleashServerEvaluator:
-    """The official Python SDK, polling a real Unleash server."""
+    """The official Python SDK, polling a real Unleash server.
+
+    `on_new_state` runs (on the SDK's event thread) each time a poll brought features that
+    differ from the last ones (the SDK sends the server's ETag; an unchanged state is a 304
+    and no event): whatever was built from the old decisions is stale from then on.
+    """
 
     mode = "unleash-server"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, on_new_state: Callable[[], None]) -> None:
         from UnleashClient import UnleashClient  # type: ignore[attr-defined]
+        from UnleashClient.events import UnleashEventType
+
+        def on_event(event: Any) -> None:
+            if event.event_type is UnleashEventType.FETCHED:
+                on_new_state()
 
         assert settings.unleash_url and settings.unleash_client_token
         self._cache_dir = tempfile.TemporaryDirectory(prefix="switchboard-unleash-")
@@ -141,6 +151,7 @@ class UnleashServerEvaluator:
             cache_directory=self._cache_dir.name,
             request_timeout=5,
             request_retries=1,
+            event_callback=on_event,
         )
         self._client.initialize_client()
 

@@ -53,20 +53,25 @@ class FlagGate:
         self._engine = engine
         self._feed = feed
         self._environment = settings.unleash_environment
-        self.evaluator: FlagEvaluator
-        self.admin: UnleashAdmin | None = None
-        if settings.scale_mode:
-            self.evaluator = UnleashServerEvaluator(settings)
-            self.admin = UnleashAdmin(settings)
-        else:
-            self.evaluator = EmbeddedEvaluator(settings)
         self._meta: dict[str, tuple[Stage, bool]] = {}
         self._versions: dict[str, int] = {}
         self._lock = threading.Lock()
         self.evaluations: Counter[tuple[str, bool]] = Counter()
         self.client_document = Served.of(b"", NO_STORE)
-        self.generation = 0  # bumped on every reload: answers built on older flags are stale
+        # Moved once the evaluator holds new state: answers built on older flags are stale.
+        self.generation = 0
+        self.evaluator: FlagEvaluator
+        self.admin: UnleashAdmin | None = None
+        if settings.scale_mode:
+            self.evaluator = UnleashServerEvaluator(settings, on_new_state=self._evaluator_moved)
+            self.admin = UnleashAdmin(settings)
+        else:
+            self.evaluator = EmbeddedEvaluator(settings)
         feed.subscribe(self._on_change)
+
+    def _evaluator_moved(self) -> None:
+        with self._lock:
+            self.generation += 1
 
     @property
     def mode(self) -> str:

@@ -66,6 +66,7 @@ def agent_session_config(
     if entry is not None:
         outcomes.labels("ok").inc()
         return config_response(request, entry)
+    stamp = cache.stamp(key)
     try:
         config = service.resolve_agent(
             session,
@@ -91,7 +92,7 @@ def agent_session_config(
         )
         return config_response(request, last, stale=True)
     outcomes.labels("ok").inc()
-    return config_response(request, cache.put(key, config))
+    return config_response(request, cache.put(key, config, stamp))
 
 
 @router.post("/workspaces/{workspace_id}/session-config", response_model=ResolvedSessionConfig)

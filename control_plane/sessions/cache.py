@@ -1,8 +1,11 @@
-"""Pre-serialized session configs per (workspace, agent, credentials mode).
+"""Pre-serialized session configs per (workspace, agent, credentials mode, audio channel), and
+the parts they are rebuilt from.
 
-An entry is valid until a change topic says otherwise: "config:<workspace>" for that workspace's
-agents, keys and settings; "config:*", "flags" and "resync" for everything. An invalidated entry
-is kept as the last known good answer for when the database is unreachable.
+An entry is served while its stamp (catalogue, flags and its workspace; see `kept.py`) is
+current. One that is not is kept as the last known good answer for when the database is
+unreachable. `ConfigParts` keeps what a config needs from the database (the agent, the
+workspace's key) per workspace stamp, so a catalogue edit or a flag change rebuilds every config
+without a database round trip.
 """
 
 import json
@@ -11,14 +14,12 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from control_plane.changes import RESYNC
-from control_plane.rollout.gate import FLAGS_TOPIC
+from control_plane.kept import Generations, Stamp
 from control_plane.served import Served
 from control_plane.sessions.models import ResolvedSessionConfig
+from control_plane.workspaces.service import AgentSnapshot
 
 CacheKey = tuple[str, str, str, str]  # workspace, agent, credentials mode, audio channel
-WORKSPACE_TOPIC_PREFIX = "config:"
-EVERYTHING = {"config:*", FLAGS_TOPIC, RESYNC}
 
 
 # A config holds a key or a client secret: no shared cache may keep it.
@@ -29,14 +30,13 @@ NO_STORE = "no-store"
 class CachedConfig:
     config: ResolvedSessionConfig
     served: Served
-    valid: bool = True
+    stamp: Stamp
     # Ephemeral credentials expire: the entry must be rebuilt before they do.
     valid_until: float | None = None
     _stale: Served | None = field(default=None, repr=False)
 
-    @property
-    def usable(self) -> bool:
-        return self.valid and (self.valid_until is None or time.time() < self.valid_until)
+    def usable(self, stamp: Stamp) -> bool:
+        return self.stamp == stamp and (self.valid_until is None or time.time() < self.valid_until)
 
     @property
     def stale(self) -> Served:
@@ -52,7 +52,10 @@ def serialize(config: ResolvedSessionConfig) -> bytes:
 
 
 class ConfigCache:
-    def __init__(self, max_entries: int, ephemeral_margin_seconds: int = 60) -> None:
+    def __init__(
+        self, generations: Generations, max_entries: int, ephemeral_margin_seconds: int = 60
+    ) -> None:
+        self.generations = generations
         self.max_entries = max_entries
         self.ephemeral_margin_seconds = ephemeral_margin_seconds
         self._entries: OrderedDict[CacheKey, CachedConfig] = OrderedDict()
@@ -60,10 +63,14 @@ class ConfigCache:
         self.hits = 0
         self.misses = 0
 
+    def stamp(self, key: CacheKey) -> Stamp:
+        """What an entry for `key` built now must be built from: read it before building."""
+        return self.generations.everything(key[0])
+
     def get(self, key: CacheKey) -> CachedConfig | None:
-        """A valid entry, or None (counted as a miss)."""
+        """A current entry, or None (counted as a miss)."""
         entry = self._entries.get(key)
-        if entry is not None and entry.usable:
+        if entry is not None and entry.usable(self.generations.everything(key[0])):
             self.hits += 1
             return entry
         self.misses += 1
@@ -72,13 +79,19 @@ class ConfigCache:
     def last_known(self, key: CacheKey) -> CachedConfig | None:
         return self._entries.get(key)
 
-    def put(self, key: CacheKey, config: ResolvedSessionConfig) -> CachedConfig:
+    def put(self, key: CacheKey, config: ResolvedSessionConfig, stamp: Stamp) -> CachedConfig:
         valid_until = None
         if config.credentials is not None and config.credentials.expires_at is not None:
             valid_until = config.credentials.expires_at - self.ephemeral_margin_seconds
-        entry = CachedConfig(
-            config=config, served=Served.of(serialize(config), NO_STORE), valid_until=valid_until
+        body = serialize(config)
+        previous = self._entries.get(key)
+        # The same bytes keep the same Served: its ETag is what callers revalidate with.
+        served = (
+            previous.served
+            if previous is not None and previous.served.body == body
+            else Served.of(body, NO_STORE)
         )
+        entry = CachedConfig(config=config, served=served, stamp=stamp, valid_until=valid_until)
         with self._lock:
             self._entries[key] = entry
             self._entries.move_to_end(key)
@@ -86,17 +99,45 @@ class ConfigCache:
                 self._entries.popitem(last=False)
         return entry
 
-    def invalidate(self, topic: str) -> None:
-        if topic in EVERYTHING:
-            workspace = None
-        elif topic.startswith(WORKSPACE_TOPIC_PREFIX):
-            workspace = topic[len(WORKSPACE_TOPIC_PREFIX) :]
-        else:
-            return
-        with self._lock:
-            for key, entry in self._entries.items():
-                if workspace is None or key[0] == workspace:
-                    entry.valid = False
-
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class ConfigParts:
+    """What a config needs from the database, kept per workspace stamp: agents and keys.
+
+    A plain key is kept here as it is in every cached config that carries it: in this process's
+    memory only, never serialized anywhere else.
+    """
+
+    def __init__(self, generations: Generations, max_entries: int) -> None:
+        self.generations = generations
+        self.max_entries = max_entries
+        self._agents: dict[tuple[str, str], tuple[AgentSnapshot, Stamp]] = {}
+        self._keys: dict[tuple[str, str], tuple[str | None, Stamp]] = {}
+        self._lock = threading.Lock()
+
+    def agent(self, workspace_id: str, agent_id: str) -> AgentSnapshot | None:
+        kept = self._agents.get((workspace_id, agent_id))
+        if kept is not None and kept[1] == self.generations.workspace(workspace_id):
+            return kept[0]
+        return None
+
+    def keep_agent(self, agent: AgentSnapshot, workspace_id: str, stamp: Stamp) -> None:
+        with self._lock:
+            if len(self._agents) >= self.max_entries:
+                self._agents.clear()
+            self._agents[(workspace_id, agent.agent_id)] = (agent, stamp)
+
+    def key(self, workspace_id: str, provider: str) -> tuple[bool, str | None]:
+        """(known, key): known is False when the key must be read from the database."""
+        kept = self._keys.get((workspace_id, provider))
+        if kept is not None and kept[1] == self.generations.workspace(workspace_id):
+            return True, kept[0]
+        return False, None
+
+    def keep_key(self, workspace_id: str, provider: str, key: str | None, stamp: Stamp) -> None:
+        with self._lock:
+            if len(self._keys) >= self.max_entries:
+                self._keys.clear()
+            self._keys[(workspace_id, provider)] = (key, stamp)

@@ -16,6 +16,7 @@ from control_plane.errors import ForbiddenError, ProblemError
 from control_plane.keys import service as keys
 from control_plane.keys.crypto import Keyring
 from control_plane.rollout.gate import FlagGate
+from control_plane.sessions.cache import ConfigParts
 from control_plane.sessions.engines import ENGINES
 from control_plane.sessions.ephemeral import EphemeralSecrets
 from control_plane.sessions.models import (
@@ -105,6 +106,7 @@ class Resolver:
     gate: FlagGate
     secrets: EphemeralSecrets
     catalogue: CatalogueSnapshot
+    parts: ConfigParts
 
 
 def resolve_agent(
@@ -118,7 +120,11 @@ def resolve_agent(
 ) -> ResolvedSessionConfig:
     """The config for a stored agent, with the audio formats of the channel its call uses."""
     reader = _service_reader(principal, workspace_id)
-    agent = workspaces.agent_snapshot(session, reader, workspace_id, agent_id)
+    agent = resolver.parts.agent(workspace_id, agent_id)
+    if agent is None:
+        stamp = resolver.parts.generations.workspace(workspace_id)
+        agent = workspaces.agent_snapshot(session, reader, workspace_id, agent_id)
+        resolver.parts.keep_agent(agent, workspace_id, stamp)
     return _resolve(
         session,
         resolver,
@@ -176,6 +182,17 @@ def _service_reader(principal: Principal, workspace_id: str) -> Principal:
     )
 
 
+def _workspace_key(
+    session: Session, resolver: Resolver, workspace_id: str, provider: str
+) -> str | None:
+    known, key = resolver.parts.key(workspace_id, provider)
+    if not known:
+        stamp = resolver.parts.generations.workspace(workspace_id)
+        key = keys.reveal_key(session, resolver.keyring, workspace_id, provider)
+        resolver.parts.keep_key(workspace_id, provider, key, stamp)
+    return key
+
+
 def _resolve(
     session: Session,
     resolver: Resolver,
@@ -208,7 +225,7 @@ def _resolve(
 
     key = None
     if profile.key_provider is not None:
-        key = keys.reveal_key(session, resolver.keyring, workspace_id, profile.key_provider)
+        key = _workspace_key(session, resolver, workspace_id, profile.key_provider)
     if key is None and profile.key_required:
         raise KeyMissingError(
             XAI_KEY_MISSING, extra={"tier": tier.id, "provider": profile.key_provider}

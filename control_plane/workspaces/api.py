@@ -97,10 +97,10 @@ def list_agents(
 ) -> Response:
     """A page of the workspace's agents, oldest first, served from memory until it changes."""
     pages: AgentPages = request.app.state.agent_pages
-    key = (workspace_id, limit, cursor)
+    key = (workspace_id, limit, cursor or None)  # empty: the first page, as the fast path keys it
     served = pages.get(key) if principal.can_access_workspace(workspace_id) else None
     if served is None:
-        built_under = pages.generation(workspace_id)
+        stamp = pages.stamp(workspace_id)
         agents, next_cursor = service.list_agents(session, principal, workspace_id, limit, cursor)
         catalogue = request.app.state.catalogue_reads.snapshot.get(session)
         page = AgentList(
@@ -108,7 +108,7 @@ def list_agents(
             next_cursor=next_cursor,
         )
         served = Served.of(json_bytes(page), PRIVATE_CACHE, vary="Authorization")
-        pages.put(key, served, built_under)
+        pages.put(key, served, stamp)
     return served_response(request, served)
 
 

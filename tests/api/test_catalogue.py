@@ -238,7 +238,7 @@ def test_a_matching_etag_answers_304_with_cache_headers(
 ) -> None:
     etag, _ = _tiers(client)
     if not warm:  # the next request must build it again (the route's path)
-        client.app.state.catalogue_reads.snapshot.on_change("config:*")  # type: ignore[attr-defined]
+        client.app.state.generations.on_change("config:*")  # type: ignore[attr-defined]
     response = client.get("/api/v1/tiers", headers={"If-None-Match": etag})
     assert response.status_code == 304 and response.content == b""
     assert response.headers["cache-control"].startswith("public, max-age=30")
@@ -257,7 +257,7 @@ def _database_away(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
         raise OperationalError("SELECT", {}, Exception("connection refused"))
 
     monkeypatch.setattr(CatalogueSnapshot, "_load", away)
-    client.app.state.catalogue_reads.snapshot.on_change("config:*")  # type: ignore[attr-defined]
+    client.app.state.generations.on_change("config:*")  # type: ignore[attr-defined]
 
 
 def test_database_away_serves_the_last_catalogue_marked_stale(

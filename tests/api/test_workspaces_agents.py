@@ -305,9 +305,9 @@ def test_a_page_of_agents_shows_every_change_at_once(client: TestClient, tokens:
 def test_without_invalidation_a_cached_page_would_hide_changes(
     client: TestClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from control_plane.workspaces import cache
+    from control_plane import kept
 
-    monkeypatch.setattr(cache, "WORKSPACE_PREFIX", "no-such-topic:")  # workspace changes unheard
+    monkeypatch.setattr(kept, "WORKSPACE_TOPIC_PREFIX", "no-such-topic:")  # changes unheard
     ids = _create_agents(client, tokens.acme, 2)
     assert _names(client, tokens.acme) == ["Agent 0", "Agent 1"]
     path = f"/api/v1/workspaces/acme/agents/{ids[1]}"
@@ -316,17 +316,24 @@ def test_without_invalidation_a_cached_page_would_hide_changes(
 
 
 def test_a_page_built_while_a_change_arrived_is_not_kept() -> None:
+    from control_plane.kept import Generations
     from control_plane.served import Served
     from control_plane.workspaces.cache import AgentPages
 
-    pages = AgentPages()
-    built_under = pages.generation("acme")
-    pages.invalidate("config:acme")  # the change lands while the page is being built
-    pages.put(("acme", 50, None), Served.of(b"{}", "private"), built_under)
+    class Flags:
+        generation = 0
+
+    generations = Generations(Flags())
+    pages = AgentPages(generations)
+    stamp = pages.stamp("acme")
+    generations.on_change("config:acme")  # the change lands while the page is being built
+    pages.put(("acme", 50, None), Served.of(b"{}", "private"), stamp)
     assert pages.get(("acme", 50, None)) is None
-    pages.put(("acme", 50, None), Served.of(b"{}", "private"), pages.generation("acme"))
+    pages.put(("acme", 50, None), Served.of(b"{}", "private"), pages.stamp("acme"))
     assert pages.get(("acme", 50, None)) is not None
-    pages.invalidate("config:*")
+    generations.on_change("config:globex")  # another workspace: this page stays
+    assert pages.get(("acme", 50, None)) is not None
+    generations.on_change("config:*")
     assert pages.get(("acme", 50, None)) is None
 
 
@@ -381,3 +388,25 @@ def test_without_the_tier_rule_an_agent_lands_on_a_closed_tier(
     assert [a["pricing_tier"] for a in agents_of(client, tokens.globex, "globex")] == [
         "grok-realtime"
     ]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/tokens",
+        "/api/v1/audit",
+        "/api/v1/workspaces",
+        "/api/v1/workspaces/acme/calls",
+        "/api/v1/workspaces/acme/agents",
+    ],
+)
+def test_an_empty_cursor_is_the_first_page_on_every_list(
+    client: TestClient, tokens: Tokens, path: str
+) -> None:
+    """The document allows `?cursor=` (its pattern matches ""): the code reads it as no cursor,
+    on the routes and not only on the fast path (the agents' list asked cold here)."""
+    client.app.state.generations.on_change("resync")  # type: ignore[attr-defined]
+    first = client.get(path, headers=auth(tokens.admin))
+    empty = client.get(f"{path}?cursor=", headers=auth(tokens.admin))
+    assert first.status_code == 200, first.text
+    assert (empty.status_code, empty.json()) == (200, first.json())
