@@ -6,7 +6,9 @@ as a second row. Every endpoint is warmed (3 s of the same load) before its meas
 
   - wrk -t1 -c16 -d10s: Unleash's /api/client/features (20 features); Switchboard's
     /api/client/features (the same 20), its session-config for one agent, and its session-config
-    over 1,000 agents in 50 workspaces, a random one per request (bench/random_path.lua); the
+    over 1,000 agents in 50 workspaces, a random one per request (bench/random_path.lua), again
+    in the 5 s right after a tier edit (no warm-up), once another tier's (no config changes) and
+    once the agents' own (all 1,000 configs are rebuilt); the
     catalogue the frontend reads (tiers anonymous and for a workspace, a tier, voices, a voice
     map), a conditional read answered 304, and a page of 50 agents from a workspace with 1,000
   - in-process: flag evaluation through the memo and raw through the engine, and an uncached
@@ -66,6 +68,7 @@ BIG, BIG_AGENTS = "bench-big", 1_000
 WRK = ["wrk", "-t1", "-c16", "--latency"]
 CLIENT_TOKEN = "bench-client-token"  # noqa: S105 (a loopback benchmark token)
 FLAG = "grok-realtime-tier"
+FLAG_TIER = "grok-realtime"  # the bench's agents' tier
 # wrk needs a header; this one changes nothing for an anonymous read.
 ANONYMOUS = "Accept: application/json"
 # What the frontend reads: (result name, path, who asks)
@@ -82,8 +85,14 @@ CATALOGUE_READS = [
 TARGETS: dict[str, tuple[str, float]] = {
     "session_config_vs_unleash": (">=", 2.5),
     "session_config_p99_ms": ("<=", 5.0),
-    "session_config_1000_agents_vs_unleash": (">=", 2.5),
-    "session_config_1000_agents_p99_ms": ("<=", 5.0),
+    # Issue 34: 1,000 random agents >= 10x with p99 <= 2 ms; in the 5 s after a tier edit
+    # >= 3x with p99 <= 10 ms.
+    "session_config_1000_agents_vs_unleash": (">=", 10.0),
+    "session_config_1000_agents_p99_ms": ("<=", 2.0),
+    "session_config_after_tier_edit_vs_unleash": (">=", 3.0),
+    "session_config_after_tier_edit_p99_ms": ("<=", 10.0),
+    "session_config_after_own_tier_edit_vs_unleash": (">=", 3.0),
+    "session_config_after_own_tier_edit_p99_ms": ("<=", 10.0),
     "client_features_vs_unleash": (">=", 1.5),
     "flag_evaluation_memoized_p99_us": ("<=", 50.0),
     "flag_evaluation_raw_p99_us": ("<=", 50.0),
@@ -186,6 +195,7 @@ class Seeded:
     features: list[dict[str, Any]]
     workspace_token: str = ""
     big_workspace_token: str = ""
+    admin_token: str = ""
 
 
 def seed(database_url: str, workdir: Path) -> Seeded:
@@ -265,11 +275,19 @@ def seed(database_url: str, workdir: Path) -> Seeded:
             session, name="bench-00", scopes=[f"workspace:{workspace_ids[0]}"]
         )
         _, big_token = auth_service.create_token(session, name=BIG, scopes=[f"workspace:{BIG}"])
+        _, admin_token = auth_service.create_token(session, name="bench-admin", scopes=["admin"])
         session.commit()
         features = [f.definition for f in rollout.list_flags(session)]
     engine.dispose()
     return Seeded(
-        settings, service_token, agent_paths[0], agent_paths, features, workspace_token, big_token
+        settings,
+        service_token,
+        agent_paths[0],
+        agent_paths,
+        features,
+        workspace_token,
+        big_token,
+        admin_token,
     )
 
 
@@ -333,6 +351,21 @@ def measure_switchboard(seeded: Seeded, workdir: Path) -> dict[str, Any]:
             f"{base}{seeded.agent_paths[0]}", service, paths=paths
         )
         results["session_config_1000_agents"]["bytes"] = results["session_config"]["bytes"]
+        # Every config is kept; a product person edits a tier. The 5 s after it, unwarmed: what
+        # every call starting then waits for (issue 34). Premium: another tier than the agents';
+        # grok-realtime: theirs, so every one of the 1,000 configs is rebuilt.
+        for name, tier in (("after_tier_edit", "premium"), ("after_own_tier_edit", FLAG_TIER)):
+            edited = http.patch(
+                f"/api/v1/tiers/{tier}",
+                json={"name": f"{tier} {time.time_ns()}"},
+                headers={"Authorization": f"Bearer {seeded.admin_token}"},
+            )
+            assert edited.status_code == 200, edited.text[:300]
+            after_edit = wrk(f"{base}{seeded.agent_paths[0]}", service, seconds=5, paths=paths)
+            results[f"session_config_{name}"] = after_edit | {
+                "warm_up_non_2xx": 0,
+                "bytes": results["session_config"]["bytes"],
+            }
         workspace = f"Authorization: Bearer {seeded.workspace_token}"
         for name, path, header in CATALOGUE_READS:
             header = {"workspace": workspace, "none": ANONYMOUS}[header]
@@ -350,7 +383,7 @@ def measure_switchboard(seeded: Seeded, workdir: Path) -> dict[str, Any]:
 
 def measure_in_process(seeded: Seeded) -> dict[str, Any]:
     from control_plane.catalogue.snapshot import CatalogueSnapshot
-    from control_plane.changes import RESYNC, ChangeFeed
+    from control_plane.changes import ChangeFeed
     from control_plane.kept import Generations
     from control_plane.rollout.engine import EmbeddedEvaluator
     from control_plane.rollout.gate import FlagGate
@@ -398,7 +431,8 @@ def measure_in_process(seeded: Seeded) -> dict[str, Any]:
     for index in range(2000):
         path = seeded.agent_paths[index % len(seeded.agent_paths)].split("/")
         workspace_id, agent_id = path[4], path[6]
-        generations.on_change(RESYNC)  # nothing kept: every resolve reads the database
+        # The agent and key are read from the database; the catalogue is kept, as in a process.
+        generations.on_change(f"config:{workspace_id}")
         with Session(engine) as session:
             started = time.perf_counter_ns()
             sessions.resolve_agent(session, resolver, principal, workspace_id, agent_id)
@@ -473,6 +507,18 @@ def main() -> None:
         ]
         / unleash_rps,
         "session_config_1000_agents_p99_ms": ours["session_config_1000_agents"]["p99_ms"],
+        "session_config_after_tier_edit_vs_unleash": ours["session_config_after_tier_edit"][
+            "requests_per_second"
+        ]
+        / unleash_rps,
+        "session_config_after_tier_edit_p99_ms": ours["session_config_after_tier_edit"]["p99_ms"],
+        "session_config_after_own_tier_edit_vs_unleash": ours["session_config_after_own_tier_edit"][
+            "requests_per_second"
+        ]
+        / unleash_rps,
+        "session_config_after_own_tier_edit_p99_ms": ours["session_config_after_own_tier_edit"][
+            "p99_ms"
+        ],
         "client_features_vs_unleash": ours["client_features"]["requests_per_second"] / unleash_rps,
         "flag_evaluation_memoized_p99_us": in_process["flag_evaluation_memoized"]["p99_us"],
         "flag_evaluation_raw_p99_us": in_process["flag_evaluation_raw"]["p99_us"],

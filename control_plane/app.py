@@ -167,15 +167,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Every kept answer below is checked against these counters (kept.py, docs/caches.md).
     app.state.generations = generations = Generations(gate)
     feed.subscribe(generations.on_change)
-    app.state.config_cache = config_cache = ConfigCache(generations, settings.config_cache_size)
     catalogue = CatalogueSnapshot(generations)
-    app.state.resolver = Resolver(
+    app.state.resolver = resolver = Resolver(
         settings=settings,
         keyring=app.state.keyring,
         gate=gate,
         secrets=EphemeralSecrets(settings),
         catalogue=catalogue,
         parts=ConfigParts(generations, settings.config_cache_size),
+    )
+    app.state.config_cache = config_cache = ConfigCache(
+        generations, settings.config_cache_size, revalidate=resolver.still_holds
     )
     app.state.catalogue_reads = CatalogueReads(catalogue, generations)
     app.state.agent_pages = agent_pages = AgentPages(generations)

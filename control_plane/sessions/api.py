@@ -68,7 +68,7 @@ def agent_session_config(
         return config_response(request, entry)
     stamp = cache.stamp(key)
     try:
-        config = service.resolve_agent(
+        config, basis = service.resolve_agent_with_basis(
             session,
             request.app.state.resolver,
             principal,
@@ -92,7 +92,7 @@ def agent_session_config(
         )
         return config_response(request, last, stale=True)
     outcomes.labels("ok").inc()
-    return config_response(request, cache.put(key, config, stamp))
+    return config_response(request, cache.put(key, config, stamp, basis))
 
 
 @router.post("/workspaces/{workspace_id}/session-config", response_model=ResolvedSessionConfig)

@@ -12,9 +12,11 @@ import json
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from control_plane.kept import Generations, Stamp
+from control_plane.rollout.models import FlagDecision
 from control_plane.served import Served
 from control_plane.sessions.models import ResolvedSessionConfig
 from control_plane.workspaces.service import AgentSnapshot
@@ -26,11 +28,29 @@ CacheKey = tuple[str, str, str, str]  # workspace, agent, credentials mode, audi
 NO_STORE = "no-store"
 
 
+@dataclass(frozen=True)
+class ConfigBasis:
+    """What of the catalogue and the flags a config was built from. When only the catalogue or
+    flag counters moved and this is unchanged, the config still holds: a tier edit rebuilds
+    the configs of that tier's agents, not every config."""
+
+    workspace_id: str
+    tier_id: str
+    tier_version: int
+    voice_map_version: int
+    flag_version: int
+    decision: FlagDecision | None
+
+
+Revalidate = Callable[[ConfigBasis], bool]
+
+
 @dataclass
 class CachedConfig:
     config: ResolvedSessionConfig
     served: Served
     stamp: Stamp
+    basis: ConfigBasis | None = None
     # Ephemeral credentials expire: the entry must be rebuilt before they do.
     valid_until: float | None = None
     _stale: Served | None = field(default=None, repr=False)
@@ -53,9 +73,14 @@ def serialize(config: ResolvedSessionConfig) -> bytes:
 
 class ConfigCache:
     def __init__(
-        self, generations: Generations, max_entries: int, ephemeral_margin_seconds: int = 60
+        self,
+        generations: Generations,
+        max_entries: int,
+        ephemeral_margin_seconds: int = 60,
+        revalidate: Revalidate | None = None,
     ) -> None:
         self.generations = generations
+        self.revalidate = revalidate
         self.max_entries = max_entries
         self.ephemeral_margin_seconds = ephemeral_margin_seconds
         self._entries: OrderedDict[CacheKey, CachedConfig] = OrderedDict()
@@ -70,16 +95,39 @@ class ConfigCache:
     def get(self, key: CacheKey) -> CachedConfig | None:
         """A current entry, or None (counted as a miss)."""
         entry = self._entries.get(key)
-        if entry is not None and entry.usable(self.generations.everything(key[0])):
-            self.hits += 1
-            return entry
+        if entry is not None:
+            current = self.generations.everything(key[0])
+            if entry.usable(current) or self._still_holds(entry, current):
+                self.hits += 1
+                return entry
         self.misses += 1
         return None
+
+    def _still_holds(self, entry: CachedConfig, current: Stamp) -> bool:
+        """Only catalogue or flag counters moved (stamp: epoch, catalogue, flags, workspace) and
+        the entry's basis is unchanged: stamp it current instead of rebuilding it."""
+        if (
+            self.revalidate is None
+            or entry.basis is None
+            or entry.stamp[0] != current[0]
+            or entry.stamp[3] != current[3]
+            or not entry.usable(entry.stamp)
+            or not self.revalidate(entry.basis)
+        ):
+            return False
+        entry.stamp = current  # read before revalidating: a later change still shows
+        return True
 
     def last_known(self, key: CacheKey) -> CachedConfig | None:
         return self._entries.get(key)
 
-    def put(self, key: CacheKey, config: ResolvedSessionConfig, stamp: Stamp) -> CachedConfig:
+    def put(
+        self,
+        key: CacheKey,
+        config: ResolvedSessionConfig,
+        stamp: Stamp,
+        basis: ConfigBasis | None = None,
+    ) -> CachedConfig:
         valid_until = None
         if config.credentials is not None and config.credentials.expires_at is not None:
             valid_until = config.credentials.expires_at - self.ephemeral_margin_seconds
@@ -91,7 +139,9 @@ class ConfigCache:
             if previous is not None and previous.served.body == body
             else Served.of(body, NO_STORE)
         )
-        entry = CachedConfig(config=config, served=served, stamp=stamp, valid_until=valid_until)
+        entry = CachedConfig(
+            config=config, served=served, stamp=stamp, basis=basis, valid_until=valid_until
+        )
         with self._lock:
             self._entries[key] = entry
             self._entries.move_to_end(key)

@@ -16,7 +16,7 @@ from control_plane.errors import ForbiddenError, ProblemError
 from control_plane.keys import service as keys
 from control_plane.keys.crypto import Keyring
 from control_plane.rollout.gate import FlagGate
-from control_plane.sessions.cache import ConfigParts
+from control_plane.sessions.cache import ConfigBasis, ConfigParts
 from control_plane.sessions.engines import ENGINES
 from control_plane.sessions.ephemeral import EphemeralSecrets
 from control_plane.sessions.models import (
@@ -108,6 +108,24 @@ class Resolver:
     catalogue: CatalogueSnapshot
     parts: ConfigParts
 
+    def still_holds(self, basis: ConfigBasis) -> bool:
+        """Would a config built now on the same agent and key have this basis? Only from what
+        is in memory; False when the catalogue must be loaded first (the route will)."""
+        data = self.catalogue.current
+        tier = data.tiers.get(basis.tier_id) if data is not None else None
+        if data is None or tier is None or tier.version != basis.tier_version:
+            return False
+        voice_map = data.voice_maps.get(tier.voice_provider)
+        if (voice_map.version if voice_map else 0) != basis.voice_map_version:
+            return False
+        if not tier.flag_name:
+            return basis.decision is None
+        if self.gate.version_of(tier.flag_name) != basis.flag_version:
+            return False
+        # Same definition, but in scale mode the SDK may only now hold it: decide again.
+        availability = catalogue_service.tier_availability(self.gate, tier, basis.workspace_id)
+        return availability.available and availability.decision == basis.decision
+
 
 def resolve_agent(
     session: Session,
@@ -119,6 +137,21 @@ def resolve_agent(
     channel: AudioChannel = "phone",
 ) -> ResolvedSessionConfig:
     """The config for a stored agent, with the audio formats of the channel its call uses."""
+    return resolve_agent_with_basis(
+        session, resolver, principal, workspace_id, agent_id, credentials, channel
+    )[0]
+
+
+def resolve_agent_with_basis(
+    session: Session,
+    resolver: Resolver,
+    principal: Principal,
+    workspace_id: str,
+    agent_id: str,
+    credentials: CredentialsMode = "key",
+    channel: AudioChannel = "phone",
+) -> tuple[ResolvedSessionConfig, ConfigBasis]:
+    """The config and what of the catalogue and flags it was built from (for the cache)."""
     reader = _service_reader(principal, workspace_id)
     agent = resolver.parts.agent(workspace_id, agent_id)
     if agent is None:
@@ -164,7 +197,7 @@ def resolve_inline(
         "inline",
         credentials,
         keep_transcripts=bool(settings and settings.keep_transcripts),
-    )
+    )[0]
 
 
 def require_service(principal: Principal) -> None:
@@ -205,7 +238,7 @@ def _resolve(
     credentials: CredentialsMode,
     channel: AudioChannel = "phone",
     keep_transcripts: bool = False,
-) -> ResolvedSessionConfig:
+) -> tuple[ResolvedSessionConfig, ConfigBasis]:
     settings, gate, data = resolver.settings, resolver.gate, resolver.catalogue.get(session)
     tier = data.tier(config.pricing_tier)
     profile = ENGINES.get(tier.engine)
@@ -247,7 +280,16 @@ def _resolve(
         if channel == "browser"
         else AudioFormat(type=profile.telephony_audio)
     )
-    return ResolvedSessionConfig(
+    voice_map = data.voice_maps.get(tier.voice_provider)
+    basis = ConfigBasis(
+        workspace_id=workspace_id,
+        tier_id=tier.id,
+        tier_version=tier.version,
+        voice_map_version=voice_map.version if voice_map else 0,
+        flag_version=gate.version_of(tier.flag_name) if tier.flag_name else 0,
+        decision=decision,
+    )
+    resolved = ResolvedSessionConfig(
         config_version=config_version(data, gate, tier, workspace_revision, agent_version),
         workspace_id=workspace_id,
         agent_id=agent_id,
@@ -281,3 +323,4 @@ def _resolve(
         flag=decision,
         keep_transcripts=keep_transcripts,
     )
+    return resolved, basis

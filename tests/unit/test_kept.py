@@ -96,3 +96,31 @@ def test_a_catalogue_loaded_while_an_edit_committed_is_loaded_again(monkeypatch:
     assert first is loads[0] and snapshot.current is None
     second = snapshot.get(session=None)  # type: ignore[arg-type]
     assert second is loads[1] and snapshot.current is second
+
+
+def test_a_config_whose_basis_holds_is_stamped_current_not_rebuilt(monkeypatch: Any) -> None:
+    from control_plane.sessions.cache import ConfigBasis
+
+    monkeypatch.setattr("control_plane.sessions.cache.serialize", lambda c: c.agent_name.encode())
+    flags = Flags()
+    generations = Generations(flags)
+    holds = {"answer": True}
+    asked: list[ConfigBasis] = []
+
+    def revalidate(basis: ConfigBasis) -> bool:
+        asked.append(basis)
+        return holds["answer"]
+
+    cache = ConfigCache(generations, max_entries=10, revalidate=revalidate)
+    key = ("acme", "agt_1", "key", "phone")
+    basis = ConfigBasis("acme", "grok-realtime", 1, 1, 1, None)
+    cache.put(key, config("kept"), cache.stamp(key), basis)
+    generations.on_change("config:*")  # another tier edited
+    assert cache.get(key) is not None and asked == [basis]
+    assert cache.get(key) is not None and len(asked) == 1  # stamped current: not asked again
+    flags.generation += 1
+    holds["answer"] = False  # this time the basis changed
+    assert cache.get(key) is None
+    generations.on_change("config:acme")  # a workspace change is never revalidated
+    holds["answer"] = True
+    assert cache.get(key) is None
