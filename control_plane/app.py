@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import secrets
@@ -54,7 +55,7 @@ from control_plane.sessions.api import router as sessions_router
 from control_plane.sessions.cache import ConfigCache, ConfigParts
 from control_plane.sessions.ephemeral import EphemeralSecrets
 from control_plane.sessions.fastpath import HotPathMiddleware
-from control_plane.sessions.service import Resolver
+from control_plane.sessions.service import Resolver, rebuild_in_memory
 from control_plane.settings import Settings, metrics_allowed, production_refusals
 from control_plane.telemetry.api import router as telemetry_router
 from control_plane.telemetry.metrics import HttpMetricsMiddleware, Metrics, StateCollector
@@ -202,6 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         client_tokens=client_tokens,
         catalogue_reads=app.state.catalogue_reads,
         agent_pages=agent_pages,
+        rebuild_config=functools.partial(rebuild_in_memory, resolver, config_cache),
     )
     app.add_middleware(
         SessionMiddleware,

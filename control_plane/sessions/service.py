@@ -16,7 +16,13 @@ from control_plane.errors import ForbiddenError, ProblemError
 from control_plane.keys import service as keys
 from control_plane.keys.crypto import Keyring
 from control_plane.rollout.gate import FlagGate
-from control_plane.sessions.cache import ConfigBasis, ConfigParts
+from control_plane.sessions.cache import (
+    CachedConfig,
+    CacheKey,
+    ConfigBasis,
+    ConfigCache,
+    ConfigParts,
+)
 from control_plane.sessions.engines import ENGINES
 from control_plane.sessions.ephemeral import EphemeralSecrets
 from control_plane.sessions.models import (
@@ -215,11 +221,56 @@ def _service_reader(principal: Principal, workspace_id: str) -> Principal:
     )
 
 
+class NotInMemory(Exception):
+    """A part of the config must be read from the database first."""
+
+
+def rebuild_in_memory(resolver: Resolver, cache: ConfigCache, key: CacheKey) -> CachedConfig | None:
+    """For the fast path's misses: the config rebuilt from kept parts alone (no database, no
+    xAI) and kept. None when a part is not in memory, the call asks for an ephemeral secret, or
+    the answer is a refusal: the route builds those, and explains them."""
+    workspace_id, agent_id, credentials, channel = key
+    if credentials not in ("key", "none") or channel not in ("phone", "browser"):
+        return None
+    stamp = cache.stamp(key)
+    agent = resolver.parts.agent(workspace_id, agent_id)
+    if agent is None:
+        return None
+    try:
+        config, basis = _resolve(
+            None,
+            resolver,
+            workspace_id,
+            agent.workspace_revision,
+            agent.config,
+            agent.config.voice or "",
+            agent.agent_id,
+            str(agent.version),
+            credentials,  # type: ignore[arg-type]
+            channel,  # type: ignore[arg-type]
+            agent.keep_transcripts,
+        )
+    except (NotInMemory, ProblemError):
+        return None
+    return cache.put(key, config, stamp, basis)
+
+
+def _catalogue(session: Session | None, resolver: Resolver) -> CatalogueData:
+    if session is not None:
+        return resolver.catalogue.get(session)
+    data = resolver.catalogue.current
+    if data is None:
+        raise NotInMemory
+    return data
+
+
 def _workspace_key(
-    session: Session, resolver: Resolver, workspace_id: str, provider: str
+    session: Session | None, resolver: Resolver, workspace_id: str, provider: str
 ) -> str | None:
     known, key = resolver.parts.key(workspace_id, provider)
     if not known:
+        if session is None:
+            raise NotInMemory
         stamp = resolver.parts.generations.workspace(workspace_id)
         key = keys.reveal_key(session, resolver.keyring, workspace_id, provider)
         resolver.parts.keep_key(workspace_id, provider, key, stamp)
@@ -227,7 +278,7 @@ def _workspace_key(
 
 
 def _resolve(
-    session: Session,
+    session: Session | None,
     resolver: Resolver,
     workspace_id: str,
     workspace_revision: int,
@@ -239,7 +290,8 @@ def _resolve(
     channel: AudioChannel = "phone",
     keep_transcripts: bool = False,
 ) -> tuple[ResolvedSessionConfig, ConfigBasis]:
-    settings, gate, data = resolver.settings, resolver.gate, resolver.catalogue.get(session)
+    """Session None: from memory only (NotInMemory when something must be read)."""
+    settings, gate, data = resolver.settings, resolver.gate, _catalogue(session, resolver)
     tier = data.tier(config.pricing_tier)
     profile = ENGINES.get(tier.engine)
     if profile is None:
