@@ -75,9 +75,12 @@ bench-phone-side: $(VENV)/.installed-dev
 redteam: $(VENV)/.installed-dev
 	$(BIN)/python bench/redteam.py
 
-## Bounded soak on loopback (SOAK_SECONDS, SOAK_RATE): errors and memory growth
+## Bounded soak on loopback (SOAK_SECONDS, SOAK_RATE): errors and memory growth; then the
+## cache-coherence state machine with 10x the examples of `make test`, 30 steps each
 soak: $(VENV)/.installed-dev
 	$(BIN)/python bench/soak.py
+	SWITCHBOARD_COHERENCE_EXAMPLES=40 SWITCHBOARD_COHERENCE_STEPS=30 PATH="$(CURDIR)/$(BIN):$$PATH" \
+		scripts/test-services.sh $(BIN)/pytest -q tests/integration/test_cache_coherence.py -k "not twin"
 
 lint:
 	$(BIN)/ruff format --check . && $(BIN)/ruff check .
