@@ -180,7 +180,7 @@ def _issue(
 ) -> IssuedCall:
     # The same refusals as a session config (agent unknown, tier not enabled or killed, key
     # missing), before any audio flows. Credentials stay out: nothing is minted here.
-    config = sessions.resolve_agent(
+    config, _ = sessions.resolve_agent(
         session, resolver, principal, workspace_id, agent_id, credentials="none"
     )
     if channel == "browser" and config.engine != BROWSER_ENGINE:

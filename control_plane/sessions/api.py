@@ -68,7 +68,7 @@ def agent_session_config(
         return config_response(request, entry)
     stamp = cache.stamp(key)
     try:
-        config, basis = service.resolve_agent_with_basis(
+        config, basis = service.resolve_agent(
             session,
             request.app.state.resolver,
             principal,

@@ -41,6 +41,7 @@ from control_plane.sessions.models import (
 from control_plane.settings import Settings
 from control_plane.workspaces import service as workspaces
 from control_plane.workspaces.models import AgentConfig, WorkspaceSettings
+from control_plane.workspaces.service import AgentSnapshot
 
 DEFAULT_VAD_THRESHOLD = 0.7
 XAI_KEY_MISSING = (
@@ -141,29 +142,26 @@ def resolve_agent(
     agent_id: str,
     credentials: CredentialsMode = "key",
     channel: AudioChannel = "phone",
-) -> ResolvedSessionConfig:
-    """The config for a stored agent, with the audio formats of the channel its call uses."""
-    return resolve_agent_with_basis(
-        session, resolver, principal, workspace_id, agent_id, credentials, channel
-    )[0]
-
-
-def resolve_agent_with_basis(
-    session: Session,
-    resolver: Resolver,
-    principal: Principal,
-    workspace_id: str,
-    agent_id: str,
-    credentials: CredentialsMode = "key",
-    channel: AudioChannel = "phone",
 ) -> tuple[ResolvedSessionConfig, ConfigBasis]:
-    """The config and what of the catalogue and flags it was built from (for the cache)."""
+    """The config for a stored agent, with the audio formats of the channel its call uses, and
+    what of the catalogue and flags it was built from (for the cache)."""
     reader = _service_reader(principal, workspace_id)
     agent = resolver.parts.agent(workspace_id, agent_id)
     if agent is None:
         stamp = resolver.parts.generations.workspace(workspace_id)
         agent = workspaces.agent_snapshot(session, reader, workspace_id, agent_id)
         resolver.parts.keep_agent(agent, workspace_id, stamp)
+    return _resolve_stored(session, resolver, workspace_id, agent, credentials, channel)
+
+
+def _resolve_stored(
+    session: Session | None,
+    resolver: Resolver,
+    workspace_id: str,
+    agent: AgentSnapshot,
+    credentials: CredentialsMode,
+    channel: AudioChannel,
+) -> tuple[ResolvedSessionConfig, ConfigBasis]:
     return _resolve(
         session,
         resolver,
@@ -237,18 +235,13 @@ def rebuild_in_memory(resolver: Resolver, cache: ConfigCache, key: CacheKey) -> 
     if agent is None:
         return None
     try:
-        config, basis = _resolve(
+        config, basis = _resolve_stored(
             None,
             resolver,
             workspace_id,
-            agent.workspace_revision,
-            agent.config,
-            agent.config.voice or "",
-            agent.agent_id,
-            str(agent.version),
+            agent,
             credentials,  # type: ignore[arg-type]
             channel,  # type: ignore[arg-type]
-            agent.keep_transcripts,
         )
     except (NotInMemory, ProblemError):
         return None

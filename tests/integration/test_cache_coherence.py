@@ -377,19 +377,26 @@ def fresh(settings: Settings) -> Callable[[], AbstractContextManager[Client]]:
     return started
 
 
+def deployment(
+    settings: Settings, writer: Client, readers: list[Client], bound_seconds: float
+) -> Deployment:
+    """Writes on `writer`, reads on `readers`, an admin and a service token of their own."""
+    return Deployment(
+        writer=writer,
+        readers=readers,
+        oracle=fresh(settings),
+        bound_seconds=bound_seconds,
+        admin=issue_token(settings.database_url, settings, "admin", ["admin"]),
+        service=issue_token(settings.database_url, settings, "service", ["service"]),
+        database_url=settings.database_url,
+        settings=settings,
+    )
+
+
 @contextmanager
 def in_process(settings: Settings, bound_seconds: float = 0.0) -> Iterator[Deployment]:
     with TestClient(create_app(settings)) as client:
-        yield Deployment(
-            writer=client,
-            readers=[client],
-            oracle=fresh(settings),
-            bound_seconds=bound_seconds,
-            admin=issue_token(settings.database_url, settings, "admin", ["admin"]),
-            service=issue_token(settings.database_url, settings, "service", ["service"]),
-            database_url=settings.database_url,
-            settings=settings,
-        )
+        yield deployment(settings, client, [client], bound_seconds)
 
 
 @contextmanager
@@ -440,16 +447,7 @@ def replicas(settings: Settings, writer: Client | None = None) -> Iterator[Deplo
     create_app(settings)  # makes the master key file both processes share
     with serve_process(settings) as first, serve_process(settings) as second:
         writes = writer if writer is not None else first
-        yield Deployment(
-            writer=writes,
-            readers=[writes, second],
-            oracle=fresh(settings),
-            bound_seconds=REPLICA_BOUND_SECONDS,
-            admin=issue_token(settings.database_url, settings, "admin", ["admin"]),
-            service=issue_token(settings.database_url, settings, "service", ["service"]),
-            database_url=settings.database_url,
-            settings=settings,
-        )
+        yield deployment(settings, writes, [writes, second], REPLICA_BOUND_SECONDS)
 
 
 def scale(settings: Settings, unleash: UnleashServer) -> Settings:
