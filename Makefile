@@ -77,9 +77,12 @@ redteam: $(VENV)/.installed-dev
 
 ## Bounded soak on loopback (SOAK_SECONDS, SOAK_RATE): errors and memory growth; then the
 ## cache-coherence state machine with 10x the examples of `make test`, 30 steps each
+COHERENCE_EXAMPLES ?= 40
+COHERENCE_STEPS ?= 30
 soak: $(VENV)/.installed-dev
 	$(BIN)/python bench/soak.py
-	SWITCHBOARD_COHERENCE_EXAMPLES=40 SWITCHBOARD_COHERENCE_STEPS=30 PATH="$(CURDIR)/$(BIN):$$PATH" \
+	SWITCHBOARD_COHERENCE_EXAMPLES=$(COHERENCE_EXAMPLES) SWITCHBOARD_COHERENCE_STEPS=$(COHERENCE_STEPS) \
+		PATH="$(CURDIR)/$(BIN):$$PATH" \
 		scripts/test-services.sh $(BIN)/pytest -q tests/integration/test_cache_coherence.py -k "not twin"
 
 lint:
