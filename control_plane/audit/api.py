@@ -36,9 +36,8 @@ def list_audit(
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: CursorQuery = None,
 ) -> AuditPage:
-    if (
-        cursor
-    ):  # the cursor every list takes ("" is the first page); before_id stays for older clients
+    # The cursor every list takes ("" is the first page); before_id stays for older clients.
+    if cursor:
         before_id = decode_cursor(cursor, [int])[0]
     entries = service.list_entries(
         session,
