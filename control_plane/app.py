@@ -196,6 +196,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if t.strip()
     ]
     app.add_middleware(
+        SessionMiddleware,
+        secret_key=session_secret(settings),
+        session_cookie="switchboard_session",
+        same_site="lax",
+        https_only=settings.environment == "production",
+        max_age=settings.session_absolute_hours * 3600,
+    )
+    # Outside the page session (the hot reads take bearer tokens only and never read it): a hot
+    # read skips decoding the cookie. The request limits, body bound and metrics stay in front.
+    app.add_middleware(
         HotPathMiddleware,
         config_cache=config_cache,
         token_cache=token_cache,
@@ -204,14 +214,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalogue_reads=app.state.catalogue_reads,
         agent_pages=agent_pages,
         rebuild_config=functools.partial(rebuild_in_memory, resolver, config_cache),
-    )
-    app.add_middleware(
-        SessionMiddleware,
-        secret_key=session_secret(settings),
-        session_cookie="switchboard_session",
-        same_site="lax",
-        https_only=settings.environment == "production",
-        max_age=settings.session_absolute_hours * 3600,
     )
     install_middleware(app, settings)
     app.state.metrics = metrics = Metrics()
