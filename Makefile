@@ -1,21 +1,28 @@
 # Two commands for a fresh machine: `make run` and `make test`.
+# Both install exactly the versions in uv.lock (one lock for switchboard and switchboard-runtime)
+# with uv, which installs itself from PyPI into .tools/ the first time.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+# uv uses this machine's Python 3.11 and never downloads one; the environment is .venv.
+UV_ENV := UV_PYTHON=$(PYTHON) UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=$(VENV)
 
-.PHONY: run test lint typecheck format redteam bench bench-runtime bench-call-entry bench-warm-start bench-sign-in bench-servers bench-control-plane-burst bench-phone-side soak clean
+.PHONY: run test upgrade lint typecheck format redteam bench bench-runtime bench-call-entry bench-warm-start bench-sign-in bench-servers bench-control-plane-burst bench-phone-side soak clean
 
-$(BIN)/python:
+$(UV):
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 
-$(VENV)/.installed-run: pyproject.toml runtime/pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ./runtime -e .
+# --locked: a pyproject.toml changed without `make upgrade` (or `uv lock`) fails here, not later.
+$(VENV)/.installed-run: pyproject.toml runtime/pyproject.toml uv.lock | $(UV)
+	$(UV_ENV) $(UV) sync --locked --inexact --quiet
 	@touch $@
 
-$(VENV)/.installed-dev: pyproject.toml runtime/pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ./runtime -e '.[dev]'
+$(VENV)/.installed-dev: pyproject.toml runtime/pyproject.toml uv.lock | $(UV)
+	$(UV_ENV) $(UV) sync --locked --extra dev --quiet
 	@touch $@ $(VENV)/.installed-run
 
 ## Set up, migrate, seed demo data, print demo tokens, serve on http://127.0.0.1:8000
@@ -85,6 +92,13 @@ soak: $(VENV)/.installed-dev
 		PATH="$(CURDIR)/$(BIN):$$PATH" \
 		scripts/test-services.sh $(BIN)/pytest -q tests/integration/test_cache_coherence.py -k "not twin"
 
+## Re-resolve uv.lock to the newest versions pyproject.toml allows, then run the suite on them;
+## commit the new lock only when it passes
+upgrade: | $(UV)
+	$(UV_ENV) $(UV) lock --upgrade
+	rm -f $(VENV)/.installed-dev $(VENV)/.installed-run
+	$(MAKE) test
+
 lint:
 	$(BIN)/ruff format --check . && $(BIN)/ruff check .
 
@@ -96,4 +110,4 @@ format:
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) switchboard.db switchboard.db-* .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools switchboard.db switchboard.db-* .pytest_cache .mypy_cache .ruff_cache

@@ -86,14 +86,11 @@ def new_venv(where: Path) -> Venv:
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Both wheels, built from this checkout as a release would build them."""
+    """Both wheels, built from this checkout as a release would build them: by pip in a fresh
+    environment (the checkout's own environment is uv's and has no pip)."""
     out = tmp_path_factory.mktemp("wheels")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), "./runtime", "."],
-        cwd=ROOT,
-        check=True,
-        timeout=600,
-    )
+    builder = new_venv(tmp_path_factory.mktemp("build") / "venv")
+    builder.run("pip", "wheel", "--no-deps", "-q", "-w", str(out), "./runtime", ".", cwd=ROOT)
     found = {p.name.split("-")[0]: p for p in out.glob("*.whl")}
     assert set(found) == {"switchboard", "switchboard_runtime"}, found
     return {"switchboard": found["switchboard"], "runtime": found["switchboard_runtime"]}
