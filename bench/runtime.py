@@ -44,6 +44,7 @@ from subprocess import STDOUT
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -459,24 +460,29 @@ async def bridged_calls(
     }
 
 
-LOOP_LAG = "switchboard_worker_event_loop_lag_seconds_bucket{"
-FULL_COLLECTIONS = 'switchboard_worker_gc_pause_seconds_bucket{generation="2",'
+LOOP_LAG: tuple[str, dict[str, str]] = ("switchboard_worker_event_loop_lag_seconds", {})
+FULL_COLLECTIONS: tuple[str, dict[str, str]] = (
+    "switchboard_worker_gc_pause_seconds",
+    {"generation": "2"},
+)
 
 
-def worker_histograms(worker: str, *series: str) -> list[list[tuple[float, int]]]:
-    """Histograms from one read of the worker's /metrics, one per `series` (the bucket lines
-    that start with it): [(upper bound, cumulative count)]."""
-    lines = httpx.get(f"{worker}/metrics").raise_for_status().text.splitlines()
+def worker_histograms(
+    worker: str, *series: tuple[str, dict[str, str]]
+) -> list[list[tuple[float, int]]]:
+    """Histograms from one read of the worker's /metrics, one per `series` (a histogram's name
+    and the labels its samples must carry): [(upper bound, cumulative count)]."""
+    text = httpx.get(f"{worker}/metrics").raise_for_status().text
+    samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
     histograms = []
-    for prefix in series:
-        buckets = []
-        for line in lines:
-            if line.startswith(prefix):
-                bound = line.split('le="')[1].split('"')[0]
-                buckets.append(
-                    (float("inf") if bound == "+Inf" else float(bound), int(line.split()[1]))
-                )
-        histograms.append(buckets)
+    for name, labels in series:
+        histograms.append(
+            [
+                (float(s.labels["le"]), int(s.value))
+                for s in samples
+                if s.name == f"{name}_bucket" and labels.items() <= s.labels.items()
+            ]
+        )
     return histograms
 
 

@@ -12,73 +12,39 @@ generation, so a late loop can be told apart from a collecting one.
 """
 
 import asyncio
-import bisect
 import contextlib
 import gc
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from typing import Any
 
 # Histogram bounds in seconds: 20 ms is one audio frame, the budget a bridged frame may lag.
 BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
 
-class Histogram:
-    """A cumulative histogram over BUCKETS, as Prometheus keeps them."""
+class LoopLagMonitor:
+    """Samples the running loop's lateness every `interval` seconds. Each sample goes to
+    `observe` (the worker's Prometheus histogram) and, when `keep` > 0, into the newest `keep`
+    samples (benchmarks read their quantiles)."""
 
-    def __init__(self) -> None:
-        self.counts = [0] * (len(BUCKETS) + 1)  # the last one: above the largest bound
-        self.total = 0.0
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
-    def record(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
-        self.total += seconds
-
-    def reset(self) -> None:
-        self.counts = [0] * (len(BUCKETS) + 1)
-        self.total = 0.0
-
-    def prometheus(self, name: str, help_text: str) -> list[str]:
-        """The histogram in Prometheus text format (cumulative `le` buckets)."""
-        return [f"# HELP {name} {help_text}", f"# TYPE {name} histogram", *self.series(name)]
-
-    def series(self, name: str, labels: str = "") -> list[str]:
-        """The histogram's sample lines, with `labels` (`key="value"`) on each."""
-        # One copy, so that a sample recorded meanwhile (a scrape may run on another thread)
-        # cannot make the buckets disagree with the count.
-        counts, total = list(self.counts), self.total
-        extra = f"{labels}," if labels else ""
-        tag = f"{{{labels}}}" if labels else ""
-        lines, cumulative = [], 0
-        for bound, count in zip(BUCKETS, counts, strict=False):
-            cumulative += count
-            lines.append(f'{name}_bucket{{{extra}le="{bound}"}} {cumulative}')
-        lines.append(f'{name}_bucket{{{extra}le="+Inf"}} {sum(counts)}')
-        lines.append(f"{name}_sum{tag} {total:.6f}")
-        lines.append(f"{name}_count{tag} {sum(counts)}")
-        return lines
-
-
-class LoopLagMonitor(Histogram):
-    """Samples the running loop's lateness every `interval` seconds into a cumulative
-    histogram (Prometheus) and, when `keep` > 0, the newest `keep` samples (benchmarks)."""
-
-    def __init__(self, interval: float = 0.02, keep: int = 0) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        interval: float = 0.02,
+        keep: int = 0,
+        observe: Callable[[float], None] | None = None,
+    ) -> None:
         self.interval = interval
         self.samples: deque[float] = deque(maxlen=keep)
+        self.observe = observe
         self._task: asyncio.Task[None] | None = None
 
     def record(self, seconds: float) -> None:
-        super().record(seconds)
         self.samples.append(seconds)
+        if self.observe is not None:
+            self.observe(seconds)
 
     def reset(self) -> None:
-        super().reset()
         self.samples.clear()
 
     async def run(self) -> None:
@@ -109,11 +75,17 @@ class LoopLagMonitor(Histogram):
 
 class GcPauses:
     """How long each garbage collection held the process, per generation (0, 1, 2: 2 is the
-    full pass), as cumulative histograms. The collector stops every thread, so this is a pause
-    of every call on the worker."""
+    full pass). The collector stops every thread, so this is a pause of every call on the worker.
+
+    The collector's callback may run in the middle of any code, including code that holds a
+    metrics lock, so it takes none: it appends to a queue (a deque append is atomic) that
+    `drain` empties from ordinary code."""
+
+    # Enough for minutes of young collections between two drains; older pauses give way.
+    PENDING = 100_000
 
     def __init__(self) -> None:
-        self.generations = [Histogram() for _ in range(3)]
+        self.pending: deque[tuple[int, float]] = deque(maxlen=self.PENDING)
         self._began: float | None = None
 
     def start(self) -> None:
@@ -124,15 +96,17 @@ class GcPauses:
         with contextlib.suppress(ValueError):
             gc.callbacks.remove(self._on_collection)
 
+    def drain(self) -> Iterator[tuple[int, float]]:
+        """The pauses recorded since the last drain: (generation, seconds), oldest first."""
+        while True:
+            try:
+                yield self.pending.popleft()
+            except IndexError:
+                return
+
     def _on_collection(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._began = time.perf_counter()
         elif self._began is not None:
-            self.generations[info["generation"]].record(time.perf_counter() - self._began)
+            self.pending.append((info["generation"], time.perf_counter() - self._began))
             self._began = None
-
-    def prometheus(self, name: str, help_text: str) -> list[str]:
-        lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-        for generation, histogram in enumerate(self.generations):
-            lines += histogram.series(name, f'generation="{generation}"')
-        return lines

@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 from websockets.asyncio.client import connect
 
 from control_plane.calls import service as calls_service
@@ -360,18 +362,22 @@ async def test_without_the_whole_token_check_a_forgery_takes_the_warm_session(
 async def test_worker_metrics_report_its_event_loop_lag(stack: Stack) -> None:
     name = "switchboard_worker_event_loop_lag_seconds"
 
-    def count() -> int:
-        lines = metrics(stack.worker).splitlines()
-        return int(next(line for line in lines if line.startswith(f"{name}_count")).split()[1])
+    def histograms() -> dict[str, list[Sample]]:
+        text = metrics(stack.worker)
+        families = text_string_to_metric_families(text)
+        return {f.name: f.samples for f in families if f.type == "histogram"}
+
+    def count() -> float:
+        return next(s.value for s in histograms()[name] if s.name == f"{name}_count")
 
     await poll(lambda: count() >= 3)  # sampled every 20 ms from start-up
-    lines = metrics(stack.worker).splitlines()
-    assert f"# TYPE {name} histogram" in lines
-    buckets = [int(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(f"{name}_bucket")]
+    found = histograms()
+    buckets = [s.value for s in found[name] if s.name == f"{name}_bucket"]
     assert buckets == sorted(buckets) and buckets[-1] >= 3  # cumulative, +Inf = every sample
     # Beside it, the collector's pauses, which stall every call at once.
     pauses = "switchboard_worker_gc_pause_seconds"
-    assert f"# TYPE {pauses} histogram" in lines
-    assert {line.split()[0] for line in lines if line.startswith(f"{pauses}_count")} == {
-        f'{pauses}_count{{generation="{generation}"}}' for generation in (0, 1, 2)
+    assert {s.labels["generation"] for s in found[pauses] if s.name == f"{pauses}_count"} == {
+        "0",
+        "1",
+        "2",
     }

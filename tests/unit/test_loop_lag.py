@@ -1,45 +1,35 @@
-"""The event-loop lag monitor behind the worker's switchboard_worker_event_loop_lag_seconds, and
-the collector's pauses behind switchboard_worker_gc_pause_seconds."""
+"""The event-loop lag monitor and the collector's pauses, and the worker's /metrics built on them
+by prometheus-client, read back with prometheus-client's own text parser."""
 
 import asyncio
 import gc
 import time
+from collections import Counter
 
-from switchboard_runtime.loop_lag import BUCKETS, GcPauses, LoopLagMonitor
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+from starlette.datastructures import State
+
+from switchboard_runtime.loop_lag import GcPauses, LoopLagMonitor
+from switchboard_runtime.worker.capacity import CallCapacity, PreStartSockets
+from switchboard_runtime.worker.metrics import WorkerMetrics, WorkerState
 
 
 async def test_a_blocked_loop_shows_as_lag_as_long_as_the_block() -> None:
-    monitor = LoopLagMonitor(interval=0.005, keep=1000)
+    observed: list[float] = []
+    monitor = LoopLagMonitor(interval=0.005, keep=1000, observe=observed.append)
     monitor.start()
     await asyncio.sleep(0.05)
     time.sleep(0.08)  # noqa: ASYNC251 - blocking on purpose: the loop runs nothing meanwhile
     await asyncio.sleep(0.03)
     await monitor.stop()
 
-    assert monitor.count == len(monitor.samples) > 2
+    assert observed == list(monitor.samples) and len(observed) > 2
     # The sample taken across the block waited for all of it but the interval it asked for.
     assert max(monitor.samples) >= 0.08 - 0.005
-    assert sum(monitor.counts[BUCKETS.index(0.05) + 1 :]) >= 1  # counted above 50 ms
     assert monitor.quantile(1.0) == max(monitor.samples)
-
-
-def test_prometheus_buckets_are_cumulative_and_end_at_the_count() -> None:
-    monitor = LoopLagMonitor(keep=10)
-    for lag in (0.0005, 0.003, 0.003, 0.03, 2.0):
-        monitor.record(lag)
-
-    lines = monitor.prometheus("loop_lag_seconds", "test")
-    buckets = {
-        line.split('le="')[1].split('"')[0]: int(line.rsplit(" ", 1)[1])
-        for line in lines
-        if line.startswith("loop_lag_seconds_bucket")
-    }
-    assert buckets["0.001"] == 1 and buckets["0.005"] == 3 and buckets["0.05"] == 4
-    assert buckets["1.0"] == 4 and buckets["+Inf"] == 5  # 2 s is above every bound
-    assert "loop_lag_seconds_count 5" in lines
-    assert any(line.startswith("loop_lag_seconds_sum 2.0365") for line in lines)
     monitor.reset()
-    assert monitor.count == 0 and monitor.quantile(0.99) is None
+    assert monitor.quantile(0.99) is None
 
 
 def test_each_collection_is_timed_under_its_generation_until_stopped() -> None:
@@ -59,11 +49,69 @@ def test_each_collection_is_timed_under_its_generation_until_stopped() -> None:
         gc.enable()
     gc.collect()  # not timed: stopped
 
-    full, young = pauses.generations[2], pauses.generations[0]
-    assert full.count == 1 and young.count == 1
-    assert full.total > 0
-    lines = pauses.prometheus("gc_pause_seconds", "test")
-    assert "# TYPE gc_pause_seconds histogram" in lines
-    assert 'gc_pause_seconds_bucket{generation="2",le="+Inf"} 1' in lines
-    assert 'gc_pause_seconds_count{generation="2"} 1' in lines
-    assert sum(line.startswith("gc_pause_seconds_count{") for line in lines) == 3
+    recorded = list(pauses.drain())
+    assert [generation for generation, _ in recorded] == [2, 0]
+    assert all(seconds > 0 for _, seconds in recorded)
+    assert list(pauses.drain()) == []  # each pause is handed over once
+
+
+def worker_state() -> State:
+    state = State()
+    state.capacity = CallCapacity(10, hold_seconds=5)
+    state.pre_start = PreStartSockets(8, 2)
+    state.call_starts = Counter({"warm": 3, "cold": 1, "browser": 0})
+    return state
+
+
+def families(metrics: WorkerMetrics) -> dict[str, list[Sample]]:
+    text = metrics.exposition().decode()
+    return {family.name: family.samples for family in text_string_to_metric_families(text)}
+
+
+def test_worker_metrics_parse_and_keep_their_names_and_labels() -> None:
+    state = worker_state()
+    pauses = GcPauses()
+    metrics = WorkerMetrics(WorkerState(state), pauses)
+    for lag in (0.0005, 0.003, 0.003, 0.03, 2.0):
+        metrics.observe_loop_lag(lag)
+    pauses.pending.append((2, 0.04))  # as the collector's callback leaves it
+
+    found = families(metrics)
+
+    lag = {s.labels.get("le"): s.value for s in found["switchboard_worker_event_loop_lag_seconds"]}
+    assert lag["0.001"] == 1 and lag["0.005"] == 3 and lag["0.05"] == 4
+    assert lag["1.0"] == 4 and lag["+Inf"] == 5  # 2 s is above every bound: cumulative buckets
+    counts = {
+        s.labels["generation"]: s.value
+        for s in found["switchboard_worker_gc_pause_seconds"]
+        if s.name.endswith("_count")
+    }
+    assert counts == {"0": 0, "1": 0, "2": 1}  # every generation present from the start
+    starts = {
+        s.labels["path"]: s.value
+        for s in found["switchboard_worker_call_starts"]
+        if s.name == "switchboard_worker_call_starts_total"
+    }
+    assert starts == {"warm": 3, "cold": 1, "browser": 0}
+    assert [s.value for s in found["switchboard_worker_max_calls"]] == [10]
+    assert [s.value for s in found["switchboard_worker_calls"]] == [0]
+    assert {s.labels["reason"] for s in found["switchboard_worker_calls_refused"]} == {
+        "at_capacity",
+        "stopping",
+    }
+    assert {s.labels["reason"] for s in found["switchboard_worker_pre_start_closed"]} == {
+        "per_address",
+        "evicted",
+    }
+    # Warm sessions exist from start-up on; before it, no series rather than made-up zeros.
+    assert "switchboard_worker_warm_sessions" not in found
+
+
+def test_worker_metrics_read_the_state_the_app_holds_now() -> None:
+    state = worker_state()
+    metrics = WorkerMetrics(WorkerState(state), GcPauses())
+    state.capacity = CallCapacity(None, hold_seconds=5)  # replaced: as a route would see it
+    state.capacity.hold("call-1")
+    found = families(metrics)
+    assert [s.value for s in found["switchboard_worker_calls"]] == [1]
+    assert "switchboard_worker_max_calls" not in found  # no limit, no gauge

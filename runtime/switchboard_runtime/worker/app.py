@@ -69,6 +69,7 @@ from switchboard_runtime.worker.direct_stream import (
     DirectPhone,
     FrameLimits,
 )
+from switchboard_runtime.worker.metrics import CONTENT_TYPE, WorkerMetrics, WorkerState
 from switchboard_runtime.worker.serving import STOP_GATE
 from switchboard_runtime.worker.settings import WorkerSettings, metrics_allowed
 
@@ -338,14 +339,18 @@ def create_worker_app(
     app.state.calls = []  # BridgeStats of finished calls, newest last (bounded)
     app.state.stream_start_timeout_seconds = settings.stream_start_timeout_seconds
     app.state.call_starts = Counter({"warm": 0, "cold": 0, "browser": 0})
-    app.state.loop_lag = LoopLagMonitor()
-    app.state.gc_pauses = GcPauses()
     app.state.capacity = CallCapacity(
         settings.worker_max_calls, hold_seconds=settings.warm_session_unclaimed_seconds
     )
     app.state.pre_start = PreStartSockets(
         settings.worker_max_pre_start_sockets, settings.worker_max_pre_start_per_address
     )
+    app.state.gc_pauses = GcPauses()
+    app.state.metrics = WorkerMetrics(
+        WorkerState(app.state),
+        app.state.gc_pauses,
+    )
+    app.state.loop_lag = LoopLagMonitor(observe=app.state.metrics.observe_loop_lag)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -369,69 +374,8 @@ def create_worker_app(
         """Prometheus text: warm sessions by outcome, call starts by path, event-loop lag."""
         if not metrics_allowed(settings, request.headers.get("authorization")):
             return Response("not found", status_code=404, media_type="text/plain")
-        warm: WarmSessions = app.state.warm
-        capacity: CallCapacity = app.state.capacity
-        pre_start: PreStartSockets = app.state.pre_start
-        lines = [
-            "# HELP switchboard_worker_warm_sessions_total Warm sessions by outcome.",
-            "# TYPE switchboard_worker_warm_sessions_total counter",
-            *(
-                f'switchboard_worker_warm_sessions_total{{outcome="{outcome}"}} {count}'
-                for outcome, count in sorted(warm.counts.items())
-            ),
-            "# HELP switchboard_worker_warm_sessions_open Warm sessions waiting for their stream.",
-            "# TYPE switchboard_worker_warm_sessions_open gauge",
-            f"switchboard_worker_warm_sessions_open {warm.open}",
-            "# HELP switchboard_worker_call_starts_total Calls bridged, by how they started.",
-            "# TYPE switchboard_worker_call_starts_total counter",
-            *(
-                f'switchboard_worker_call_starts_total{{path="{path}"}} {count}'
-                for path, count in sorted(app.state.call_starts.items())
-            ),
-            "# HELP switchboard_worker_calls Calls holding a place on this worker.",
-            "# TYPE switchboard_worker_calls gauge",
-            f"switchboard_worker_calls {capacity.in_use}",
-            *(
-                [
-                    "# HELP switchboard_worker_max_calls Calls this worker takes at once.",
-                    "# TYPE switchboard_worker_max_calls gauge",
-                    f"switchboard_worker_max_calls {capacity.limit}",
-                ]
-                if capacity.limit is not None
-                else []
-            ),
-            "# HELP switchboard_worker_calls_refused_total Calls refused: worker at capacity "
-            "or stopping.",
-            "# TYPE switchboard_worker_calls_refused_total counter",
-            f'switchboard_worker_calls_refused_total{{reason="at_capacity"}} {capacity.refused}',
-            f'switchboard_worker_calls_refused_total{{reason="stopping"}} '
-            f"{capacity.refused_stopping}",
-            "# HELP switchboard_worker_pre_start_sockets Sockets waiting to show a stream "
-            "token (no call place).",
-            "# TYPE switchboard_worker_pre_start_sockets gauge",
-            f"switchboard_worker_pre_start_sockets {pre_start.waiting_now}",
-            "# HELP switchboard_worker_pre_start_closed_total Sockets closed before a token: "
-            "too many from their address, or the oldest when all places were taken.",
-            "# TYPE switchboard_worker_pre_start_closed_total counter",
-            *(
-                f'switchboard_worker_pre_start_closed_total{{reason="{reason}"}} {count}'
-                for reason, count in (
-                    ("per_address", pre_start.refused),
-                    ("evicted", pre_start.evicted),
-                )
-            ),
-            *app.state.loop_lag.prometheus(
-                "switchboard_worker_event_loop_lag_seconds",
-                "How late the event loop ran a timer, sampled every 20 ms: "
-                "what every call's audio waited on top of its own work.",
-            ),
-            *app.state.gc_pauses.prometheus(
-                "switchboard_worker_gc_pause_seconds",
-                "How long each garbage collection, by generation (2: a full pass), held "
-                "every call on the worker.",
-            ),
-        ]
-        return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+        worker_metrics: WorkerMetrics = app.state.metrics
+        return Response(worker_metrics.exposition(), media_type=CONTENT_TYPE)
 
     def stream_url(kind: str, agent_id: str, query: dict[str, str] | None = None) -> str:
         base = stream_base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)

@@ -1,0 +1,129 @@
+"""The worker's /metrics, exposed by prometheus-client from one registry per worker app.
+
+Most figures already live in the worker's own objects (warm sessions, call places, sockets
+waiting for a stream token), so a collector reads them at scrape time instead of mirroring every
+change into a second counter. The two histograms are prometheus-client's own: event-loop lag,
+observed on the loop every 20 ms, and garbage-collection pauses, moved from the collector's
+lock-free queue into the histogram by `drain_gc_pauses` (on each lag sample and each scrape).
+"""
+
+from collections import Counter
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.datastructures import State
+
+from switchboard_runtime.loop_lag import BUCKETS, GcPauses
+from switchboard_runtime.warm import WarmSessions
+from switchboard_runtime.worker.capacity import CallCapacity, PreStartSockets
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class WorkerState(Collector):
+    """Counters and gauges read from the worker app's live objects when scraped (read from the
+    app's state each time, as every route does)."""
+
+    def __init__(self, app_state: State) -> None:
+        self.app_state = app_state
+
+    def collect(self) -> Iterator[Metric]:
+        warm: WarmSessions | None = getattr(self.app_state, "warm", None)  # from start-up on
+        capacity: CallCapacity = self.app_state.capacity
+        pre_start: PreStartSockets = self.app_state.pre_start
+        call_starts: Counter[str] = self.app_state.call_starts
+        if warm is not None:
+            outcomes = CounterMetricFamily(
+                "switchboard_worker_warm_sessions",
+                "Warm sessions by outcome.",
+                labels=["outcome"],
+            )
+            for outcome, count in sorted(warm.counts.items()):
+                outcomes.add_metric([outcome], count)
+            yield outcomes
+            yield GaugeMetricFamily(
+                "switchboard_worker_warm_sessions_open",
+                "Warm sessions waiting for their stream.",
+                value=warm.open,
+            )
+        starts = CounterMetricFamily(
+            "switchboard_worker_call_starts",
+            "Calls bridged, by how they started.",
+            labels=["path"],
+        )
+        for path, count in sorted(call_starts.items()):
+            starts.add_metric([path], count)
+        yield starts
+        yield GaugeMetricFamily(
+            "switchboard_worker_calls",
+            "Calls holding a place on this worker.",
+            value=capacity.in_use,
+        )
+        if capacity.limit is not None:
+            yield GaugeMetricFamily(
+                "switchboard_worker_max_calls",
+                "Calls this worker takes at once.",
+                value=capacity.limit,
+            )
+        refused = CounterMetricFamily(
+            "switchboard_worker_calls_refused",
+            "Calls refused: worker at capacity or stopping.",
+            labels=["reason"],
+        )
+        refused.add_metric(["at_capacity"], capacity.refused)
+        refused.add_metric(["stopping"], capacity.refused_stopping)
+        yield refused
+        yield GaugeMetricFamily(
+            "switchboard_worker_pre_start_sockets",
+            "Sockets waiting to show a stream token (no call place).",
+            value=pre_start.waiting_now,
+        )
+        closed = CounterMetricFamily(
+            "switchboard_worker_pre_start_closed",
+            "Sockets closed before a token: too many from their address, or the oldest when "
+            "all places were taken.",
+            labels=["reason"],
+        )
+        closed.add_metric(["per_address"], pre_start.refused)
+        closed.add_metric(["evicted"], pre_start.evicted)
+        yield closed
+
+
+class WorkerMetrics:
+    """One worker app's registry: its live state, its event-loop lag and its GC pauses."""
+
+    def __init__(self, state: WorkerState, gc_pauses: GcPauses) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.state = state
+        self.gc_pauses = gc_pauses
+        self.registry.register(state)
+        self.loop_lag = Histogram(
+            "switchboard_worker_event_loop_lag_seconds",
+            "How late the event loop ran a timer, sampled every 20 ms: what every call's audio "
+            "waited on top of its own work.",
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.gc_pause = Histogram(
+            "switchboard_worker_gc_pause_seconds",
+            "How long each garbage collection, by generation (2: a full pass), held every call "
+            "on the worker.",
+            labelnames=["generation"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self._by_generation = [self.gc_pause.labels(generation=str(g)) for g in range(3)]
+
+    def observe_loop_lag(self, seconds: float) -> None:
+        self.loop_lag.observe(seconds)
+        self.drain_gc_pauses()
+
+    def drain_gc_pauses(self) -> None:
+        for generation, seconds in self.gc_pauses.drain():
+            self._by_generation[generation].observe(seconds)
+
+    def exposition(self) -> bytes:
+        self.drain_gc_pauses()
+        return generate_latest(self.registry)
