@@ -7,9 +7,11 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 UV := .tools/bin/uv
 # uv uses this machine's Python 3.11 and never downloads one; the environment is .venv.
+# Material's notice about its successor says nothing about this site.
+export NO_MKDOCS_2_WARNING := 1
 UV_ENV := UV_PYTHON=$(PYTHON) UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=$(VENV)
 
-.PHONY: run test upgrade lint typecheck format redteam bench bench-runtime bench-call-entry bench-warm-start bench-sign-in bench-servers bench-control-plane-burst bench-phone-side soak clean
+.PHONY: run test upgrade docs bench-report lint typecheck format redteam bench bench-runtime bench-call-entry bench-warm-start bench-sign-in bench-servers bench-control-plane-burst bench-phone-side soak clean
 
 $(UV):
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -37,7 +39,16 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
-	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/test-services.sh $(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/mkdocs build --strict  # not --quiet: it hides the warnings strict mode counts
+	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/test-services.sh $(BIN)/pytest -q --durations=30 $(PYTEST_ARGS)
+
+## The manual (docs/) as a site on http://127.0.0.1:8001, rebuilt as its pages change
+docs: $(VENV)/.installed-dev
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
+
+## The benchmarks page's table of current figures, from the newest results in bench/results/
+bench-report: $(VENV)/.installed-dev
+	$(BIN)/python bench/report.py
 
 ## Benchmarks: Switchboard vs unleash-server 7.x side by side (PostgreSQL, Node 20, wrk)
 bench: $(VENV)/.installed-dev

@@ -102,7 +102,7 @@ def serve(
     workers: int = 1,
     reload: bool = False,
     server: Annotated[
-        Literal["uvicorn", "granian"], typer.Option(help="the HTTP server (see README, Speed)")
+        Literal["uvicorn", "granian"], typer.Option(help="the HTTP server (see docs/benchmarks.md)")
     ] = "uvicorn",
 ) -> None:
     """Serve the control plane (uvicorn by default; granian with --server granian)."""
@@ -403,7 +403,7 @@ def worker(
     host: str = "127.0.0.1",
     port: int = 8001,
     server: Annotated[
-        Literal["uvicorn", "granian"], typer.Option(help="the HTTP server (see README, Speed)")
+        Literal["uvicorn", "granian"], typer.Option(help="the HTTP server (see docs/benchmarks.md)")
     ] = "uvicorn",
 ) -> None:
     """Serve the call worker: /ws/twilio/{agent_id}, /ws/telnyx/{agent_id}, /twiml, /texml.

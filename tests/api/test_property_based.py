@@ -28,7 +28,7 @@ from tests.fakes.server import BackgroundServer
 
 SCOPES = ("admin", "service", "workspace:acme")
 MAX_EXAMPLES = 30
-# The README quotes this figure; the three runs generate about 5,400 cases each.
+# docs/reliability.md quotes this figure; the three runs generate about 5,400 cases each.
 MIN_CASES = 16_000
 CASES: Counter[str] = Counter()
 

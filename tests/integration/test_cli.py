@@ -1,4 +1,4 @@
-"""Every CLI command the README shows, run as a user runs it: `switchboard …` in a fresh process,
+"""Every CLI command the docs show, run as a user runs it: `switchboard …` in a fresh process,
 on SQLite and on PostgreSQL. In-process tests hide import-order bugs (a command that never
 loads some table's metadata); these do not."""
 

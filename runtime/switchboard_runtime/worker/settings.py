@@ -85,7 +85,7 @@ class WorkerSettings(ServerSettings):
     max_warm_sessions: int = Field(default=200, ge=1, le=100_000)
     # Calls this worker takes at once (webhooks admitted, streams bridged, browser test calls);
     # beyond it webhooks are answered busy and /readyz says 503. Unset: no limit. Measure what
-    # one worker process carries on your machines (README, Speed) and set it below that.
+    # one worker process carries on your machines (docs/benchmarks.md) and set it below that.
     worker_max_calls: int | None = Field(default=None, ge=1, le=100_000)
     # When the worker is stopped (SIGTERM), it first refuses new calls while the streams of the
     # calls it answered arrive (`serving.SwitchboardServer`), then stops listening and lets its
