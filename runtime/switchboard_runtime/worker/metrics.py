@@ -8,7 +8,7 @@ lock-free queue into the histogram by `drain_gc_pauses` (on each lag sample and 
 """
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -20,6 +20,14 @@ from switchboard_runtime.warm import WarmSessions
 from switchboard_runtime.worker.capacity import CallCapacity, PreStartSockets
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def counter_by(name: str, help_text: str, label: str, counts: Mapping[str, int]) -> Metric:
+    """A counter with one series per key of `counts`, labelled `label`."""
+    family = CounterMetricFamily(name, help_text, labels=[label])
+    for key, count in sorted(counts.items()):
+        family.add_metric([key], count)
+    return family
 
 
 class WorkerState(Collector):
@@ -35,27 +43,23 @@ class WorkerState(Collector):
         pre_start: PreStartSockets = self.app_state.pre_start
         call_starts: Counter[str] = self.app_state.call_starts
         if warm is not None:
-            outcomes = CounterMetricFamily(
+            yield counter_by(
                 "switchboard_worker_warm_sessions",
                 "Warm sessions by outcome.",
-                labels=["outcome"],
+                "outcome",
+                warm.counts,
             )
-            for outcome, count in sorted(warm.counts.items()):
-                outcomes.add_metric([outcome], count)
-            yield outcomes
             yield GaugeMetricFamily(
                 "switchboard_worker_warm_sessions_open",
                 "Warm sessions waiting for their stream.",
                 value=warm.open,
             )
-        starts = CounterMetricFamily(
+        yield counter_by(
             "switchboard_worker_call_starts",
             "Calls bridged, by how they started.",
-            labels=["path"],
+            "path",
+            call_starts,
         )
-        for path, count in sorted(call_starts.items()):
-            starts.add_metric([path], count)
-        yield starts
         yield GaugeMetricFamily(
             "switchboard_worker_calls",
             "Calls holding a place on this worker.",
