@@ -6,9 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 UV := .tools/bin/uv
-# uv uses this machine's Python 3.11 and never downloads one; the environment is .venv.
 # Material's notice about its successor says nothing about this site.
 export NO_MKDOCS_2_WARNING := 1
+# uv uses this machine's Python 3.11 and never downloads one; the environment is .venv.
 UV_ENV := UV_PYTHON=$(PYTHON) UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=$(VENV)
 
 .PHONY: run test upgrade docs bench-report lint typecheck format redteam bench bench-runtime bench-call-entry bench-warm-start bench-sign-in bench-servers bench-control-plane-burst bench-phone-side soak clean

@@ -28,45 +28,22 @@ def control_plane(results: dict[str, Any]) -> list[Row]:
     ]
 
 
+# make bench-runtime's headline figures: (label, key in runtime.json, format, target).
+RUNTIME_FIGURES = [
+    ("{calls} calls: caller→xAI lag p99 (ms)", "caller_to_xai_lag_p99_ms", ".1f", "<= 20"),
+    ("{calls} calls: xAI→phone lag p99 (ms)", "xai_to_phone_lag_p99_ms", ".1f", "<= 20"),
+    ("{calls} calls: agent frames delivered", "agent_frames_delivered", ".2%", "100%"),
+    ("{calls} calls: worker CPU ms per call-second", "worker_cpu_ms_per_call_second", ".2f", ""),
+    ("ready minus the fake's handshake (ms)", "ready_overhead_ms", ".1f", "<= 15"),
+    ("forwarding per 20 ms frame (µs)", "forwarding_us_per_frame", ".1f", "<= 50"),
+]
+
+
 def runtime(results: dict[str, Any]) -> list[Row]:
     calls = results["concurrent_calls"]
     return [
-        (
-            f"{calls} calls: caller→xAI lag p99 (ms)",
-            f"{results['caller_to_xai_lag_p99_ms']:.1f}",
-            "<= 20",
-            "",
-        ),
-        (
-            f"{calls} calls: xAI→phone lag p99 (ms)",
-            f"{results['xai_to_phone_lag_p99_ms']:.1f}",
-            "<= 20",
-            "",
-        ),
-        (
-            f"{calls} calls: agent frames delivered",
-            f"{results['agent_frames_delivered']:.2%}",
-            "100%",
-            "",
-        ),
-        (
-            f"{calls} calls: worker CPU ms per call-second",
-            f"{results['worker_cpu_ms_per_call_second']:.2f}",
-            "",
-            "",
-        ),
-        (
-            "ready minus the fake's handshake (ms)",
-            f"{results['ready_overhead_ms']:.1f}",
-            "<= 15",
-            "",
-        ),
-        (
-            "forwarding per 20 ms frame (µs)",
-            f"{results['forwarding_us_per_frame']:.1f}",
-            "<= 50",
-            "",
-        ),
+        (label.format(calls=calls), format(results[key], spec), target, "")
+        for label, key, spec, target in RUNTIME_FIGURES
     ]
 
 

@@ -71,28 +71,24 @@ class WorkerState(Collector):
                 "Calls this worker takes at once.",
                 value=capacity.limit,
             )
-        refused = CounterMetricFamily(
+        yield counter_by(
             "switchboard_worker_calls_refused",
             "Calls refused: worker at capacity or stopping.",
-            labels=["reason"],
+            "reason",
+            {"at_capacity": capacity.refused, "stopping": capacity.refused_stopping},
         )
-        refused.add_metric(["at_capacity"], capacity.refused)
-        refused.add_metric(["stopping"], capacity.refused_stopping)
-        yield refused
         yield GaugeMetricFamily(
             "switchboard_worker_pre_start_sockets",
             "Sockets waiting to show a stream token (no call place).",
             value=pre_start.waiting_now,
         )
-        closed = CounterMetricFamily(
+        yield counter_by(
             "switchboard_worker_pre_start_closed",
             "Sockets closed before a token: too many from their address, or the oldest when "
             "all places were taken.",
-            labels=["reason"],
+            "reason",
+            {"per_address": pre_start.refused, "evicted": pre_start.evicted},
         )
-        closed.add_metric(["per_address"], pre_start.refused)
-        closed.add_metric(["evicted"], pre_start.evicted)
-        yield closed
 
 
 class WorkerMetrics:
@@ -100,7 +96,6 @@ class WorkerMetrics:
 
     def __init__(self, state: WorkerState, gc_pauses: GcPauses) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.state = state
         self.gc_pauses = gc_pauses
         self.registry.register(state)
         self.loop_lag = Histogram(
