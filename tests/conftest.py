@@ -501,14 +501,25 @@ class PrivatePostgres:
         ones, but nothing answers (as on a hung host or a partition)."""
         import signal
 
-        for pid in self._processes():
-            os.kill(pid, signal.SIGSTOP)
+        # A backend forked while we stop the others would keep running: list again until every
+        # process the postmaster has is stopped.
+        stopped: set[int] = set()
+        while fresh := [pid for pid in self._processes() if pid not in stopped]:
+            for pid in fresh:
+                self._signal(pid, signal.SIGSTOP)
+                stopped.add(pid)
 
     def resume(self) -> None:
         import signal
 
         for pid in self._processes():
-            os.kill(pid, signal.SIGCONT)
+            self._signal(pid, signal.SIGCONT)
+
+    @staticmethod
+    def _signal(pid: int, signal_number: int) -> None:
+        # A backend whose client has gone exits between the listing and the signal.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal_number)
 
 
 def _free_port() -> int:
