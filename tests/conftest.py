@@ -203,13 +203,62 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        # An xdist worker: its findings travel to the controller (pytest_testnodedown), which
+        # reports for the whole run; a worker's own exit status would not fail the run.
+        workeroutput["secret_scanner"] = {
+            "scanned": {**SCANNED, "planted keys": len(CANARIES)},
+            "leaks": SECRET_LEAKS,
+        }
+        return
+    SCANNED["planted keys"] += len(CANARIES)
     print(
         f"\nsecret scanner: {SCANNED['responses']} responses, {SCANNED['log records']} log "
-        f"records, {len(CANARIES)} planted keys; {len(SECRET_LEAKS)} leaks"
+        f"records, {SCANNED['planted keys']} planted keys; {len(SECRET_LEAKS)} leaks"
     )
     if SECRET_LEAKS:
         print("\nSECRET LEAKS FOUND:\n  " + "\n  ".join(SECRET_LEAKS[:20]))
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """On the xdist controller: add up what a worker's nets saw."""
+    handed_over = getattr(node, "workeroutput", {}).get("secret_scanner")
+    if handed_over:
+        SCANNED.update(handed_over["scanned"])
+        SECRET_LEAKS.extend(handed_over["leaks"])
+
+
+# --- several workers (make test runs pytest-xdist with -n TEST_WORKERS) ------------------------
+# Each module runs on one worker (`--dist loadgroup`): its module-scoped stacks are built once,
+# not once per worker it is spread over. The modules that drive the one unleash-server the run
+# shares (their flags live in it) form one group. Groups start in collection order, so the
+# slowest modules are collected first and the short ones fill in around them.
+SHARED_GROUPS = {
+    "test_unleash_compat.py": "unleash-server",
+    "test_cache_coherence.py": "unleash-server",
+}
+SLOWEST_FIRST = (
+    "test_cache_coherence.py",
+    "test_unleash_compat.py",
+    "test_property_based.py",
+    "test_telemetry.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return SLOWEST_FIRST.index(name) if name in SLOWEST_FIRST else len(SLOWEST_FIRST)
+
+    items.sort(key=rank)  # stable: within a rank, pytest's order stays
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        group = SHARED_GROUPS.get(item.path.name, str(item.path))
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 POSTGRES_URL = os.environ.get("SWITCHBOARD_TEST_POSTGRES_URL")

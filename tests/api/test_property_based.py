@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,14 +22,13 @@ from control_plane.auth import service as auth_service
 from control_plane.demo import seed_demo
 from control_plane.settings import Settings
 from tests.api import schemathesis_rules
-from tests.conftest import ScannedASGI, skip_or_fail
+from tests.conftest import ScannedASGI
 from tests.fakes.server import BackgroundServer
 
 SCOPES = ("admin", "service", "workspace:acme")
 MAX_EXAMPLES = 30
-# docs/reliability.md quotes this figure; the three runs generate about 5,400 cases each.
-MIN_CASES = 16_000
-CASES: Counter[str] = Counter()
+# docs/reliability.md quotes this figure; each run generates about 5,400 cases.
+MIN_CASES_PER_SCOPE = 5_000
 
 
 class FuzzTarget:
@@ -111,17 +109,7 @@ def run_schemathesis(
 def test_every_check_passes(fuzz_target: FuzzTarget, scope: str) -> None:
     exit_code, generated, output = run_schemathesis(fuzz_target, scope)
     assert exit_code == 0, output[-6000:]
-    assert generated > 0, output[-2000:]
-    CASES[scope] = generated
-
-
-def test_enough_cases_ran() -> None:
-    """Runs after the generated tests above (pytest keeps file order)."""
-    if len(CASES) < len(SCOPES):
-        skip_or_fail("run together with the schemathesis tests in this module")
-    total = sum(CASES.values())
-    print(f"schemathesis cases: {dict(CASES)}, total {total}")
-    assert total >= MIN_CASES, dict(CASES)
+    assert generated >= MIN_CASES_PER_SCOPE, output[-2000:]
 
 
 def test_a_rule_outside_the_list_fails_the_run(fuzz_target: FuzzTarget) -> None:

@@ -77,12 +77,24 @@ def test_probe():
 """
 
 
-def run_probe(tmp_path: Path, *, answer: str, logged: str) -> subprocess.CompletedProcess[str]:
+# The controller of an xdist run with the worker hand-over switched off (the twin below).
+WITHOUT_HAND_OVER = (
+    "import sys, pytest, tests.conftest as scanner; "
+    "del scanner.pytest_testnodedown; "
+    "sys.exit(pytest.main(sys.argv[1:]))"
+)
+
+
+def run_probe(
+    tmp_path: Path, *, answer: str, logged: str, workers: int = 0, hand_over: bool = True
+) -> subprocess.CompletedProcess[str]:
     probe = tmp_path / "test_probe.py"
     secret = "xai-" + "ProbeKeyThatLeaks0123456789"
     probe.write_text(PROBE.format(secret=secret, answer=answer, logged=logged))
+    runner = ["-m", "pytest"] if hand_over else ["-c", WITHOUT_HAND_OVER]
+    on_workers = ["-n", str(workers), "--dist", "loadgroup"] if workers else ["-p", "no:xdist"]
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", str(probe)],
+        [sys.executable, *runner, "-q", "-p", "tests.conftest", *on_workers, str(probe)],
         cwd=Path(conftest.__file__).resolve().parent.parent,
         env={**os.environ, "CI": ""},
         capture_output=True,
@@ -98,3 +110,21 @@ def test_a_run_in_which_a_key_leaks_fails(tmp_path: Path) -> None:
     assert echoed.returncode != 0 and "SECRET LEAKS FOUND" in echoed.stdout, echoed.stdout
     logged = run_probe(tmp_path, answer='"stored"', logged='"key %s", SECRET.upper().lower()')
     assert logged.returncode != 0 and "log probe" in logged.stdout, logged.stdout
+
+
+def test_a_key_leaked_on_a_worker_fails_the_whole_run(tmp_path: Path) -> None:
+    """On several workers the leak happens in a worker process; the controller decides."""
+    clean = run_probe(tmp_path, answer='"stored"', logged='"stored a key"', workers=2)
+    assert clean.returncode == 0, clean.stdout[-1500:]
+    assert "secret scanner: 1 responses" in clean.stdout, clean.stdout[-1500:]
+    echoed = run_probe(tmp_path, answer="SECRET[::-1][::-1]", logged='"stored a key"', workers=2)
+    assert echoed.returncode != 0 and "SECRET LEAKS FOUND" in echoed.stdout, echoed.stdout
+
+
+def test_without_the_hand_over_a_key_leaked_on_a_worker_goes_unseen(tmp_path: Path) -> None:
+    """Why the controller collects the workers' findings: without it the same leak passes."""
+    echoed = run_probe(
+        tmp_path, answer="SECRET[::-1][::-1]", logged='"stored a key"', workers=2, hand_over=False
+    )
+    assert echoed.returncode == 0, echoed.stdout[-1500:]
+    assert "SECRET LEAKS FOUND" not in echoed.stdout
