@@ -18,7 +18,7 @@ docs/caches.md maps every kept answer to its stamp and the staleness bound of ea
 """
 
 import threading
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from control_plane.changes import RESYNC
 
@@ -26,6 +26,8 @@ CATALOGUE_TOPIC = "config:*"
 WORKSPACE_TOPIC_PREFIX = "config:"
 
 Stamp = tuple[int, ...]
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class FlagGeneration(Protocol):
@@ -73,3 +75,38 @@ class Generations:
             self._flags.generation,
             self._workspaces.get(workspace_id, 0),
         )
+
+
+class StampedMap(Generic[K, V]):
+    """Values kept with the stamp read before each was built; one is served only while its
+    stamp is current. Bounded: a full map starts over (every value can be rebuilt)."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[K, tuple[V, Stamp]] = {}
+        self._lock = threading.Lock()
+
+    def lookup(self, key: K, current: Stamp) -> tuple[bool, V | None]:
+        """(found, value): found is False when nothing current is kept (the value may be None)."""
+        kept = self._entries.get(key)
+        if kept is not None and kept[1] == current:
+            return True, kept[0]
+        return False, None
+
+    def get(self, key: K, current: Stamp) -> V | None:
+        return self.lookup(key, current)[1]
+
+    def last(self, key: K) -> V | None:
+        """The last value kept, current or not (the last known answer while the database is
+        away)."""
+        kept = self._entries.get(key)
+        return None if kept is None else kept[0]
+
+    def put(self, key: K, value: V, stamp: Stamp) -> None:
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[key] = (value, stamp)
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -7,7 +7,6 @@ Availability comes from the flag gate, never the database. When the database is 
 the last answer built for a variant is served, marked stale.
 """
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +19,7 @@ from control_plane.auth.principal import Principal
 from control_plane.catalogue.snapshot import CatalogueData, CatalogueSnapshot
 from control_plane.db import end_read_only
 from control_plane.errors import NotFoundError
-from control_plane.kept import Generations, Stamp
+from control_plane.kept import Generations, StampedMap
 from control_plane.served import Served, served_response
 
 # Browsers and CDNs may keep the public catalogue for 30 s and serve it for 5 minutes more while
@@ -53,16 +52,11 @@ class CatalogueReads:
     ) -> None:
         self.snapshot = snapshot
         self.generations = generations
-        self.max_entries = max_entries
-        self._answers: dict[ReadKey, tuple[Served, Stamp]] = {}
-        self._lock = threading.Lock()
+        self._answers: StampedMap[ReadKey, Served] = StampedMap(max_entries)
 
     def cached(self, key: ReadKey) -> Served | None:
         """The answer, if it was built from the catalogue and flags in force now."""
-        hit = self._answers.get(key)
-        if hit is not None and hit[1] == self.generations.catalogue_and_flags():
-            return hit[0]
-        return None
+        return self._answers.get(key, self.generations.catalogue_and_flags())
 
     def respond(
         self,
@@ -79,11 +73,11 @@ class CatalogueReads:
         try:
             served = self._build(session, key, render)
         except (OperationalError, PoolTimeoutError):
-            last = self._answers.get(key)
+            last = self._answers.last(key)
             if last is None:
                 raise
             end_read_only(session)
-            return served_response(request, last[0], stale=True)
+            return served_response(request, last, stale=True)
         return served_response(request, served)
 
     def _build(
@@ -95,10 +89,7 @@ class CatalogueReads:
         served = Served.of(
             render(data), PRIVATE_CACHE if private else PUBLIC_CACHE, vary="Authorization"
         )
-        with self._lock:
-            if len(self._answers) >= self.max_entries:
-                self._answers.clear()
-            self._answers[key] = (served, stamp)
+        self._answers.put(key, served, stamp)
         return served
 
 

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from control_plane.kept import Generations, Stamp
+from control_plane.kept import Generations, Stamp, StampedMap
 from control_plane.rollout.models import FlagDecision
 from control_plane.served import Served
 from control_plane.sessions.models import ResolvedSessionConfig
@@ -55,8 +55,11 @@ class CachedConfig:
     valid_until: float | None = None
     _stale: Served | None = field(default=None, repr=False)
 
+    def expired(self) -> bool:
+        return self.valid_until is not None and time.time() >= self.valid_until
+
     def usable(self, stamp: Stamp) -> bool:
-        return self.stamp == stamp and (self.valid_until is None or time.time() < self.valid_until)
+        return self.stamp == stamp and not self.expired()
 
     @property
     def stale(self) -> Served:
@@ -111,7 +114,7 @@ class ConfigCache:
             or entry.basis is None
             or entry.stamp[0] != current[0]
             or entry.stamp[3] != current[3]
-            or not entry.usable(entry.stamp)
+            or entry.expired()
             or not self.revalidate(entry.basis)
         ):
             return False
@@ -162,32 +165,18 @@ class ConfigParts:
 
     def __init__(self, generations: Generations, max_entries: int) -> None:
         self.generations = generations
-        self.max_entries = max_entries
-        self._agents: dict[tuple[str, str], tuple[AgentSnapshot, Stamp]] = {}
-        self._keys: dict[tuple[str, str], tuple[str | None, Stamp]] = {}
-        self._lock = threading.Lock()
+        self._agents: StampedMap[tuple[str, str], AgentSnapshot] = StampedMap(max_entries)
+        self._keys: StampedMap[tuple[str, str], str | None] = StampedMap(max_entries)
 
     def agent(self, workspace_id: str, agent_id: str) -> AgentSnapshot | None:
-        kept = self._agents.get((workspace_id, agent_id))
-        if kept is not None and kept[1] == self.generations.workspace(workspace_id):
-            return kept[0]
-        return None
+        return self._agents.get((workspace_id, agent_id), self.generations.workspace(workspace_id))
 
     def keep_agent(self, agent: AgentSnapshot, workspace_id: str, stamp: Stamp) -> None:
-        with self._lock:
-            if len(self._agents) >= self.max_entries:
-                self._agents.clear()
-            self._agents[(workspace_id, agent.agent_id)] = (agent, stamp)
+        self._agents.put((workspace_id, agent.agent_id), agent, stamp)
 
     def key(self, workspace_id: str, provider: str) -> tuple[bool, str | None]:
         """(known, key): known is False when the key must be read from the database."""
-        kept = self._keys.get((workspace_id, provider))
-        if kept is not None and kept[1] == self.generations.workspace(workspace_id):
-            return True, kept[0]
-        return False, None
+        return self._keys.lookup((workspace_id, provider), self.generations.workspace(workspace_id))
 
     def keep_key(self, workspace_id: str, provider: str, key: str | None, stamp: Stamp) -> None:
-        with self._lock:
-            if len(self._keys) >= self.max_entries:
-                self._keys.clear()
-            self._keys[(workspace_id, provider)] = (key, stamp)
+        self._keys.put((workspace_id, provider), key, stamp)

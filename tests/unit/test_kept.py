@@ -5,7 +5,7 @@ from typing import Any
 
 from control_plane.catalogue.snapshot import CatalogueData, CatalogueSnapshot
 from control_plane.changes import RESYNC
-from control_plane.kept import Generations
+from control_plane.kept import Generations, StampedMap
 from control_plane.sessions.cache import ConfigCache, ConfigParts
 from control_plane.sessions.models import ResolvedSessionConfig
 from control_plane.workspaces.models import AgentConfig
@@ -124,3 +124,15 @@ def test_a_config_whose_basis_holds_is_stamped_current_not_rebuilt(monkeypatch: 
     generations.on_change("config:acme")  # a workspace change is never revalidated
     holds["answer"] = True
     assert cache.get(key) is None
+
+
+def test_a_stamped_map_serves_a_value_only_under_the_stamp_it_was_built_with() -> None:
+    kept: StampedMap[str, str | None] = StampedMap(max_entries=2)
+    kept.put("acme", None, (0, 1))  # "no key" is a value worth keeping
+    assert kept.lookup("acme", (0, 1)) == (True, None)
+    assert kept.lookup("acme", (0, 2)) == (False, None)
+    assert kept.lookup("globex", (0, 1)) == (False, None)
+    kept.put("globex", "k", (0, 1))
+    assert kept.get("globex", (0, 2)) is None and kept.last("globex") == "k"
+    kept.put("initech", "i", (0, 1))  # full: starts over rather than growing
+    assert len(kept) == 1 and kept.last("acme") is None
