@@ -33,7 +33,7 @@ run: $(VENV)/.installed-run
 	$(BIN)/switchboard seed --demo
 	$(BIN)/switchboard serve --host 127.0.0.1 --port 8000
 
-# pytest-xdist workers: one per core (each module stays on one worker; see tests/conftest.py).
+# pytest-xdist workers: one per core (each module runs on one worker: tests/conftest.py).
 TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 
 ## Set up dev dependencies and the test servers, then lint, type-check and run the whole suite
@@ -43,7 +43,7 @@ test: $(VENV)/.installed-dev
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mkdocs build --strict  # not --quiet: it hides the warnings strict mode counts
-	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/test-services.sh $(BIN)/pytest -q --durations=30 -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/test-services.sh $(BIN)/pytest -q --durations=30 -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 ## The manual (docs/) as a site on http://127.0.0.1:8001, rebuilt as its pages change
 docs: $(VENV)/.installed-dev

@@ -232,10 +232,10 @@ def pytest_testnodedown(node: Any, error: object) -> None:
 
 
 # --- several workers (make test runs pytest-xdist with -n TEST_WORKERS) ------------------------
-# Each module runs on one worker (`--dist loadgroup`): its module-scoped stacks are built once,
-# not once per worker it is spread over. The modules that drive the one unleash-server the run
-# shares (their flags live in it) form one group. Groups start in collection order, so the
-# slowest modules are collected first and the short ones fill in around them.
+# Each module runs on one worker: its module-scoped stacks are built once, not once per worker it
+# is spread over. The modules that drive the one unleash-server the run shares (their flags live
+# in it) run on the same worker. Modules start in collection order, so the slowest modules are
+# collected first and the short ones fill in around them.
 SHARED_GROUPS = {
     "test_unleash_compat.py": "unleash-server",
     "test_cache_coherence.py": "unleash-server",
@@ -254,11 +254,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return SLOWEST_FIRST.index(name) if name in SLOWEST_FIRST else len(SLOWEST_FIRST)
 
     items.sort(key=rank)  # stable: within a rank, pytest's order stays
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        group = SHARED_GROUPS.get(item.path.name, str(item.path))
-        item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's module scheduler with the shared-server modules as one scope. (Not `xdist_group`
+    marks: `--dist loadgroup` carries them in the node id, which pytest 9.2 no longer lets a
+    plugin change, so the marks are silently ignored; pytest-xdist issue 1386.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScopes(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return SHARED_GROUPS.get(Path(module).name, module)
+
+    return ModuleScopes(config, log)
 
 
 POSTGRES_URL = os.environ.get("SWITCHBOARD_TEST_POSTGRES_URL")

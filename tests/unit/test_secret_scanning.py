@@ -92,7 +92,7 @@ def run_probe(
     secret = "xai-" + "ProbeKeyThatLeaks0123456789"
     probe.write_text(PROBE.format(secret=secret, answer=answer, logged=logged))
     runner = ["-m", "pytest"] if hand_over else ["-c", WITHOUT_HAND_OVER]
-    on_workers = ["-n", str(workers), "--dist", "loadgroup"] if workers else ["-p", "no:xdist"]
+    on_workers = ["-n", str(workers)] if workers else ["-p", "no:xdist"]
     return subprocess.run(
         [sys.executable, *runner, "-q", "-p", "tests.conftest", *on_workers, str(probe)],
         cwd=Path(conftest.__file__).resolve().parent.parent,
