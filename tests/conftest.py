@@ -263,7 +263,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     plugin change, so the marks are silently ignored; pytest-xdist issue 1386.)"""
     from xdist.scheduler import LoadScopeScheduling
 
-    class ModuleScopes(LoadScopeScheduling):  # type: ignore[misc]
+    class ModuleScopes(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
             return SHARED_GROUPS.get(Path(module).name, module)

@@ -8,7 +8,7 @@ other command loads) still shows, and no state leaks from one command to the nex
 is ~3 s of imports per command. The console script itself is still run by the tests.
 
 Protocol on stdin/stdout, one JSON object per line:
-  request  {"args": [...], "env": {...}, "stdin": str | null}
+  request  {"args": [...], "env": {...}}
   answer   {"returncode": int, "stdout": str, "stderr": str}
 """
 
@@ -33,11 +33,9 @@ class CommandForks:
             text=True,
         )
 
-    def run(
-        self, args: list[str], env: dict[str, str], stdin: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
+    def run(self, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         assert self._server.stdin and self._server.stdout
-        self._server.stdin.write(json.dumps({"args": args, "env": env, "stdin": stdin}) + "\n")
+        self._server.stdin.write(json.dumps({"args": args, "env": env}) + "\n")
         self._server.stdin.flush()
         line = self._server.stdout.readline()
         assert line, f"the fork server exited ({self._server.poll()})"
@@ -52,12 +50,13 @@ class CommandForks:
         self._server.wait(timeout=30)
 
 
-def _run_child(args: list[str], env: dict[str, str], stdin: Path, out: Path, err: Path) -> None:
-    """In the forked child: the command's environment and standard streams, then the command."""
+def _run_child(args: list[str], env: dict[str, str], out: Path, err: Path) -> None:
+    """In the forked child: the command's environment and standard streams, then the command.
+    Standard input is /dev/null: the server's own stdin carries the requests."""
     os.environ.clear()
     os.environ.update(env)
     for fd, path, flags in (
-        (0, stdin, os.O_RDONLY),
+        (0, Path(os.devnull), os.O_RDONLY),
         (1, out, os.O_WRONLY),
         (2, err, os.O_WRONLY),
     ):
@@ -86,14 +85,13 @@ def serve() -> None:
     for line in sys.stdin:
         request = json.loads(line)
         with tempfile.TemporaryDirectory() as scratch:
-            stdin, out, err = (Path(scratch) / name for name in ("stdin", "stdout", "stderr"))
-            stdin.write_text(request.get("stdin") or "")
+            out, err = Path(scratch) / "stdout", Path(scratch) / "stderr"
             out.touch()
             err.touch()
             sys.stdout.flush()
             pid = os.fork()
             if pid == 0:
-                _run_child(request["args"], request["env"], stdin, out, err)
+                _run_child(request["args"], request["env"], out, err)
             _, status = os.waitpid(pid, 0)
             answer = {
                 "returncode": os.waitstatus_to_exitcode(status),
