@@ -493,16 +493,26 @@ def release_unclaimed(session: Session, principal: Principal, call_id: str, reas
     return call
 
 
+# Ids bound in one statement: well under SQLite's and PostgreSQL's bound-parameter limits.
+ENDED_PER_STATEMENT = 500
+
+
 def mark_ended(session: Session, reasons: dict[str, str]) -> None:
     """End these calls (call id → end reason) and release their slots; ended ones stay."""
     now = utcnow()
+    # One UPDATE per reason (a batch has a few), not per call: the session brings every UPDATE's
+    # outcome to the calls it holds, so a statement per call cost the batch size squared.
+    by_reason: dict[str, list[str]] = {}
     for call_id, reason in reasons.items():
-        session.execute(
-            update(Call)
-            .where(col(Call.id) == call_id)
-            .where(col(Call.state).in_(HOLDING_STATES))
-            .values(state="ended", ended_at=now, end_reason=reason[:64])
-        )
+        by_reason.setdefault(reason[:64], []).append(call_id)
+    for reason, call_ids in by_reason.items():
+        for start in range(0, len(call_ids), ENDED_PER_STATEMENT):
+            session.execute(
+                update(Call)
+                .where(col(Call.id).in_(call_ids[start : start + ENDED_PER_STATEMENT]))
+                .where(col(Call.state).in_(HOLDING_STATES))
+                .values(state="ended", ended_at=now, end_reason=reason)
+            )
 
 
 def issued_calls(session: Session, call_ids: Sequence[str]) -> dict[str, Call]:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import event
 from sqlmodel import Session, select
 
 from control_plane import outbound as outbound_module
@@ -306,6 +307,36 @@ def test_a_report_ends_its_call_and_frees_its_slot(client: TestClient, tokens: T
     assert calls["active"] == 0
     assert calls["calls"][0]["state"] == "ended"
     assert calls["calls"][0]["end_reason"] == "caller_hangup"
+
+
+def test_a_batch_ends_its_calls_in_a_statement_per_end_reason(
+    client: TestClient, tokens: Tokens
+) -> None:
+    """A 500-report batch once ran an UPDATE per call, each checked by the session against every
+    call it held: seconds per batch. Counted, not timed: statements that end calls."""
+    calls = synthetic_calls(500, ["acme"], rng=random.Random(12), seed_id="batch")
+    for call in calls[::2]:
+        call["end_reason"] = "agent_hangup"
+    record_as_issued(client, calls)
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    updates: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE CALLS"):
+            updates.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        result = send(client, tokens, calls)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert result["accepted"] == 500
+    assert len(updates) == 2, f"{len(updates)} UPDATEs of calls for two end reasons"
+    listed = client.get(
+        "/api/v1/workspaces/acme/calls", params={"limit": 100}, headers=auth(tokens.admin)
+    ).json()
+    assert listed["active"] == 0
+    assert {c["end_reason"] for c in listed["calls"]} == {"caller_hangup", "agent_hangup"}
 
 
 def test_telemetry_needs_a_service_token_and_valid_reports(
