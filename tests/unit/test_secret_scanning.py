@@ -92,11 +92,12 @@ def run_probe(
     secret = "xai-" + "ProbeKeyThatLeaks0123456789"
     probe.write_text(PROBE.format(secret=secret, answer=answer, logged=logged))
     runner = ["-m", "pytest"] if hand_over else ["-c", WITHOUT_HAND_OVER]
-    on_workers = ["-n", str(workers)] if workers else ["-p", "no:xdist"]
+    on_workers = ["-p", "xdist.plugin", "-n", str(workers)] if workers else []
     return subprocess.run(
         [sys.executable, *runner, "-q", "-p", "tests.conftest", *on_workers, str(probe)],
         cwd=Path(conftest.__file__).resolve().parent.parent,
-        env={**os.environ, "CI": ""},
+        # Only the scanner (and xdist) loaded: the installed plugins cost each process seconds.
+        env={**os.environ, "CI": "", "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
         capture_output=True,
         text=True,
         timeout=120,
@@ -106,25 +107,29 @@ def run_probe(
 def test_a_run_in_which_a_key_leaks_fails(tmp_path: Path) -> None:
     clean = run_probe(tmp_path, answer='"stored"', logged='"stored a key"')
     assert clean.returncode == 0, clean.stdout[-1500:]
-    echoed = run_probe(tmp_path, answer="SECRET[::-1][::-1]", logged='"stored a key"')
-    assert echoed.returncode != 0 and "SECRET LEAKS FOUND" in echoed.stdout, echoed.stdout
-    logged = run_probe(tmp_path, answer='"stored"', logged='"key %s", SECRET.upper().lower()')
-    assert logged.returncode != 0 and "log probe" in logged.stdout, logged.stdout
+    # One run, two leaks: each net names its own find, so both are proven in one process.
+    leaky = run_probe(
+        tmp_path, answer="SECRET[::-1][::-1]", logged='"key %s", SECRET.upper().lower()'
+    )
+    assert leaky.returncode != 0 and "SECRET LEAKS FOUND" in leaky.stdout, leaky.stdout
+    assert "response /echo (200)" in leaky.stdout, leaky.stdout
+    assert "log probe" in leaky.stdout, leaky.stdout
 
 
+# One worker is enough: the probe's one test then runs in a worker process, not the controller.
 def test_a_key_leaked_on_a_worker_fails_the_whole_run(tmp_path: Path) -> None:
-    """On several workers the leak happens in a worker process; the controller decides."""
-    clean = run_probe(tmp_path, answer='"stored"', logged='"stored a key"', workers=2)
+    """On workers the leak happens in a worker process; the controller decides."""
+    clean = run_probe(tmp_path, answer='"stored"', logged='"stored a key"', workers=1)
     assert clean.returncode == 0, clean.stdout[-1500:]
     assert "secret scanner: 1 responses" in clean.stdout, clean.stdout[-1500:]
-    echoed = run_probe(tmp_path, answer="SECRET[::-1][::-1]", logged='"stored a key"', workers=2)
+    echoed = run_probe(tmp_path, answer="SECRET[::-1][::-1]", logged='"stored a key"', workers=1)
     assert echoed.returncode != 0 and "SECRET LEAKS FOUND" in echoed.stdout, echoed.stdout
 
 
 def test_without_the_hand_over_a_key_leaked_on_a_worker_goes_unseen(tmp_path: Path) -> None:
     """Why the controller collects the workers' findings: without it the same leak passes."""
     echoed = run_probe(
-        tmp_path, answer="SECRET[::-1][::-1]", logged='"stored a key"', workers=2, hand_over=False
+        tmp_path, answer="SECRET[::-1][::-1]", logged='"stored a key"', workers=1, hand_over=False
     )
     assert echoed.returncode == 0, echoed.stdout[-1500:]
     assert "SECRET LEAKS FOUND" not in echoed.stdout
