@@ -11,7 +11,7 @@ export NO_MKDOCS_2_WARNING := 1
 # uv uses this machine's Python 3.11 and never downloads one; the environment is .venv.
 UV_ENV := UV_PYTHON=$(PYTHON) UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=$(VENV)
 
-.PHONY: run test upgrade docs bench-report lint typecheck format redteam bench bench-runtime bench-call-entry bench-warm-start bench-sign-in bench-servers bench-control-plane-burst bench-phone-side soak clean
+.PHONY: run test upgrade docs bench-report lint typecheck format redteam bench bench-runtime bench-call-entry bench-warm-start bench-sign-in bench-servers bench-control-plane-burst bench-phone-side bench-peers soak clean
 
 $(UV):
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -91,6 +91,10 @@ bench-control-plane-burst: $(VENV)/.installed-dev
 ## The phone side of calls served under ASGI (the worker's stack) vs a bare Sans-I/O server
 bench-phone-side: $(VENV)/.installed-dev
 	$(BIN)/python bench/phone_side.py
+
+## The call worker beside a pipecat bot per call: same fake xAI and phones, 25 to 400 calls
+bench-peers: $(VENV)/.installed-dev
+	$(BIN)/python bench/peers.py
 
 ## The hostile-client matrix against running processes on loopback: tried / expected / observed
 redteam: $(VENV)/.installed-dev

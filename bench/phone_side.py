@@ -31,8 +31,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.phone_calls import stamped  # noqa: E402
 from bench.phones import open_phone  # noqa: E402
-from bench.runtime import cpu_seconds, stamped  # noqa: E402
+from bench.runtime import cpu_seconds  # noqa: E402
 from switchboard_runtime.telephony import (  # noqa: E402
     DIALECTS,
     BridgeStats,

@@ -76,11 +76,46 @@ def warm_start(results: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def peers(results: dict[str, Any]) -> list[Row]:
+    by_load: dict[int, dict[str, dict[str, Any]]] = {}
+    for figures in results["rows"]:
+        by_load.setdefault(figures["calls"], {})[figures["side"]] = figures
+    rows: list[Row] = []
+    for calls, sides in sorted(by_load.items()):
+        worker, peer = sides.get("switchboard worker"), sides.get("pipecat bot per call")
+
+        def shown(figures: dict[str, Any] | None) -> str:
+            if figures is None:
+                return "not run"
+            up, down = figures["caller_to_xai_lag_ms"][1], figures["xai_to_phone_lag_ms"][1]
+            verdict = "" if figures["sustained"] else ", not sustained"
+            return (
+                f"{figures['cpu_ms_per_call_second']:.2f} ms, lag p99 {up:.0f} / {down:.0f} ms, "
+                f"frames {figures['agent_frames_delivered']:.0%}{verdict}"
+            )
+
+        rows.append((f"{calls} calls: worker", shown(worker), "", ""))
+        rows.append((f"{calls} calls: pipecat bot per call", shown(peer), "", ""))
+    ratio = results.get("cpu_ratio_at_largest_sustained_by_both")
+    if ratio is not None:
+        rows.append(
+            (
+                f"pipecat CPU / worker CPU per call-second at "
+                f"{results['largest_sustained_by_both']} calls (largest both sustain)",
+                f"{ratio:.1f}x",
+                ">= 10x",
+                "PASS" if ratio >= 10 else "FAIL",
+            )
+        )
+    return rows
+
+
 SOURCES: list[tuple[str, str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("make bench (control plane vs unleash-server)", "latest.json", control_plane),
     ("make bench-runtime", "runtime.json", runtime),
     ("make bench-call-entry", "call_entry.json", call_entry),
     ("make bench-warm-start", "warm_start.json", warm_start),
+    ("make bench-peers", "peers.json", peers),
 ]
 
 

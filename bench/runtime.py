@@ -28,17 +28,19 @@ the three loops is late, and that says whose loop it was.
 
 import asyncio
 import base64
+import contextlib
 import gc
 import json
 import os
 import re
 import secrets
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from subprocess import STDOUT
 from typing import Any
@@ -50,7 +52,7 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.phones import open_phone  # noqa: E402
+from bench.phone_calls import Dialled, talk  # noqa: E402
 from switchboard_runtime import protocol  # noqa: E402
 from switchboard_runtime.loop_lag import LoopLagMonitor  # noqa: E402
 from switchboard_runtime.session import GrokRealtimeSession, MemoryTelemetrySink  # noqa: E402
@@ -258,20 +260,6 @@ async def measure(
     }
 
 
-# A stamped frame is 8 bytes of send time and 152 of μ-law. Base64 encodes 3 bytes at a time,
-# so the stamp plus the first body byte (9 bytes) encode apart from the rest, which never
-# changes: the phones (the instrument) build each frame from a constant tail.
-_TAILS = {
-    talk: base64.b64encode(bytes([0x7F if talk else 0xFF]) * 151).decode() for talk in (True, False)
-}
-
-
-def stamped(talk: bool) -> str:
-    """A 20 ms μ-law frame carrying its send time; talk or silence (0xFF), base64."""
-    head = struct.pack(">d", time.time()) + (b"\x7f" if talk else b"\xff")
-    return base64.b64encode(head).decode() + _TAILS[talk]
-
-
 async def calls_holding_slots(control_plane: str, reader: str) -> int:
     async with httpx.AsyncClient() as http:
         answer = await http.get(
@@ -291,32 +279,19 @@ async def bridged_calls(
     control_plane: str,
     reader: str,
     run: int = 0,
+    calls: int = CALLS,
 ) -> dict[str, Any]:
-    """CALLS scripted phones → the call worker (its own process) → the fake xAI (its own
-    process), Twilio media streams on the phone side. Each caller talks for 0.5 s, then sends
-    silence while the agent's one-second reply plays out in full, and again, for SECONDS."""
+    """`calls` scripted phones → the call worker (its own process) → the fake xAI (its own
+    process), Twilio media streams on the phone side (bench/phone_calls.py). Each caller talks
+    for 0.5 s, then sends silence while the agent's one-second reply plays out in full, and
+    again, for SECONDS."""
     from control_plane.calls.webhooks import twilio_signature
 
-    talk_frames, reply_frames = 25, 50
-    cycle = (talk_frames + reply_frames) * 0.02
-    phone_lags: list[float] = []  # sent → at the phone's socket
-    phone_read_lags: list[float] = []  # sent → read by the phone (its own lateness included)
-    received = [0]
-    expected = [0]
-    failures: list[str] = []
-    all_connected = asyncio.Barrier(CALLS + 1)
-    talk_started = asyncio.Event()
-    http = httpx.AsyncClient(limits=httpx.Limits(max_connections=CALLS + CHURN), timeout=20)
+    http = httpx.AsyncClient(limits=httpx.Limits(max_connections=calls + CHURN), timeout=20)
 
-    async def one_call(index: int, churn_at: float | None = None) -> None:
-        """A call for the whole talk, or (churn_at) one that starts that long into it."""
-        if churn_at is None:
-            await asyncio.sleep(index * 0.01)  # calls arrive at 100 per second
-        else:
-            await talk_started.wait()
-            await asyncio.sleep(churn_at)
+    async def dial(index: int, call_sid: str) -> Dialled | str:
+        """The worker's answer webhook, signed as Twilio signs it: TwiML naming the stream."""
         url = f"{worker}/twiml/{agent_id}?workspace_id=acme"
-        call_sid = f"CA{run:04d}{index:028d}"
         params = {"CallSid": call_sid, "From": "+15550100", "To": "+15550199"}
         answer = await http.post(
             url,
@@ -326,90 +301,44 @@ async def bridged_calls(
         stream = re.search(r'<Stream url="([^"]+)"', answer.text)
         token = re.search(r'name="stream_token" value="([^"]+)"', answer.text)
         if stream is None or token is None:
-            failures.append(answer.text[:120])
-            if churn_at is None:
-                await all_connected.wait()
-            return
-        mine = [0]
+            return answer.text[:120]
+        return Dialled(stream.group(1), {"stream_token": token.group(1)})
 
-        def heard(raw: str, arrived_at: float) -> None:
-            frame = json.loads(raw)
-            if frame.get("event") == "media":
-                sent_at = struct.unpack(">d", base64.b64decode(frame["media"]["payload"])[:8])[0]
-                phone_lags.append(arrived_at - sent_at)
-                phone_read_lags.append(time.time() - sent_at)
-                mine[0] += 1
-                received[0] += 1
+    measuring: dict[str, Any] = {}
 
-        phone = await open_phone(stream.group(1), heard)
-        start = {"streamSid": f"MZ{index}", "callSid": params["CallSid"]}
-        phone.send(json.dumps({"event": "connected", "protocol": "Call"}))
-        phone.send(
-            json.dumps(
-                {
-                    "event": "start",
-                    "streamSid": f"MZ{index}",
-                    "start": {**start, "customParameters": {"stream_token": token.group(1)}},
-                }
-            )
-        )
-        media_prefix = (
-            json.dumps(
-                {"event": "media", "streamSid": f"MZ{index}", "media": {"track": "inbound"}}
-            )[:-2]
-            + ', "payload": "'
-        )
-        if churn_at is None:
-            await all_connected.wait()
-            # Calls are not phase-locked in real life: each starts its first turn at its own
-            # point of the 1.5 s talk-and-reply cycle, so turn boundaries (a burst of events per
-            # call) spread out. BENCH_TURNS=in-step starts every call within one 20 ms frame.
-            await asyncio.sleep(index * (0.02 if TURNS_IN_STEP else cycle) / CALLS)
-        utterances, talked = 0, 0
-        due = time.perf_counter()
-        until = due + (SECONDS if churn_at is None else CHURN_SECONDS)
-        while True:
-            now = time.perf_counter()
-            waiting_for_reply = mine[0] < utterances * reply_frames
-            if now >= until and not waiting_for_reply:
-                break
-            if now >= until + 5:
-                failures.append(f"call {index}: reply incomplete")
-                break
-            talking = now < until and not waiting_for_reply
-            if talking:
-                talked += 1
-                if talked == talk_frames:
-                    talked, utterances = 0, utterances + 1
-            phone.send(media_prefix + stamped(talking) + '"}}')
-            due += 0.02
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-        expected[0] += utterances * reply_frames
-        phone.send(json.dumps({"event": "stop", "streamSid": f"MZ{index}"}))
-        await phone.close()
+    async def on_all_connected() -> None:
+        # Each process's own event-loop lateness while the calls talk: a late fake reads caller
+        # frames late and late phones read agent frames late, which would read as the worker's
+        # lag.
+        await http.get(f"{fake}/stats", params={"reset": "1"})
+        measuring["phones_loop"] = LoopLagMonitor(keep=100_000)
+        measuring["phones_loop"].start()
+        measuring["worker_before"] = worker_histograms(worker, LOOP_LAG, FULL_COLLECTIONS)
+        measuring["cpu_before"] = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        measuring["started"] = time.perf_counter()
 
     held_before = await calls_holding_slots(control_plane, reader)  # parts 1-2 never end theirs
-    tasks = [asyncio.create_task(one_call(i)) for i in range(CALLS)]
-    spread = (SECONDS - CHURN_SECONDS) / max(1, CHURN)
-    tasks += [asyncio.create_task(one_call(CALLS + i, i * spread)) for i in range(CHURN)]
-    await all_connected.wait()
-    talk_started.set()
-    # Each process's own event-loop lateness while the calls talk: a late fake reads caller
-    # frames late and late phones read agent frames late, which would read as the worker's lag.
-    await http.get(f"{fake}/stats", params={"reset": "1"})
-    phones_loop = LoopLagMonitor(keep=100_000)
-    phones_loop.start()
-    worker_loop_before, collections_before = worker_histograms(worker, LOOP_LAG, FULL_COLLECTIONS)
-    before, started = {name: cpu_seconds(pid) for name, pid in pids.items()}, time.perf_counter()
-    await asyncio.gather(*tasks)
-    wall = time.perf_counter() - started
+    phones = await talk(
+        dial,
+        calls,
+        SECONDS,
+        run=run,
+        churn=CHURN,
+        turns_in_step=TURNS_IN_STEP,
+        on_all_connected=on_all_connected,
+    )
+    wall = time.perf_counter() - measuring["started"]
+    phones_loop: LoopLagMonitor = measuring["phones_loop"]
     await phones_loop.stop()
+    worker_loop_before, collections_before = measuring["worker_before"]
     worker_loop_after, collections_after = worker_histograms(worker, LOOP_LAG, FULL_COLLECTIONS)
     full_collections = collections_after[-1][1] - collections_before[-1][1]
     # Share of one core each process used while the calls ran: the machine has two.
+    before = measuring["cpu_before"]
     cores = {name: (cpu_seconds(pid) - before[name]) / wall for name, pid in pids.items()}
     fake_stats = (await http.get(f"{fake}/stats")).json()
     await http.aclose()
+    failures = phones.failures
     # Every call's report reaches the control plane (which ends the call) before the servers
     # are stopped; a report still in flight would be refused and logged as a failure.
     deadline = time.monotonic() + 30
@@ -419,23 +348,24 @@ async def bridged_calls(
             break
         await asyncio.sleep(0.2)
     return {
-        "concurrent_calls": CALLS,
+        "concurrent_calls": calls,
         "churn_calls": CHURN,
         "failed_calls": failures,
         "agent_frames_sent_by_xai": fake_stats["deltas_sent"],
-        "agent_frames_at_phones": received[0],
-        "agent_frames_delivered": received[0] / max(1, fake_stats["deltas_sent"]),
+        "agent_frames_at_phones": phones.agent_frames,
+        "agent_frames_delivered": phones.agent_frames / max(1, fake_stats["deltas_sent"]),
+        "caller_frames_sent_by_phones": phones.caller_frames_sent,
         "caller_frames_at_xai": fake_stats["caller_frames"],
         "caller_to_xai_lag_p50_ms": fake_stats["caller_lags_ms"]["0.5"],
         "caller_to_xai_lag_p99_ms": fake_stats["caller_lags_ms"]["0.99"],
-        "xai_to_phone_lag_p50_ms": quantile(phone_lags, 0.5) * 1000,
-        "xai_to_phone_lag_p99_ms": quantile(phone_lags, 0.99) * 1000,
+        "xai_to_phone_lag_p50_ms": quantile(phones.lags, 0.5) * 1000,
+        "xai_to_phone_lag_p99_ms": quantile(phones.lags, 0.99) * 1000,
         # The same frames timed when the stand-in read them: its own lateness included.
         "read_lag_p99_ms": {
             "caller_to_xai": fake_stats["caller_read_lags_ms"]["0.99"],
-            "xai_to_phone": quantile(phone_read_lags, 0.99) * 1000,
+            "xai_to_phone": quantile(phones.read_lags, 0.99) * 1000,
         },
-        "worker_cpu_ms_per_call_second": cores["worker"] * 1000 / CALLS,
+        "worker_cpu_ms_per_call_second": cores["worker"] * 1000 / calls,
         # Sampled every 20 ms; the worker's from its /metrics histogram (a bucket's bound). A
         # stall of a few hundred ms is one sample: the p99 misses it, the max shows it.
         "loop_lag_ms": {
@@ -532,6 +462,106 @@ def host_reference_us() -> float:
     return statistics.median(rounds)
 
 
+@dataclass
+class CallStack:
+    """The fake xAI, a control plane and `switchboard worker`, each its own process."""
+
+    workdir: Path
+    logs: dict[str, Path]
+    processes: dict[str, subprocess.Popen[bytes]]
+    fake_url: str
+    realtime_port: int
+    control_plane_url: str
+    worker_url: str
+    service_token: str
+    reader_token: str
+    twilio_token: str
+    agent_id: str
+
+    def pids(self) -> dict[str, int]:
+        return {"worker": self.processes["worker"].pid, "fake_xai": self.processes["fake_xai"].pid}
+
+
+@contextlib.contextmanager
+def call_stack(worker_cpus: set[int] | None) -> Iterator[CallStack]:
+    """Start the stack (the worker on `worker_cpus`, the rest on this process's CPUs); stop it
+    on the way out. The fake xAI stamps its audio (tests/fakes/stamps.py)."""
+    workdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-runtime-"))
+    fake_port, realtime_port = free_port(), free_port()
+    cp_port, worker_port = free_port(), free_port()
+    fake_url = f"http://127.0.0.1:{fake_port}"
+    twilio_token = secrets.token_hex(16)
+    logs = {name: workdir / f"{name}.log" for name in ("fake_xai", "control_plane", "worker")}
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        processes["fake_xai"] = start(
+            [
+                *(sys.executable, "-m", "tests.fakes.run_fake_xai", str(fake_port), XAI_KEY),
+                *("--stamped", "--lean-realtime", str(realtime_port)),
+            ],
+            dict(os.environ),
+            f"{fake_url}/v1/api-key",
+            logs["fake_xai"],
+        )
+        env, token, reader, agent_id = prepare_control_plane(
+            f"sqlite:///{workdir}/bench.db", workdir, realtime_port
+        )
+        env["SWITCHBOARD_TWILIO_AUTH_TOKEN"] = twilio_token  # a single-tenant install
+        uvicorn = [sys.executable, "-m", "uvicorn", "--log-level", "warning", "--no-access-log"]
+        processes["control_plane"] = start(
+            [*uvicorn, "control_plane.app:create_app", "--factory", "--port", str(cp_port)],
+            env,
+            f"http://127.0.0.1:{cp_port}/healthz",
+            logs["control_plane"],
+        )
+        worker_env = {
+            **env,
+            "SWITCHBOARD_SERVICE_TOKEN": token,
+            "SWITCHBOARD_CONTROL_PLANE_URL": f"http://127.0.0.1:{cp_port}",
+            "SWITCHBOARD_WORKER_PUBLIC_URL": f"http://127.0.0.1:{worker_port}",
+        }
+        processes["worker"] = start(
+            [
+                str(Path(sys.executable).parent / "switchboard"),
+                *("worker", "--port", str(worker_port), "--server", WORKER_SERVER),
+            ],
+            worker_env,
+            f"http://127.0.0.1:{worker_port}/healthz",
+            logs["worker"],
+            cpus=worker_cpus,
+        )
+        yield CallStack(
+            workdir=workdir,
+            logs=logs,
+            processes=processes,
+            fake_url=fake_url,
+            realtime_port=realtime_port,
+            control_plane_url=f"http://127.0.0.1:{cp_port}",
+            worker_url=f"http://127.0.0.1:{worker_port}",
+            service_token=token,
+            reader_token=reader,
+            twilio_token=twilio_token,
+            agent_id=agent_id,
+        )
+    finally:
+        for name in ("worker", "control_plane", "fake_xai"):
+            if name in processes:
+                processes[name].terminate()
+                processes[name].wait(timeout=15)
+
+
+def log_problems(logs: dict[str, Path]) -> dict[str, list[str]]:
+    """What the servers said: a benchmark that passes beside stray warnings has not passed."""
+    return {
+        name: [
+            line
+            for line in log.read_text(errors="replace").splitlines()
+            if any(word in line for word in ("WARNING", "ERROR", "Traceback"))
+        ][:20]
+        for name, log in logs.items()
+    }
+
+
 def main() -> None:
     worker_cpus, harness_cpus = placement()
     if worker_cpus:  # on the worker's CPU: that is the one its figures depend on
@@ -539,53 +569,15 @@ def main() -> None:
     reference = host_reference_us()
     # This process (the phones) and every server it starts but the worker: the stand-ins.
     os.sched_setaffinity(0, harness_cpus)
-    workdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-runtime-"))
-    fake_port, realtime_port = free_port(), free_port()
-    cp_port, worker_port = free_port(), free_port()
-    fake_url = f"http://127.0.0.1:{fake_port}"
-    twilio_token = secrets.token_hex(16)
-    logs = {name: workdir / f"{name}.log" for name in ("fake_xai", "control_plane", "worker")}
-    fake = start(
-        [
-            *(sys.executable, "-m", "tests.fakes.run_fake_xai", str(fake_port), XAI_KEY),
-            *("--stamped", "--lean-realtime", str(realtime_port)),
-        ],
-        dict(os.environ),
-        f"{fake_url}/v1/api-key",
-        logs["fake_xai"],
-    )
-    env, token, reader, agent_id = prepare_control_plane(
-        f"sqlite:///{workdir}/bench.db", workdir, realtime_port
-    )
-    env["SWITCHBOARD_TWILIO_AUTH_TOKEN"] = twilio_token  # a single-tenant install
-    uvicorn = [sys.executable, "-m", "uvicorn", "--log-level", "warning", "--no-access-log"]
-    control_plane = start(
-        [*uvicorn, "control_plane.app:create_app", "--factory", "--port", str(cp_port)],
-        env,
-        f"http://127.0.0.1:{cp_port}/healthz",
-        logs["control_plane"],
-    )
-    worker_env = {
-        **env,
-        "SWITCHBOARD_SERVICE_TOKEN": token,
-        "SWITCHBOARD_CONTROL_PLANE_URL": f"http://127.0.0.1:{cp_port}",
-        "SWITCHBOARD_WORKER_PUBLIC_URL": f"http://127.0.0.1:{worker_port}",
-    }
-    worker = start(
-        [
-            str(Path(sys.executable).parent / "switchboard"),
-            *("worker", "--port", str(worker_port), "--server", WORKER_SERVER),
-        ],
-        worker_env,
-        f"http://127.0.0.1:{worker_port}/healthz",
-        logs["worker"],
-        cpus=worker_cpus,
-    )
-    try:
-        # uvloop, as under `switchboard worker` (uvicorn picks it when installed).
-        import uvloop
+    # uvloop, as under `switchboard worker` (uvicorn picks it when installed).
+    import uvloop
 
-        results = uvloop.run(measure(f"http://127.0.0.1:{cp_port}", token, agent_id, realtime_port))
+    with call_stack(worker_cpus) as stack:
+        results = uvloop.run(
+            measure(
+                stack.control_plane_url, stack.service_token, stack.agent_id, stack.realtime_port
+            )
+        )
         runs = []
         for run in range(RUNS):
             # The phones are the instrument: a full collection of everything parts 1 and 2
@@ -595,36 +587,24 @@ def main() -> None:
             runs.append(
                 uvloop.run(
                     bridged_calls(
-                        f"http://127.0.0.1:{worker_port}",
-                        {"worker": worker.pid, "fake_xai": fake.pid, "phones": os.getpid()},
-                        fake_url,
-                        agent_id,
-                        twilio_token,
-                        f"http://127.0.0.1:{cp_port}",
-                        reader,
+                        stack.worker_url,
+                        {**stack.pids(), "phones": os.getpid()},
+                        stack.fake_url,
+                        stack.agent_id,
+                        stack.twilio_token,
+                        stack.control_plane_url,
+                        stack.reader_token,
                         run,
                     )
                 )
             )
         results |= runs[0]  # every run's own figures are in "runs"
         results["runs"] = runs
-    finally:
-        for process in (worker, control_plane, fake):
-            process.terminate()
-            process.wait(timeout=15)
-    # What the servers said: a benchmark that passes beside stray warnings has not passed.
     results["worker_cpus"] = sorted(worker_cpus) if worker_cpus else "shared"
     results["host_reference_us"] = reference
     results["turns"] = "in-step" if TURNS_IN_STEP else "staggered"
     results["stand_in_cpus"] = sorted(harness_cpus)
-    results["server_log_problems"] = {
-        name: [
-            line
-            for line in log.read_text(errors="replace").splitlines()
-            if any(word in line for word in ("WARNING", "ERROR", "Traceback"))
-        ][:20]
-        for name, log in logs.items()
-    }
+    results["server_log_problems"] = log_problems(stack.logs)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / "runtime.json").write_text(json.dumps(results, indent=2))

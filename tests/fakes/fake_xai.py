@@ -27,7 +27,6 @@ import contextlib
 import json
 import math
 import secrets
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from switchboard_runtime.loop_lag import LoopLagMonitor
+from tests.fakes import stamps
 
 VOICES = {"ara", "rex", "sal", "eve", "leo"}
 # The smallest session.update the fake (like xAI) accepts: μ-law both ways, server VAD, no tools.
@@ -120,10 +120,10 @@ class FakeXAIState:
     send_unknown_events: bool = True
     handshake_delay: float = 0.0
     connections: list[Connection] = field(default_factory=list)
-    # Benchmarks: audio frames carry their send time (8 bytes, big-endian float seconds) in
-    # front of μ-law bytes; silence (0xFF) is not speech. The fake records how late caller
-    # frames arrive (at its socket, where the transport can say: the lean one) and how late it
-    # read them, and stamps its own replies as it sends them.
+    # Benchmarks: audio carries its send time (tests/fakes/stamps.py), in μ-law or as the PCM16
+    # it decodes to; silence is no speech. The fake records how late caller frames arrive (at
+    # its socket, where the transport can say: the lean one) and how late it read them, and
+    # stamps its own replies as it sends them.
     stamped_audio: bool = False
     record_connections: bool = True
     caller_lags: list[float] = field(default_factory=list)
@@ -268,11 +268,13 @@ class RealtimeConversation:
         self.frames = 0
         self.utterance = 0
         self.responding: asyncio.Task[None] | None = None
+        self.response_open = False  # from starting a response until its response.done
         self.response_id: str | None = None
         self.cancelled: set[str] = set()
         self.counter = 0
         self.input_format: dict[str, Any] = {}
-        self.caller_speaking = False  # a browser's caller, by the PCM VAD
+        self.output_format: dict[str, Any] = {}
+        self.caller_speaking = False  # by the level VAD (browser PCM16, benchmark audio)
 
     def next_id(self, prefix: str) -> str:
         self.counter += 1
@@ -328,36 +330,30 @@ class RealtimeConversation:
             if problem:
                 await self.error("invalid_request_error", "invalid_value", problem, event)
                 return
-            self.input_format = ((event["session"].get("audio") or {}).get("input") or {}).get(
-                "format"
-            ) or {}
+            audio = event["session"].get("audio") or {}
+            self.input_format = (audio.get("input") or {}).get("format") or {}
+            self.output_format = (audio.get("output") or {}).get("format") or {}
             await self.send("ping", timestamp=int(time.time() * 1000))
             await self.send("session.updated", session=event.get("session", {}))
         elif kind == "input_audio_buffer.append":
             frame = base64.b64decode(event["audio"], validate=True)  # a real server refuses garbage
-            if self.input_format.get("type") == "audio/pcm":
+            pcm = self.input_format.get("type") == "audio/pcm"
+            if self.state.stamped_audio:
+                await self.stamped_caller_audio(stamps.pcm16_to_ulaw(frame) if pcm else frame)
+            elif pcm:
                 self.state.pcm_frames.append(frame)
                 await self.voice_activity(frame)
-                return
-            if self.state.stamped_audio:
-                sent_at = struct.unpack(">d", frame[:8])[0]
-                self.state.caller_lags.append(self.arrived_at() - sent_at)
-                self.state.caller_read_lags.append(time.time() - sent_at)
-                if frame[8:].count(0xFF) == len(frame) - 8:
-                    return  # silence: no speech for the fake's VAD
-            self.frames += 1
-            if self.frames == 1:
-                await self.send(
-                    "input_audio_buffer.speech_started",
-                    audio_start_ms=0,
-                    item_id=self.next_id("item"),
-                )
-                if self.state.server_cancel_on_speech and self.speaking():
-                    self.cancel_response(by_server=True)
-            if self.frames >= self.state.frames_per_utterance:
-                self.frames = 0
-                await self.end_of_utterance()
+            else:
+                await self.caller_speech_frame()
         elif kind == "response.create":
+            if self.response_open:  # one at a time: server VAD may have started one already
+                await self.error(
+                    "invalid_request_error",
+                    "conversation_already_has_active_response",
+                    "Conversation already has an active response in progress.",
+                    event,
+                )
+                return
             self.start_response(self.respond_with_audio())
         elif kind == "response.cancel":
             if self.speaking():
@@ -370,34 +366,67 @@ class RealtimeConversation:
                     event,
                 )
 
+    async def stamped_caller_audio(self, ulaw: bytes) -> None:
+        """Benchmark audio (tests/fakes/stamps.py), as μ-law whatever format it came in: each
+        20 ms in it is timed from its stamp, and heard by the server VAD."""
+        arrived_at, read_at = self.arrived_at(), time.time()
+        for start in range(0, len(ulaw) - stamps.STAMP_BYTES, stamps.FRAME_BYTES):
+            frame = ulaw[start : start + stamps.FRAME_BYTES]
+            sent_at = stamps.read_stamp(frame)
+            self.state.caller_lags.append(arrived_at - sent_at)
+            self.state.caller_read_lags.append(read_at - sent_at)
+            await self.heard(loud=not stamps.is_silence(frame))
+
+    async def caller_speech_frame(self) -> None:
+        """Speech for the counting VAD: an utterance is `frames_per_utterance` frames."""
+        self.frames += 1
+        if self.frames == 1:
+            await self.speech_started()
+        if self.frames >= self.state.frames_per_utterance:
+            self.frames = 0
+            await self.end_of_utterance()
+
     async def voice_activity(self, pcm16: bytes) -> None:
-        """Server VAD for a browser's PCM16: speech starts with the first loud frame after
-        quiet ones and the utterance ends with the first quiet frame after it."""
-        loud = not quiet(pcm16)
+        """Server VAD for a browser's PCM16."""
+        await self.heard(loud=not quiet(pcm16))
+
+    async def heard(self, *, loud: bool) -> None:
+        """Server VAD by level: speech starts with the first loud frame after quiet ones and
+        the utterance ends with the first quiet frame after it."""
         if loud and not self.caller_speaking:
             self.caller_speaking = True
-            await self.send(
-                "input_audio_buffer.speech_started", audio_start_ms=0, item_id=self.next_id("item")
-            )
-            if self.state.server_cancel_on_speech and self.speaking():
-                self.cancel_response(by_server=True)
+            await self.speech_started()
         elif not loud and self.caller_speaking:
             self.caller_speaking = False
             await self.end_of_utterance()
 
+    async def speech_started(self) -> None:
+        await self.send(
+            "input_audio_buffer.speech_started", audio_start_ms=0, item_id=self.next_id("item")
+        )
+        if self.state.server_cancel_on_speech and self.speaking():
+            self.cancel_response(by_server=True)
+
     def speaking(self) -> bool:
         return self.responding is not None and not self.responding.done()
+
+    async def response_done(self, **fields: Any) -> None:
+        """The last event of a response: from here on, another may be asked for."""
+        self.response_open = False
+        await self.send("response.done", **fields)
 
     def start_response(self, work: Any) -> None:
         async def until_the_peer_leaves() -> None:
             with contextlib.suppress(WebSocketDisconnect, RuntimeError):
                 await work
 
+        self.response_open = True
         self.responding = asyncio.create_task(until_the_peer_leaves())
 
     def cancel_response(self, *, by_server: bool) -> None:
         if self.response_id:
             self.cancelled.add(self.response_id)
+        self.response_open = False  # what is left of it is on its way out: a new one may start
 
     async def error(self, kind: str, code: str, message: str, event: Any = None) -> None:
         event_id = event.get("event_id") if isinstance(event, dict) else None
@@ -433,6 +462,10 @@ class RealtimeConversation:
         if self.state.drop_on_utterance == index:
             self.record.closed_by_fake = "drop"
             await self.ws.close(1011, "internal error")
+            return
+        if self.response_open:
+            # One response at a time: the client asked for one while the caller spoke, and
+            # that one answers this utterance.
             return
         tools = self.state.tool_turns.get(index)
         if tools is not None:
@@ -487,7 +520,7 @@ class RealtimeConversation:
                     arguments=arguments,
                 )
             output.append({**item, "status": "completed", "arguments": arguments})
-        await self.send("response.done", response=response_object(response_id, "completed", output))
+        await self.response_done(response=response_object(response_id, "completed", output))
         self.response_id = None
 
     async def respond_with_audio(self, status: str = "completed") -> None:
@@ -517,7 +550,9 @@ class RealtimeConversation:
                     break
                 late += 1  # already on the wire when the cancel arrived
             if self.state.stamped_audio:
-                chunk = struct.pack(">d", time.time()) + chunk[8:]
+                chunk = stamps.stamp(time.time()) + chunk[stamps.STAMP_BYTES :]
+                if self.output_format.get("type") == "audio/pcm":
+                    chunk = stamps.ulaw_to_pcm16(chunk)
             await self.send(
                 "response.output_audio.delta",
                 response_id=response_id,
@@ -532,10 +567,7 @@ class RealtimeConversation:
                 await asyncio.sleep(max(0.0, due - loop.time()))
         self.response_id = None
         if response_id in self.cancelled:
-            await self.send(
-                "response.done",
-                response=response_object(response_id, "cancelled"),
-            )
+            await self.response_done(response=response_object(response_id, "cancelled"))
             return
         part = {"response_id": response_id, "item_id": item_id, "output_index": 0}
         await self.send("response.output_audio.done", **part, content_index=0)
@@ -545,8 +577,7 @@ class RealtimeConversation:
             content_index=0,
             transcript=self.state.agent_transcript,
         )
-        await self.send(
-            "response.done",
+        await self.response_done(
             response=response_object(
                 response_id,
                 status,

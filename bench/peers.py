@@ -1,0 +1,232 @@
+"""`make bench-peers`: the call worker beside a pipecat bot per call, on the same phones and xAI.
+
+Both bridges run at once, each its own process on the same CPU (BENCH_WORKER_CORE, default 0),
+only one carrying calls at a time; the fake xAI, the control plane and the phones share the
+other core. At each load (BENCH_PEERS_CALLS, default 25,50,100,200,400 concurrent calls) both
+carry the same scripted Twilio calls (bench/phone_calls.py: 0.5 s of speech, then the agent's
+1 s reply in full, over and over for BENCH_PEERS_SECONDS, default 10), one after the other,
+which goes first alternating from load to load. Reported per side and load:
+- CPU ms per call-second: the bridge process's CPU time over the talk / wall time / calls;
+- agent frames delivered (20 ms frames at the phones / frames xAI sent) and caller frames
+  delivered (at xAI / sent by the phones);
+- lag p50/p99 both ways, from the send time each 20 ms of audio carries (tests/fakes/stamps.py)
+  to when it reached the other end's socket.
+A side *sustains* a load when no call fails, at least 90 % of the frames arrive both ways and
+lag p99 stays within 250 ms both ways (generous: the phone-side goal is 20 ms). A side that does
+not is not run at the larger loads (they would only take longer to say the same); the report
+names the largest load each side sustained and compares CPU per call-second there.
+
+(a) `switchboard worker`, dialled as Twilio dials it (a signed webhook, then the stream);
+(b) bench/pipecat_bot.py: pipecat's FastAPI WebSocket transport, Twilio serializer, context
+    aggregators and Grok realtime service, a pipeline per call, all in one process.
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.phone_calls import Dialled, quantile, talk  # noqa: E402
+from bench.runtime import (  # noqa: E402
+    XAI_KEY,
+    bridged_calls,
+    call_stack,
+    cpu_seconds,
+    log_problems,
+    placement,
+    start,
+)
+from tests.fakes.server import free_port  # noqa: E402
+
+LOADS = [int(n) for n in os.environ.get("BENCH_PEERS_CALLS", "25,50,100,200,400").split(",")]
+SECONDS = float(os.environ.get("BENCH_PEERS_SECONDS", "10"))
+SUSTAINED_FRAMES = 0.9  # delivered, each way
+SUSTAINED_LAG_P99_MS = 250.0  # each way
+
+
+def sustained(figures: dict[str, Any]) -> bool:
+    return bool(
+        figures["failed_calls"] == 0
+        and min(figures["agent_frames_delivered"], figures["caller_frames_delivered"])
+        >= SUSTAINED_FRAMES
+        and max(figures["caller_to_xai_lag_ms"][1], figures["xai_to_phone_lag_ms"][1])
+        <= SUSTAINED_LAG_P99_MS
+    )
+
+
+async def pipecat_calls(bot: str, bot_pid: int, fake: str, calls: int) -> dict[str, Any]:
+    """`calls` scripted phones → the pipecat bot process → the fake xAI."""
+    stream_url = bot.replace("http://", "ws://") + "/ws"
+    measuring: dict[str, float] = {}
+    http = httpx.AsyncClient()
+
+    async def dial(index: int, call_sid: str) -> Dialled:
+        return Dialled(stream_url)  # a fixed TwiML <Stream>, as pipecat's examples serve
+
+    async def on_all_connected() -> None:
+        await http.get(f"{fake}/stats", params={"reset": "1"})
+        measuring["cpu"], measuring["started"] = cpu_seconds(bot_pid), time.perf_counter()
+
+    phones = await talk(dial, calls, SECONDS, on_all_connected=on_all_connected)
+    wall = time.perf_counter() - measuring["started"]
+    core = (cpu_seconds(bot_pid) - measuring["cpu"]) / wall
+    fake_stats = (await http.get(f"{fake}/stats")).json()
+    await http.aclose()
+    return {
+        "concurrent_calls": calls,
+        "failed_calls": phones.failures,
+        "agent_frames_sent_by_xai": fake_stats["deltas_sent"],
+        "agent_frames_at_phones": phones.agent_frames,
+        "caller_frames_sent_by_phones": phones.caller_frames_sent,
+        "caller_frames_at_xai": fake_stats["caller_frames"],
+        "caller_to_xai_lag_p50_ms": fake_stats["caller_lags_ms"]["0.5"],
+        "caller_to_xai_lag_p99_ms": fake_stats["caller_lags_ms"]["0.99"],
+        "xai_to_phone_lag_p50_ms": quantile(phones.lags, 0.5) * 1000,
+        "xai_to_phone_lag_p99_ms": quantile(phones.lags, 0.99) * 1000,
+        "bridge_cpu_ms_per_call_second": core * 1000 / calls,
+        "bridge_cores_used": core,
+        "wall_seconds": wall,
+    }
+
+
+def row(side: str, figures: dict[str, Any]) -> dict[str, Any]:
+    """One side at one load, in the report's terms."""
+    cpu = figures.get("bridge_cpu_ms_per_call_second", figures.get("worker_cpu_ms_per_call_second"))
+    cores = figures.get("bridge_cores_used", figures.get("cores_used", {}).get("worker"))
+    return {
+        "side": side,
+        "calls": figures["concurrent_calls"],
+        "cpu_ms_per_call_second": cpu,
+        "cores_used": cores,
+        "agent_frames_delivered": figures["agent_frames_at_phones"]
+        / max(1, figures["agent_frames_sent_by_xai"]),
+        "caller_frames_delivered": figures["caller_frames_at_xai"]
+        / max(1, figures["caller_frames_sent_by_phones"]),
+        "caller_to_xai_lag_ms": [
+            figures["caller_to_xai_lag_p50_ms"],
+            figures["caller_to_xai_lag_p99_ms"],
+        ],
+        "xai_to_phone_lag_ms": [
+            figures["xai_to_phone_lag_p50_ms"],
+            figures["xai_to_phone_lag_p99_ms"],
+        ],
+        "failed_calls": len(figures["failed_calls"]),
+    }
+
+
+def main() -> None:
+    import uvloop
+
+    bridge_cpus, harness_cpus = placement()
+    os.sched_setaffinity(0, harness_cpus)
+    rows: list[dict[str, Any]] = []
+    saturated: dict[str, int] = {}
+    with call_stack(bridge_cpus) as stack:
+        bot_port = free_port()
+        bot_log = stack.workdir / "pipecat_bot.log"
+        bot = start(
+            [
+                *(sys.executable, "-m", "uvicorn", "bench.pipecat_bot:create_app", "--factory"),
+                *("--port", str(bot_port), "--log-level", "warning", "--no-access-log"),
+            ],
+            {
+                **os.environ,
+                "PIPECAT_BOT_REALTIME_URL": f"ws://127.0.0.1:{stack.realtime_port}/v1/realtime",
+                "PIPECAT_BOT_XAI_KEY": XAI_KEY,
+            },
+            f"http://127.0.0.1:{bot_port}/healthz",
+            bot_log,
+            cpus=bridge_cpus,
+        )
+        try:
+
+            def worker_side(calls: int, run: int) -> dict[str, Any]:
+                return uvloop.run(
+                    bridged_calls(
+                        stack.worker_url,
+                        {**stack.pids(), "phones": os.getpid()},
+                        stack.fake_url,
+                        stack.agent_id,
+                        stack.twilio_token,
+                        stack.control_plane_url,
+                        stack.reader_token,
+                        run,
+                        calls=calls,
+                    )
+                )
+
+            def pipecat_side(calls: int, run: int) -> dict[str, Any]:
+                return uvloop.run(
+                    pipecat_calls(f"http://127.0.0.1:{bot_port}", bot.pid, stack.fake_url, calls)
+                )
+
+            sides = {"switchboard worker": worker_side, "pipecat bot per call": pipecat_side}
+            for index, calls in enumerate(LOADS):
+                order = list(sides) if index % 2 == 0 else list(reversed(sides))
+                for side in order:
+                    if side in saturated:
+                        continue
+                    figures = row(side, sides[side](calls, index))
+                    figures["sustained"] = sustained(figures)
+                    rows.append(figures)
+                    print(json.dumps(figures), flush=True)
+                    if not figures["sustained"]:
+                        saturated[side] = calls
+        finally:
+            bot.terminate()
+            bot.wait(timeout=15)
+        problems = log_problems({**stack.logs, "pipecat_bot": bot_log})
+    results = {
+        "loads": LOADS,
+        "seconds": SECONDS,
+        "bridge_cpus": sorted(bridge_cpus) if bridge_cpus else "shared",
+        "stand_in_cpus": sorted(harness_cpus),
+        "rows": rows,
+        "saturated_at": saturated,
+        "server_log_problems": problems,
+    }
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    print(
+        f"\n{'side':<22}{'calls':>6}{'CPU ms/call-s':>15}{'cores':>7}{'agent frames':>14}"
+        f"{'caller frames':>15}{'lag caller->xAI p50/p99':>26}{'lag xAI->phone p50/p99':>25}"
+    )
+    for figures in rows:
+        up, down = figures["caller_to_xai_lag_ms"], figures["xai_to_phone_lag_ms"]
+        print(
+            f"{figures['side']:<22}{figures['calls']:>6}{figures['cpu_ms_per_call_second']:>15.2f}"
+            f"{figures['cores_used']:>7.2f}{figures['agent_frames_delivered']:>14.1%}"
+            f"{figures['caller_frames_delivered']:>15.1%}"
+            f"{f'{up[0]:.1f} / {up[1]:.1f} ms':>26}{f'{down[0]:.1f} / {down[1]:.1f} ms':>25}"
+        )
+    for side, calls in saturated.items():
+        print(f"{side}: did not sustain {calls} calls; not run at larger loads")
+    largest = {
+        side: max((r["calls"] for r in rows if r["side"] == side and r["sustained"]), default=0)
+        for side in sides
+    }
+    both = min(largest.values())
+    results["largest_sustained"], results["largest_sustained_by_both"] = largest, both
+    if both:
+        cpu = {r["side"]: r["cpu_ms_per_call_second"] for r in rows if r["calls"] == both}
+        ratio = cpu["pipecat bot per call"] / cpu["switchboard worker"]
+        results["cpu_ratio_at_largest_sustained_by_both"] = ratio
+        print(
+            f"at {both} calls, the largest load both sustain: the pipecat bot spends {ratio:.1f}x "
+            f"the worker's CPU per call-second (goal >= 10x)"
+        )
+    (out / "peers.json").write_text(json.dumps(results, indent=2))
+    for name, lines in problems.items():
+        if lines:
+            print(f"{name} logged: {lines[0][:160]}")
+
+
+if __name__ == "__main__":
+    main()
