@@ -11,7 +11,7 @@ export NO_MKDOCS_2_WARNING := 1
 # uv uses this machine's Python 3.11 and never downloads one; the environment is .venv.
 UV_ENV := UV_PYTHON=$(PYTHON) UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=$(VENV)
 
-.PHONY: run test upgrade docs bench-report lint typecheck format redteam bench bench-runtime bench-call-entry bench-warm-start bench-sign-in bench-servers bench-control-plane-burst bench-phone-side bench-peers soak clean
+.PHONY: run test upgrade docs bench-report lint typecheck format redteam bench bench-runtime bench-call-entry bench-warm-start bench-sign-in bench-servers bench-control-plane-burst bench-phone-side bench-peers bench-socket-layers soak clean
 
 $(UV):
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -95,6 +95,10 @@ bench-phone-side: $(VENV)/.installed-dev
 ## The call worker beside a pipecat bot per call: same fake xAI and phones, 25 to 400 calls
 bench-peers: $(VENV)/.installed-dev
 	$(BIN)/python bench/peers.py
+
+## WebSocket layers for the media plane (websockets Sans-I/O, picows, uvicorn): CPU per frame
+bench-socket-layers: $(VENV)/.installed-dev
+	$(BIN)/python bench/socket_layers.py
 
 ## The hostile-client matrix against running processes on loopback: tried / expected / observed
 redteam: $(VENV)/.installed-dev

@@ -1,0 +1,211 @@
+"""Candidate WebSocket layers for the media plane, by CPU per relayed frame (the issue's item 4).
+
+A call's media plane reads a ~300-byte text frame (masked, from the phone or to xAI as a client)
+and writes one (unmasked to the phone, masked to xAI), 50 a second each way. Here a server
+process on its own core (BENCH_WORKER_CORE, default 0) answers every text frame from its clients
+with a text frame of the same size, at CONNECTIONS connections x 50 frames a second for SECONDS;
+the clients (bench/phones.py, this process) are on the other core. Reported: the server's CPU
+per frame in and out (µs), each layer in its own process, alternating, ROUNDS rounds.
+
+- websockets-sansio: websockets' Sans-I/O ServerProtocol driven from an asyncio protocol (how the
+  worker's xAI socket and the benchmark stand-ins work today);
+- picows: picows' server (Cython: parsing, masking, framing);
+- uvicorn: uvicorn's own Sans-I/O WebSocket protocol under a bare ASGI app reading and writing
+  through ASGI messages (the worker's HTTP side; the worker bypasses the queue for media).
+All on uvloop.
+"""
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.phones import open_phone  # noqa: E402
+from bench.runtime import cpu_seconds, placement  # noqa: E402
+from tests.fakes.server import free_port  # noqa: E402
+
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "200"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+LAYERS = ("websockets-sansio", "picows", "uvicorn")
+FRAME = json.dumps(
+    {"event": "media", "streamSid": "MZ" + "0" * 32, "media": {"payload": "A" * 216}}
+)
+
+
+# Servers (run as `python bench/socket_layers.py serve LAYER PORT`) ------------------------------
+
+
+def serve_websockets_sansio(port: int) -> None:
+    from websockets.http11 import Request
+
+    from tests.fakes.sansio_server import SansIOServerSocket
+
+    class Echo(SansIOServerSocket):
+        def on_request(self, request: Request) -> None:
+            self.protocol.send_response(self.protocol.accept(request))
+            asyncio.get_running_loop().create_task(self.echo())
+
+        async def echo(self) -> None:
+            while (text := await self.next_text()) is not None:
+                self.write_text(text)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Echo, "127.0.0.1", port)
+        await server.serve_forever()
+
+    import uvloop
+
+    uvloop.run(main())
+
+
+def serve_picows(port: int) -> None:
+    import picows
+
+    class Echo(picows.WSListener):
+        def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
+            if frame.msg_type == picows.WSMsgType.TEXT:
+                transport.send(picows.WSMsgType.TEXT, frame.get_payload_as_bytes())
+            elif frame.msg_type == picows.WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code())
+                transport.disconnect()
+
+    async def main() -> None:
+        server = await picows.ws_create_server(lambda request: Echo(), "127.0.0.1", port)
+        await server.serve_forever()
+
+    import uvloop
+
+    uvloop.run(main())
+
+
+def serve_uvicorn(port: int) -> None:
+    import uvicorn
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        while (message := await receive())["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": message["text"]})
+
+    uvicorn.run(
+        app,
+        port=port,
+        log_level="warning",
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        lifespan="off",
+    )
+
+
+# The clients ----------------------------------------------------------------------------------
+
+
+async def load(port: int, pid: int) -> dict[str, float]:
+    answered = [0]
+    phones = [
+        await open_phone(
+            f"ws://127.0.0.1:{port}/", lambda text, at: answered.__setitem__(0, answered[0] + 1)
+        )
+        for _ in range(CONNECTIONS)
+    ]
+
+    async def talk(index: int) -> int:
+        await asyncio.sleep(index * 0.02 / CONNECTIONS)
+        sent, due = 0, time.perf_counter()
+        until = due + SECONDS
+        while due < until:
+            phones[index].send(FRAME)
+            sent += 1
+            due += 0.02
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        return sent
+
+    before, started = cpu_seconds(pid), time.perf_counter()
+    sent = sum(await asyncio.gather(*(talk(i) for i in range(CONNECTIONS))))
+    await asyncio.sleep(0.2)
+    cpu, wall = cpu_seconds(pid) - before, time.perf_counter() - started
+    for phone in phones:
+        await phone.close()
+    return {
+        "frames_sent": sent,
+        "frames_answered": answered[0],
+        "server_cores": cpu / wall,
+        "server_us_per_frame_in_and_out": cpu / max(1, answered[0]) * 1e6,
+    }
+
+
+def measure(layer: str, cpus: set[int] | None) -> dict[str, float]:
+    import uvloop
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, __file__, "serve", layer, str(port)],
+        cwd=ROOT,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                uvloop.run(asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1))
+                break
+            except OSError:
+                time.sleep(0.1)
+        return uvloop.run(load(port, server.pid))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "serve":
+        {
+            "websockets-sansio": serve_websockets_sansio,
+            "picows": serve_picows,
+            "uvicorn": serve_uvicorn,
+        }[sys.argv[2]](int(sys.argv[3]))
+        return
+    server_cpus, client_cpus = placement()
+    os.sched_setaffinity(0, client_cpus)
+    results: dict[str, list[dict[str, float]]] = {layer: [] for layer in LAYERS}
+    for round_ in range(ROUNDS):
+        order = LAYERS if round_ % 2 == 0 else tuple(reversed(LAYERS))
+        for layer in order:
+            figures = measure(layer, server_cpus)
+            results[layer].append(figures)
+            print(layer, json.dumps(figures), flush=True)
+    summary = {
+        layer: statistics.median(r["server_us_per_frame_in_and_out"] for r in runs)
+        for layer, runs in results.items()
+    }
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "socket_layers.json").write_text(
+        json.dumps(
+            {"connections": CONNECTIONS, "seconds": SECONDS, "runs": results, "median_us": summary},
+            indent=2,
+        )
+    )
+    print(
+        f"\n{CONNECTIONS} connections x 50 frames/s, server on its own core; "
+        "CPU per frame in and out:"
+    )
+    base = summary["websockets-sansio"]
+    for layer, us in summary.items():
+        print(f"  {layer:<18} {us:6.1f} µs  ({base / us:.2f}x websockets-sansio's speed)")
+
+
+if __name__ == "__main__":
+    main()
