@@ -9,9 +9,9 @@ event whose fields do not fit its type, parses as `Malformed` — never an excep
 """
 
 import itertools
-import json
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 _event_ids = itertools.count(1)
@@ -162,8 +162,8 @@ SERVER_EVENTS: dict[str, type[ServerEvent]] = {
 
 def parse_server_event(raw: str | bytes) -> ServerEvent | Malformed:
     try:
-        data = json.loads(raw)
-    except ValueError:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         return Malformed(why="not JSON")
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         return Malformed(why="not an event object")

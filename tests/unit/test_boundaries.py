@@ -22,7 +22,7 @@ VIOLATIONS = [
     (
         "switchboard_runtime/session.py",
         "import starlette.websockets",
-        "The runtime without its worker needs only httpx, websockets and pydantic",
+        "The bare runtime needs only httpx, websockets, pydantic and orjson",
     ),
     (
         "control_plane/workspaces/service.py",
