@@ -61,7 +61,7 @@ def serve_asgi(port: int) -> None:
     import uvicorn
     from fastapi import FastAPI, WebSocket
 
-    from switchboard_runtime.worker.app import StarlettePhone
+    from switchboard_runtime.worker.streams import StarlettePhone
 
     app = FastAPI()
 
@@ -78,8 +78,8 @@ def serve_starlette_direct(port: int, take_over: bool = False) -> None:
     from starlette.types import Receive, Scope, Send
     from starlette.websockets import WebSocket
 
-    from switchboard_runtime.worker.app import StarlettePhone, phone_socket
     from switchboard_runtime.worker.direct_stream import DirectStreamProtocol
+    from switchboard_runtime.worker.streams import StarlettePhone, phone_socket
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":

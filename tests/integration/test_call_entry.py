@@ -19,7 +19,7 @@ from websockets.exceptions import InvalidStatus
 from control_plane.calls import service as calls_service
 from control_plane.calls import tokens, webhooks
 from switchboard_runtime.client import ClaimedCall, ControlPlaneClient
-from switchboard_runtime.worker import app as worker
+from switchboard_runtime.worker import calls as worker_calls
 from tests.conftest import auth
 from tests.integration.callstack import (
     CALLER_FRAMES,
@@ -245,7 +245,7 @@ async def test_without_the_token_guard_an_anonymous_stream_runs_on_a_workspace_k
         # The worker as it was: the caller names the workspace and a call is made for it.
         return await control_plane.start_call("acme", agent_id)
 
-    monkeypatch.setattr(worker, "authorize_stream", trusting)
+    monkeypatch.setattr(worker_calls, "authorize_stream", trusting)
     await reaches_xai(stack, {"workspace_id": "acme"})
 
 

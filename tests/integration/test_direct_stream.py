@@ -28,8 +28,7 @@ from websockets.asyncio.client import connect
 from switchboard_runtime import client as control_plane_client
 from switchboard_runtime.session import GrokRealtimeSession
 from switchboard_runtime.telephony import PhoneGone, PhoneSocket
-from switchboard_runtime.worker import app as worker
-from switchboard_runtime.worker import direct_stream, serving
+from switchboard_runtime.worker import direct_stream, serving, streams
 from switchboard_runtime.worker.capacity import CallCapacity
 from switchboard_runtime.worker.direct_stream import DIRECT_STREAM, DirectPhone
 from tests.fakes.server import BackgroundServer
@@ -63,7 +62,7 @@ def spy_on_phone_sockets(
     """The PhoneSocket each call bridged on (and in `waiting`, how many frames had arrived
     before it was taken over)."""
     sockets: list[PhoneSocket] = []
-    real = worker.phone_socket
+    real = streams.phone_socket
 
     def recording(phone: Any, *args: Any) -> PhoneSocket:
         sockets.append(real(phone, *args))
@@ -71,7 +70,7 @@ def spy_on_phone_sockets(
             waiting.append(len(sockets[-1].inbox))
         return sockets[-1]
 
-    monkeypatch.setattr(worker, "phone_socket", recording)
+    monkeypatch.setattr(streams, "phone_socket", recording)
     return sockets
 
 
@@ -150,7 +149,7 @@ async def test_under_a_server_without_take_over_the_call_reads_through_starlette
 ) -> None:
     sockets = spy_on_phone_sockets(monkeypatch)
     await a_full_call(uvicorn_stack, "twilio")
-    assert [type(s) for s in sockets] == [worker.StarlettePhone]
+    assert [type(s) for s in sockets] == [streams.StarlettePhone]
 
 
 async def negotiated_extensions(stack: Stack) -> str | None:
@@ -561,7 +560,9 @@ async def test_a_browser_call_cut_by_its_worker_stopping_is_told_why(stack: Stac
 async def test_read_through_starlette_a_browser_call_is_cut_at_once_and_told_nothing(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(worker, "phone_socket", lambda phone, *_args: worker.StarlettePhone(phone))
+    monkeypatch.setattr(
+        streams, "phone_socket", lambda phone, *_args: streams.StarlettePhone(phone)
+    )
     server, on_replica = replica(stack, worker_drain_seconds=30)
     try:
         browser = await browser_call_on(stack, on_replica)

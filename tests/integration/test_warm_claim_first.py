@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from switchboard_runtime.client import ClaimedCall
-from switchboard_runtime.worker import app as worker_app
+from switchboard_runtime.worker import calls as worker_calls
 from tests.conftest import auth
 from tests.integration.callstack import (
     CALLER_FRAMES,
@@ -74,7 +74,7 @@ async def test_with_every_token_taken_as_redeemed_the_stolen_stream_talks_to_xai
             channel="twilio",
         )
 
-    monkeypatch.setattr(worker_app, "authorize_stream", anything_goes)
+    monkeypatch.setattr(worker_calls, "authorize_stream", anything_goes)
     token = await warm_call_claimed_elsewhere(stack)
     phone = await speak_on_stolen_stream(stack, token)
     await phone.collect(lambda p: len(p.media()) >= len(stack.xai.reply_audio))
