@@ -148,19 +148,7 @@ def main() -> None:
         try:
 
             def worker_side(calls: int, run: int) -> dict[str, Any]:
-                return uvloop.run(
-                    bridged_calls(
-                        stack.worker_url,
-                        {**stack.pids(), "phones": os.getpid()},
-                        stack.fake_url,
-                        stack.agent_id,
-                        stack.twilio_token,
-                        stack.control_plane_url,
-                        stack.reader_token,
-                        run,
-                        calls=calls,
-                    )
-                )
+                return uvloop.run(bridged_calls(stack, run, calls))
 
             def pipecat_side(calls: int, run: int) -> dict[str, Any]:
                 return uvloop.run(

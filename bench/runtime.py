@@ -270,23 +270,20 @@ async def calls_holding_slots(control_plane: str, reader: str) -> int:
     return int(answer.raise_for_status().json()["active"])
 
 
-async def bridged_calls(
-    worker: str,
-    pids: dict[str, int],
-    fake: str,
-    agent_id: str,
-    twilio_token: str,
-    control_plane: str,
-    reader: str,
-    run: int = 0,
-    calls: int = CALLS,
-) -> dict[str, Any]:
+async def bridged_calls(stack: "CallStack", run: int = 0, calls: int = CALLS) -> dict[str, Any]:
     """`calls` scripted phones → the call worker (its own process) → the fake xAI (its own
     process), Twilio media streams on the phone side (bench/phone_calls.py). Each caller talks
     for 0.5 s, then sends silence while the agent's one-second reply plays out in full, and
     again, for SECONDS."""
     from control_plane.calls.webhooks import twilio_signature
 
+    worker, fake, agent_id = stack.worker_url, stack.fake_url, stack.agent_id
+    control_plane, reader, twilio_token = (
+        stack.control_plane_url,
+        stack.reader_token,
+        stack.twilio_token,
+    )
+    pids = {**stack.pids(), "phones": os.getpid()}
     http = httpx.AsyncClient(limits=httpx.Limits(max_connections=calls + CHURN), timeout=20)
 
     async def dial(index: int, call_sid: str) -> Dialled | str:
@@ -584,20 +581,7 @@ def main() -> None:
             # left behind stalled them for ~250 ms mid-run, which they then reported as lag.
             gc.collect()
             gc.freeze()
-            runs.append(
-                uvloop.run(
-                    bridged_calls(
-                        stack.worker_url,
-                        {**stack.pids(), "phones": os.getpid()},
-                        stack.fake_url,
-                        stack.agent_id,
-                        stack.twilio_token,
-                        stack.control_plane_url,
-                        stack.reader_token,
-                        run,
-                    )
-                )
-            )
+            runs.append(uvloop.run(bridged_calls(stack, run)))
         results |= runs[0]  # every run's own figures are in "runs"
         results["runs"] = runs
     results["worker_cpus"] = sorted(worker_cpus) if worker_cpus else "shared"
