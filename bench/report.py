@@ -110,12 +110,33 @@ def peers(results: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def socket_layers(results: dict[str, Any]) -> list[Row]:
+    calls = results["connections"]
+    rows: list[Row] = [
+        (f"{layer}: CPU per frame in and out (µs), {calls} connections", f"{us:.1f}", "", "")
+        for layer, us in results["median_us"].items()
+        if layer != "picows-relay"
+    ]
+    relay = [r["server_ms_per_connection_second"] for r in results["runs"].get("picows-relay", [])]
+    if relay:
+        rows.append(
+            (
+                f"picows relay floor: CPU ms per call-second, {calls} calls",
+                f"{sorted(relay)[len(relay) // 2]:.2f}",
+                "",
+                "",
+            )
+        )
+    return rows
+
+
 SOURCES: list[tuple[str, str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("make bench (control plane vs unleash-server)", "latest.json", control_plane),
     ("make bench-runtime", "runtime.json", runtime),
     ("make bench-call-entry", "call_entry.json", call_entry),
     ("make bench-warm-start", "warm_start.json", warm_start),
     ("make bench-peers", "peers.json", peers),
+    ("make bench-socket-layers", "socket_layers.json", socket_layers),
 ]
 
 

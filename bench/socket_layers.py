@@ -12,6 +12,12 @@ per frame in and out (µs), each layer in its own process, alternating, ROUNDS r
 - picows: picows' server (Cython: parsing, masking, framing);
 - uvicorn: uvicorn's own Sans-I/O WebSocket protocol under a bare ASGI app reading and writing
   through ASGI messages (the worker's HTTP side; the worker bypasses the queue for media).
+- picows-relay: not an echo but a media plane's floor: per phone connection a picows client to
+  an xAI stand-in (its own process, on the clients' core) that answers every
+  `input_audio_buffer.append` with a `response.output_audio.delta` of the same audio; the relay
+  parses each Twilio frame (orjson), sends the append, parses each delta and sends the Twilio
+  media frame, all in picows' frame callbacks (no task, no queue per frame). Its CPU per
+  call-second (50 frames each way) says what the worker's media path could cost.
 All on uvloop.
 """
 
@@ -35,7 +41,7 @@ from tests.fakes.server import free_port  # noqa: E402
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "200"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
-LAYERS = ("websockets-sansio", "picows", "uvicorn")
+LAYERS = ("websockets-sansio", "picows", "uvicorn", "picows-relay")
 FRAME = json.dumps(
     {"event": "media", "streamSid": "MZ" + "0" * 32, "media": {"payload": "A" * 216}}
 )
@@ -88,6 +94,97 @@ def serve_picows(port: int) -> None:
     uvloop.run(main())
 
 
+def serve_xai_standin(port: int) -> None:
+    """Answers every append with an audio delta carrying the same audio."""
+    import orjson
+    import picows
+
+    class Standin(picows.WSListener):
+        def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
+            if frame.msg_type == picows.WSMsgType.TEXT:
+                event = orjson.loads(frame.get_payload_as_memoryview())
+                delta = {
+                    "type": "response.output_audio.delta",
+                    "event_id": "event_1",
+                    "response_id": "resp_1",
+                    "item_id": "item_1",
+                    "output_index": 0,
+                    "content_index": 0,
+                    "delta": event["audio"],
+                }
+                transport.send(picows.WSMsgType.TEXT, orjson.dumps(delta))
+            elif frame.msg_type == picows.WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code())
+                transport.disconnect()
+
+    async def main() -> None:
+        server = await picows.ws_create_server(lambda request: Standin(), "127.0.0.1", port)
+        await server.serve_forever()
+
+    import uvloop
+
+    uvloop.run(main())
+
+
+def serve_picows_relay(port: int, upstream_port: int) -> None:
+    import orjson
+    import picows
+
+    text = picows.WSMsgType.TEXT
+    upstream_url = f"ws://127.0.0.1:{upstream_port}/v1/realtime"
+
+    class XaiSide(picows.WSListener):
+        def __init__(self, phone: "PhoneSide") -> None:
+            self.phone = phone
+
+        def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
+            if frame.msg_type != text:
+                return
+            event = orjson.loads(frame.get_payload_as_memoryview())
+            if event.get("type") == "response.output_audio.delta" and self.phone.transport:
+                self.phone.transport.send(
+                    text,
+                    b'{"event":"media","streamSid":"MZ1","media":{"payload":'
+                    + orjson.dumps(event["delta"])
+                    + b"}}",
+                )
+
+    class PhoneSide(picows.WSListener):
+        transport: picows.WSTransport | None = None
+        upstream: picows.WSTransport | None = None
+
+        def on_ws_connected(self, transport: picows.WSTransport) -> None:
+            self.transport = transport
+            asyncio.get_running_loop().create_task(self.connect())
+
+        async def connect(self) -> None:
+            self.upstream, _ = await picows.ws_connect(lambda: XaiSide(self), upstream_url)
+
+        def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
+            if frame.msg_type == text:
+                event = orjson.loads(frame.get_payload_as_memoryview())
+                if event.get("event") == "media" and self.upstream is not None:
+                    self.upstream.send(
+                        text,
+                        b'{"type":"input_audio_buffer.append","audio":'
+                        + orjson.dumps(event["media"]["payload"])
+                        + b"}",
+                    )
+            elif frame.msg_type == picows.WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code())
+                transport.disconnect()
+                if self.upstream is not None:
+                    self.upstream.disconnect()
+
+    async def main() -> None:
+        server = await picows.ws_create_server(lambda request: PhoneSide(), "127.0.0.1", port)
+        await server.serve_forever()
+
+    import uvloop
+
+    uvloop.run(main())
+
+
 def serve_uvicorn(port: int) -> None:
     import uvicorn
 
@@ -121,6 +218,8 @@ async def load(port: int, pid: int) -> dict[str, float]:
         for _ in range(CONNECTIONS)
     ]
 
+    await asyncio.sleep(1)  # a relay connects each phone to its xAI stand-in first
+
     async def talk(index: int) -> int:
         await asyncio.sleep(index * 0.02 / CONNECTIONS)
         sent, due = 0, time.perf_counter()
@@ -143,6 +242,8 @@ async def load(port: int, pid: int) -> dict[str, float]:
         "frames_answered": answered[0],
         "server_cores": cpu / wall,
         "server_us_per_frame_in_and_out": cpu / max(1, answered[0]) * 1e6,
+        # 50 frames a second each way per connection, as a call's media.
+        "server_ms_per_connection_second": cpu / wall / CONNECTIONS * 1000,
     }
 
 
@@ -150,8 +251,15 @@ def measure(layer: str, cpus: set[int] | None) -> dict[str, float]:
     import uvloop
 
     port = free_port()
+    extra, standin = [], None
+    if layer == "picows-relay":  # its xAI stand-in shares the clients' CPUs
+        upstream_port = free_port()
+        standin = subprocess.Popen(
+            [sys.executable, __file__, "serve", "xai-standin", str(upstream_port)], cwd=ROOT
+        )
+        extra = [str(upstream_port)]
     server = subprocess.Popen(
-        [sys.executable, __file__, "serve", layer, str(port)],
+        [sys.executable, __file__, "serve", layer, str(port), *extra],
         cwd=ROOT,
         preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
     )
@@ -165,16 +273,22 @@ def measure(layer: str, cpus: set[int] | None) -> dict[str, float]:
                 time.sleep(0.1)
         return uvloop.run(load(port, server.pid))
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        for process in (server, standin):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=10)
 
 
 def main() -> None:
-    if len(sys.argv) == 4 and sys.argv[1] == "serve":
+    if len(sys.argv) >= 4 and sys.argv[1] == "serve":
+        if sys.argv[2] == "picows-relay":
+            serve_picows_relay(int(sys.argv[3]), int(sys.argv[4]))
+            return
         {
             "websockets-sansio": serve_websockets_sansio,
             "picows": serve_picows,
             "uvicorn": serve_uvicorn,
+            "xai-standin": serve_xai_standin,
         }[sys.argv[2]](int(sys.argv[3]))
         return
     server_cpus, client_cpus = placement()
@@ -204,7 +318,14 @@ def main() -> None:
     )
     base = summary["websockets-sansio"]
     for layer, us in summary.items():
+        if layer == "picows-relay":
+            continue
         print(f"  {layer:<18} {us:6.1f} µs  ({base / us:.2f}x websockets-sansio's speed)")
+    relay = statistics.median(r["server_ms_per_connection_second"] for r in results["picows-relay"])
+    print(
+        f"picows relay (Twilio frame -> append, delta -> Twilio frame, orjson, in callbacks): "
+        f"{relay:.2f} ms CPU per call-second at {CONNECTIONS} calls, 50 frames each way"
+    )
 
 
 if __name__ == "__main__":
