@@ -33,7 +33,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.phone_calls import Dialled, quantile, talk  # noqa: E402
+from bench.phone_calls import Dialled, delivery, talk  # noqa: E402
 from bench.runtime import (  # noqa: E402
     XAI_KEY,
     bridged_calls,
@@ -81,15 +81,7 @@ async def pipecat_calls(bot: str, bot_pid: int, fake: str, calls: int) -> dict[s
     await http.aclose()
     return {
         "concurrent_calls": calls,
-        "failed_calls": phones.failures,
-        "agent_frames_sent_by_xai": fake_stats["deltas_sent"],
-        "agent_frames_at_phones": phones.agent_frames,
-        "caller_frames_sent_by_phones": phones.caller_frames_sent,
-        "caller_frames_at_xai": fake_stats["caller_frames"],
-        "caller_to_xai_lag_p50_ms": fake_stats["caller_lags_ms"]["0.5"],
-        "caller_to_xai_lag_p99_ms": fake_stats["caller_lags_ms"]["0.99"],
-        "xai_to_phone_lag_p50_ms": quantile(phones.lags, 0.5) * 1000,
-        "xai_to_phone_lag_p99_ms": quantile(phones.lags, 0.99) * 1000,
+        **delivery(phones, fake_stats),
         "bridge_cpu_ms_per_call_second": core * 1000 / calls,
         "bridge_cores_used": core,
         "wall_seconds": wall,

@@ -15,6 +15,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from bench.phones import open_phone
 from tests.fakes import stamps
@@ -166,6 +167,22 @@ async def talk(
     talk_started.set()
     await asyncio.gather(*tasks)
     return figures
+
+
+def delivery(phones: PhoneFigures, fake_stats: dict[str, Any]) -> dict[str, Any]:
+    """Frames sent and delivered both ways and their lag, from the phones' figures and the fake
+    xAI's /stats."""
+    return {
+        "failed_calls": phones.failures,
+        "agent_frames_sent_by_xai": fake_stats["deltas_sent"],
+        "agent_frames_at_phones": phones.agent_frames,
+        "caller_frames_sent_by_phones": phones.caller_frames_sent,
+        "caller_frames_at_xai": fake_stats["caller_frames"],
+        "caller_to_xai_lag_p50_ms": fake_stats["caller_lags_ms"]["0.5"],
+        "caller_to_xai_lag_p99_ms": fake_stats["caller_lags_ms"]["0.99"],
+        "xai_to_phone_lag_p50_ms": quantile(phones.lags, 0.5) * 1000,
+        "xai_to_phone_lag_p99_ms": quantile(phones.lags, 0.99) * 1000,
+    }
 
 
 def quantile(values: list[float], q: float) -> float:

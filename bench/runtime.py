@@ -52,7 +52,7 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.phone_calls import Dialled, talk  # noqa: E402
+from bench.phone_calls import Dialled, delivery, talk  # noqa: E402
 from switchboard_runtime import protocol  # noqa: E402
 from switchboard_runtime.loop_lag import LoopLagMonitor  # noqa: E402
 from switchboard_runtime.session import GrokRealtimeSession, MemoryTelemetrySink  # noqa: E402
@@ -347,16 +347,8 @@ async def bridged_calls(stack: "CallStack", run: int = 0, calls: int = CALLS) ->
     return {
         "concurrent_calls": calls,
         "churn_calls": CHURN,
-        "failed_calls": failures,
-        "agent_frames_sent_by_xai": fake_stats["deltas_sent"],
-        "agent_frames_at_phones": phones.agent_frames,
+        **delivery(phones, fake_stats),
         "agent_frames_delivered": phones.agent_frames / max(1, fake_stats["deltas_sent"]),
-        "caller_frames_sent_by_phones": phones.caller_frames_sent,
-        "caller_frames_at_xai": fake_stats["caller_frames"],
-        "caller_to_xai_lag_p50_ms": fake_stats["caller_lags_ms"]["0.5"],
-        "caller_to_xai_lag_p99_ms": fake_stats["caller_lags_ms"]["0.99"],
-        "xai_to_phone_lag_p50_ms": quantile(phones.lags, 0.5) * 1000,
-        "xai_to_phone_lag_p99_ms": quantile(phones.lags, 0.99) * 1000,
         # The same frames timed when the stand-in read them: its own lateness included.
         "read_lag_p99_ms": {
             "caller_to_xai": fake_stats["caller_read_lags_ms"]["0.99"],
