@@ -28,8 +28,13 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import orjson
+import picows
+import uvloop
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -50,6 +55,39 @@ FRAME = json.dumps(
 # Servers (run as `python bench/socket_layers.py serve LAYER PORT`) ------------------------------
 
 
+def serve_forever(listen: Callable[[], Awaitable[asyncio.Server]]) -> None:
+    """Run a server on uvloop until the process is stopped."""
+
+    async def main() -> None:
+        server = await listen()
+        await server.serve_forever()
+
+    uvloop.run(main())
+
+
+class PicowsServerSide(picows.WSListener):
+    """A picows server connection: text frames go to `on_text`; a close is answered and ends
+    the connection (and `on_close` anything tied to it)."""
+
+    def on_text(self, transport: picows.WSTransport, payload: memoryview) -> None:
+        raise NotImplementedError
+
+    def on_close(self) -> None:
+        pass
+
+    def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
+        if frame.msg_type == picows.WSMsgType.TEXT:
+            self.on_text(transport, frame.get_payload_as_memoryview())
+        elif frame.msg_type == picows.WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+            self.on_close()
+
+
+def serve_picows(listener: Callable[[], PicowsServerSide], port: int) -> None:
+    serve_forever(lambda: picows.ws_create_server(lambda request: listener(), "127.0.0.1", port))
+
+
 def serve_websockets_sansio(port: int) -> None:
     from websockets.http11 import Request
 
@@ -64,72 +102,32 @@ def serve_websockets_sansio(port: int) -> None:
             while (text := await self.next_text()) is not None:
                 self.write_text(text)
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(Echo, "127.0.0.1", port)
-        await server.serve_forever()
-
-    import uvloop
-
-    uvloop.run(main())
+    serve_forever(lambda: asyncio.get_running_loop().create_server(Echo, "127.0.0.1", port))
 
 
-def serve_picows(port: int) -> None:
-    import picows
-
-    class Echo(picows.WSListener):
-        def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
-            if frame.msg_type == picows.WSMsgType.TEXT:
-                transport.send(picows.WSMsgType.TEXT, frame.get_payload_as_bytes())
-            elif frame.msg_type == picows.WSMsgType.CLOSE:
-                transport.send_close(frame.get_close_code())
-                transport.disconnect()
-
-    async def main() -> None:
-        server = await picows.ws_create_server(lambda request: Echo(), "127.0.0.1", port)
-        await server.serve_forever()
-
-    import uvloop
-
-    uvloop.run(main())
+class PicowsEcho(PicowsServerSide):
+    def on_text(self, transport: picows.WSTransport, payload: memoryview) -> None:
+        transport.send(picows.WSMsgType.TEXT, bytes(payload))
 
 
-def serve_xai_standin(port: int) -> None:
+class XaiStandin(PicowsServerSide):
     """Answers every append with an audio delta carrying the same audio."""
-    import orjson
-    import picows
 
-    class Standin(picows.WSListener):
-        def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
-            if frame.msg_type == picows.WSMsgType.TEXT:
-                event = orjson.loads(frame.get_payload_as_memoryview())
-                delta = {
-                    "type": "response.output_audio.delta",
-                    "event_id": "event_1",
-                    "response_id": "resp_1",
-                    "item_id": "item_1",
-                    "output_index": 0,
-                    "content_index": 0,
-                    "delta": event["audio"],
-                }
-                transport.send(picows.WSMsgType.TEXT, orjson.dumps(delta))
-            elif frame.msg_type == picows.WSMsgType.CLOSE:
-                transport.send_close(frame.get_close_code())
-                transport.disconnect()
-
-    async def main() -> None:
-        server = await picows.ws_create_server(lambda request: Standin(), "127.0.0.1", port)
-        await server.serve_forever()
-
-    import uvloop
-
-    uvloop.run(main())
+    def on_text(self, transport: picows.WSTransport, payload: memoryview) -> None:
+        event = orjson.loads(payload)
+        delta = {
+            "type": "response.output_audio.delta",
+            "event_id": "event_1",
+            "response_id": "resp_1",
+            "item_id": "item_1",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": event["audio"],
+        }
+        transport.send(picows.WSMsgType.TEXT, orjson.dumps(delta))
 
 
 def serve_picows_relay(port: int, upstream_port: int) -> None:
-    import orjson
-    import picows
-
     text = picows.WSMsgType.TEXT
     upstream_url = f"ws://127.0.0.1:{upstream_port}/v1/realtime"
 
@@ -149,7 +147,7 @@ def serve_picows_relay(port: int, upstream_port: int) -> None:
                     + b"}}",
                 )
 
-    class PhoneSide(picows.WSListener):
+    class PhoneSide(PicowsServerSide):
         transport: picows.WSTransport | None = None
         upstream: picows.WSTransport | None = None
 
@@ -160,29 +158,21 @@ def serve_picows_relay(port: int, upstream_port: int) -> None:
         async def connect(self) -> None:
             self.upstream, _ = await picows.ws_connect(lambda: XaiSide(self), upstream_url)
 
-        def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
-            if frame.msg_type == text:
-                event = orjson.loads(frame.get_payload_as_memoryview())
-                if event.get("event") == "media" and self.upstream is not None:
-                    self.upstream.send(
-                        text,
-                        b'{"type":"input_audio_buffer.append","audio":'
-                        + orjson.dumps(event["media"]["payload"])
-                        + b"}",
-                    )
-            elif frame.msg_type == picows.WSMsgType.CLOSE:
-                transport.send_close(frame.get_close_code())
-                transport.disconnect()
-                if self.upstream is not None:
-                    self.upstream.disconnect()
+        def on_text(self, transport: picows.WSTransport, payload: memoryview) -> None:
+            event = orjson.loads(payload)
+            if event.get("event") == "media" and self.upstream is not None:
+                self.upstream.send(
+                    text,
+                    b'{"type":"input_audio_buffer.append","audio":'
+                    + orjson.dumps(event["media"]["payload"])
+                    + b"}",
+                )
 
-    async def main() -> None:
-        server = await picows.ws_create_server(lambda request: PhoneSide(), "127.0.0.1", port)
-        await server.serve_forever()
+        def on_close(self) -> None:
+            if self.upstream is not None:
+                self.upstream.disconnect()
 
-    import uvloop
-
-    uvloop.run(main())
+    serve_picows(PhoneSide, port)
 
 
 def serve_uvicorn(port: int) -> None:
@@ -248,8 +238,6 @@ async def load(port: int, pid: int) -> dict[str, float]:
 
 
 def measure(layer: str, cpus: set[int] | None) -> dict[str, float]:
-    import uvloop
-
     port = free_port()
     extra, standin = [], None
     if layer == "picows-relay":  # its xAI stand-in shares the clients' CPUs
@@ -284,12 +272,13 @@ def main() -> None:
         if sys.argv[2] == "picows-relay":
             serve_picows_relay(int(sys.argv[3]), int(sys.argv[4]))
             return
-        {
+        servers: dict[str, Callable[[int], None]] = {
             "websockets-sansio": serve_websockets_sansio,
-            "picows": serve_picows,
+            "picows": lambda port: serve_picows(PicowsEcho, port),
             "uvicorn": serve_uvicorn,
-            "xai-standin": serve_xai_standin,
-        }[sys.argv[2]](int(sys.argv[3]))
+            "xai-standin": lambda port: serve_picows(XaiStandin, port),
+        }
+        servers[sys.argv[2]](int(sys.argv[3]))
         return
     server_cpus, client_cpus = placement()
     os.sched_setaffinity(0, client_cpus)
