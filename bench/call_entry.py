@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.runtime import prepare_control_plane, quantile, start  # noqa: E402
+from bench.phone_calls import quantile  # noqa: E402
+from bench.runtime import prepare_control_plane, start  # noqa: E402
 from control_plane.calls import tokens, webhooks  # noqa: E402
 from tests.fakes.server import free_port  # noqa: E402
 

@@ -101,8 +101,8 @@ async def talk(
             if frame.get("event") != "media":
                 return
             audio, read_at = base64.b64decode(frame["media"]["payload"]), time.time()
-            for start in range(0, len(audio) - stamps.STAMP_BYTES, stamps.FRAME_BYTES):
-                sent_at = stamps.read_stamp(audio[start : start + stamps.FRAME_BYTES])
+            for stamped_frame in stamps.frames(audio):
+                sent_at = stamps.read_stamp(stamped_frame)
                 figures.lags.append(arrived_at - sent_at)
                 figures.read_lags.append(read_at - sent_at)
                 heard_by_me[0] += 1
@@ -186,5 +186,6 @@ def delivery(phones: PhoneFigures, fake_stats: dict[str, Any]) -> dict[str, Any]
 
 
 def quantile(values: list[float], q: float) -> float:
+    """The q-quantile of the samples; NaN for none (a bridge that delivered nothing)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else float("nan")

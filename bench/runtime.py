@@ -52,7 +52,7 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.phone_calls import Dialled, delivery, talk  # noqa: E402
+from bench.phone_calls import Dialled, delivery, quantile, talk  # noqa: E402
 from switchboard_runtime import protocol  # noqa: E402
 from switchboard_runtime.loop_lag import LoopLagMonitor  # noqa: E402
 from switchboard_runtime.session import GrokRealtimeSession, MemoryTelemetrySink  # noqa: E402
@@ -190,11 +190,6 @@ async def bare_handshake(url: str) -> float:
             if json.loads(raw).get("type") == "session.updated":
                 break
     return time.perf_counter() - started
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 async def measure(

@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.netdelay import DelayProxy  # noqa: E402
-from bench.runtime import BARE_SESSION, XAI_KEY, prepare_control_plane, quantile, start  # noqa: E402
+from bench.phone_calls import quantile  # noqa: E402
+from bench.runtime import BARE_SESSION, XAI_KEY, prepare_control_plane, start  # noqa: E402
 from switchboard_runtime import protocol  # noqa: E402
 from tests.fakes.server import free_port  # noqa: E402
 

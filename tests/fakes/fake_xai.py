@@ -370,8 +370,7 @@ class RealtimeConversation:
         """Benchmark audio (tests/fakes/stamps.py), as μ-law whatever format it came in: each
         20 ms in it is timed from its stamp, and heard by the server VAD."""
         arrived_at, read_at = self.arrived_at(), time.time()
-        for start in range(0, len(ulaw) - stamps.STAMP_BYTES, stamps.FRAME_BYTES):
-            frame = ulaw[start : start + stamps.FRAME_BYTES]
+        for frame in stamps.frames(ulaw):
             sent_at = stamps.read_stamp(frame)
             self.state.caller_lags.append(arrived_at - sent_at)
             self.state.caller_read_lags.append(read_at - sent_at)

@@ -8,6 +8,7 @@ re-encodes to itself except 0x7F (which comes back as 0xFF), and a stamp byte is
 """
 
 import array
+from collections.abc import Iterator
 
 STAMP_BYTES = 9  # 54 bits of microseconds: good until the year 2540
 FRAME_BYTES = 160  # 20 ms at 8 kHz, one byte a sample
@@ -25,6 +26,12 @@ def read_stamp(frame: bytes) -> float:
     for byte in frame[:STAMP_BYTES]:
         micros = micros << 6 | (byte & 0x3F)
     return micros / 1_000_000
+
+
+def frames(ulaw: bytes) -> Iterator[bytes]:
+    """The stamped 20 ms frames in audio however a bridge packed it (pipecat sends 40 ms)."""
+    for start in range(0, len(ulaw) - STAMP_BYTES, FRAME_BYTES):
+        yield ulaw[start : start + FRAME_BYTES]
 
 
 def is_silence(frame: bytes) -> bool:
