@@ -76,26 +76,27 @@ def warm_start(results: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def peer_cell(figures: dict[str, Any] | None) -> str:
+    """One side at one load of make bench-peers, as the table shows it."""
+    if figures is None:
+        return "not run"
+    up, down = figures["caller_to_xai_lag_ms"][1], figures["xai_to_phone_lag_ms"][1]
+    verdict = "" if figures["sustained"] else ", not sustained"
+    return (
+        f"{figures['cpu_ms_per_call_second']:.2f} ms, lag p99 {up:.0f} / {down:.0f} ms, "
+        f"frames {figures['agent_frames_delivered']:.0%}{verdict}"
+    )
+
+
 def peers(results: dict[str, Any]) -> list[Row]:
     by_load: dict[int, dict[str, dict[str, Any]]] = {}
     for figures in results["rows"]:
         by_load.setdefault(figures["calls"], {})[figures["side"]] = figures
     rows: list[Row] = []
     for calls, sides in sorted(by_load.items()):
-        worker, peer = sides.get("switchboard worker"), sides.get("pipecat bot per call")
-
-        def shown(figures: dict[str, Any] | None) -> str:
-            if figures is None:
-                return "not run"
-            up, down = figures["caller_to_xai_lag_ms"][1], figures["xai_to_phone_lag_ms"][1]
-            verdict = "" if figures["sustained"] else ", not sustained"
-            return (
-                f"{figures['cpu_ms_per_call_second']:.2f} ms, lag p99 {up:.0f} / {down:.0f} ms, "
-                f"frames {figures['agent_frames_delivered']:.0%}{verdict}"
-            )
-
-        rows.append((f"{calls} calls: worker", shown(worker), "", ""))
-        rows.append((f"{calls} calls: pipecat bot per call", shown(peer), "", ""))
+        rows.append((f"{calls} calls: worker", peer_cell(sides.get("switchboard worker")), "", ""))
+        peer = peer_cell(sides.get("pipecat bot per call"))
+        rows.append((f"{calls} calls: pipecat bot per call", peer, "", ""))
     ratio = results.get("cpu_ratio_at_largest_sustained_by_both")
     if ratio is not None:
         rows.append(
