@@ -556,6 +556,7 @@ def prepare(workdir: Path, fake_port: int) -> Target:
     from sqlmodel import Session
 
     from control_plane.auth import service as auth_service
+    from control_plane.auth.passwords import Passwords
     from control_plane.db import make_engine
     from control_plane.settings import Settings
 
@@ -563,10 +564,17 @@ def prepare(workdir: Path, fake_port: int) -> Target:
     env, service, _reader, agent = prepare_control_plane(database_url, workdir, fake_port)
     env["SWITCHBOARD_TWILIO_AUTH_TOKEN"] = secrets.token_hex(16)
     env["SWITCHBOARD_XAI_BASE_URL"] = f"http://127.0.0.1:{fake_port}"
-    engine = make_engine(Settings(_env_file=None, database_url=database_url))
+    settings = Settings(_env_file=None, database_url=database_url)
+    engine = make_engine(settings)
     with Session(engine) as session:
         _, admin = auth_service.create_token(session, name="redteam-admin", scopes=["admin"])
-        auth_service.create_user(session, email=ADMIN_EMAIL, password=ADMIN_PASSWORD, role="admin")
+        auth_service.create_user(
+            session,
+            Passwords(settings.password_hash_cost),
+            email=ADMIN_EMAIL,
+            password=ADMIN_PASSWORD,
+            role="admin",
+        )
         session.commit()
     engine.dispose()
     return Target(env, service, admin, agent)

@@ -21,6 +21,7 @@ from control_plane.auth.api import router as tokens_router
 from control_plane.auth.cache import TokenCache
 from control_plane.auth.deps import SignInRequired
 from control_plane.auth.pages import router as sign_in_pages
+from control_plane.auth.passwords import Passwords
 from control_plane.auth.service import TOKENS_TOPIC
 from control_plane.auth.throttle import ThrottlePolicy
 from control_plane.calls.api import router as calls_router
@@ -159,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.outbound_policy = OutboundPolicy.from_settings(settings)
     app.state.key_verifications = SlidingWindowLimit(settings.key_verifications_per_hour, 3600)
     app.state.password_hashing = threading.BoundedSemaphore(settings.max_concurrent_password_hashes)
+    app.state.passwords = Passwords(settings.password_hash_cost)
     app.state.engine = make_engine(settings)
     app.state.keyring = Keyring.from_settings(settings)
     app.state.call_policy = call_policy(settings, app.state.keyring)

@@ -11,6 +11,7 @@ import typer
 import control_plane.tables  # noqa: F401
 from control_plane import migrate as migrations
 from control_plane.auth import service as auth_service
+from control_plane.auth.passwords import Passwords
 from control_plane.catalogue.seed import seed_catalogue
 from control_plane.db import make_engine, session_scope
 from control_plane.settings import Settings, production_refusals
@@ -82,7 +83,7 @@ def seed(
         flags = seed_flags(session)
         typer.echo(f"flags: {flags['flags']} flags, {flags['cohorts']} cohorts added")
         if demo:
-            tokens = seed_demo(session)
+            tokens = seed_demo(session, Passwords(settings.password_hash_cost))
     if demo:
         typer.echo("demo workspaces: acme (Acme Support), globex (Globex Sales)")
         typer.echo(
@@ -426,7 +427,8 @@ def users_set_password(
 ) -> None:
     """Give a person a new password; every page session they had ends."""
     with _session() as session:
-        user = auth_service.set_password(session, email, password)
+        passwords = Passwords(_settings().password_hash_cost)
+        user = auth_service.set_password(session, passwords, email, password)
     typer.echo(f"user {user.id} {user.email}: password changed, sessions ended")
 
 
@@ -444,7 +446,12 @@ def users_create(
     """Create a person who can sign in (password hashed with argon2)."""
     with _session() as session:
         user = auth_service.create_user(
-            session, email=email, password=password, role=role, workspace_id=workspace
+            session,
+            Passwords(_settings().password_hash_cost),
+            email=email,
+            password=password,
+            role=role,
+            workspace_id=workspace,
         )
     typer.echo(f"user {user.id} {user.email} ({user.role}{f', {workspace}' if workspace else ''})")
 

@@ -4,6 +4,7 @@ from sqlmodel import Session, select
 
 from control_plane.auth import service as auth_service
 from control_plane.auth.models import User
+from control_plane.auth.passwords import Passwords
 from control_plane.auth.principal import SYSTEM
 from control_plane.rollout import service as rollout
 from control_plane.rollout.models import CohortWrite
@@ -74,7 +75,7 @@ DEMO_TOKEN_SCOPES = {
 }
 
 
-def seed_demo(session: Session) -> dict[str, str]:
+def seed_demo(session: Session, passwords: Passwords) -> dict[str, str]:
     """Create demo workspaces and agents if missing; issue fresh demo tokens (old ones revoked)."""
     for workspace_id, name in DEMO_WORKSPACES:
         if session.get(Workspace, workspace_id) is None:
@@ -101,7 +102,12 @@ def seed_demo(session: Session) -> dict[str, str]:
     for email, role, member_of in DEMO_USERS:
         if session.exec(select(User).where(User.email == email)).first() is None:
             auth_service.create_user(
-                session, email=email, password=DEMO_PASSWORD, role=role, workspace_id=member_of
+                session,
+                passwords,
+                email=email,
+                password=DEMO_PASSWORD,
+                role=role,
+                workspace_id=member_of,
             )
 
     tokens: dict[str, str] = {}

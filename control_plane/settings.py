@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 
+from control_plane.auth.passwords import PasswordCost
 from switchboard_runtime.worker.settings import ServerSettings, metrics_allowed
 
 __all__ = ["Settings", "metrics_allowed", "production_refusals"]
@@ -91,6 +92,8 @@ class Settings(ServerSettings):
     sign_in_backoff_base_seconds: float = Field(default=1.0, gt=0)
     sign_in_backoff_max_seconds: float = Field(default=900.0, gt=0)
     max_concurrent_password_hashes: int = Field(default=2, ge=1, le=64)
+    # What a password hash costs (auth/passwords.py): "cheapest" is for test suites only.
+    password_hash_cost: PasswordCost = "standard"  # noqa: S105 (a cost, not a password)
     max_request_bytes: int = Field(default=1_048_576, ge=1024)
     max_json_depth: int = Field(default=32, ge=2)
     max_header_bytes: int = Field(default=32_768, ge=1024)
@@ -146,5 +149,10 @@ def production_refusals(settings: Settings) -> list[str]:
             f"SWITCHBOARD_SESSION_SECRET is {len(secret.encode())} bytes; production needs at "
             f"least {MIN_SESSION_SECRET_BYTES} (python -c 'import secrets; "
             "print(secrets.token_urlsafe(48))')."
+        )
+    if settings.password_hash_cost == "cheapest":  # noqa: S105 (a cost, not a password)
+        refusals.append(
+            "SWITCHBOARD_PASSWORD_HASH_COST is cheapest, which is for test suites; production "
+            "hashes passwords at the standard cost (unset it)."
         )
     return refusals

@@ -39,6 +39,11 @@ from control_plane.settings import Settings
 from tests.fakes.fake_xai import FakeXAIState, build_app
 from tests.fakes.server import BackgroundServer
 
+# Passwords hashed at argon2-cffi's cost for test suites (auth/passwords.py): every sign-in path
+# runs as in production, at a thousandth of the cost; this process and every server it starts.
+# tests/unit/test_passwords.py checks the standard cost on its own.
+os.environ["SWITCHBOARD_PASSWORD_HASH_COST"] = "cheapest"
+
 # Any truthy CI (true, 1, yes, …) means CI: there nothing may skip for a missing part.
 IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no", "off")
 

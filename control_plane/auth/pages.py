@@ -13,6 +13,7 @@ from control_plane.audit import service as audit
 from control_plane.auth import service as auth_service
 from control_plane.auth import throttle
 from control_plane.auth.models import User
+from control_plane.auth.passwords import Passwords
 from control_plane.deps import SessionDep
 from control_plane.web.rendering import CsrfDep, render, see_other
 
@@ -22,6 +23,11 @@ router = APIRouter(include_in_schema=False)
 def get_password_hashing(request: Request) -> threading.BoundedSemaphore:
     hashing: threading.BoundedSemaphore = request.app.state.password_hashing
     return hashing
+
+
+def get_passwords(request: Request) -> Passwords:
+    passwords: Passwords = request.app.state.passwords
+    return passwords
 
 
 def get_throttle_policy(request: Request) -> throttle.ThrottlePolicy:
@@ -40,6 +46,7 @@ def login(
     session: SessionDep,
     _csrf: CsrfDep,
     hashing: Annotated[threading.BoundedSemaphore, Depends(get_password_hashing)],
+    passwords: Annotated[Passwords, Depends(get_passwords)],
     policy: Annotated[throttle.ThrottlePolicy, Depends(get_throttle_policy)],
     email: Annotated[str, Form(max_length=254)],
     password: Annotated[str, Form(max_length=200)],
@@ -60,7 +67,7 @@ def login(
             email=email,
         )
     try:
-        user = auth_service.authenticate_user(session, email, password)
+        user = auth_service.authenticate_user(session, passwords, email, password)
     finally:
         hashing.release()
     if user is None:

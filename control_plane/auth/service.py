@@ -3,11 +3,10 @@
 import hashlib
 import secrets
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerifyMismatchError
 from sqlmodel import Session, col, select
 
 from control_plane.auth.models import ApiToken, User, validate_scope
+from control_plane.auth.passwords import Passwords
 from control_plane.auth.principal import Principal
 from control_plane.changes import notify
 from control_plane.core import utcnow
@@ -75,13 +74,17 @@ def revoke_tokens_named(session: Session, name: str) -> int:
 
 # --- people -------------------------------------------------------------------------------
 
-_hasher = PasswordHasher()
-_DUMMY_HASH = _hasher.hash("switchboard-timing-equaliser")
 ROLES = ("admin", "member")
 
 
 def create_user(
-    session: Session, *, email: str, password: str, role: str, workspace_id: str | None = None
+    session: Session,
+    passwords: Passwords,
+    *,
+    email: str,
+    password: str,
+    role: str,
+    workspace_id: str | None = None,
 ) -> User:
     email = email.strip().lower()
     if "@" not in email or len(email) > 254:
@@ -96,7 +99,7 @@ def create_user(
         raise ConflictError(f"A user with email {email} exists.", code="user_exists")
     user = User(
         email=email,
-        password_hash=_hasher.hash(password),
+        password_hash=passwords.hash(password),
         role=role,
         workspace_id=workspace_id if role == "member" else None,
     )
@@ -105,24 +108,24 @@ def create_user(
     return user
 
 
-def authenticate_user(session: Session, email: str, password: str) -> User | None:
+def authenticate_user(
+    session: Session, passwords: Passwords, email: str, password: str
+) -> User | None:
     """The user when the password matches; None otherwise (in about the same time either way)."""
     user = session.exec(select(User).where(User.email == email.strip().lower())).first()
-    try:
-        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
-    except (VerifyMismatchError, InvalidHashError):
+    if not passwords.matches(user.password_hash if user else None, password):
         return None
     return user
 
 
-def set_password(session: Session, email: str, password: str) -> User:
+def set_password(session: Session, passwords: Passwords, email: str, password: str) -> User:
     """A new password; every session signed in with the old one ends."""
     user = session.exec(select(User).where(User.email == email.strip().lower())).first()
     if user is None:
         raise NotFoundError(f"No user with email {email}.", code="user_not_found")
     if len(password) < 10:
         raise InvalidInputError("Passwords need at least 10 characters.", code="weak_password")
-    user.password_hash = _hasher.hash(password)
+    user.password_hash = passwords.hash(password)
     end_sessions(session, user)
     return user
 

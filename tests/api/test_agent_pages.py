@@ -23,7 +23,7 @@ GUS = "gus@globex.example"  # a member of globex, which is outside the internal 
 @pytest.fixture
 def gus(client: TestClient) -> Iterator[TestClient]:
     with Session(client.app.state.engine) as session:  # type: ignore[attr-defined]
-        seed_demo(session)
+        seed_demo(session, client.app.state.passwords)  # type: ignore[attr-defined]
         session.commit()
     assert sign_in(client, GUS, DEMO_PASSWORD) == 303
     yield client
@@ -120,7 +120,7 @@ def test_the_tiers_page_shows_any_workspace_however_many_there_are(client: TestC
     from control_plane.workspaces.models import WorkspaceCreate
 
     with Session(client.app.state.engine) as session:  # type: ignore[attr-defined]
-        seed_demo(session)
+        seed_demo(session, client.app.state.passwords)  # type: ignore[attr-defined]
         for index in range(500):
             body = WorkspaceCreate(id=f"many-{index:03d}", name=f"Many {index}")
             workspaces_service.create_workspace(session, SYSTEM, body)

@@ -361,6 +361,7 @@ def test_missing_master_key_stops_production_startup(tmp_path: Path) -> None:
     settings = Settings(
         _env_file=None,
         environment="production",
+        password_hash_cost="standard",  # the suite runs with cheapest (tests/conftest.py)
         database_url=f"sqlite:///{tmp_path}/x.db",
         session_secret="s" * 48,
     )  # type: ignore[call-arg]
@@ -369,6 +370,7 @@ def test_missing_master_key_stops_production_startup(tmp_path: Path) -> None:
     bad = Settings(
         _env_file=None,
         environment="production",
+        password_hash_cost="standard",  # the suite runs with cheapest (tests/conftest.py)
         database_url=f"sqlite:///{tmp_path}/x.db",
         master_keys="k1:dG9vLXNob3J0",
         session_secret="s" * 48,

@@ -25,6 +25,7 @@ def production(tmp_path: Path, sqlite_template: Path) -> Callable[[], FastAPI]:
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         environment="production",
+        password_hash_cost="standard",  # the suite runs with cheapest (tests/conftest.py)
         database_url=f"sqlite:///{tmp_path}/prod.db",
         master_key_file=tmp_path / "prod.key",
         session_secret=SecretStr("s" * 48),

@@ -53,7 +53,7 @@ def fuzz_target(
         )  # type: ignore[call-arg]
     )
     with Session(app.state.engine) as session:
-        seed_demo(session)
+        seed_demo(session, app.state.passwords)
         tokens = {
             scope: auth_service.create_token(session, name=f"fuzz-{scope}", scopes=[scope])[1]
             for scope in SCOPES

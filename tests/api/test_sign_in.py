@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from control_plane.auth import service as auth_service
+from control_plane.auth.passwords import Passwords
 from control_plane.demo import DEMO_PASSWORD, seed_demo
 
 ADMIN = "admin@example.com"
@@ -18,7 +19,7 @@ ADMIN = "admin@example.com"
 @pytest.fixture
 def pages(client: TestClient) -> Iterator[TestClient]:
     with Session(client.app.state.engine) as session:  # type: ignore[attr-defined]
-        seed_demo(session)
+        seed_demo(session, client.app.state.passwords)  # type: ignore[attr-defined]
         session.commit()
     yield client
 
@@ -82,7 +83,8 @@ def test_without_revocation_a_copied_cookie_outlives_sign_out(
 def test_a_password_change_ends_every_session(pages: TestClient) -> None:
     copied = signed_in_cookie(pages)
     with Session(pages.app.state.engine) as session:  # type: ignore[attr-defined]
-        auth_service.set_password(session, ADMIN, "a brand new password")
+        passwords = pages.app.state.passwords  # type: ignore[attr-defined]
+        auth_service.set_password(session, passwords, ADMIN, "a brand new password")
         session.commit()
     assert rollout_status(pages, copied) == 303
     pages.cookies.clear()
@@ -186,13 +188,13 @@ def most_hashing_at_once(pages: TestClient, monkeypatch: pytest.MonkeyPatch, sig
     lock = threading.Lock()
     running, most = [0], [0]
 
-    def counted(session: Session, email: str, password: str) -> object:
+    def counted(session: Session, passwords: Passwords, email: str, password: str) -> object:
         with lock:
             running[0] += 1
             most[0] = max(most[0], running[0])
         try:
             time.sleep(0.5)
-            return real(session, email, password)
+            return real(session, passwords, email, password)
         finally:
             with lock:
                 running[0] -= 1

@@ -25,6 +25,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from control_plane.auth import service as auth_service
+from control_plane.auth.passwords import Passwords
 from control_plane.db import make_engine
 from control_plane.settings import Settings
 from tests.conftest import auth
@@ -78,14 +79,21 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     options = StackOptions(cors_origins=f"http://127.0.0.1:{FRONTEND_PORT}")
     for stack in build_stack(tmp_path, options):
         stack.xai.reply_audio = list(ANSWER)
-        engine = make_engine(Settings(_env_file=None, database_url=stack.database_url))  # type: ignore[call-arg]
+        settings = Settings(_env_file=None, database_url=stack.database_url)  # type: ignore[call-arg]
+        engine = make_engine(settings)
+        passwords = Passwords(settings.password_hash_cost)
         with Session(engine) as session:
             for email, workspace in (
                 ("ava@acme.example", "acme"),
                 ("gus@globex.example", "globex"),
             ):
                 auth_service.create_user(
-                    session, email=email, password=PASSWORD, role="member", workspace_id=workspace
+                    session,
+                    passwords,
+                    email=email,
+                    password=PASSWORD,
+                    role="member",
+                    workspace_id=workspace,
                 )
             session.commit()
         engine.dispose()

@@ -97,7 +97,7 @@ def site(tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
     app = create_app(settings)
     with BackgroundServer(app) as server:
         with Session(app.state.engine) as session:
-            seed_demo(session)
+            seed_demo(session, app.state.passwords)
             session.commit()
         seed_a_launch(app)
         yield server.base_url

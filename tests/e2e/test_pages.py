@@ -14,6 +14,7 @@ import pytest
 from sqlmodel import Session
 
 from control_plane.app import create_app
+from control_plane.auth.passwords import Passwords
 from control_plane.db import make_engine
 from control_plane.demo import DEMO_PASSWORD, seed_demo
 from control_plane.settings import Settings
@@ -43,7 +44,7 @@ def demo_site(
     )  # type: ignore[call-arg]
     engine = make_engine(settings)
     with Session(engine) as session:
-        seed_demo(session)
+        seed_demo(session, Passwords(settings.password_hash_cost))
         if prepare is not None:
             prepare(session)
         session.commit()

@@ -203,6 +203,7 @@ def production_env(switchboard: Switchboard, tmp_path: Path) -> dict[str, str]:
     env = {
         **os.environ,
         "SWITCHBOARD_ENVIRONMENT": "production",
+        "SWITCHBOARD_PASSWORD_HASH_COST": "standard",  # the suite runs with cheapest
         "SWITCHBOARD_DATABASE_URL": f"sqlite:///{tmp_path}/prod.db",
         "SWITCHBOARD_MASTER_KEY_FILE": str(tmp_path / "prod.key"),
         "SWITCHBOARD_SESSION_SECRET": "s" * 48,
@@ -258,6 +259,7 @@ def test_a_weak_session_secret_lets_anyone_forge_an_admin_cookie_without_the_ref
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         environment="production",
+        password_hash_cost="standard",  # the suite runs with cheapest (tests/conftest.py)
         database_url=f"sqlite:///{tmp_path}/weak.db",
         master_key_file=tmp_path / "prod.key",
         session_secret="x",
@@ -273,7 +275,11 @@ def test_a_weak_session_secret_lets_anyone_forge_an_admin_cookie_without_the_ref
 
     with Session(application.state.engine) as session:
         admin = auth_service.create_user(
-            session, email="root@example.com", password="long enough pw 123", role="admin"
+            session,
+            application.state.passwords,
+            email="root@example.com",
+            password="long enough pw 123",
+            role="admin",
         )
         session.commit()
         admin_id = admin.id

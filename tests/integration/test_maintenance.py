@@ -46,7 +46,7 @@ def launch(tmp_path: Path, sqlite_template: Path, interval: float) -> TestClient
         )
     )
     with Session(app.state.engine) as session:
-        seed_demo(session)
+        seed_demo(session, app.state.passwords)
         releases.put_plan(session, app.state.flag_gate, FLAG, PLAN, actor="test")
         now = utcnow()
         call = issued_grok_call("acme", now - timedelta(days=40), agent_id="agt_old", state="ended")

@@ -8,6 +8,7 @@ import pytest
 from sqlmodel import Session
 
 from control_plane.auth import service as auth_service
+from control_plane.auth.passwords import Passwords
 from control_plane.db import make_engine
 from control_plane.settings import Settings
 from tests.conftest import PrivatePostgres
@@ -18,9 +19,11 @@ EMAIL, PASSWORD = "ops@example.com", "the right password 42"
 
 
 def add_user(url: str) -> None:
-    engine = make_engine(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, database_url=url)  # type: ignore[call-arg]
+    engine = make_engine(settings)
     with Session(engine) as session:
-        auth_service.create_user(session, email=EMAIL, password=PASSWORD, role="admin")
+        passwords = Passwords(settings.password_hash_cost)
+        auth_service.create_user(session, passwords, email=EMAIL, password=PASSWORD, role="admin")
         session.commit()
     engine.dispose()
 
