@@ -7,7 +7,7 @@ import gc
 import logging
 import secrets
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp
 
 from control_plane.audit.api import router as audit_router
 from control_plane.auth.api import router as tokens_router
@@ -41,7 +42,12 @@ from control_plane.keys.api import router as keys_router
 from control_plane.keys.crypto import Keyring
 from control_plane.keys.pages import router as keys_pages
 from control_plane.maintenance import run_forever as run_maintenance
-from control_plane.middleware import document_nul_refusal, install_cors, install_middleware
+from control_plane.middleware import (
+    RequestLimits,
+    document_nul_refusal,
+    install_cors,
+    install_middleware,
+)
 from control_plane.outbound import OutboundPolicy
 from control_plane.ratelimit import SlidingWindowLimit
 from control_plane.releases.api import router as releases_router
@@ -55,7 +61,7 @@ from control_plane.rollout.service import seed_flags
 from control_plane.sessions.api import router as sessions_router
 from control_plane.sessions.cache import ConfigCache, ConfigParts
 from control_plane.sessions.ephemeral import EphemeralSecrets
-from control_plane.sessions.fastpath import HotPathMiddleware
+from control_plane.sessions.fastpath import HotReads
 from control_plane.sessions.service import Resolver, rebuild_in_memory
 from control_plane.settings import Settings, metrics_allowed, production_refusals
 from control_plane.telemetry.api import router as telemetry_router
@@ -109,6 +115,17 @@ def call_policy(settings: Settings, keyring: Keyring) -> CallPolicy:
     )
 
 
+class SwitchboardApp(FastAPI):
+    """FastAPI, with the hot reads' lane (`sessions/fastpath.HotReads`) in front of every layer:
+    set `hot_reads` to wrap the app's stack once it is built."""
+
+    hot_reads: Callable[[ASGIApp], ASGIApp] | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        return stack if self.hot_reads is None else self.hot_reads(stack)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level, ("control_plane", "switchboard_runtime"))
@@ -143,7 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine.dispose()
 
     public = docs_public(settings)
-    app = FastAPI(
+    app = SwitchboardApp(
         title="Switchboard",
         version="0.1.0",
         summary="Control plane for voice agents on several realtime providers.",
@@ -205,10 +222,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         https_only=settings.environment == "production",
         max_age=settings.session_absolute_hours * 3600,
     )
-    # Outside the page session (the hot reads take bearer tokens only and never read it): a hot
-    # read skips decoding the cookie. The request limits, body bound and metrics stay in front.
-    app.add_middleware(
-        HotPathMiddleware,
+    install_middleware(app, settings)
+    app.state.metrics = metrics = Metrics()
+    metrics.registry.register(StateCollector(app.state.engine, gate, config_cache))
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+    install_cors(app, settings)  # last of the middleware: the outermost layer
+    app.hot_reads = functools.partial(  # in front of all of it
+        HotReads,
+        limits=RequestLimits.from_settings(settings),
+        cors=bool(settings.cors_origin_list),
+        metrics=metrics,
         config_cache=config_cache,
         token_cache=token_cache,
         gate=gate,
@@ -217,11 +240,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         agent_pages=agent_pages,
         rebuild_config=functools.partial(rebuild_in_memory, resolver, config_cache),
     )
-    install_middleware(app, settings)
-    app.state.metrics = metrics = Metrics()
-    metrics.registry.register(StateCollector(app.state.engine, gate, config_cache))
-    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
-    install_cors(app, settings)  # last: the outermost layer
     app.include_router(tokens_router)
     app.include_router(catalogue_router)
     app.include_router(workspaces_router)

@@ -2,6 +2,7 @@
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -166,6 +167,27 @@ def json_depth_exceeds(body: bytes, limit: int) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class RequestLimits:
+    max_header_count: int
+    max_header_bytes: int
+
+    def headers_too_large(self, scope: Scope) -> bool:
+        headers = scope["headers"]
+        return (
+            len(headers) > self.max_header_count
+            or sum(len(k) + len(v) for k, v in headers) > self.max_header_bytes
+        )
+
+    def refuses(self, scope: Scope) -> bool:
+        """Whether `RequestLimitsMiddleware` refuses this request before its body is read."""
+        return self.headers_too_large(scope) or nul_in_target(scope)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "RequestLimits":
+        return cls(settings.max_header_count, settings.max_header_bytes)
+
+
 class RequestLimitsMiddleware:
     """Refuses oversized headers, NUL and deeply nested JSON, and adds security headers to every
     response. Body size and time are bounded outside it (`BoundedBody`)."""
@@ -180,8 +202,7 @@ class RequestLimitsMiddleware:
     ) -> None:
         self.app = app
         self.html_csp = html_csp
-        self.max_header_bytes = max_header_bytes
-        self.max_header_count = max_header_count
+        self.limits = RequestLimits(max_header_count, max_header_bytes)
         self.max_json_depth = max_json_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -190,10 +211,7 @@ class RequestLimitsMiddleware:
             return
 
         raw_headers = scope["headers"]
-        if (
-            len(raw_headers) > self.max_header_count
-            or sum(len(k) + len(v) for k, v in raw_headers) > self.max_header_bytes
-        ):
+        if self.limits.headers_too_large(scope):
             await self._refuse(
                 send,
                 431,

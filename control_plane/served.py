@@ -8,11 +8,13 @@ FastAPI (the routes, which build on a miss and explain every error).
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from fastapi import Request, Response
 from starlette.types import Send
 
 from control_plane.http import strong_etag
+from control_plane.middleware import API_CSP, SECURITY_HEADERS
 
 STALE_HEADER = "X-Switchboard-Stale"
 
@@ -37,6 +39,21 @@ class Served:
         tags = {part.strip().removeprefix("W/") for part in text.split(",")}
         return "*" in tags or self.etag in tags
 
+    @cached_property
+    def raw_304(self) -> list[tuple[bytes, bytes]]:
+        """The headers of a 304 as ASGI sends them, built once per answer (frozen: the cache
+        writes the instance's dict, not its fields)."""
+        own = [(name.lower().encode(), value.encode()) for name, value in self.headers().items()]
+        return [*own, *SECURITY_HEADERS, (b"content-security-policy", API_CSP)]
+
+    @cached_property
+    def raw_200(self) -> list[tuple[bytes, bytes]]:
+        return [
+            *self.raw_304,
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(self.body)).encode()),
+        ]
+
     def headers(self, *, stale: bool = False) -> dict[str, str]:
         headers = {"ETag": self.etag, "Cache-Control": self.cache_control}
         if self.vary:
@@ -53,15 +70,13 @@ def served_response(request: Request, served: Served, *, stale: bool = False) ->
     return Response(content=served.body, media_type="application/json", headers=headers)
 
 
-async def send_served(send: Send, served: Served, if_none_match: bytes | None) -> None:
-    headers = [(name.lower().encode(), value.encode()) for name, value in served.headers().items()]
+async def send_served(send: Send, served: Served, if_none_match: bytes | None) -> int:
+    """Send the answer (or 304) straight to ASGI, with every header the app's layers would
+    have added (the security headers); the status sent."""
     if served.matches(if_none_match):
-        await send({"type": "http.response.start", "status": 304, "headers": headers})
+        await send({"type": "http.response.start", "status": 304, "headers": served.raw_304})
         await send({"type": "http.response.body", "body": b""})
-        return
-    headers += [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(served.body)).encode()),
-    ]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
+        return 304
+    await send({"type": "http.response.start", "status": 200, "headers": served.raw_200})
     await send({"type": "http.response.body", "body": served.body})
+    return 200

@@ -19,8 +19,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from control_plane.rollout.gate import FlagGate
 from control_plane.sessions.cache import ConfigCache
 
-HOT_PATHS = {"/api/client/features": "/api/client/features"}
-
 
 class Metrics:
     def __init__(self) -> None:
@@ -32,12 +30,21 @@ class Metrics:
             registry=self.registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
+        # The histogram's series by labels: looking one up costs a lock and a tuple per request.
+        self._series: dict[tuple[str, str, int], Any] = {}
         self.session_config = Counter(
             "switchboard_session_config_total",
             "Session-config answers by outcome (ok, stale, or the problem code)",
             ["outcome"],
             registry=self.registry,
         )
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        series = self._series.get((method, route, status))
+        if series is None:
+            series = self.http_duration.labels(method, route, str(status))
+            self._series[(method, route, status)] = series
+        series.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -138,14 +145,7 @@ class HttpMetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_record)
         finally:
-            route = scope.get("route")
-            path: str = scope["path"]
-            if route is not None:
-                label = getattr(route, "path", "unmatched")
-            elif path.endswith("/session-config"):
-                label = "/api/v1/workspaces/{workspace_id}/agents/{agent_id}/session-config"
-            else:
-                label = HOT_PATHS.get(path, "unmatched")
-            self.metrics.http_duration.labels(scope["method"], label, str(status[0])).observe(
-                time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.observe_request(
+                scope["method"], route, status[0], time.perf_counter() - started
             )

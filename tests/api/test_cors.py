@@ -55,6 +55,20 @@ def test_a_listed_origin_reads_the_catalogue(cors: tuple[TestClient, str]) -> No
     assert again.headers["access-control-allow-origin"] == FRONTEND
 
 
+def test_without_the_origin_check_in_the_hot_lane_a_frontend_loses_its_permission(
+    cors: tuple[TestClient, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hot reads' lane answers before CORS runs, so it leaves reads with an Origin to it;
+    switched off, the kept catalogue goes out without the header the browser needs."""
+    client, _ = cors
+    assert client.get("/api/v1/tiers").status_code == 200  # built and kept
+    lane = client.app.middleware_stack  # type: ignore[attr-defined]
+    monkeypatch.setattr(lane, "cors", False)
+    answer = client.get("/api/v1/tiers", headers={"Origin": FRONTEND})
+    assert answer.status_code == 200
+    assert "access-control-allow-origin" not in answer.headers
+
+
 def test_an_unlisted_origin_gets_no_permission(cors: tuple[TestClient, str]) -> None:
     client, _ = cors
     answer = client.get("/api/v1/tiers", headers={"Origin": ELSEWHERE})
