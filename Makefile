@@ -11,7 +11,7 @@ export NO_MKDOCS_2_WARNING := 1
 # uv uses this machine's Python 3.11 and never downloads one; the environment is .venv.
 UV_ENV := UV_PYTHON=$(PYTHON) UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=$(VENV)
 
-.PHONY: run test upgrade docs bench-report lint typecheck format redteam bench bench-runtime bench-call-entry bench-warm-start bench-sign-in bench-servers bench-control-plane-burst bench-phone-side bench-peers bench-socket-layers soak clean
+.PHONY: run test upgrade docs docs-build node-packages bench-report lint typecheck format redteam bench bench-runtime bench-call-entry bench-warm-start bench-sign-in bench-servers bench-control-plane-burst bench-phone-side bench-peers bench-socket-layers soak clean
 
 $(UV):
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -37,13 +37,22 @@ run: $(VENV)/.installed-run
 TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 
 ## Set up dev dependencies and the test servers, then lint, type-check and run the whole suite
+# The checks and the test servers' Node packages run side by side (mypy works while npm
+# unpacks); the suite starts once all of them have passed.
 test: $(VENV)/.installed-dev
-	$(BIN)/ruff format --check .
-	$(BIN)/ruff check .
-	$(BIN)/mypy
-	$(BIN)/lint-imports --no-cache
-	$(BIN)/mkdocs build --strict  # not --quiet: it hides the warnings strict mode counts
+	$(MAKE) --no-print-directory -j4 --output-sync=target lint typecheck docs-build node-packages
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/test-services.sh $(BIN)/pytest -q --durations=30 -n $(TEST_WORKERS) $(PYTEST_ARGS)
+
+docs-build:
+	$(BIN)/mkdocs build --strict  # not --quiet: it hides the warnings strict mode counts
+
+# What scripts/test-services.sh would install itself (openapi-typescript, unleash-server), when
+# npm is here; it installs again only when a lock file changes.
+node-packages: tests/frontend/node_modules/.package-lock.json tests/unleash_server/node_modules/.package-lock.json
+
+tests/%/node_modules/.package-lock.json: tests/%/package-lock.json
+	@command -v npm >/dev/null || { echo "npm not found: scripts/test-services.sh says what skips"; exit 0; }
+	cd tests/$* && npm ci --no-audit --no-fund --loglevel=error >/dev/null
 
 ## The manual (docs/) as a site on http://127.0.0.1:8001, rebuilt as its pages change
 docs: $(VENV)/.installed-dev
