@@ -18,6 +18,7 @@ it leaves to them: a request with a body, or with an `Origin` while CORS is on, 
 """
 
 import hmac
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from control_plane.errors import NotFoundError
 from control_plane.middleware import RequestLimits
 from control_plane.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from control_plane.rollout.gate import FlagGate
-from control_plane.served import send_served
+from control_plane.served import Served, send_served
 from control_plane.sessions.cache import CachedConfig, CacheKey, ConfigCache
 from control_plane.telemetry.metrics import Metrics
 from control_plane.workspaces.cache import AgentPages
@@ -45,6 +46,8 @@ CATALOGUE_PREFIX = "/api/v1/"
 AGENTS = re.compile(r"^/api/v1/workspaces/([^/]+)/agents$")
 TIER = re.compile(r"^/api/v1/tiers(?:/([^/]+))?$")
 VOICE_MAP = re.compile(r"^/api/v1/voice-maps/([^/]+)$")
+logger = logging.getLogger(__name__)
+
 CREDENTIAL_MODES = {"key", "ephemeral", "none"}
 AUDIO_CHANNELS = {"phone", "browser"}
 # The route each hot read answers for, as the request metrics label it.
@@ -56,8 +59,8 @@ CATALOGUE_ROUTES = {
     "voices": "/api/v1/voices",
     "voice-map": "/api/v1/voice-maps/{provider}",
 }
-# (route, status) of a hot read answered, for the request metrics.
-Answered = tuple[str, int]
+# A kept answer found for a request, and the route it answers for (the request metrics' label).
+Found = tuple[str, Served]
 
 
 class HotReads:
@@ -91,9 +94,14 @@ class HotReads:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and self._takes(scope):
             started = time.perf_counter()
-            answered = await self._answer(scope, send)
-            if answered is not None:
-                route, status = answered
+            try:
+                found = self._find(scope)
+            except Exception:  # a fault in a lookup must not cost the request its answer
+                logger.exception("hot read of %s failed; the routes answer it", scope["path"][:200])
+                found = None
+            if found is not None:
+                route, served = found
+                status = await send_served(send, served, self._header(scope, b"if-none-match"))
                 self.metrics.observe_request("GET", route, status, time.perf_counter() - started)
                 return
         await self.app(scope, receive, send)
@@ -109,44 +117,43 @@ class HotReads:
                 return False
         return True
 
-    async def _answer(self, scope: Scope, send: Send) -> Answered | None:
+    def _find(self, scope: Scope) -> Found | None:
+        """The kept answer this request asks for, and its route; None leaves it to the routes."""
         path: str = scope["path"]
         if path == CLIENT_FEATURES:
-            return await self._client_features(scope, send)
+            return self._client_features(scope)
         if path.endswith("/session-config"):
             match = SESSION_CONFIG.match(path)
-            return await self._session_config(scope, send, match[1], match[2]) if match else None
+            return self._session_config(scope, match[1], match[2]) if match else None
         if path.endswith("/agents"):
             match = AGENTS.match(path)
-            return await self._agents(scope, send, match[1]) if match else None
+            return self._agents(scope, match[1]) if match else None
         if path.startswith(CATALOGUE_PREFIX):
-            return await self._catalogue(scope, send, path)
+            return self._catalogue(scope, path)
         return None
 
-    async def _agents(self, scope: Scope, send: Send, workspace_id: str) -> Answered | None:
+    def _agents(self, scope: Scope, workspace_id: str) -> Found | None:
         """A page of agents already built, for a recently verified token that may see it."""
         query = scope.get("query_string", b"")
         params = dict(parse_qsl(query.decode("latin-1"))) if query else {}
         limit_text = params.pop("limit", str(DEFAULT_LIMIT))
         cursor = params.pop("cursor", None) or None  # empty: the first page, as the route reads it
-        if params or not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+        digits = limit_text.isascii() and limit_text.isdigit()
+        if params or not digits or not 1 <= int(limit_text) <= MAX_LIMIT:
             return None
         principal = self._fresh_principal(scope)
         if principal is None or not principal.can_access_workspace(workspace_id):
             return None
         served = self.agent_pages.get((workspace_id, int(limit_text), cursor))
-        if served is None:
-            return None
-        status = await send_served(send, served, self._header(scope, b"if-none-match"))
-        return AGENTS_ROUTE, status
+        return None if served is None else (AGENTS_ROUTE, served)
 
-    async def _catalogue(self, scope: Scope, send: Send, path: str) -> Answered | None:
+    def _catalogue(self, scope: Scope, path: str) -> Found | None:
         key = self._catalogue_key(scope, path)
         served = self.catalogue_reads.cached(key) if key is not None else None
         if key is None or served is None:
             return None
-        status = await send_served(send, served, self._header(scope, b"if-none-match"))
-        return CATALOGUE_ROUTES[key[0]], status
+        return CATALOGUE_ROUTES[key[0]], served
 
     def _catalogue_key(self, scope: Scope, path: str) -> ReadKey | None:
         """The variant this request asks for, or None when only the route can tell."""
@@ -189,9 +196,7 @@ class HotReads:
                 return bytes(value)
         return None
 
-    async def _session_config(
-        self, scope: Scope, send: Send, workspace_id: str, agent_id: str
-    ) -> Answered | None:
+    def _session_config(self, scope: Scope, workspace_id: str, agent_id: str) -> Found | None:
         query = scope.get("query_string", b"")
         credentials, channel = "key", "phone"
         if query:
@@ -206,12 +211,9 @@ class HotReads:
         key = (workspace_id, agent_id, credentials, channel)
         # After a change, most configs are rebuilt here from kept parts, in ~0.2 ms.
         entry = self.config_cache.get(key) or self.rebuild_config(key)
-        if entry is None:
-            return None
-        status = await send_served(send, entry.served, self._header(scope, b"if-none-match"))
-        return SESSION_CONFIG_ROUTE, status
+        return None if entry is None else (SESSION_CONFIG_ROUTE, entry.served)
 
-    async def _client_features(self, scope: Scope, send: Send) -> Answered | None:
+    def _client_features(self, scope: Scope) -> Found | None:
         authorization = self._header(scope, b"authorization")
         if authorization is None:
             return None
@@ -222,7 +224,4 @@ class HotReads:
             allowed = principal is not None and (principal.is_admin or principal.is_service)
         if not allowed:
             return None
-        document = self.gate.client_document
-        return CLIENT_FEATURES, await send_served(
-            send, document, self._header(scope, b"if-none-match")
-        )
+        return CLIENT_FEATURES, self.gate.client_document

@@ -125,7 +125,8 @@ class StateCollector(Collector):
 
 
 class HttpMetricsMiddleware:
-    """Outermost middleware: times every request, labelled by route template, not raw path."""
+    """Times every request the hot reads' lane passes on (it times its own), labelled by route
+    template, not raw path."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics

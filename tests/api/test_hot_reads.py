@@ -10,6 +10,7 @@ from starlette.types import Receive, Scope, Send
 
 from control_plane.middleware import RequestLimits
 from control_plane.sessions.fastpath import HotReads
+from tests.conftest import Tokens
 
 TIERS = "/api/v1/tiers"
 
@@ -109,3 +110,29 @@ def test_hot_reads_are_counted_under_their_route(client: TestClient) -> None:
     assert requests_counted(client, TIERS, "200") == before_200 + 1
     assert requests_counted(client, TIERS, "304") == before_304 + 1
     assert requests_counted(client, "unmatched", "200") == 0
+
+
+def test_a_limit_int_cannot_read_goes_to_the_route_not_to_a_crash(
+    client: TestClient, tokens: Tokens
+) -> None:
+    """ "²" passes str.isdigit() but not int(); the kept page's lane must not fall over on it."""
+    agents = "/api/v1/workspaces/acme/agents"
+    assert client.get(agents, headers=tokens.header(tokens.acme)).status_code == 200  # kept
+    answer = client.get(f"{agents}?limit=%C2%B2", headers=tokens.header(tokens.acme))
+    assert answer.status_code == 422
+    assert answer.headers["content-type"] == "application/problem+json"
+
+
+def test_a_fault_in_a_lookup_leaves_the_request_to_the_routes(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lane = warm_lane(client)
+    passed = requests_behind(lane, monkeypatch)
+
+    def broken(scope: object, path: str) -> None:
+        raise RuntimeError("a fault in the lane's own lookup")
+
+    monkeypatch.setattr(lane, "_catalogue_key", broken)
+    answer = client.get(TIERS)
+    assert answer.status_code == 200 and answer.json()["tiers"]
+    assert passed == [TIERS]
