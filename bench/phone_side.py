@@ -9,8 +9,8 @@ frame (`Twilio.media`), under (KINDS, default all four)
   asgi       FastAPI + uvicorn, the stream routed by FastAPI (the worker until 2026-12-03);
   starlette  uvicorn, the stream served by an ASGI middleware ahead of the router, through
              Starlette's WebSocket (the worker's `MediaStreams`, until the take-over);
-  takeover   as `starlette`, then the call takes the stream over from uvicorn's protocol
-             (`DirectStreamProtocol`, the worker since 2026-12-03);
+  mediaplane the worker's media plane (`media_plane.MediaPlane`, picows; the worker since
+             2026-12-06; from 2026-12-03 it took the stream over from uvicorn's protocol);
   raw        uvicorn, the stream served by a bare ASGI app (no Starlette);
   lean       websockets' Sans-I/O ServerProtocol driven from an asyncio protocol (no ASGI).
 All on uvloop. The server runs in its own process on CPU 0, the phones here on CPU 1; the figure
@@ -61,42 +61,60 @@ def serve_asgi(port: int) -> None:
     import uvicorn
     from fastapi import FastAPI, WebSocket
 
-    from switchboard_runtime.worker.streams import StarlettePhone
+    from switchboard_runtime.worker.streams import StarletteSocket
 
     app = FastAPI()
 
     @app.websocket("/ws/twilio/bench")
     async def twilio(websocket: WebSocket) -> None:
         await websocket.accept()
-        await answer_each_frame(StarlettePhone(websocket))
+        await answer_each_frame(StarletteSocket(websocket))
 
     uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", log_level="warning")
 
 
-def serve_starlette_direct(port: int, take_over: bool = False) -> None:
+def serve_starlette(port: int) -> None:
     import uvicorn
     from starlette.types import Receive, Scope, Send
     from starlette.websockets import WebSocket
 
-    from switchboard_runtime.worker.direct_stream import DirectStreamProtocol
-    from switchboard_runtime.worker.streams import StarlettePhone, phone_socket
+    from switchboard_runtime.worker.streams import StarletteSocket
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
-            websocket = WebSocket(scope, receive, send)
-            await websocket.accept()
-            phone = phone_socket(websocket) if take_over else StarlettePhone(websocket)
-            await answer_each_frame(phone)
+            await answer_each_frame(await StarletteSocket.accept(WebSocket(scope, receive, send)))
         elif scope["type"] == "lifespan":
             while (await receive())["type"] != "lifespan.shutdown":
                 await send({"type": "lifespan.startup.complete"})
 
-    ws = DirectStreamProtocol if take_over else "auto"
-    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", log_level="warning", ws=ws)
+    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", log_level="warning")
 
 
-def serve_taken_over(port: int) -> None:
-    serve_starlette_direct(port, take_over=True)
+def serve_media_plane(port: int) -> None:
+    import uvloop
+
+    from switchboard_runtime.worker.media_plane import FrameLimits, MediaPlane
+
+    async def phone(socket: Any, *_route: Any) -> None:
+        await answer_each_frame(socket)
+
+    async def not_served(*_args: Any) -> None:
+        pass
+
+    async def main() -> None:
+        plane = MediaPlane(
+            host="127.0.0.1",
+            port=port,
+            limits=FrameLimits(16 * 1024, 16 * 1024),
+            handshake_timeout_seconds=10,
+            client_address=lambda peer, _forwarded: peer,
+            phone=phone,
+            browser=not_served,
+        )
+        await plane.start()
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
 
 
 def serve_raw(port: int) -> None:
@@ -228,15 +246,15 @@ def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "serve":
         servers = {
             "asgi": serve_asgi,
-            "starlette": serve_starlette_direct,
-            "takeover": serve_taken_over,
+            "starlette": serve_starlette,
+            "mediaplane": serve_media_plane,
             "raw": serve_raw,
             "lean": serve_lean,
         }
         servers[sys.argv[2]](int(sys.argv[3]))
         return
     os.sched_setaffinity(0, {1})
-    kinds = os.environ.get("KINDS", "asgi,starlette,takeover,raw,lean").split(",")
+    kinds = os.environ.get("KINDS", "asgi,starlette,mediaplane,raw,lean").split(",")
     rounds: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     for _ in range(ROUNDS):
         for kind in rounds:

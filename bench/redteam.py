@@ -44,13 +44,14 @@ WARM_STARTED = 'switchboard_worker_warm_sessions_total{outcome="started"}'
 
 
 def unguarded_worker() -> Any:
-    """The call worker with its size guards switched off (bodies and frames as uvicorn and
-    Starlette take them): served by this script beside the real one, for the memory figures."""
-    from switchboard_runtime.worker import create_worker_app, direct_stream
+    """The call worker with its size guards switched off (bodies as uvicorn and Starlette take
+    them, frames up to 16 MiB): served by this script beside the real one, for the memory
+    figures."""
+    from switchboard_runtime.worker import create_worker_app, media_plane
 
-    direct_stream.MAX_FRAME_BYTES = 16 * MIB
-    direct_stream.FrameLimits.for_path = lambda self, path: 16 * MIB  # type: ignore[method-assign]
+    media_plane.MAX_FRAME_BYTES = 16 * MIB
     app = create_worker_app()
+    app.state.media_plane.limits = media_plane.FrameLimits(16 * MIB, 16 * MIB)
     for middleware in app.user_middleware:
         if getattr(middleware.cls, "__name__", "") == "BoundedBody":
             middleware.kwargs["max_bytes"] = 1 << 40
@@ -80,6 +81,7 @@ class Target:
         self.telnyx_key: Ed25519PrivateKey = Ed25519PrivateKey.generate()
         self.control_plane = ""
         self.workers: dict[str, tuple[str, int]] = {}  # name → (base URL, pid)
+        self.media: dict[str, str] = {}  # a worker's base URL → its media plane's ws://
 
     def twiml(self, worker: str, params: dict[str, str], agent: str | None = None) -> str:
         url = f"{worker}/twiml/{agent or self.agent}?workspace_id=acme"
@@ -119,11 +121,12 @@ def twilio_params() -> dict[str, str]:
     return {"CallSid": f"CA{secrets.token_hex(16)}", "From": "+15550100", "To": "+15550199"}
 
 
-async def phone(worker: str, agent: str, token: str, seconds: float = 2.0) -> tuple[int, Any]:
-    """A Twilio media stream with this token: start, a second of caller audio, hang up. The
-    agent frames it heard and how it was closed (None: it hung up itself)."""
+async def phone(media: str, agent: str, token: str, seconds: float = 2.0) -> tuple[int, Any]:
+    """A Twilio media stream with this token on a worker's media plane: start, a second of
+    caller audio, hang up. The agent frames it heard and how it was closed (None: it hung up
+    itself)."""
     heard = 0
-    url = worker.replace("http://", "ws://") + f"/ws/twilio/{agent}"
+    url = f"{media}/ws/twilio/{agent}"
     async with connect(url) as ws:
         await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
         await ws.send(
@@ -207,7 +210,7 @@ async def huge_frames(target: Target) -> list[Row]:
     for name in ("guarded", "unguarded"):
         worker, pid = target.workers[name]
         before = rss_mib(pid)
-        url = worker.replace("http://", "ws://") + "/ws/twilio/agt_anonymous"
+        url = target.media[worker] + "/ws/twilio/agt_anonymous"
         sockets, codes = [], []
         for _ in range(10):
             ws = await connect(url, max_size=None)
@@ -239,7 +242,7 @@ async def huge_frames(target: Target) -> list[Row]:
 
 async def anonymous_sockets(target: Target) -> list[Row]:
     worker, _ = target.workers["capped"]
-    url = worker.replace("http://", "ws://") + f"/ws/realtime/{target.agent}"
+    url = target.media[worker] + f"/ws/realtime/{target.agent}"
     held = [await connect(url) for _ in range(4)]
     await asyncio.sleep(0.2)
     async with httpx.AsyncClient() as http:
@@ -250,7 +253,7 @@ async def anonymous_sockets(target: Target) -> list[Row]:
         token = stream_token(twiml)
         if token:
             answered += 1
-            await phone(worker, target.agent, token, seconds=0.1)
+            await phone(target.media[worker], target.agent, token, seconds=0.1)
     for ws in held:
         await ws.close()
     return [
@@ -340,7 +343,7 @@ async def replays(target: Target) -> list[Row]:
         )
     ]
     token = next(t for t in tokens if t)
-    await phone(worker, target.agent, token, seconds=0.5)
+    await phone(target.media[worker], target.agent, token, seconds=0.5)
     after = stream_token(await asyncio.to_thread(target.twiml, worker, captured))
     rows.append(
         (
@@ -399,7 +402,7 @@ async def stolen_warm_session(target: Target) -> list[Row]:
         token=target.service,
         json={"stream_token": token, "agent_id": target.agent, "stream": "phone"},
     )
-    heard, code = await phone(worker, target.agent, token, seconds=1.5)
+    heard, code = await phone(target.media[worker], target.agent, token, seconds=1.5)
     return [
         (
             "a token used on another worker, on the warm one",
@@ -512,6 +515,8 @@ def main() -> None:
                     target.telnyx_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
                 ).decode(),
             }
+            media_port = free_port()
+            worker_env["SWITCHBOARD_WORKER_MEDIA_PORT"] = str(media_port)  # `unguarded` reads it
             args = (
                 [str(bin_dir / "switchboard"), "worker", "--port", str(port)]
                 if name != "unguarded"
@@ -523,6 +528,7 @@ def main() -> None:
             )  # fmt: skip
             processes.append(start(args, worker_env, f"http://127.0.0.1:{port}/healthz"))
             target.workers[name] = (f"http://127.0.0.1:{port}", processes[-1].pid)
+            target.media[f"http://127.0.0.1:{port}"] = f"ws://127.0.0.1:{media_port}"
         # The control plane needs the Telnyx key too: restart-free, it reads it per workspace.
         target.api(
             "PUT",

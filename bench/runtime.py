@@ -508,6 +508,7 @@ def call_stack(worker_cpus: set[int] | None) -> Iterator[CallStack]:
             [
                 str(Path(sys.executable).parent / "switchboard"),
                 *("worker", "--port", str(worker_port), "--server", WORKER_SERVER),
+                *("--media-port", str(free_port())),
             ],
             worker_env,
             f"http://127.0.0.1:{worker_port}/healthz",

@@ -406,8 +406,16 @@ def worker(
     server: Annotated[
         Literal["uvicorn", "granian"], typer.Option(help="the HTTP server (see docs/benchmarks.md)")
     ] = "uvicorn",
+    media_port: Annotated[
+        str | None,
+        typer.Option(
+            help="the media plane's port for call sockets (default: "
+            "SWITCHBOARD_WORKER_MEDIA_PORT, else 8002; 0: a free port; off: on the HTTP port)"
+        ),
+    ] = None,
 ) -> None:
-    """Serve the call worker: /ws/twilio/{agent_id}, /ws/telnyx/{agent_id}, /twiml, /texml.
+    """Serve the call worker: /twiml, /texml on --port; /ws/twilio/{agent_id},
+    /ws/telnyx/{agent_id} and /ws/realtime/{agent_id} on the media plane (--media-port).
 
     The same as `switchboard-worker` from switchboard-runtime[worker]. Needs
     SWITCHBOARD_SERVICE_TOKEN and SWITCHBOARD_CONTROL_PLANE_URL (and
@@ -415,7 +423,7 @@ def worker(
     """
     from switchboard_runtime.worker.cli import run
 
-    raise typer.Exit(run(host, port, server))
+    raise typer.Exit(run(host, port, server, media_port))
 
 
 @users_app.command("set-password")

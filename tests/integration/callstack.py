@@ -57,14 +57,25 @@ class Stack:
     worker_app: Any
     worker_settings: WorkerSettings
 
+    @property
+    def media(self) -> str:
+        """The worker's media plane (call sockets), `ws://host:port`."""
+        return str(self.worker_app.state.media_plane.url)
+
     def worker_replica(self, **settings: Any) -> tuple[BackgroundServer, Any]:
         """A second worker replica on the same control plane, not started: its server (which
-        stops as `switchboard worker` does) and app ("{port}" in a setting becomes the replica's
-        port)."""
-        port = free_port()
-        update = {"worker_public_url": f"http://127.0.0.1:{port}", **settings}
+        stops as `switchboard worker` does) and app ("{port}" and "{media_port}" in a setting
+        become the replica's HTTP and media plane ports)."""
+        port, media_port = free_port(), free_port()
         update = {
-            k: v.replace("{port}", str(port)) if isinstance(v, str) else v
+            "worker_public_url": f"http://127.0.0.1:{port}",
+            "worker_media_port": media_port,
+            **settings,
+        }
+        update = {
+            k: v.replace("{port}", str(port)).replace("{media_port}", str(media_port))
+            if isinstance(v, str)
+            else v
             for k, v in update.items()
         }
         app = create_worker_app(
@@ -80,7 +91,10 @@ class Stack:
             yield server.base_url, app
 
     def ws(self, path: str) -> str:
-        return self.worker.replace("http://", "ws://") + path
+        """A call socket's URL: on the media plane, or the worker's HTTP port without one."""
+        if self.worker_app.state.media_plane is None:
+            return self.worker.replace("http://", "ws://") + path
+        return self.media + path
 
 
 def telnyx_public_key(private_key: Ed25519PrivateKey) -> str:
@@ -96,9 +110,11 @@ class StackOptions:
     warm_start: bool = True
     warm_session_unclaimed_seconds: float = 15.0
     cors_origins: str | None = None
-    # How uvicorn serves the worker's WebSockets: as `switchboard worker` does, unless a test
-    # asks for uvicorn's defaults (its own protocol, compression offered), e.g.
-    # {"ws": "websockets-sansio", "ws_per_message_deflate": True}.
+    # Call sockets on the worker's media plane, as under `switchboard worker`; False: on the
+    # worker's HTTP server (through Starlette), as under a host backend's own ASGI server.
+    media_plane: bool = True
+    # How uvicorn serves the worker's WebSockets without a media plane: as `switchboard worker`
+    # would, unless a test asks for uvicorn's defaults (e.g. {"ws_per_message_deflate": True}).
     worker_websockets: dict[str, Any] = field(default_factory=dict)
 
 
@@ -159,7 +175,8 @@ def build_stack(tmp_path: Path, options: StackOptions | None = None) -> Iterator
     upgrade(database_url)
     twilio_token = secrets.token_hex(16)
     telnyx_key = Ed25519PrivateKey.generate()
-    worker_port = free_port()
+    worker_port, media_port = free_port(), free_port()
+    call_port = media_port if options.media_plane else worker_port  # browser calls go here
     with BackgroundServer(build_app(xai)) as fake:
         settings = Settings(  # type: ignore[call-arg]
             _env_file=None,
@@ -169,7 +186,7 @@ def build_stack(tmp_path: Path, options: StackOptions | None = None) -> Iterator
             xai_base_url=fake.base_url,
             xai_realtime_url=fake.base_url.replace("http://", "ws://") + "/v1/realtime",
             stream_token_ttl_seconds=options.stream_token_ttl_seconds,
-            browser_call_url=f"http://127.0.0.1:{worker_port}",
+            browser_call_url=f"http://127.0.0.1:{call_port}",
             cors_origins=options.cors_origins,
         )
         app = create_app(settings)
@@ -209,6 +226,7 @@ def build_stack(tmp_path: Path, options: StackOptions | None = None) -> Iterator
                 stream_start_timeout_seconds=options.stream_start_timeout_seconds,
                 warm_start=options.warm_start,
                 warm_session_unclaimed_seconds=options.warm_session_unclaimed_seconds,
+                worker_media_port=media_port if options.media_plane else None,
             )
             worker_app = create_worker_app(
                 worker_settings, tools_factory=tools_factory, telemetry=telemetry

@@ -178,7 +178,10 @@ def test_serve_and_worker_come_up(
         [SWITCHBOARD, "serve", "--port", str(port), "--server", http_server], env=cli_env
     )
     worker = subprocess.Popen(
-        [SWITCHBOARD, "worker", "--port", str(worker_port), "--server", http_server],
+        [
+            *(SWITCHBOARD, "worker", "--port", str(worker_port), "--server", http_server),
+            *("--media-port", "0"),
+        ],
         env={
             **cli_env,
             "SWITCHBOARD_SERVICE_TOKEN": service,

@@ -229,7 +229,7 @@ def installed(
         )
         for command, extra in [
             (["serve", "--port", str(cp_port)], {}),
-            (["worker", "--port", str(worker_port)], worker_env),
+            (["worker", "--port", str(worker_port), "--media-port", "0"], worker_env),
         ]
     ]
     try:

@@ -181,9 +181,7 @@ async def test_a_stream_on_another_replica_is_set_up_there_and_the_warm_one_is_l
     answer = await answer_twilio(stack)  # replica A answers and warms up
     await poll(lambda: len(stack.xai.connections) == 1)
     with stack.another_worker() as (other, other_app):
-        url = answer.stream_url.replace(
-            stack.worker.replace("http", "ws"), other.replace("http", "ws")
-        )
+        url = answer.stream_url.replace(stack.media, other_app.state.media_plane.url)
         assert url != answer.stream_url
         phone = await open_stream(url, answer.stream_token or "")
         await talk(phone, stack)
@@ -208,11 +206,11 @@ async def test_behind_a_load_balancer_the_stream_comes_back_to_the_warm_replica(
 ) -> None:
     """Webhooks reach replica B through the shared name (A's URL here, which the signature
     covers); B names itself in the stream URL, so the stream lands where the session is warm."""
-    own = "http://127.0.0.1:{port}"
+    own = "http://127.0.0.1:{media_port}"  # B's own media plane
     with stack.another_worker(worker_public_url=stack.worker, worker_stream_url=own) as (b, app):
         answer = await answer_twilio(stack, via=b)
         assert answer.status == 200, answer.text
-        assert answer.stream_url.startswith(b.replace("http://", "ws://"))
+        assert answer.stream_url.startswith(app.state.media_plane.url)
         phone = await open_stream(answer.stream_url, answer.stream_token or "")
         await talk(phone, stack)
         await wait_for_report(stack)

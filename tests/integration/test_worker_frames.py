@@ -1,16 +1,25 @@
-"""WebSocket messages are bounded per kind of socket by the parser, from the frame's header,
-before the payload is read: a 1 MiB frame on an anonymous media stream closes it with 1009.
-The twin, with the limits switched off (uvicorn's 16 MiB default), takes the frame whole."""
+"""WebSocket messages are bounded per kind of socket on the media plane: past 64 KiB picows
+refuses a frame from its header, before its payload is read; below that, each kind of socket
+its own limit. A 1 MiB frame on an anonymous media stream closes it with 1009. The twin, with
+the limits switched off, takes the frame whole."""
 
 import asyncio
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from switchboard_runtime.worker import direct_stream
-from tests.integration.callstack import CALLER_FRAMES, Stack, phone_call, wait_for_report
+from switchboard_runtime.worker import media_plane
+from tests.integration.callstack import (
+    CALLER_FRAMES,
+    Stack,
+    build_stack,
+    phone_call,
+    wait_for_report,
+)
 
 MEGABYTE = "x" * (1024 * 1024)
 
@@ -48,12 +57,20 @@ async def test_a_browser_call_takes_a_second_of_audio_but_not_more(stack: Stack)
     assert await close_code_after(url, b"\0" * (1024 * 1024)) == 1009
 
 
+@pytest.fixture
+def unlimited_stack(tmp_path: Path, monkeypatch: Any) -> Iterator[Stack]:
+    """The stack with the media plane's limits switched off (16 MiB, as uvicorn's default)."""
+    monkeypatch.setattr(media_plane, "MAX_FRAME_BYTES", 16 << 20)  # read as the listener starts
+    for stack in build_stack(tmp_path):
+        stack.worker_app.state.media_plane.limits = media_plane.FrameLimits(16 << 20, 16 << 20)
+        yield stack
+
+
 async def test_without_the_limits_an_anonymous_socket_sends_a_megabyte(
-    stack: Stack, monkeypatch: Any
+    unlimited_stack: Stack,
 ) -> None:
-    monkeypatch.setattr(direct_stream, "MAX_FRAME_BYTES", 16 * 1024 * 1024)
-    monkeypatch.setattr(direct_stream.FrameLimits, "for_path", lambda self, path: 16 << 20)
-    assert await close_code_after(stack.ws("/ws/twilio/agent_x"), MEGABYTE) is None
+    url = unlimited_stack.ws("/ws/twilio/agent_x")
+    assert await close_code_after(url, MEGABYTE) is None
 
 
 async def test_calls_run_as_before_under_the_limits(stack: Stack) -> None:

@@ -10,7 +10,7 @@ xAI session is set up meanwhile: `CallRunner.warm_up`).
 import base64
 import logging
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from xml.sax.saxutils import escape, quoteattr
 
 from fastapi import Request, Response
@@ -20,6 +20,7 @@ from switchboard_runtime.client import ControlPlaneClient, ControlPlaneError, Is
 from switchboard_runtime.worker.bounded_body import BodyProblem
 from switchboard_runtime.worker.calls import ID, CallRunner
 from switchboard_runtime.worker.capacity import CallCapacity
+from switchboard_runtime.worker.media_plane import MediaPlane
 from switchboard_runtime.worker.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
@@ -72,10 +73,26 @@ async def refuse_body(problem: BodyProblem, send: Send) -> None:
 class CallEntry:
     """Answers the webhooks; `runner` sets answered calls up warm."""
 
-    def __init__(self, settings: WorkerSettings, runner: CallRunner) -> None:
+    def __init__(
+        self, settings: WorkerSettings, runner: CallRunner, media_plane: MediaPlane | None
+    ) -> None:
         self.runner = runner
         self.public_url = settings.worker_public_url.rstrip("/")
-        self.stream_base = (settings.worker_stream_url or self.public_url).rstrip("/")
+        self.stream_url_setting = settings.worker_stream_url
+        self.media_plane = media_plane
+
+    @property
+    def stream_base(self) -> str:
+        """Where media streams go: WORKER_STREAM_URL; else the media plane's port on the public
+        URL's host; else the public URL (the app's own server carries the streams)."""
+        if self.stream_url_setting:
+            return self.stream_url_setting.rstrip("/")
+        if self.media_plane is None:
+            return self.public_url
+        public = urlsplit(self.public_url)
+        host = public.hostname or ""
+        host = f"[{host}]" if ":" in host else host  # an IPv6 address
+        return urlunsplit((public.scheme, f"{host}:{self.media_plane.port}", "", "", ""))
 
     async def twiml(self, request: Request, agent_id: str) -> Response:
         issued = await self.issue(request, agent_id, "twilio")

@@ -18,6 +18,7 @@ app's shared objects, its start and stop, and thin routes.
 """
 
 import contextlib
+import functools
 import gc
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -39,11 +40,11 @@ from switchboard_runtime.worker.bounded_body import BoundedBody
 from switchboard_runtime.worker.browser_calls import BrowserCalls
 from switchboard_runtime.worker.calls import CallRunner, EngineHandler
 from switchboard_runtime.worker.capacity import CallCapacity, PreStartSockets
-from switchboard_runtime.worker.direct_stream import FRAME_LIMITS, FrameLimits
+from switchboard_runtime.worker.media_plane import FrameLimits, MediaPlane, forwarded_client
 from switchboard_runtime.worker.metrics import CONTENT_TYPE, WorkerMetrics, WorkerState
-from switchboard_runtime.worker.serving import STOP_GATE
+from switchboard_runtime.worker.serving import STOP_GATE, HttpGuards
 from switchboard_runtime.worker.settings import WorkerSettings, metrics_allowed
-from switchboard_runtime.worker.streams import MediaStreams
+from switchboard_runtime.worker.streams import MediaStreams, StarletteSocket
 
 __all__ = ["EngineHandler", "WorkerConfigError", "create_worker_app"]
 
@@ -90,10 +91,6 @@ def create_worker_app(
         )
     service_token = settings.service_token.get_secret_value()
     engine_handlers = dict(handlers or {})
-    frame_limits = FrameLimits(
-        media_stream_bytes=settings.media_stream_max_frame_bytes,
-        browser_bytes=settings.browser_call_max_frame_bytes,
-    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[Mapping[str, Any]]:
@@ -124,15 +121,20 @@ def create_worker_app(
             gc.freeze()
             app.state.loop_lag.start()
             app.state.gc_pauses.start()
+            media_plane: MediaPlane | None = app.state.media_plane
             try:
+                if media_plane is not None:
+                    await media_plane.start()
                 # With a drain time, a stopping worker first waits for the streams of the calls
                 # it answered (serving.SwitchboardServer); without one it cuts its calls at once,
                 # so there is nothing to wait for.
-                state: dict[str, Any] = {FRAME_LIMITS: frame_limits}
+                state: dict[str, Any] = {}
                 if settings.worker_drain_seconds:
                     state[STOP_GATE] = app.state.capacity
                 yield state
             finally:
+                if media_plane is not None:
+                    await media_plane.stop()  # live calls drain, then end as worker_shutdown
                 await app.state.warm.aclose()
                 await app.state.loop_lag.stop()
                 app.state.gc_pauses.stop()
@@ -186,8 +188,9 @@ def create_worker_app(
         handlers=engine_handlers,
         tools_factory=tools_factory,
     )
-    entry = CallEntry(settings, runner)
     browser_calls = BrowserCalls(runner)
+    app.state.media_plane = media_plane_for(settings, runner, browser_calls)
+    entry = CallEntry(settings, runner, app.state.media_plane)
 
     @app.post("/twiml/{agent_id}")
     async def twiml(agent_id: str, request: Request) -> Response:
@@ -197,11 +200,13 @@ def create_worker_app(
     async def texml(agent_id: str, request: Request) -> Response:
         return await entry.texml(request, agent_id)
 
-    @app.websocket("/ws/realtime/{agent_id}")
-    async def realtime(websocket: WebSocket, agent_id: str) -> None:
-        await browser_calls.run(websocket, agent_id)
+    if app.state.media_plane is None:  # call sockets through this app's own server
 
-    app.add_middleware(MediaStreams, handle=runner.run_phone_stream)
+        @app.websocket("/ws/realtime/{agent_id}")
+        async def realtime(websocket: WebSocket, agent_id: str) -> None:
+            await browser_calls.run(await StarletteSocket.accept(websocket), agent_id)
+
+        app.add_middleware(MediaStreams, handle=runner.run_phone_stream)
 
     app.add_middleware(NoStore)
     # Outermost: a webhook body is bounded in size and time before anything reads it.
@@ -212,3 +217,25 @@ def create_worker_app(
         refuse=refuse_body,
     )
     return app
+
+
+def media_plane_for(
+    settings: WorkerSettings, runner: CallRunner, browser_calls: BrowserCalls
+) -> MediaPlane | None:
+    """The worker's own listener for call sockets, or None (SWITCHBOARD_WORKER_MEDIA_PORT
+    unset: the app's server carries them)."""
+    if settings.worker_media_port is None:
+        return None
+    proxies = HttpGuards.trusting(settings.trusted_proxy_networks)
+    return MediaPlane(
+        host=settings.worker_media_host,
+        port=settings.worker_media_port,
+        limits=FrameLimits(
+            media_stream_bytes=settings.media_stream_max_frame_bytes,
+            browser_bytes=settings.browser_call_max_frame_bytes,
+        ),
+        handshake_timeout_seconds=settings.http_header_timeout_seconds,
+        client_address=functools.partial(forwarded_client, trusts=proxies.trusts),
+        phone=runner.run_phone_stream,
+        browser=browser_calls.run,
+    )

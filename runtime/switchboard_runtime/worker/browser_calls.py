@@ -7,22 +7,14 @@ import contextlib
 import logging
 import time
 
-from fastapi import WebSocket
-from starlette.websockets import WebSocketDisconnect
-
 from switchboard_runtime.browser import BrowserStats, bridge_browser, message, wait_for_token
 from switchboard_runtime.client import ClaimedCall, ControlPlaneClient, ControlPlaneError
 from switchboard_runtime.session import GROK_ENGINE, CallRefusedError
 from switchboard_runtime.telephony import PhoneGone
-from switchboard_runtime.worker import calls, streams
+from switchboard_runtime.worker import calls
 from switchboard_runtime.worker.calls import UNAUTHORIZED, CallRunner
 from switchboard_runtime.worker.capacity import CallCapacity
-from switchboard_runtime.worker.streams import (
-    CLOSE_REFUSED,
-    CLOSE_UNAUTHORIZED,
-    StarlettePhone,
-    close_socket,
-)
+from switchboard_runtime.worker.streams import CLOSE_REFUSED, CLOSE_UNAUTHORIZED, CallSocket
 
 logger = logging.getLogger(__name__)
 
@@ -37,21 +29,19 @@ class BrowserCalls:
         self.runner = runner
         self.state = runner.state
 
-    async def run(self, websocket: WebSocket, agent_id: str) -> None:
-        await websocket.accept()
+    async def run(self, socket: CallSocket, agent_id: str) -> None:
         capacity: CallCapacity = self.state.capacity
         if not capacity.has_room():  # refused at once: the page keeps its token for later
             capacity.count_refusal()
-            await self.refuse_for_capacity(websocket, agent_id)
+            await self.refuse_for_capacity(socket, agent_id)
             return
-        browser = StarlettePhone(websocket)
-        token = await self.runner.before_token(websocket, agent_id, lambda: wait_for_token(browser))
+        token = await self.runner.before_token(socket, agent_id, lambda: wait_for_token(socket))
         started = time.monotonic()
         control_plane: ControlPlaneClient = self.state.control_plane
         call = await calls.authorize_stream(control_plane, agent_id, token, stream="browser")
         if call is None:
             await self.refuse(
-                websocket,
+                socket,
                 CLOSE_UNAUTHORIZED,
                 UNAUTHORIZED,
                 "This test call's token is not valid: it expired or was used. Start a new call.",
@@ -59,22 +49,20 @@ class BrowserCalls:
             return
         with capacity.taken() as admitted:
             if admitted:
-                await self.run_admitted(websocket, browser, call, started)
+                await self.run_admitted(socket, call, started)
                 return
         await control_plane.end_call(call.call_id, AT_CAPACITY)
-        await self.refuse_for_capacity(websocket, agent_id)
+        await self.refuse_for_capacity(socket, agent_id)
 
-    async def refuse_for_capacity(self, websocket: WebSocket, agent_id: str) -> None:
+    async def refuse_for_capacity(self, socket: CallSocket, agent_id: str) -> None:
         capacity: CallCapacity = self.state.capacity
         if capacity.stopping:
-            await self.refuse(websocket, CLOSE_REFUSED, STOPPING, STOPPING_MESSAGE)
+            await self.refuse(socket, CLOSE_REFUSED, STOPPING, STOPPING_MESSAGE)
             return
         logger.warning("browser call for agent %s refused: worker at capacity", agent_id[:64])
-        await self.refuse(websocket, CLOSE_REFUSED, AT_CAPACITY, AT_CAPACITY_MESSAGE)
+        await self.refuse(socket, CLOSE_REFUSED, AT_CAPACITY, AT_CAPACITY_MESSAGE)
 
-    async def run_admitted(
-        self, websocket: WebSocket, browser: StarlettePhone, call: ClaimedCall, started: float
-    ) -> None:
+    async def run_admitted(self, browser: CallSocket, call: ClaimedCall, started: float) -> None:
         control_plane: ControlPlaneClient = self.state.control_plane
         try:
             config = await control_plane.session_config(
@@ -82,12 +70,12 @@ class BrowserCalls:
             )
         except ControlPlaneError as exc:
             await control_plane.end_call(call.call_id, exc.code)
-            await self.refuse(websocket, CLOSE_REFUSED, exc.code, exc.message)
+            await self.refuse(browser, CLOSE_REFUSED, exc.code, exc.message)
             return
         if config.engine != GROK_ENGINE:
             await control_plane.end_call(call.call_id, "engine_mismatch")
             detail = f"This agent's tier runs on {config.engine}; browser calls run on Grok."
-            await self.refuse(websocket, CLOSE_REFUSED, "engine_mismatch", detail)
+            await self.refuse(browser, CLOSE_REFUSED, "engine_mismatch", detail)
             return
         session = self.runner.new_session(
             call.workspace_id, call.agent_id, config, call, channel="browser"
@@ -100,22 +88,21 @@ class BrowserCalls:
                 await browser.send_text(
                     message("ready", audio=config.session.audio.input.format.model_dump())
                 )
-                # Taken over like a phone's stream: drained, and told, when the worker stops.
-                drain_seconds = self.runner.settings.worker_drain_seconds
-                taken = streams.phone_socket(websocket, session, drain_seconds)
-                stats = await bridge_browser(taken, session)
+                # Like a phone's call: drained, and told, when the worker stops.
+                self.runner.end_on_shutdown(browser, session)
+                stats = await bridge_browser(browser, session)
                 ended = session.ended
-                await close_socket(websocket, 1000, (ended.reason if ended else "ended")[:120])
+                await browser.close(1000, (ended.reason if ended else "ended")[:120])
         except CallRefusedError as exc:
-            await self.refuse(websocket, CLOSE_REFUSED, exc.code, exc.message)
+            await self.refuse(browser, CLOSE_REFUSED, exc.code, exc.message)
         except PhoneGone:
             pass  # the page closed while the session was being set up
         logger.info(
             "browser call %s: %d frames in, %d out", call.call_id, stats.frames_in, stats.frames_out
         )
 
-    async def refuse(self, websocket: WebSocket, code: int, reason: str, detail: str) -> None:
+    async def refuse(self, socket: CallSocket, code: int, reason: str, detail: str) -> None:
         """Say why on the page (the close reason alone is not shown to people), then close."""
-        with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
-            await websocket.send_text(message("error", code=reason, message=detail))
-        await close_socket(websocket, code, reason[:120])
+        with contextlib.suppress(PhoneGone):
+            await socket.send_text(message("error", code=reason, message=detail))
+        await socket.close(code, reason[:120])

@@ -13,13 +13,13 @@ Every path holds the call's place in `CallCapacity` for as long as it runs.
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import WebSocket
 from starlette.datastructures import State
 
 from switchboard_runtime.client import (
@@ -29,7 +29,7 @@ from switchboard_runtime.client import (
     IssuedCall,
     keep_lease,
 )
-from switchboard_runtime.contract import AudioChannel, ResolvedSessionConfig
+from switchboard_runtime.contract import WORKER_SHUTDOWN, AudioChannel, ResolvedSessionConfig
 from switchboard_runtime.session import GROK_ENGINE, CallRefusedError, GrokRealtimeSession
 from switchboard_runtime.telephony import (
     BridgeStats,
@@ -40,20 +40,16 @@ from switchboard_runtime.telephony import (
 )
 from switchboard_runtime.tools import ToolRegistry
 from switchboard_runtime.warm import WarmCall
-from switchboard_runtime.worker import streams
 from switchboard_runtime.worker.capacity import CallCapacity, PreStartSockets
 from switchboard_runtime.worker.settings import WorkerSettings
-from switchboard_runtime.worker.streams import (
-    CLOSE_REFUSED,
-    CLOSE_UNAUTHORIZED,
-    StarlettePhone,
-    close_socket,
-)
+from switchboard_runtime.worker.streams import CLOSE_REFUSED, CLOSE_UNAUTHORIZED, CallSocket
 
 logger = logging.getLogger(__name__)
 
-# A host backend's handler for another engine: (phone socket, dialect, start, resolved config).
-EngineHandler = Callable[[WebSocket, Dialect, Start, ResolvedSessionConfig], Awaitable[None]]
+# A host backend's handler for another engine: (the call's socket, dialect, start, resolved
+# config). The socket is accepted and past its `start`; the worker closes it when the handler
+# returns.
+EngineHandler = Callable[[CallSocket, Dialect, Start, ResolvedSessionConfig], Awaitable[None]]
 
 ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 MAX_TOKEN_CHARS = 1024
@@ -141,13 +137,13 @@ class CallRunner:
     # A socket before its token -----------------------------------------------------------------
 
     async def before_token(
-        self, socket: WebSocket, agent_id: str, read: Callable[[], Awaitable[Any]]
+        self, socket: CallSocket, agent_id: str, read: Callable[[], Awaitable[Any]]
     ) -> Any:
         """`read()` (a stream's start, a browser's token) on a socket that has shown no token
         yet, within the start deadline and in a pre-start place (`PreStartSockets`), never a
         call place; None when it does not come in time, or the socket is refused or evicted."""
         pre_start: PreStartSockets = self.state.pre_start
-        address = socket.client.host if socket.client else ""
+        address = socket.client_host
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.state.stream_start_timeout_seconds) as deadline:
@@ -163,14 +159,13 @@ class CallRunner:
     # A phone's media stream --------------------------------------------------------------------
 
     async def run_phone_stream(
-        self, phone: WebSocket, dialect: Dialect, agent_id: str, url_token: str | None
+        self, phone: CallSocket, dialect: Dialect, agent_id: str, url_token: str | None
     ) -> None:
-        await phone.accept()
         start = await self.before_token(
-            phone, agent_id, lambda: wait_for_start(StarlettePhone(phone), dialect, BridgeStats())
+            phone, agent_id, lambda: wait_for_start(phone, dialect, BridgeStats())
         )
         if start is None:
-            await close_socket(phone, CLOSE_UNAUTHORIZED, UNAUTHORIZED)
+            await phone.close(CLOSE_UNAUTHORIZED, UNAUTHORIZED)
             return
         stream_started = time.monotonic()
         token = start.parameters.get("stream_token") or url_token
@@ -181,22 +176,27 @@ class CallRunner:
             return
         call = await authorize_stream(self.state.control_plane, agent_id, token)
         if call is None:
-            await close_socket(phone, CLOSE_UNAUTHORIZED, UNAUTHORIZED)
+            await phone.close(CLOSE_UNAUTHORIZED, UNAUTHORIZED)
             return
         with capacity.running(call.call_id):
             await self.run_cold(phone, dialect, start, call, stream_started)
 
     async def bridge_grok(
-        self, phone: WebSocket, dialect: Dialect, start: Start, session: GrokRealtimeSession
+        self, phone: CallSocket, dialect: Dialect, start: Start, session: GrokRealtimeSession
     ) -> BridgeStats:
-        """A Grok call's audio both ways, on its stream taken over where the server offers it."""
-        taken = streams.phone_socket(phone, session, self.settings.worker_drain_seconds)
+        """A Grok call's audio both ways. When the worker stops, the call goes on for the drain
+        time, then ends as `worker_shutdown` (not as a hang-up)."""
+        self.end_on_shutdown(phone, session)
         self.state.capacity.bridged(session.telemetry.call_id)
-        return await bridge(taken, dialect, start, session)
+        return await bridge(phone, dialect, start, session)
+
+    def end_on_shutdown(self, socket: CallSocket, session: GrokRealtimeSession) -> None:
+        end = functools.partial(session.refuse, WORKER_SHUTDOWN, "the call worker is shutting down")
+        socket.end_on_shutdown(end, self.settings.worker_drain_seconds)
 
     async def run_cold(
         self,
-        phone: WebSocket,
+        phone: CallSocket,
         dialect: Dialect,
         start: Start,
         call: ClaimedCall,
@@ -208,7 +208,7 @@ class CallRunner:
         except ControlPlaneError as exc:
             logger.warning("call %s refused: %s", call.call_id, exc.code)
             await control_plane.end_call(call.call_id, exc.code)
-            await close_socket(phone, CLOSE_REFUSED, f"{exc.code}: {exc.message}"[:120])
+            await phone.close(CLOSE_REFUSED, f"{exc.code}: {exc.message}"[:120])
             return
         if config.engine != GROK_ENGINE:
             await self.run_other_engine(phone, dialect, start, config, call)
@@ -221,11 +221,11 @@ class CallRunner:
                 stats = await self.bridge_grok(phone, dialect, start, session)
                 await self.finish(phone, session, stats)  # the phone first; the report follows
         except CallRefusedError as exc:
-            await close_socket(phone, CLOSE_REFUSED, f"{exc.code}: {exc.message}"[:120])
+            await phone.close(CLOSE_REFUSED, f"{exc.code}: {exc.message}"[:120])
 
     async def run_warm(
         self,
-        phone: WebSocket,
+        phone: CallSocket,
         dialect: Dialect,
         start: Start,
         warm: WarmCall,
@@ -243,7 +243,7 @@ class CallRunner:
             call = await authorize_stream(self.state.control_plane, warm.issued.agent_id, token)
             if call is None:
                 await session.refuse("stream_token_refused", "the control plane refused the token")
-                await close_socket(phone, CLOSE_UNAUTHORIZED, UNAUTHORIZED)
+                await phone.close(CLOSE_UNAUTHORIZED, UNAUTHORIZED)
                 return
             await session.attach(call)
             stats = await self.bridge_grok(phone, dialect, start, session)
@@ -255,18 +255,18 @@ class CallRunner:
             await session.cleanup()
 
     async def finish(
-        self, phone: WebSocket, session: GrokRealtimeSession, stats: BridgeStats
+        self, phone: CallSocket, session: GrokRealtimeSession, stats: BridgeStats
     ) -> None:
         self.state.calls = [*self.state.calls[-99:], stats]
         ended = session.ended
         if session.ready_at is None and ended is not None:  # the set-up failed
-            await close_socket(phone, CLOSE_REFUSED, f"{ended.reason}: {ended.detail}"[:120])
+            await phone.close(CLOSE_REFUSED, f"{ended.reason}: {ended.detail}"[:120])
             return
-        await close_socket(phone, 1000, (ended.reason if ended else "ended")[:120])
+        await phone.close(1000, (ended.reason if ended else "ended")[:120])
 
     async def run_other_engine(
         self,
-        phone: WebSocket,
+        phone: CallSocket,
         dialect: Dialect,
         start: Start,
         config: ResolvedSessionConfig,
@@ -277,7 +277,7 @@ class CallRunner:
         if handler is None:
             await control_plane.end_call(call.call_id, "no_handler")
             reason = f"no handler registered for engine {config.engine}"
-            await close_socket(phone, CLOSE_REFUSED, reason[:120])
+            await phone.close(CLOSE_REFUSED, reason[:120])
             return
         self.state.capacity.bridged(call.call_id)
         try:

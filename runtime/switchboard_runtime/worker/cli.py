@@ -2,9 +2,13 @@
 
     SWITCHBOARD_SERVICE_TOKEN=... SWITCHBOARD_CONTROL_PLANE_URL=https://switchboard.example.com \
     SWITCHBOARD_WORKER_PUBLIC_URL=https://worker.example.com switchboard-worker --port 8001
+
+Webhooks, health and metrics on --port; the call sockets (media streams, browser test calls)
+on the media plane's --media-port (8002).
 """
 
 import argparse
+import os
 import sys
 
 from switchboard_runtime.logging import configure_logging
@@ -15,8 +19,22 @@ from switchboard_runtime.worker.settings import SettingsError, WorkerSettings, l
 FACTORY = "switchboard_runtime.worker:create_worker_app"
 
 
-def run(host: str, port: int, server: str) -> int:
-    """Serve until stopped; 2 (with the reason on stderr) when a setting is missing or invalid."""
+MEDIA_PORT = "SWITCHBOARD_WORKER_MEDIA_PORT"
+MEDIA_HOST = "SWITCHBOARD_WORKER_MEDIA_HOST"
+
+
+def run(host: str, port: int, server: str, media_port: str | None = None) -> int:
+    """Serve until stopped; 2 (with the reason on stderr) when a setting is missing or invalid.
+
+    `media_port`: where the media plane listens ("off": the HTTP server carries the call
+    sockets); None keeps SWITCHBOARD_WORKER_MEDIA_PORT, or 8002 when that is unset."""
+    if media_port == "off":
+        os.environ.pop(MEDIA_PORT, None)
+    elif media_port is not None:
+        os.environ[MEDIA_PORT] = media_port
+    else:
+        os.environ.setdefault(MEDIA_PORT, "8002")
+    os.environ.setdefault(MEDIA_HOST, host)  # the app reads its settings again under the server
     try:
         settings = load_settings(WorkerSettings)
     except SettingsError as exc:
@@ -43,8 +61,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
+    parser.add_argument(
+        "--media-port",
+        help="the media plane's port: phone streams and browser test calls (default: "
+        "SWITCHBOARD_WORKER_MEDIA_PORT, else 8002; 0: a free port; off: on the HTTP port)",
+    )
     args = parser.parse_args(argv)
-    sys.exit(run(args.host, args.port, args.server))
+    sys.exit(run(args.host, args.port, args.server, args.media_port))
 
 
 if __name__ == "__main__":

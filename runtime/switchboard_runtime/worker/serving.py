@@ -24,21 +24,19 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from switchboard_runtime.worker.direct_stream import MAX_FRAME_BYTES, DirectStreamProtocol
 from switchboard_runtime.worker.settings import ServerSettings
 
 HttpServer = Literal["uvicorn", "granian"]
 
-# How uvicorn serves WebSockets here (the CLI and the test servers alike): media streams a call
-# can take over (direct_stream), and no permessage-deflate. Compressing base64 audio saves about
-# a third of its bytes for ~20 µs of CPU per frame (deflate one way, inflate the other), on the
-# loop every call's audio waits on; clients that offer it (browsers do) are answered without it.
-# Messages are capped at 64 KiB (uvicorn's default is 16 MiB); the worker lowers that per kind
-# of socket (direct_stream.FrameLimits).
+# How uvicorn serves WebSockets here (the CLI and the test servers alike), for a worker app
+# without its media plane: no permessage-deflate (compressing base64 audio saves about a third
+# of its bytes for ~20 µs of CPU per frame, on the loop every call's audio waits on; clients that
+# offer it, browsers do, are answered without it), and messages capped at 64 KiB (uvicorn's
+# default is 16 MiB). On `switchboard worker` call sockets go to the media plane instead.
 UVICORN_WEBSOCKETS: dict[str, Any] = {
-    "ws": DirectStreamProtocol,
+    "ws": "websockets-sansio",
     "ws_per_message_deflate": False,
-    "ws_max_size": MAX_FRAME_BYTES,
+    "ws_max_size": 64 * 1024,
 }
 
 
@@ -96,6 +94,13 @@ class HttpGuards:
     body_timeout_seconds: float
     max_pending_per_address: int
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+    @classmethod
+    def trusting(
+        cls, proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    ) -> "HttpGuards":
+        """Guards that only say whom to trust (for a listener with bounds of its own)."""
+        return cls(0.0, 0.0, 0, proxies)
 
     def trusts(self, address: str | None) -> bool:
         if not address or not self.trusted_proxies:

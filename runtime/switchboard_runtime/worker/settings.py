@@ -63,6 +63,12 @@ class WorkerSettings(ServerSettings):
     # reach replicas through a shared name: the stream comes back here.
     worker_public_url: str = "http://127.0.0.1:8001"
     worker_stream_url: str | None = None
+    # The media plane: the listener phone media streams and browser test calls arrive on
+    # (worker/media_plane.py). Unset: the worker app's own HTTP server carries them (through
+    # Starlette). 0 picks a free port. Without WORKER_STREAM_URL, answers point streams at the
+    # public URL's host on this port (behind a proxy that routes /ws/ here, set the stream URL).
+    worker_media_host: str = "127.0.0.1"
+    worker_media_port: int | None = Field(default=None, ge=0, le=65535)
     tool_timeout_seconds: float = 10.0
     # A webhook body (at most 64 KiB) must arrive whole within this time after its headers.
     worker_body_timeout_seconds: float = Field(default=10.0, gt=0, le=300)

@@ -1,27 +1,23 @@
-"""A call's socket to the phone (or the browser), as the bridge reads and writes it.
+"""A call's socket (a phone's media stream, a browser's test call), as the worker drives it.
 
-A media stream arrives as a Starlette WebSocket. Under `switchboard worker` the server lets a call
-take the stream over (`direct_stream`: frames straight to the call, no ASGI queue); under
-another server the call reads through Starlette. `MediaStreams` routes the phone streams ahead of
-FastAPI's router, which would wrap every frame in exception handlers a stream has no use for.
+On `switchboard worker` call sockets arrive on the media plane (`media_plane.MediaSocket`).
+A worker app served without one (`SWITCHBOARD_WORKER_MEDIA_PORT` unset, e.g. under a host
+backend's own ASGI server) takes them through Starlette (`StarletteSocket`); `MediaStreams` then
+routes the phone streams ahead of FastAPI's router, which would wrap every frame in exception
+handlers a stream has no use for.
 """
 
 import contextlib
-import functools
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
 
 from fastapi import WebSocket
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
-from switchboard_runtime.contract import WORKER_SHUTDOWN
-from switchboard_runtime.session import GrokRealtimeSession
 from switchboard_runtime.telephony import DIALECTS, Dialect, PhoneGone
-from switchboard_runtime.worker.direct_stream import DIRECT_STREAM, DirectPhone
 
-# Serves a phone's media stream: (socket, dialect, agent id, token from the URL or None).
-MediaStreamHandler = Callable[[WebSocket, Dialect, str, str | None], Awaitable[None]]
 MEDIA_STREAM_PATH = re.compile(r"/ws/(?P<provider>twilio|telnyx)/(?P<agent_id>[^/]+)")
 
 # Close codes the phone side sees (application range 4000-4999).
@@ -30,11 +26,49 @@ CLOSE_REFUSED = 4403
 CLOSE_FAILED = 4500
 
 
-class StarlettePhone:
-    """A media stream accepted by this app, as the bridge's PhoneSocket (or BrowserSocket)."""
+class CallSocket(Protocol):
+    """An accepted call socket: the bridge's PhoneSocket (or BrowserSocket), plus its close,
+    its client's address and how its call ends when the worker stops."""
+
+    @property
+    def client_host(self) -> str: ...
+
+    async def receive(self) -> str | bytes | None:
+        """The next frame, text or binary; None once the other side has gone."""
+        ...
+
+    async def send_text(self, text: str) -> None:
+        """Send one frame; raises PhoneGone when the other side has gone."""
+        ...
+
+    async def send_bytes(self, data: bytes) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close with this code and reason; never raises (the other side may have gone)."""
+        ...
+
+    def end_on_shutdown(
+        self, end: Callable[[], Coroutine[Any, Any, None]], drain_seconds: float
+    ) -> None:
+        """When the worker stops, let the call go on for `drain_seconds`, then `end()` it."""
+        ...
+
+
+class StarletteSocket:
+    """A call socket served by the app's own ASGI server, accepted, as a `CallSocket`. When
+    that server stops it closes the socket itself (the call ends as a hang-up)."""
 
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
+
+    @classmethod
+    async def accept(cls, websocket: WebSocket) -> "StarletteSocket":
+        await websocket.accept()
+        return cls(websocket)
+
+    @property
+    def client_host(self) -> str:
+        return self.websocket.client.host if self.websocket.client else ""
 
     async def receive(self) -> str | bytes | None:
         try:
@@ -58,39 +92,23 @@ class StarlettePhone:
         except (WebSocketDisconnect, RuntimeError, OSError) as exc:
             raise PhoneGone from exc
 
+    async def close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
+            await self.websocket.close(code, reason)
 
-def phone_socket(
-    phone: WebSocket, session: GrokRealtimeSession | None = None, drain_seconds: float = 0.0
-) -> DirectPhone | StarlettePhone:
-    """An accepted media stream (a phone's or a browser's) as the bridge reads it: taken over
-    from the server where it offers that (`direct_stream`, under `switchboard worker`), else
-    through Starlette. When the server stops, a taken-over call goes on for `drain_seconds`,
-    then ends as `worker_shutdown` (not as a hang-up)."""
-    direct = (phone.scope.get("extensions") or {}).get(DIRECT_STREAM)
-    if direct is None:
-        return StarlettePhone(phone)
-    taken: DirectPhone = direct["take_over"]()
-    if session is not None:
-        taken.on_server_shutdown = functools.partial(
-            session.refuse, WORKER_SHUTDOWN, "the call worker is shutting down"
-        )
-        taken.drain_seconds = drain_seconds
-    return taken
+    def end_on_shutdown(
+        self, end: Callable[[], Coroutine[Any, Any, None]], drain_seconds: float
+    ) -> None:
+        pass  # the server closes its sockets as it stops
 
 
-async def close_socket(socket: WebSocket, code: int, reason: str) -> None:
-    with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # the phone may have gone
-        await socket.close(code, reason)
+# Serves a phone's media stream: (socket, dialect, agent id, token from the URL or None).
+MediaStreamHandler = Callable[[CallSocket, Dialect, str, str | None], Awaitable[None]]
 
 
 class MediaStreams:
-    """Serves the phone media streams (`/ws/twilio/{agent_id}`, `/ws/telnyx/{agent_id}`) ahead
-    of FastAPI's router; everything else goes on to the app.
-
-    Every frame a call sends the phone passes through whatever wraps the socket's `send`. Routed
-    by FastAPI, that is two exception-handling wrappers per frame a media stream has no use for
-    (it handles its own errors): served here, reading and answering a Twilio frame costs ~15 %
-    less CPU (`make bench-phone-side`), on the loop every call's audio waits for."""
+    """Without a media plane: serves the phone media streams (`/ws/twilio/{agent_id}`,
+    `/ws/telnyx/{agent_id}`) ahead of FastAPI's router; everything else goes on to the app."""
 
     def __init__(self, app: ASGIApp, handle: MediaStreamHandler) -> None:
         self.app, self.handle = app, handle
@@ -104,4 +122,5 @@ class MediaStreams:
             return
         websocket = WebSocket(scope, receive, send)
         token = websocket.query_params.get("token")
-        await self.handle(websocket, DIALECTS[stream["provider"]], stream["agent_id"], token)
+        socket = await StarletteSocket.accept(websocket)
+        await self.handle(socket, DIALECTS[stream["provider"]], stream["agent_id"], token)

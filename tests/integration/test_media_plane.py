@@ -1,11 +1,13 @@
-"""Media streams a call takes over from uvicorn (`switchboard_runtime.worker.direct_stream`).
+"""The worker's media plane (`switchboard_runtime.worker.media_plane`): call sockets on a
+listener of their own.
 
-Every other call suite already runs on it (the test servers serve with the worker's protocol);
-these show that the take-over happens, that the call is the same under uvicorn's own protocol,
-that frames that arrived before the take-over are not lost, that a phone that sends faster
-than its call reads is held back by TCP rather than buffered without bound, that audio
-streams are not compressed, and how a worker stops: a call it cuts ends as `worker_shutdown`,
-a drain lets calls finish, and the streams of calls it answered just before still get in.
+Every other call suite already runs on it (the test stack gives its worker a media plane, as
+`switchboard worker` does); these show that calls run on it, and the same through Starlette
+when the app has none, that frames that arrive while a call is still being set up are not
+lost, that a phone that sends faster than its call reads is held back by TCP rather than
+buffered without bound, that audio streams are not compressed, that an ended call is let go at
+once, and how a worker stops: a call it cuts ends as `worker_shutdown`, a drain lets calls
+finish, and the streams of calls it answered just before still get in.
 """
 
 import asyncio
@@ -13,24 +15,23 @@ import contextlib
 import dataclasses
 import gc
 import json
-import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
-from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from switchboard_runtime import client as control_plane_client
 from switchboard_runtime.session import GrokRealtimeSession
-from switchboard_runtime.telephony import PhoneGone, PhoneSocket
-from switchboard_runtime.worker import direct_stream, serving, streams
+from switchboard_runtime.telephony import Dialect, PhoneGone
+from switchboard_runtime.worker import calls, media_plane, serving, streams
 from switchboard_runtime.worker.capacity import CallCapacity
-from switchboard_runtime.worker.direct_stream import DIRECT_STREAM, DirectPhone
+from switchboard_runtime.worker.media_plane import FrameLimits, MediaPlane, MediaSocket
 from tests.fakes.server import BackgroundServer
 from tests.integration.callstack import (
     CALLER_FRAMES,
@@ -56,21 +57,21 @@ from tests.integration.test_browser_calls import (
 )
 
 
-def spy_on_phone_sockets(
+def spy_on_bridged_sockets(
     monkeypatch: pytest.MonkeyPatch, waiting: list[int] | None = None
-) -> list[PhoneSocket]:
-    """The PhoneSocket each call bridged on (and in `waiting`, how many frames had arrived
-    before it was taken over)."""
-    sockets: list[PhoneSocket] = []
-    real = streams.phone_socket
+) -> list[Any]:
+    """The socket each phone call was bridged on (and in `waiting`, how many of its frames
+    were waiting to be read when the bridge began)."""
+    sockets: list[Any] = []
+    real = calls.bridge
 
-    def recording(phone: Any, *args: Any) -> PhoneSocket:
-        sockets.append(real(phone, *args))
-        if waiting is not None and isinstance(sockets[-1], DirectPhone):
-            waiting.append(len(sockets[-1].inbox))
-        return sockets[-1]
+    async def recording(phone: Any, *args: Any) -> Any:
+        sockets.append(phone)
+        if waiting is not None and isinstance(phone, MediaSocket):
+            waiting.append(len(phone.inbox))
+        return await real(phone, *args)
 
-    monkeypatch.setattr(streams, "phone_socket", recording)
+    monkeypatch.setattr(calls, "bridge", recording)
     return sockets
 
 
@@ -85,12 +86,12 @@ async def a_full_call(stack: Stack, kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["twilio", "telnyx"])
-async def test_a_call_takes_its_stream_over_from_the_server(
+async def test_a_call_runs_on_the_media_plane(
     stack: Stack, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sockets = spy_on_phone_sockets(monkeypatch)
+    sockets = spy_on_bridged_sockets(monkeypatch)
     await a_full_call(stack, kind)
-    assert [type(s) for s in sockets] == [DirectPhone]
+    assert [type(s) for s in sockets] == [MediaSocket]
 
 
 async def a_call_left_behind(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> bool:
@@ -124,32 +125,21 @@ async def test_an_ended_call_is_freed_at_once_not_at_the_next_full_collection(
     assert not await a_call_left_behind(stack, monkeypatch)
 
 
-async def test_with_its_stream_still_tied_to_it_an_ended_call_waits_for_the_collector(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def keeping_the_ties(self: direct_stream.DirectStreamProtocol, exc: Exception | None) -> None:
-        direct_stream.WebSocketsSansIOProtocol.connection_lost(self, exc)
-        if self.phone is not None:
-            self.phone.wake()
-
-    monkeypatch.setattr(direct_stream.DirectStreamProtocol, "connection_lost", keeping_the_ties)
-    assert await a_call_left_behind(stack, monkeypatch)
-
-
 @pytest.fixture
-def uvicorn_stack(tmp_path: Path) -> Iterator[Stack]:
-    """The worker under uvicorn's own WebSocket protocol, as under a server that offers no
-    take-over."""
+def starlette_stack(tmp_path: Path) -> Iterator[Stack]:
+    """A worker app without a media plane, under uvicorn's own WebSocket defaults, as under a
+    host backend's own ASGI server."""
     uvicorn_defaults = {"ws": "websockets-sansio", "ws_per_message_deflate": True}
-    yield from build_stack(tmp_path, StackOptions(worker_websockets=uvicorn_defaults))
+    options = StackOptions(media_plane=False, worker_websockets=uvicorn_defaults)
+    yield from build_stack(tmp_path, options)
 
 
-async def test_under_a_server_without_take_over_the_call_reads_through_starlette(
-    uvicorn_stack: Stack, monkeypatch: pytest.MonkeyPatch
+async def test_without_a_media_plane_the_call_reads_through_starlette(
+    starlette_stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sockets = spy_on_phone_sockets(monkeypatch)
-    await a_full_call(uvicorn_stack, "twilio")
-    assert [type(s) for s in sockets] == [streams.StarlettePhone]
+    sockets = spy_on_bridged_sockets(monkeypatch)
+    await a_full_call(starlette_stack, "twilio")
+    assert [type(s) for s in sockets] == [streams.StarletteSocket]
 
 
 async def negotiated_extensions(stack: Stack) -> str | None:
@@ -167,15 +157,15 @@ async def test_the_worker_does_not_compress_audio_streams(stack: Stack) -> None:
 
 
 async def test_under_uvicorns_defaults_every_frame_would_be_compressed(
-    uvicorn_stack: Stack,
+    starlette_stack: Stack,
 ) -> None:
-    answer = await negotiated_extensions(uvicorn_stack)
+    answer = await negotiated_extensions(starlette_stack)
     assert answer is not None and answer.startswith("permessage-deflate")
 
 
 @pytest.fixture
 def cold_stack(tmp_path: Path) -> Iterator[Stack]:
-    """Calls start cold: the stream is taken over only after the session config arrives."""
+    """Calls start cold: the bridge begins only after the session config arrives."""
     yield from build_stack(tmp_path, StackOptions(warm_start=False))
 
 
@@ -190,65 +180,56 @@ def slow_session_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(control_plane_client.ControlPlaneClient, "session_config", late)
 
 
-async def test_frames_that_came_before_the_take_over_are_bridged_first_and_in_order(
+async def test_frames_that_came_while_the_call_was_set_up_are_bridged_first_and_in_order(
     cold_stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     slow_session_config(monkeypatch)
     waiting: list[int] = []
-    spy_on_phone_sockets(monkeypatch, waiting)
+    spy_on_bridged_sockets(monkeypatch, waiting)
     await a_full_call(cold_stack, "twilio")  # speaks at once, while the config is on its way
-    # Some had been queued for ASGI (uvicorn stops reading after each until it is read; the
-    # rest waited in TCP): they went first.
-    assert len(waiting) == 1 and waiting[0] >= 1
+    assert len(waiting) == 1 and waiting[0] >= 1  # they waited in the inbox, and went first
 
 
-async def test_without_moving_the_queued_frames_the_take_over_would_lose_them(
-    cold_stack: Stack, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    slow_session_config(monkeypatch)
+# --- the listener alone -------------------------------------------------------------------------
 
-    def take_over_dropping_the_queue(self: direct_stream.DirectStreamProtocol) -> DirectPhone:
-        if self.phone is None:
-            self.phone = DirectPhone(self)
-            self.phone.resume_reading_if_caught_up()
-        return self.phone
 
-    monkeypatch.setattr(
-        direct_stream.DirectStreamProtocol, "take_over", take_over_dropping_the_queue
+@contextlib.asynccontextmanager
+async def listener(
+    phone: Any, handshake_timeout_seconds: float | None = 5.0, limit: int = 1024
+) -> AsyncIterator[MediaPlane]:
+    """A media plane alone, its phone streams served by `phone`."""
+    plane = MediaPlane(
+        host="127.0.0.1",
+        port=0,
+        limits=FrameLimits(limit, limit),
+        handshake_timeout_seconds=handshake_timeout_seconds,
+        client_address=lambda peer, _forwarded: peer,
+        phone=phone,
+        browser=not_called,
     )
-    async for phone in phone_call(cold_stack, "twilio"):
-        await phone.speak(CALLER_FRAMES)
-        await asyncio.sleep(1.0)
-        appended = cold_stack.xai.connections[-1].of_type("input_audio_buffer.append")
-        assert [e["audio"] for e in appended] != CALLER_FRAMES  # the early frames are gone
-        await phone.hang_up()
-
-
-# --- the protocol alone -------------------------------------------------------------------------
+    await plane.start()
+    try:
+        yield plane
+    finally:
+        await plane.stop()
 
 
 class SlowReader:
-    """An app that takes its stream over and does not read until the phone has sent it all;
-    then reads everything."""
+    """A phone handler that does not read until the phone has sent it all; then reads
+    everything, and answers once the phone has gone."""
 
     def __init__(self) -> None:
-        self.sent_all = threading.Event()
+        self.sent_all = asyncio.Event()
         self.buffered_before_reading = -1
         self.paused_before_reading = False
         self.read: list[int] = []
         self.send_after_hang_up: str = ""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket":
-            return
-        await receive()  # websocket.connect
-        await send({"type": "websocket.accept"})
-        phone: DirectPhone = scope["extensions"][DIRECT_STREAM]["take_over"]()
-        while not self.sent_all.is_set():  # noqa: ASYNC110 - set from the test's thread
-            await asyncio.sleep(0.01)
+    async def __call__(self, phone: Any, _dialect: Dialect, _agent: str, _token: Any) -> None:
+        await self.sent_all.wait()
         await asyncio.sleep(0.2)  # whatever is on its way arrives (or waits in TCP)
         self.buffered_before_reading = len(phone.inbox)
-        self.paused_before_reading = phone.stream.read_paused
+        self.paused_before_reading = phone.read_paused
         while (frame := await phone.receive()) is not None:
             self.read.append(json.loads(frame)["n"])
         try:
@@ -260,13 +241,20 @@ class SlowReader:
 FLOOD = 20_000  # ~1 MB of small frames: fits in loopback's TCP buffers either way
 
 
+async def not_called(*_args: Any) -> None:
+    raise AssertionError("no browser call here")
+
+
 async def flood(reader: SlowReader) -> None:
-    with BackgroundServer(reader) as server:
-        async with connect(server.base_url.replace("http", "ws") + "/") as websocket:
-            for n in range(FLOOD):
-                await websocket.send(json.dumps({"n": n}))
-            reader.sent_all.set()
-            await poll(lambda: len(reader.read) >= FLOOD, seconds=20)
+    async with (
+        listener(reader) as plane,
+        connect(f"{plane.url}/ws/twilio/agent_x") as websocket,
+    ):
+        for n in range(FLOOD):
+            await websocket.send(json.dumps({"n": n}))
+        reader.sent_all.set()
+        await poll(lambda: len(reader.read) >= FLOOD, seconds=20)
+        await websocket.close()
         await poll(lambda: bool(reader.send_after_hang_up))
 
 
@@ -280,10 +268,10 @@ async def test_a_phone_faster_than_its_call_is_held_back_by_tcp_and_loses_nothin
     assert reader.send_after_hang_up == "PhoneGone"
 
 
-async def test_without_the_inbox_bound_the_server_buffers_whatever_the_phone_sends(
+async def test_without_the_inbox_bound_the_listener_buffers_whatever_the_phone_sends(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(direct_stream, "INBOX_HIGH", 10**9)
+    monkeypatch.setattr(media_plane, "INBOX_HIGH", 10**9)
     reader = SlowReader()
     await flood(reader)
     assert not reader.paused_before_reading
@@ -291,11 +279,83 @@ async def test_without_the_inbox_bound_the_server_buffers_whatever_the_phone_sen
     assert reader.read == list(range(FLOOD))
 
 
+async def reads_until_gone(phone: Any, *_route: Any) -> None:
+    while await phone.receive() is not None:
+        pass
+
+
+async def silent_connection_lasts(handshake_timeout_seconds: float | None) -> float:
+    """Connect over TCP and send nothing: how long until the listener drops the connection
+    (at most 2 s waited)."""
+    async with listener(reads_until_gone, handshake_timeout_seconds) as plane:
+        reader, writer = await asyncio.open_connection("127.0.0.1", plane.port)
+        began = asyncio.get_running_loop().time()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2):
+                await reader.read()  # b"" once the listener closes
+        writer.close()
+        return asyncio.get_running_loop().time() - began
+
+
+async def test_a_connection_that_never_sends_its_handshake_is_dropped() -> None:
+    assert await silent_connection_lasts(0.3) < 1.5
+
+
+async def test_without_the_handshake_timeout_a_silent_connection_stays() -> None:
+    """The twin: with no timeout an idle connection would hold its place forever."""
+    assert await silent_connection_lasts(None) >= 2
+
+
+async def close_code_after_fragments(fragments: list[str], limit: int = 1024) -> int | None:
+    """Send one message in fragments on a phone stream: the close code the listener answers
+    with, or None when the socket is still open a moment later."""
+    async with (
+        listener(reads_until_gone, limit=limit) as plane,
+        connect(f"{plane.url}/ws/twilio/agent_x", max_size=None) as socket,
+    ):
+        await socket.send(fragments)
+        try:
+            async with asyncio.timeout(0.5):
+                await socket.recv()
+        except ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else None
+        except TimeoutError:
+            return None
+        return None
+
+
+async def test_a_message_in_fragments_is_bounded_as_a_whole() -> None:
+    """Each fragment is under the limit; together they are not: 1009, as for one frame."""
+    assert await close_code_after_fragments(["x" * 600, "x" * 600]) == 1009
+    assert await close_code_after_fragments(["x" * 500, "x" * 500]) is None
+
+
+async def test_without_a_limit_on_the_whole_the_fragments_would_pile_up() -> None:
+    assert await close_code_after_fragments(["x" * 600] * 20, limit=1 << 20) is None
+
+
+async def test_text_that_is_not_utf8_closes_the_stream_with_1007() -> None:
+    async with listener(reads_until_gone) as plane:
+        reader, writer = await asyncio.open_connection("127.0.0.1", plane.port)
+        writer.write(
+            b"GET /ws/twilio/agent_x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        await reader.readuntil(b"\r\n\r\n")
+        payload, mask = b"\xff\xfe", b"\x01\x02\x03\x04"
+        masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+        writer.write(bytes([0x81, 0x80 | len(payload)]) + mask + masked)  # a masked text frame
+        close = await reader.read(4)
+        writer.close()
+    assert close[0] == 0x88 and int.from_bytes(close[2:4], "big") == 1007
+
+
 def replica(stack: Stack, **settings: Any) -> tuple[BackgroundServer, Stack]:
     """Another worker replica on the stack's control plane, started; the stack as seen by it."""
-    server, _app = stack.worker_replica(**settings)
+    server, app = stack.worker_replica(**settings)
     server.start()
-    return server, dataclasses.replace(stack, worker=server.base_url)
+    return server, dataclasses.replace(stack, worker=server.base_url, worker_app=app)
 
 
 async def stopped_mid_call(stack: Stack) -> tuple[int | None, str | None]:
@@ -321,12 +381,17 @@ async def test_a_call_whose_worker_stops_ends_as_worker_shutdown(stack: Stack) -
     assert (report.end_reason, report.completed) == ("worker_shutdown", False)
 
 
-async def test_closed_by_the_server_alone_the_call_would_pass_for_a_hang_up(
+def calls_not_told_of_the_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The media plane no longer hears how a call ends when the worker stops: it closes every
+    socket at once (1012), as the HTTP server would."""
+    monkeypatch.setattr(MediaSocket, "end_on_shutdown", lambda *_args: None)
+
+
+async def test_closed_by_the_listener_alone_the_call_would_pass_for_a_hang_up(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    uvicorns_own = direct_stream.WebSocketsSansIOProtocol.shutdown
-    monkeypatch.setattr(direct_stream.DirectStreamProtocol, "shutdown", uvicorns_own)
-    assert await stopped_mid_call(stack) == (1012, "")
+    calls_not_told_of_the_stop(monkeypatch)
+    assert await stopped_mid_call(stack) == (1012, media_plane.RESTARTING)
     report = stack.telemetry.reports[-1]
     assert (report.end_reason, report.completed) == ("caller_hangup", True)
 
@@ -499,6 +564,7 @@ async def test_without_waiting_for_it_the_stream_of_an_answered_call_finds_nobod
         assert owed.status == 200 and owed.stream_token
         stopping = asyncio.create_task(asyncio.to_thread(server.stop))
         await until_it_stops_listening(on_replica.worker)
+        await poll(lambda: on_replica.worker_app.state.media_plane.stopped)
         with pytest.raises(OSError):
             async with connect(owed.stream_url):
                 pass
@@ -557,17 +623,15 @@ async def test_a_browser_call_cut_by_its_worker_stopping_is_told_why(stack: Stac
     assert (report.end_reason, report.completed) == ("worker_shutdown", False)
 
 
-async def test_read_through_starlette_a_browser_call_is_cut_at_once_and_told_nothing(
+async def test_closed_by_the_listener_alone_a_browser_call_is_cut_at_once_and_told_nothing(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(
-        streams, "phone_socket", lambda phone, *_args: streams.StarlettePhone(phone)
-    )
+    calls_not_told_of_the_stop(monkeypatch)
     server, on_replica = replica(stack, worker_drain_seconds=30)
     try:
         browser = await browser_call_on(stack, on_replica)
         stopping = asyncio.create_task(asyncio.to_thread(server.stop))
-        assert await browser.closed() == (1012, "")
+        assert await browser.closed() == (1012, media_plane.RESTARTING)
         assert not browser.of("ended")
         await asyncio.wait_for(stopping, 15)
     finally:
