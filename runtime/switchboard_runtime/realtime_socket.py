@@ -36,7 +36,7 @@ CLOSE_TIMEOUT_SECONDS = 10.0
 
 
 @functools.cache
-def _tls() -> ssl.SSLContext:
+def default_tls() -> ssl.SSLContext:
     """The system's default TLS settings, built once: building them costs milliseconds."""
     return ssl.create_default_context()
 
@@ -52,6 +52,20 @@ class RealtimeSocket(Protocol):
 
     @property
     def close_reason(self) -> str | None: ...
+
+
+class SocketOpener(Protocol):
+    """Opens a session's socket to xAI (`open_realtime_socket`, or the worker's own)."""
+
+    async def __call__(
+        self,
+        url: str,
+        *,
+        headers: dict[str, str],
+        open_timeout: float,
+        max_size: int,
+        tls: ssl.SSLContext | None = None,
+    ) -> RealtimeSocket: ...
 
 
 class LeanRealtimeSocket(asyncio.Protocol):
@@ -191,7 +205,7 @@ async def open_realtime_socket(
     """Connect and finish the opening handshake within `open_timeout` seconds; wss:// verifies
     the server's certificate and name against the system's CAs (or `tls`' settings)."""
     uri = parse_uri(url)
-    context = (tls or _tls()) if uri.secure else None
+    context = (tls or default_tls()) if uri.secure else None
     if get_proxy(uri) is not None:
         return await connect(
             url,

@@ -40,7 +40,11 @@ from switchboard_runtime.contract import (
     ResolvedSessionConfig,
     TranscriptEntry,
 )
-from switchboard_runtime.realtime_socket import RealtimeSocket, open_realtime_socket
+from switchboard_runtime.realtime_socket import (
+    RealtimeSocket,
+    SocketOpener,
+    open_realtime_socket,
+)
 from switchboard_runtime.tools import ToolRegistry
 
 logger = logging.getLogger(__name__)
@@ -223,6 +227,7 @@ class GrokRealtimeSession:
         ready_timeout: float = 5.0,
         setup_deadline: float = 8.0,
         http: httpx.AsyncClient | None = None,
+        open_socket: SocketOpener = open_realtime_socket,
     ) -> None:
         self.control_plane = ControlPlaneClient(
             control_plane_url, service_token, http=http, timeout=http_timeout
@@ -243,6 +248,7 @@ class GrokRealtimeSession:
             ready_timeout,
         )
         self.setup_deadline = setup_deadline
+        self.open_socket = open_socket
         # Filled in as the call goes; validated by the control plane when reported.
         self.telemetry = CallReport.model_construct(
             call_id=call.call_id if call else "", workspace_id=workspace_id, agent_id=agent_id
@@ -364,7 +370,7 @@ class GrokRealtimeSession:
             try:
                 # No permessage-deflate: base64 μ-law barely compresses, and deflating every
                 # 20 ms frame only costs CPU.
-                return await open_realtime_socket(
+                return await self.open_socket(
                     url,
                     headers={"Authorization": f"Bearer {secret}"},
                     open_timeout=min(self.connect_timeout, max(0.1, deadline - time.monotonic())),

@@ -43,6 +43,7 @@ from switchboard_runtime.warm import WarmCall
 from switchboard_runtime.worker.capacity import CallCapacity, PreStartSockets
 from switchboard_runtime.worker.settings import WorkerSettings
 from switchboard_runtime.worker.streams import CLOSE_REFUSED, CLOSE_UNAUTHORIZED, CallSocket
+from switchboard_runtime.worker.xai_socket import open_picows_realtime_socket
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class CallRunner:
             config=config,
             http=self.state.http,
             call=call,
+            open_socket=open_picows_realtime_socket,
         )
 
     def warm_up(self, issued: IssuedCall) -> None:

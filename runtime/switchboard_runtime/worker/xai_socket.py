@@ -1,0 +1,231 @@
+"""The worker's socket to xAI's realtime API, on picows like its media plane.
+
+A worker relays every 20 ms frame of every call to xAI and back, so the xAI side costs as much
+per frame as the phone side. The bare runtime's socket (`realtime_socket.LeanRealtimeSocket`)
+drives websockets' Sans-I/O protocol; this one is picows' client (Cython framing and masking),
+through its public API. The worker hands it to every session it runs (`open_socket`).
+
+It keeps the session's contract, the one websockets' `ClientConnection` set: `send`, `async
+for` over messages (ends on a normal close, raises `ConnectionClosedError` on any other),
+`close`, `close_reason`; opening raises websockets' `InvalidStatus` for a refused upgrade,
+`TimeoutError` past the open timeout, an `OSError` when the host cannot be reached or the
+handshake fails otherwise. Behind an HTTP(S) proxy (the usual environment variables) the bare
+runtime's socket is used, which knows how to tunnel.
+"""
+
+import asyncio
+import logging
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator
+
+import picows
+from websockets.datastructures import Headers
+from websockets.exceptions import (
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidStatus,
+)
+from websockets.frames import Close
+from websockets.http11 import Response
+from websockets.proxy import get_proxy
+from websockets.uri import parse_uri
+
+from switchboard_runtime.realtime_socket import (
+    CLOSE_TIMEOUT_SECONDS,
+    RealtimeSocket,
+    default_tls,
+    open_realtime_socket,
+)
+
+logger = logging.getLogger(__name__)
+# picows says every connection and disconnection at INFO: kept to warnings unless configured.
+connections_logger = logging.getLogger(f"{__name__}.connections")
+if connections_logger.level == logging.NOTSET:
+    connections_logger.setLevel(logging.WARNING)
+
+TEXT, BINARY = picows.WSMsgType.TEXT, picows.WSMsgType.BINARY
+CONTINUATION, CLOSE = picows.WSMsgType.CONTINUATION, picows.WSMsgType.CLOSE
+NORMAL_CLOSURES = (1000, 1001)
+
+
+class PicowsRealtimeSocket(picows.WSListener):
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self.transport: picows.WSTransport | None = None
+        self.messages: deque[str | bytes] = deque()
+        self.fragments: bytearray | None = None
+        self.fragments_text = False
+        self.close_rcvd: Close | None = None
+        self.close_sent: Close | None = None
+        self.rcvd_then_sent: bool | None = None  # with both close frames: which came first
+        self.disconnected = False
+        self.readable: asyncio.Future[None] | None = None
+        self.writable: asyncio.Event | None = None
+        self.lost = asyncio.get_running_loop().create_future()
+
+    # picows callbacks ---------------------------------------------------------------------------
+
+    def on_ws_connected(self, transport: picows.WSTransport) -> None:
+        self.transport = transport
+
+    def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
+        kind = frame.msg_type
+        if kind is TEXT or kind is BINARY:
+            if frame.payload_size > self.max_size:
+                self._fail(1009, "message too big")
+            elif frame.fin:
+                self._message(frame.get_payload_as_bytes(), text=kind is TEXT)
+            else:
+                self.fragments = bytearray(frame.get_payload_as_memoryview())
+                self.fragments_text = kind is TEXT
+        elif kind is CONTINUATION and self.fragments is not None:
+            self.fragments += frame.get_payload_as_memoryview()
+            if len(self.fragments) > self.max_size:
+                self._fail(1009, "message too big")
+            elif frame.fin:
+                data, self.fragments = bytes(self.fragments), None
+                self._message(data, text=self.fragments_text)
+        elif kind is CLOSE:
+            code = frame.get_close_code()
+            reason = (frame.get_close_message() or b"").decode(errors="replace")
+            self.close_rcvd = Close(code.value, reason)
+            self.rcvd_then_sent = self.close_sent is None
+            if self.close_sent is None:  # xAI closes first: answer with its code
+                self.close_sent = Close(code.value, "")
+                transport.send_close(code)
+            transport.disconnect()
+            self._wake(self.readable)
+
+    def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
+        self.disconnected = True
+        if not self.lost.done():
+            self.lost.set_result(None)
+        self._wake(self.readable)
+        if self.writable is not None:
+            self.writable.set()
+
+    def pause_writing(self) -> None:
+        if self.writable is None:
+            self.writable = asyncio.Event()
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        if self.writable is not None:
+            self.writable.set()
+
+    # What the session uses ------------------------------------------------------------------
+
+    async def send(self, message: str) -> None:
+        if self.transport is None or self.disconnected or self.close_sent is not None:
+            raise self._closed()
+        self.transport.send(TEXT, message.encode())
+        if self.writable is not None and not self.writable.is_set():
+            await self.writable.wait()  # xAI is not reading: wait rather than buffer forever
+
+    async def recv(self) -> str | bytes:
+        while not self.messages:
+            if self.disconnected or self.close_rcvd is not None:
+                raise self._closed()
+            self.readable = asyncio.get_running_loop().create_future()
+            await self.readable
+        return self.messages.popleft()
+
+    async def __aiter__(self) -> AsyncIterator[str | bytes]:
+        try:
+            while True:
+                yield await self.recv()
+        except ConnectionClosedOK:
+            return
+
+    async def close(self) -> None:
+        if self.transport is None:
+            return
+        if self.close_sent is None and not self.disconnected:
+            self.close_sent = Close(1000, "")
+            self.transport.send_close(picows.WSCloseCode.OK)
+        try:
+            await asyncio.wait_for(asyncio.shield(self.lost), CLOSE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            self.transport.disconnect()
+
+    @property
+    def close_reason(self) -> str | None:
+        return self.close_rcvd.reason if self.close_rcvd else None
+
+    # Inside -------------------------------------------------------------------------------------
+
+    def _message(self, data: bytes, *, text: bool) -> None:
+        if text:
+            try:
+                self.messages.append(data.decode())
+            except UnicodeDecodeError:
+                self._fail(1007, "text frame is not UTF-8")
+                return
+        else:
+            self.messages.append(data)
+        self._wake(self.readable)
+
+    def _fail(self, code: int, reason: str) -> None:
+        self.fragments = None
+        if self.transport is not None and self.close_sent is None:
+            self.close_sent = Close(code, reason)
+            self.transport.send_close(picows.WSCloseCode(code), reason.encode())
+            self.transport.disconnect()
+        self._wake(self.readable)
+
+    def _closed(self) -> ConnectionClosed:
+        rcvd, sent = self.close_rcvd, self.close_sent
+        order = self.rcvd_then_sent if rcvd is not None and sent is not None else None
+        normal = rcvd is not None and rcvd.code in NORMAL_CLOSURES
+        if normal and (sent is None or sent.code in NORMAL_CLOSURES):
+            return ConnectionClosedOK(rcvd, sent, order)
+        return ConnectionClosedError(rcvd, sent, order)
+
+    @staticmethod
+    def _wake(waiter: asyncio.Future[None] | None) -> None:
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+async def open_picows_realtime_socket(
+    url: str,
+    *,
+    headers: dict[str, str],
+    open_timeout: float,
+    max_size: int,
+    tls: ssl.SSLContext | None = None,
+) -> RealtimeSocket:
+    """Connect and finish the opening handshake within `open_timeout` seconds; wss:// verifies
+    the server's certificate and name against the system's CAs (or `tls`' settings)."""
+    uri = parse_uri(url)
+    if get_proxy(uri) is not None:
+        return await open_realtime_socket(
+            url, headers=headers, open_timeout=open_timeout, max_size=max_size, tls=tls
+        )
+    try:
+        async with asyncio.timeout(open_timeout):
+            _, socket = await picows.ws_connect(
+                lambda: PicowsRealtimeSocket(max_size),
+                url,
+                ssl_context=(tls or default_tls()) if uri.secure else None,
+                websocket_handshake_timeout=open_timeout,
+                extra_headers=headers,
+                enable_auto_ping=False,
+                max_frame_size=max_size,
+                max_redirects=0,
+                logger_name=connections_logger,
+            )
+    except picows.WSInvalidStatusError as exc:
+        raise InvalidStatus(_response_of(exc)) from exc
+    except picows.WSError as exc:
+        raise ConnectionError(f"the realtime handshake failed: {exc}") from exc
+    assert isinstance(socket, PicowsRealtimeSocket)
+    return socket
+
+
+def _response_of(exc: picows.WSInvalidStatusError) -> Response:
+    """websockets' view of the refused upgrade: its status is what the session reads."""
+    status = int(exc.response.status) if exc.response is not None else 0
+    return Response(status, "", Headers(), bytes(exc.raw_body or b""))
