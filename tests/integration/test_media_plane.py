@@ -24,7 +24,6 @@ import httpx
 import pytest
 import uvicorn
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 from switchboard_runtime import client as control_plane_client
 from switchboard_runtime.session import GrokRealtimeSession
@@ -55,6 +54,7 @@ from tests.integration.test_browser_calls import (
     open_call,
     tone,
 )
+from tests.integration.test_worker_frames import close_code_after
 
 
 def spy_on_bridged_sockets(
@@ -307,21 +307,9 @@ async def test_without_the_handshake_timeout_a_silent_connection_stays() -> None
 
 
 async def close_code_after_fragments(fragments: list[str], limit: int = 1024) -> int | None:
-    """Send one message in fragments on a phone stream: the close code the listener answers
-    with, or None when the socket is still open a moment later."""
-    async with (
-        listener(reads_until_gone, limit=limit) as plane,
-        connect(f"{plane.url}/ws/twilio/agent_x", max_size=None) as socket,
-    ):
-        await socket.send(fragments)
-        try:
-            async with asyncio.timeout(0.5):
-                await socket.recv()
-        except ConnectionClosed as closed:
-            return closed.rcvd.code if closed.rcvd else None
-        except TimeoutError:
-            return None
-        return None
+    """Send one message in fragments on a phone stream of a media plane alone."""
+    async with listener(reads_until_gone, limit=limit) as plane:
+        return await close_code_after(f"{plane.url}/ws/twilio/agent_x", fragments)
 
 
 async def test_a_message_in_fragments_is_bounded_as_a_whole() -> None:

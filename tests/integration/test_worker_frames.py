@@ -24,9 +24,9 @@ from tests.integration.callstack import (
 MEGABYTE = "x" * (1024 * 1024)
 
 
-async def close_code_after(url: str, frame: str | bytes) -> int | None:
-    """Send one frame on a fresh socket: the close code the worker answers with, or None
-    when the socket is still open a moment later (the frame was taken)."""
+async def close_code_after(url: str, frame: str | bytes | list[str]) -> int | None:
+    """Send one message (a list: in fragments) on a fresh socket: the close code the worker
+    answers with, or None when the socket is still open a moment later (it was taken)."""
     async with connect(url, max_size=None, open_timeout=5) as socket:
         await socket.send(frame)
         try:

@@ -34,6 +34,7 @@ from urllib.parse import parse_qs
 import picows
 
 from switchboard_runtime.telephony import DIALECTS, Dialect, PhoneGone
+from switchboard_runtime.worker.picows_messages import BINARY, CLOSE, TEXT, MessageListener
 
 logger = logging.getLogger(__name__)
 # picows says every connection and disconnection at INFO: kept to warnings unless configured.
@@ -57,9 +58,6 @@ RESTARTING = "the call worker is restarting"
 
 PHONE_PATH = re.compile(r"/ws/(?P<provider>twilio|telnyx)/(?P<agent_id>[^/]+)")
 BROWSER_PATH = re.compile(r"/ws/realtime/(?P<agent_id>[^/]+)")
-
-TEXT, BINARY = picows.WSMsgType.TEXT, picows.WSMsgType.BINARY
-CONTINUATION, CLOSE = picows.WSMsgType.CONTINUATION, picows.WSMsgType.CLOSE
 
 
 @dataclass(frozen=True)
@@ -99,19 +97,16 @@ def forwarded_client(peer: str, forwarded_for: str | None, trusts: Callable[[str
     return peer
 
 
-class MediaSocket(picows.WSListener):
-    """One accepted call socket, as the worker's `CallSocket`: frames in through an inbox the
+class MediaSocket(MessageListener):
+    """One accepted call socket, as the worker's `CallSocket`: messages in through an inbox the
     call reads, frames out written at once."""
 
     def __init__(self, plane: "MediaPlane", route: Route) -> None:
+        super().__init__(route.max_message_bytes)
         self.plane, self.route = plane, route
-        self.transport: picows.WSTransport | None = None
         self.client_host = ""
         self.inbox: deque[str | bytes] = deque()
         self.waiter: asyncio.Future[None] | None = None
-        self.writable: asyncio.Event | None = None  # set while the phone takes our writes
-        self.fragments: bytearray | None = None  # a message arriving in several frames
-        self.fragments_text = False
         self.read_paused = False
         self.close_sent = False
         self.disconnected = False
@@ -146,8 +141,7 @@ class MediaSocket(picows.WSListener):
         await self._send(BINARY, data)
 
     async def _send(self, kind: picows.WSMsgType, data: bytes) -> None:
-        if self.writable is not None and not self.writable.is_set():
-            await self.writable.wait()  # the phone is not reading: wait, as the HTTP server would
+        await self.wait_writable()  # the phone is not reading: wait, as the HTTP server would
         if not self.open:
             raise PhoneGone
         assert self.transport is not None
@@ -185,28 +179,9 @@ class MediaSocket(picows.WSListener):
         self.plane.begin(self)
 
     def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
-        kind = frame.msg_type
-        if kind is TEXT or kind is BINARY:
-            if self.fragments is not None:
-                self._fail(1002, "a new message inside a fragmented one")
-            elif frame.payload_size > self.route.max_message_bytes:
-                self._fail(1009, "message too big")
-            elif frame.fin:
-                self._deliver(frame.get_payload_as_bytes(), text=kind is TEXT)
-            else:
-                self.fragments = bytearray(frame.get_payload_as_memoryview())
-                self.fragments_text = kind is TEXT
-        elif kind is CONTINUATION:
-            if self.fragments is None:
-                self._fail(1002, "a continuation without a message")
-                return
-            self.fragments += frame.get_payload_as_memoryview()
-            if len(self.fragments) > self.route.max_message_bytes:
-                self._fail(1009, "message too big")
-            elif frame.fin:
-                data, self.fragments = bytes(self.fragments), None
-                self._deliver(data, text=self.fragments_text)
-        elif kind is CLOSE:
+        if self.read_data_frame(frame):
+            return
+        if frame.msg_type is CLOSE:
             if not self.close_sent:  # the peer closes first: answer with its code, then drop
                 self.close_sent = True
                 transport.send_close(frame.get_close_code())
@@ -220,41 +195,23 @@ class MediaSocket(picows.WSListener):
         if self.peer_closed is not None and not self.peer_closed.done():
             self.peer_closed.set_result(None)
         self._wake()
-        if self.writable is not None:
-            self.writable.set()
+        self.release_writers()
         self.on_server_shutdown = None  # an ended call is not ended again at a stop
         self.plane.forget(self)
 
-    def pause_writing(self) -> None:
-        if self.writable is None:
-            self.writable = asyncio.Event()
-        self.writable.clear()
-
-    def resume_writing(self) -> None:
-        if self.writable is not None:
-            self.writable.set()
-
     # Inside -------------------------------------------------------------------------------------
 
-    def _deliver(self, data: bytes, *, text: bool) -> None:
+    def on_message(self, message: str | bytes) -> None:
         if self.close_sent:  # past our close: only the peer's close matters now
             return
-        if text:
-            try:
-                frame: str | bytes = data.decode()
-            except UnicodeDecodeError:
-                self._fail(1007, "text frame is not UTF-8")
-                return
-        else:
-            frame = data
-        self.inbox.append(frame)
+        self.inbox.append(message)
         self._wake()
         if len(self.inbox) >= INBOX_HIGH and not self.read_paused:
             self.read_paused = True
             assert self.transport is not None
             self.transport.underlying_transport.pause_reading()
 
-    def _fail(self, code: int, reason: str) -> None:
+    def fail(self, code: int, reason: str) -> None:
         """A protocol violation: close with `code` and stop reading; the call sees a hang-up."""
         self.fragments = None
         if self.transport is not None and not self.close_sent:
@@ -273,7 +230,7 @@ class MediaSocket(picows.WSListener):
 
     def close_for_restart(self) -> None:
         if self.open:
-            self._fail(CLOSE_SERVICE_RESTART, RESTARTING)
+            self.fail(CLOSE_SERVICE_RESTART, RESTARTING)
 
 
 class MediaPlane:

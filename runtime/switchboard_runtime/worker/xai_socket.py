@@ -38,6 +38,7 @@ from switchboard_runtime.realtime_socket import (
     default_tls,
     open_realtime_socket,
 )
+from switchboard_runtime.worker.picows_messages import CLOSE, TEXT, MessageListener
 
 logger = logging.getLogger(__name__)
 # picows says every connection and disconnection at INFO: kept to warnings unless configured.
@@ -45,24 +46,18 @@ connections_logger = logging.getLogger(f"{__name__}.connections")
 if connections_logger.level == logging.NOTSET:
     connections_logger.setLevel(logging.WARNING)
 
-TEXT, BINARY = picows.WSMsgType.TEXT, picows.WSMsgType.BINARY
-CONTINUATION, CLOSE = picows.WSMsgType.CONTINUATION, picows.WSMsgType.CLOSE
 NORMAL_CLOSURES = (1000, 1001)
 
 
-class PicowsRealtimeSocket(picows.WSListener):
+class PicowsRealtimeSocket(MessageListener):
     def __init__(self, max_size: int) -> None:
-        self.max_size = max_size
-        self.transport: picows.WSTransport | None = None
+        super().__init__(max_size)
         self.messages: deque[str | bytes] = deque()
-        self.fragments: bytearray | None = None
-        self.fragments_text = False
         self.close_rcvd: Close | None = None
         self.close_sent: Close | None = None
         self.rcvd_then_sent: bool | None = None  # with both close frames: which came first
         self.disconnected = False
         self.readable: asyncio.Future[None] | None = None
-        self.writable: asyncio.Event | None = None
         self.lost = asyncio.get_running_loop().create_future()
 
     # picows callbacks ---------------------------------------------------------------------------
@@ -71,23 +66,9 @@ class PicowsRealtimeSocket(picows.WSListener):
         self.transport = transport
 
     def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
-        kind = frame.msg_type
-        if kind is TEXT or kind is BINARY:
-            if frame.payload_size > self.max_size:
-                self._fail(1009, "message too big")
-            elif frame.fin:
-                self._message(frame.get_payload_as_bytes(), text=kind is TEXT)
-            else:
-                self.fragments = bytearray(frame.get_payload_as_memoryview())
-                self.fragments_text = kind is TEXT
-        elif kind is CONTINUATION and self.fragments is not None:
-            self.fragments += frame.get_payload_as_memoryview()
-            if len(self.fragments) > self.max_size:
-                self._fail(1009, "message too big")
-            elif frame.fin:
-                data, self.fragments = bytes(self.fragments), None
-                self._message(data, text=self.fragments_text)
-        elif kind is CLOSE:
+        if self.read_data_frame(frame):
+            return
+        if frame.msg_type is CLOSE:
             code = frame.get_close_code()
             reason = (frame.get_close_message() or b"").decode(errors="replace")
             self.close_rcvd = Close(code.value, reason)
@@ -103,17 +84,7 @@ class PicowsRealtimeSocket(picows.WSListener):
         if not self.lost.done():
             self.lost.set_result(None)
         self._wake(self.readable)
-        if self.writable is not None:
-            self.writable.set()
-
-    def pause_writing(self) -> None:
-        if self.writable is None:
-            self.writable = asyncio.Event()
-        self.writable.clear()
-
-    def resume_writing(self) -> None:
-        if self.writable is not None:
-            self.writable.set()
+        self.release_writers()
 
     # What the session uses ------------------------------------------------------------------
 
@@ -121,8 +92,7 @@ class PicowsRealtimeSocket(picows.WSListener):
         if self.transport is None or self.disconnected or self.close_sent is not None:
             raise self._closed()
         self.transport.send(TEXT, message.encode())
-        if self.writable is not None and not self.writable.is_set():
-            await self.writable.wait()  # xAI is not reading: wait rather than buffer forever
+        await self.wait_writable()  # xAI is not reading: wait rather than buffer forever
 
     async def recv(self) -> str | bytes:
         while not self.messages:
@@ -156,18 +126,11 @@ class PicowsRealtimeSocket(picows.WSListener):
 
     # Inside -------------------------------------------------------------------------------------
 
-    def _message(self, data: bytes, *, text: bool) -> None:
-        if text:
-            try:
-                self.messages.append(data.decode())
-            except UnicodeDecodeError:
-                self._fail(1007, "text frame is not UTF-8")
-                return
-        else:
-            self.messages.append(data)
+    def on_message(self, message: str | bytes) -> None:
+        self.messages.append(message)
         self._wake(self.readable)
 
-    def _fail(self, code: int, reason: str) -> None:
+    def fail(self, code: int, reason: str) -> None:
         self.fragments = None
         if self.transport is not None and self.close_sent is None:
             self.close_sent = Close(code, reason)

@@ -1,0 +1,94 @@
+"""What the worker's two picows sockets (a call's, on the media plane; the call's xAI socket)
+share: picows hands over frames, both want messages.
+
+`MessageListener` reassembles a message sent in fragments (bounded as a whole: each fragment
+may be small and their sum not), refuses text that is not UTF-8 (1007), an oversized message
+(1009) and out-of-order fragments (1002), and keeps the peer's back-pressure: while picows says
+the peer is not reading, `wait_writable` waits instead of buffering without bound.
+"""
+
+import asyncio
+
+import picows
+
+TEXT, BINARY = picows.WSMsgType.TEXT, picows.WSMsgType.BINARY
+CONTINUATION, CLOSE = picows.WSMsgType.CONTINUATION, picows.WSMsgType.CLOSE
+
+
+class MessageListener(picows.WSListener):
+    def __init__(self, max_message_bytes: int) -> None:
+        self.max_message_bytes = max_message_bytes
+        self.transport: picows.WSTransport | None = None
+        self.fragments: bytearray | None = None  # a message arriving in several frames
+        self.fragments_text = False
+        self.writable: asyncio.Event | None = None  # set while the peer takes our writes
+
+    # For subclasses -----------------------------------------------------------------------------
+
+    def on_message(self, message: str | bytes) -> None:
+        """A whole message arrived."""
+        raise NotImplementedError
+
+    def fail(self, code: int, reason: str) -> None:
+        """The peer broke the protocol (or a bound): close with `code` and stop reading."""
+        raise NotImplementedError
+
+    def read_data_frame(self, frame: picows.WSFrame) -> bool:
+        """Take a text, binary or continuation frame (True); any other kind is the caller's."""
+        kind = frame.msg_type
+        if kind is TEXT or kind is BINARY:
+            if self.fragments is not None:
+                self.fail(1002, "a new message inside a fragmented one")
+            elif frame.payload_size > self.max_message_bytes:
+                self.fail(1009, "message too big")
+            elif frame.fin:
+                self._message(frame.get_payload_as_bytes(), text=kind is TEXT)
+            else:
+                self.fragments = bytearray(frame.get_payload_as_memoryview())
+                self.fragments_text = kind is TEXT
+            return True
+        if kind is CONTINUATION:
+            if self.fragments is None:
+                self.fail(1002, "a continuation without a message")
+                return True
+            self.fragments += frame.get_payload_as_memoryview()
+            if len(self.fragments) > self.max_message_bytes:
+                self.fail(1009, "message too big")
+            elif frame.fin:
+                data, self.fragments = bytes(self.fragments), None
+                self._message(data, text=self.fragments_text)
+            return True
+        return False
+
+    async def wait_writable(self) -> None:
+        if self.writable is not None and not self.writable.is_set():
+            await self.writable.wait()
+
+    def release_writers(self) -> None:
+        """The connection is gone: nobody waits to write any more."""
+        if self.writable is not None:
+            self.writable.set()
+
+    # picows callbacks ---------------------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        if self.writable is None:
+            self.writable = asyncio.Event()
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        if self.writable is not None:
+            self.writable.set()
+
+    # ---------------------------------------------------------------------------------------------
+
+    def _message(self, data: bytes, *, text: bool) -> None:
+        if not text:
+            self.on_message(data)
+            return
+        try:
+            decoded = data.decode()
+        except UnicodeDecodeError:
+            self.fail(1007, "text frame is not UTF-8")
+            return
+        self.on_message(decoded)
