@@ -312,6 +312,58 @@ async def close_code_after_fragments(fragments: list[str], limit: int = 1024) ->
         return await close_code_after(f"{plane.url}/ws/twilio/agent_x", fragments)
 
 
+class RecordingTransport:
+    """Stands in for picows' transport of a socket whose handshake just finished."""
+
+    def __init__(self) -> None:
+        self.closed_with: int | None = None
+        self.disconnected = False
+
+    def send_close(self, code: int, _reason: bytes = b"") -> None:
+        self.closed_with = int(code)
+
+    def disconnect(self) -> None:
+        self.disconnected = True
+
+
+async def a_handshake_finishing_after_the_stop(plane: MediaPlane) -> RecordingTransport:
+    await plane.stop()
+    socket = plane.route(_upgrade("/ws/twilio/agent_x"))
+    assert isinstance(socket, MediaSocket)
+    transport = RecordingTransport()
+    socket.transport = transport  # type: ignore[assignment]
+    plane.begin(socket)
+    return transport
+
+
+def _upgrade(path: str) -> Any:
+    return type("Upgrade", (), {"path": path.encode()})()
+
+
+async def test_a_handshake_that_finishes_after_the_stop_carries_no_call() -> None:
+    async with listener(reads_until_gone) as plane:
+        transport = await a_handshake_finishing_after_the_stop(plane)
+        assert transport.closed_with == 1012 and transport.disconnected
+        assert not plane.calls
+
+
+async def test_without_the_check_it_would_start_a_call_on_a_stopped_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with listener(reads_until_gone) as plane:
+        await plane.stop()
+        monkeypatch.setattr(plane, "stopped", False)
+        socket = plane.route(_upgrade("/ws/twilio/agent_x"))
+        assert isinstance(socket, MediaSocket)
+        socket.transport = RecordingTransport()  # type: ignore[assignment]
+        plane.begin(socket)
+        assert len(plane.calls) == 1
+        call, socket.disconnected = plane.calls[socket], True
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+
+
 async def test_a_message_in_fragments_is_bounded_as_a_whole() -> None:
     """Each fragment is under the limit; together they are not: 1009, as for one frame."""
     assert await close_code_after_fragments(["x" * 600, "x" * 600]) == 1009

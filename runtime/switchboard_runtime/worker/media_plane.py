@@ -293,6 +293,9 @@ class MediaPlane:
         return picows.WSUpgradeResponseWithListener(refusal, None)
 
     def begin(self, socket: MediaSocket) -> None:
+        if self.stopped:  # a handshake that finished after the listener closed
+            socket.close_for_restart()
+            return
         self.calls[socket] = asyncio.get_running_loop().create_task(self._serve(socket))
 
     def forget(self, socket: MediaSocket) -> None:
