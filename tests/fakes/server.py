@@ -1,5 +1,5 @@
 """Run an ASGI app with uvicorn on a free loopback port in a background thread, serving
-WebSockets as `switchboard worker` does (media streams a call can take over, no compression)."""
+WebSockets as a worker app without its media plane would be served (no compression, 64 KiB)."""
 
 import socket
 import threading
