@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from switchboard_runtime.worker import media_plane
 from tests.integration.callstack import (
@@ -18,6 +19,7 @@ from tests.integration.callstack import (
     Stack,
     build_stack,
     phone_call,
+    poll,
     wait_for_report,
 )
 
@@ -79,3 +81,29 @@ async def test_calls_run_as_before_under_the_limits(stack: Stack) -> None:
         await phone.collect(lambda p: len(p.media()) >= len(stack.xai.reply_audio))
         assert len(phone.media()) >= len(stack.xai.reply_audio)
     await wait_for_report(stack)
+
+
+def media_metrics(stack: Stack) -> dict[str, float]:
+    """The media plane's series on the worker's /metrics, by name and labels."""
+    text = httpx.get(f"{stack.worker}/metrics").text
+    return {
+        series: float(value)
+        for line in text.splitlines()
+        if line.startswith("switchboard_worker_media_sockets")
+        for series, value in [line.rsplit(" ", 1)]
+    }
+
+
+async def test_the_worker_counts_what_its_media_plane_refuses(stack: Stack) -> None:
+    refused = 'switchboard_worker_media_sockets_refused_total{reason="%s"}'
+    before = media_metrics(stack)
+    assert before[refused % "message_too_big"] == 0 and before[refused % "unknown_path"] == 0
+    assert await close_code_after(stack.ws("/ws/twilio/agent_x"), MEGABYTE) == 1009
+    with pytest.raises(InvalidStatus):
+        await connect(stack.ws("/ws/sip/agent_x"))
+    async with connect(stack.ws("/ws/twilio/agent_x")):  # open, waiting for its token
+        await poll(lambda: media_metrics(stack)["switchboard_worker_media_sockets"] == 1)
+    await poll(lambda: media_metrics(stack)["switchboard_worker_media_sockets"] == 0)
+    after = media_metrics(stack)
+    assert after[refused % "message_too_big"] == 1 and after[refused % "unknown_path"] == 1
+    assert after[refused % "invalid_text"] == 0

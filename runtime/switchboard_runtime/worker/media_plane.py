@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -55,6 +55,10 @@ SHUTDOWN_GRACE_SECONDS = 5.0
 CLOSE_TIMEOUT_SECONDS = 1.0
 CLOSE_SERVICE_RESTART = 1012
 RESTARTING = "the call worker is restarting"
+
+# Sockets the media plane closed for breaking a bound, by close code (`/metrics`).
+REFUSALS = {1009: "message_too_big", 1007: "invalid_text", 1002: "protocol_error"}
+REFUSAL_REASONS = ("unknown_path", *REFUSALS.values())  # a handshake to another path: 403
 
 PHONE_PATH = re.compile(r"/ws/(?P<provider>twilio|telnyx)/(?P<agent_id>[^/]+)")
 BROWSER_PATH = re.compile(r"/ws/realtime/(?P<agent_id>[^/]+)")
@@ -214,6 +218,8 @@ class MediaSocket(MessageListener):
     def fail(self, code: int, reason: str) -> None:
         """A protocol violation: close with `code` and stop reading; the call sees a hang-up."""
         self.fragments = None
+        if code in REFUSALS:
+            self.plane.refused[REFUSALS[code]] += 1
         if self.transport is not None and not self.close_sent:
             self.close_sent = True
             self.transport.send_close(picows.WSCloseCode(code), reason.encode())
@@ -255,6 +261,8 @@ class MediaPlane:
         self.server: asyncio.Server | None = None
         self.stopped = False  # no longer listening
         self.calls: dict[MediaSocket, asyncio.Task[None]] = {}
+        # Sockets refused or closed for breaking a bound, by reason (`/metrics`).
+        self.refused: Counter[str] = Counter()
 
     @property
     def url(self) -> str:
@@ -289,6 +297,7 @@ class MediaPlane:
         if browser := BROWSER_PATH.fullmatch(path):
             limit = self.limits.browser_bytes
             return MediaSocket(self, Route(browser["agent_id"], None, None, limit))
+        self.refused["unknown_path"] += 1
         refusal = picows.WSUpgradeResponse.create_error_response(HTTPStatus.FORBIDDEN, b"forbidden")
         return picows.WSUpgradeResponseWithListener(refusal, None)
 

@@ -18,6 +18,7 @@ from starlette.datastructures import State
 from switchboard_runtime.loop_lag import BUCKETS, GcPauses
 from switchboard_runtime.warm import WarmSessions
 from switchboard_runtime.worker.capacity import CallCapacity, PreStartSockets
+from switchboard_runtime.worker.media_plane import REFUSAL_REASONS, MediaPlane
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -89,6 +90,19 @@ class WorkerState(Collector):
             "reason",
             {"per_address": pre_start.refused, "evicted": pre_start.evicted},
         )
+        media_plane: MediaPlane | None = getattr(self.app_state, "media_plane", None)
+        if media_plane is not None:
+            yield GaugeMetricFamily(
+                "switchboard_worker_media_sockets",
+                "Call sockets open on the media plane (with a call or waiting for its token).",
+                value=len(media_plane.calls),
+            )
+            yield counter_by(
+                "switchboard_worker_media_sockets_refused",
+                "Sockets the media plane refused or closed for breaking a bound.",
+                "reason",
+                {reason: media_plane.refused[reason] for reason in REFUSAL_REASONS},
+            )
 
 
 class WorkerMetrics:
