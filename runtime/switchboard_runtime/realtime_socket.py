@@ -68,7 +68,28 @@ class SocketOpener(Protocol):
     ) -> RealtimeSocket: ...
 
 
-class LeanRealtimeSocket(asyncio.Protocol):
+def wake(waiter: asyncio.Future[None] | None) -> None:
+    """Wake whoever waits on `waiter`, if anybody still does."""
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
+
+
+class MessagesUntilClosed:
+    """`async for` over a socket's messages as websockets' connection gives them: the
+    iteration ends at a normal close and raises `ConnectionClosedError` at any other."""
+
+    async def recv(self) -> str | bytes:
+        raise NotImplementedError
+
+    async def __aiter__(self) -> AsyncIterator[str | bytes]:
+        try:
+            while True:
+                yield await self.recv()
+        except ConnectionClosedOK:
+            return
+
+
+class LeanRealtimeSocket(MessagesUntilClosed, asyncio.Protocol):
     def __init__(self, url: str, headers: dict[str, str], max_size: int) -> None:
         self.protocol = ClientProtocol(parse_uri(url), max_size=max_size)
         self.headers = headers
@@ -107,22 +128,22 @@ class LeanRealtimeSocket(asyncio.Protocol):
                 self._message_if_whole()
         self._write_out()
         if self.protocol.state is State.CLOSED:
-            self._wake(self.readable)
+            wake(self.readable)
 
     def connection_lost(self, exc: Exception | None) -> None:
         with contextlib.suppress(EOFError):  # the close handshake may have ended it already
             self.protocol.receive_eof()
         if not self.opened.done():
             self.opened.set_exception(exc or ConnectionError("closed during the handshake"))
-        self._wake(self.lost)
-        self._wake(self.readable)
-        self._wake(self.writable)
+        wake(self.lost)
+        wake(self.readable)
+        wake(self.writable)
 
     def pause_writing(self) -> None:
         self.writable = asyncio.get_running_loop().create_future()
 
     def resume_writing(self) -> None:
-        self._wake(self.writable)
+        wake(self.writable)
         self.writable = None
 
     # What the session uses ---------------------------------------------------------------------
@@ -142,13 +163,6 @@ class LeanRealtimeSocket(asyncio.Protocol):
             self.readable = asyncio.get_running_loop().create_future()
             await self.readable
         return self.messages.popleft()
-
-    async def __aiter__(self) -> AsyncIterator[str | bytes]:
-        try:
-            while True:
-                yield await self.recv()
-        except ConnectionClosedOK:
-            return
 
     async def close(self) -> None:
         if self.protocol.state is State.OPEN:
@@ -173,7 +187,7 @@ class LeanRealtimeSocket(asyncio.Protocol):
         text = self.fragments[0].opcode is Opcode.TEXT
         self.fragments = []
         self.messages.append(data.decode() if text else data)
-        self._wake(self.readable)
+        wake(self.readable)
 
     def _closed(self) -> ConnectionClosed:
         if self.protocol.state is State.CLOSED:
@@ -187,11 +201,6 @@ class LeanRealtimeSocket(asyncio.Protocol):
                 self.transport.write(data)
             elif self.transport.can_write_eof():  # the close handshake is over: half-close
                 self.transport.write_eof()
-
-    @staticmethod
-    def _wake(waiter: asyncio.Future[None] | None) -> None:
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
 
 async def open_realtime_socket(

@@ -17,7 +17,6 @@ import asyncio
 import logging
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator
 
 import picows
 from websockets.datastructures import Headers
@@ -34,9 +33,11 @@ from websockets.uri import parse_uri
 
 from switchboard_runtime.realtime_socket import (
     CLOSE_TIMEOUT_SECONDS,
+    MessagesUntilClosed,
     RealtimeSocket,
     default_tls,
     open_realtime_socket,
+    wake,
 )
 from switchboard_runtime.worker.picows_messages import CLOSE, TEXT, MessageListener
 
@@ -49,7 +50,7 @@ if connections_logger.level == logging.NOTSET:
 NORMAL_CLOSURES = (1000, 1001)
 
 
-class PicowsRealtimeSocket(MessageListener):
+class PicowsRealtimeSocket(MessagesUntilClosed, MessageListener):
     def __init__(self, max_size: int) -> None:
         super().__init__(max_size)
         self.messages: deque[str | bytes] = deque()
@@ -77,13 +78,13 @@ class PicowsRealtimeSocket(MessageListener):
                 self.close_sent = Close(code.value, "")
                 transport.send_close(code)
             transport.disconnect()
-            self._wake(self.readable)
+            wake(self.readable)
 
     def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
         self.disconnected = True
         if not self.lost.done():
             self.lost.set_result(None)
-        self._wake(self.readable)
+        wake(self.readable)
         self.release_writers()
 
     # What the session uses ------------------------------------------------------------------
@@ -101,13 +102,6 @@ class PicowsRealtimeSocket(MessageListener):
             self.readable = asyncio.get_running_loop().create_future()
             await self.readable
         return self.messages.popleft()
-
-    async def __aiter__(self) -> AsyncIterator[str | bytes]:
-        try:
-            while True:
-                yield await self.recv()
-        except ConnectionClosedOK:
-            return
 
     async def close(self) -> None:
         if self.transport is None:
@@ -128,7 +122,7 @@ class PicowsRealtimeSocket(MessageListener):
 
     def on_message(self, message: str | bytes) -> None:
         self.messages.append(message)
-        self._wake(self.readable)
+        wake(self.readable)
 
     def fail(self, code: int, reason: str) -> None:
         self.fragments = None
@@ -136,7 +130,7 @@ class PicowsRealtimeSocket(MessageListener):
             self.close_sent = Close(code, reason)
             self.transport.send_close(picows.WSCloseCode(code), reason.encode())
             self.transport.disconnect()
-        self._wake(self.readable)
+        wake(self.readable)
 
     def _closed(self) -> ConnectionClosed:
         rcvd, sent = self.close_rcvd, self.close_sent
@@ -145,11 +139,6 @@ class PicowsRealtimeSocket(MessageListener):
         if normal and (sent is None or sent.code in NORMAL_CLOSURES):
             return ConnectionClosedOK(rcvd, sent, order)
         return ConnectionClosedError(rcvd, sent, order)
-
-    @staticmethod
-    def _wake(waiter: asyncio.Future[None] | None) -> None:
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
 
 async def open_picows_realtime_socket(
