@@ -107,7 +107,7 @@ def serve_media_plane(port: int) -> None:
             port=port,
             limits=FrameLimits(16 * 1024, 16 * 1024),
             handshake_timeout_seconds=10,
-            client_address=lambda peer, _forwarded: peer,
+            trusted_proxies=(),
             phone=phone,
             browser=not_served,
         )

@@ -203,7 +203,7 @@ async def listener(
         port=0,
         limits=FrameLimits(limit, limit),
         handshake_timeout_seconds=handshake_timeout_seconds,
-        client_address=lambda peer, _forwarded: peer,
+        trusted_proxies=(),
         phone=phone,
         browser=not_called,
     )
@@ -326,23 +326,21 @@ class RecordingTransport:
         self.disconnected = True
 
 
-async def a_handshake_finishing_after_the_stop(plane: MediaPlane) -> RecordingTransport:
-    await plane.stop()
-    socket = plane.route(_upgrade("/ws/twilio/agent_x"))
+def a_handshake_finishing_now(plane: MediaPlane) -> MediaSocket:
+    """A phone stream's handshake completing on `plane` (picows' transport recorded)."""
+    upgrade = type("Upgrade", (), {"path": b"/ws/twilio/agent_x"})()
+    socket = plane.route(upgrade)
     assert isinstance(socket, MediaSocket)
-    transport = RecordingTransport()
-    socket.transport = transport  # type: ignore[assignment]
+    socket.transport = RecordingTransport()  # type: ignore[assignment]
     plane.begin(socket)
-    return transport
-
-
-def _upgrade(path: str) -> Any:
-    return type("Upgrade", (), {"path": path.encode()})()
+    return socket
 
 
 async def test_a_handshake_that_finishes_after_the_stop_carries_no_call() -> None:
     async with listener(reads_until_gone) as plane:
-        transport = await a_handshake_finishing_after_the_stop(plane)
+        await plane.stop()
+        transport = a_handshake_finishing_now(plane).transport
+        assert isinstance(transport, RecordingTransport)
         assert transport.closed_with == 1012 and transport.disconnected
         assert not plane.calls
 
@@ -352,11 +350,8 @@ async def test_without_the_check_it_would_start_a_call_on_a_stopped_worker(
 ) -> None:
     async with listener(reads_until_gone) as plane:
         await plane.stop()
-        monkeypatch.setattr(plane, "stopped", False)
-        socket = plane.route(_upgrade("/ws/twilio/agent_x"))
-        assert isinstance(socket, MediaSocket)
-        socket.transport = RecordingTransport()  # type: ignore[assignment]
-        plane.begin(socket)
+        monkeypatch.setattr(MediaPlane, "stopped", property(lambda _plane: False))
+        socket = a_handshake_finishing_now(plane)
         assert len(plane.calls) == 1
         call, socket.disconnected = plane.calls[socket], True
         call.cancel()

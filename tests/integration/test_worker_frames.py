@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -22,6 +21,7 @@ from tests.integration.callstack import (
     poll,
     wait_for_report,
 )
+from tests.integration.test_worker_capacity import metric
 
 MEGABYTE = "x" * (1024 * 1024)
 
@@ -83,27 +83,17 @@ async def test_calls_run_as_before_under_the_limits(stack: Stack) -> None:
     await wait_for_report(stack)
 
 
-def media_metrics(stack: Stack) -> dict[str, float]:
-    """The media plane's series on the worker's /metrics, by name and labels."""
-    text = httpx.get(f"{stack.worker}/metrics").text
-    return {
-        series: float(value)
-        for line in text.splitlines()
-        if line.startswith("switchboard_worker_media_sockets")
-        for series, value in [line.rsplit(" ", 1)]
-    }
-
-
 async def test_the_worker_counts_what_its_media_plane_refuses(stack: Stack) -> None:
     refused = 'switchboard_worker_media_sockets_refused_total{reason="%s"}'
-    before = media_metrics(stack)
-    assert before[refused % "message_too_big"] == 0 and before[refused % "unknown_path"] == 0
+    open_sockets = "switchboard_worker_media_sockets"
+    assert metric(stack, refused % "message_too_big") == 0
+    assert metric(stack, refused % "unknown_path") == 0
     assert await close_code_after(stack.ws("/ws/twilio/agent_x"), MEGABYTE) == 1009
     with pytest.raises(InvalidStatus):
         await connect(stack.ws("/ws/sip/agent_x"))
     async with connect(stack.ws("/ws/twilio/agent_x")):  # open, waiting for its token
-        await poll(lambda: media_metrics(stack)["switchboard_worker_media_sockets"] == 1)
-    await poll(lambda: media_metrics(stack)["switchboard_worker_media_sockets"] == 0)
-    after = media_metrics(stack)
-    assert after[refused % "message_too_big"] == 1 and after[refused % "unknown_path"] == 1
-    assert after[refused % "invalid_text"] == 0
+        await poll(lambda: metric(stack, open_sockets) == 1)
+    await poll(lambda: metric(stack, open_sockets) == 0)
+    assert metric(stack, refused % "message_too_big") == 1
+    assert metric(stack, refused % "unknown_path") == 1
+    assert metric(stack, refused % "invalid_text") == 0

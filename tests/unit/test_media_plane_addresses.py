@@ -3,15 +3,18 @@ the peer, unless the peer is a trusted proxy (SWITCHBOARD_TRUSTED_PROXIES), whos
 `X-Forwarded-For` then names the client. Anyone can send the header; only a trusted proxy's
 is believed, else one client could spread its idle sockets over invented addresses."""
 
+import functools
 import ipaddress
 from collections.abc import Callable
 
 from switchboard_runtime.worker.media_plane import forwarded_client
-from switchboard_runtime.worker.serving import HttpGuards
+from switchboard_runtime.worker.settings import is_trusted_proxy
 
 PROXY = "10.0.0.7"
-trusting_the_proxy = HttpGuards.trusting((ipaddress.ip_network("10.0.0.0/24"),)).trusts
-trusting_nobody = HttpGuards.trusting(()).trusts
+trusting_the_proxy = functools.partial(
+    is_trusted_proxy, proxies=(ipaddress.ip_network("10.0.0.0/24"),)
+)
+trusting_nobody = functools.partial(is_trusted_proxy, proxies=())
 
 
 def addresses(trusts: Callable[[str], bool]) -> list[str]:

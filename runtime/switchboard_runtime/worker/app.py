@@ -18,7 +18,6 @@ app's shared objects, its start and stop, and thin routes.
 """
 
 import contextlib
-import functools
 import gc
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -40,9 +39,9 @@ from switchboard_runtime.worker.bounded_body import BoundedBody
 from switchboard_runtime.worker.browser_calls import BrowserCalls
 from switchboard_runtime.worker.calls import CallRunner, EngineHandler
 from switchboard_runtime.worker.capacity import CallCapacity, PreStartSockets
-from switchboard_runtime.worker.media_plane import FrameLimits, MediaPlane, forwarded_client
+from switchboard_runtime.worker.media_plane import FrameLimits, MediaPlane
 from switchboard_runtime.worker.metrics import CONTENT_TYPE, WorkerMetrics, WorkerState
-from switchboard_runtime.worker.serving import STOP_GATE, HttpGuards
+from switchboard_runtime.worker.serving import STOP_GATE
 from switchboard_runtime.worker.settings import WorkerSettings, metrics_allowed
 from switchboard_runtime.worker.streams import MediaStreams, StarletteSocket
 
@@ -226,7 +225,6 @@ def media_plane_for(
     unset: the app's server carries them)."""
     if settings.worker_media_port is None:
         return None
-    proxies = HttpGuards.trusting(settings.trusted_proxy_networks)
     return MediaPlane(
         host=settings.worker_media_host,
         port=settings.worker_media_port,
@@ -235,7 +233,7 @@ def media_plane_for(
             browser_bytes=settings.browser_call_max_frame_bytes,
         ),
         handshake_timeout_seconds=settings.http_header_timeout_seconds,
-        client_address=functools.partial(forwarded_client, trusts=proxies.trusts),
+        trusted_proxies=settings.trusted_proxy_networks,
         phone=runner.run_phone_stream,
         browser=browser_calls.run,
     )

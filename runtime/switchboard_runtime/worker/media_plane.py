@@ -33,14 +33,19 @@ from urllib.parse import parse_qs
 
 import picows
 
+from switchboard_runtime.realtime_socket import wake
 from switchboard_runtime.telephony import DIALECTS, Dialect, PhoneGone
-from switchboard_runtime.worker.picows_messages import BINARY, CLOSE, TEXT, MessageListener
+from switchboard_runtime.worker.picows_messages import (
+    BINARY,
+    CLOSE,
+    TEXT,
+    MessageListener,
+    connections_logger,
+)
+from switchboard_runtime.worker.settings import ProxyNetworks, is_trusted_proxy
 
 logger = logging.getLogger(__name__)
-# picows says every connection and disconnection at INFO: kept to warnings unless configured.
-connections_logger = logging.getLogger(f"{__name__}.connections")
-if connections_logger.level == logging.NOTSET:
-    connections_logger.setLevel(logging.WARNING)
+connections = connections_logger(__name__)
 
 # No socket of ours takes a larger message: picows refuses a frame past it from its header.
 MAX_FRAME_BYTES = 64 * 1024
@@ -86,8 +91,6 @@ class Route:
 PhoneHandler = Callable[["MediaSocket", Dialect, str, str | None], Awaitable[None]]
 # Serve a browser test call: (socket, agent id).
 BrowserHandler = Callable[["MediaSocket", str], Awaitable[None]]
-# The client's address as the worker should count it (a trusted proxy's X-Forwarded-For).
-ClientAddress = Callable[[str, str | None], str]
 
 
 def forwarded_client(peer: str, forwarded_for: str | None, trusts: Callable[[str], bool]) -> str:
@@ -161,7 +164,7 @@ class MediaSocket(MessageListener):
             self.close_sent = True
             self.peer_closed = asyncio.get_running_loop().create_future()
             transport.send_close(picows.WSCloseCode(code), reason.encode()[:123])
-            self._wake()
+            wake(self.waiter)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
                     await self.peer_closed
@@ -179,7 +182,7 @@ class MediaSocket(MessageListener):
         self.transport = transport
         peer = transport.underlying_transport.get_extra_info("peername")
         forwarded = transport.request.headers.get("x-forwarded-for")
-        self.client_host = self.plane.client_address(peer[0] if peer else "", forwarded)
+        self.client_host = forwarded_client(peer[0] if peer else "", forwarded, self.plane.trusts)
         self.plane.begin(self)
 
     def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
@@ -189,16 +192,14 @@ class MediaSocket(MessageListener):
             if not self.close_sent:  # the peer closes first: answer with its code, then drop
                 self.close_sent = True
                 transport.send_close(frame.get_close_code())
-            if self.peer_closed is not None and not self.peer_closed.done():
-                self.peer_closed.set_result(None)
+            wake(self.peer_closed)
             transport.disconnect()
-            self._wake()
+            wake(self.waiter)
 
     def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
         self.disconnected = True
-        if self.peer_closed is not None and not self.peer_closed.done():
-            self.peer_closed.set_result(None)
-        self._wake()
+        wake(self.peer_closed)
+        wake(self.waiter)
         self.release_writers()
         self.on_server_shutdown = None  # an ended call is not ended again at a stop
         self.plane.forget(self)
@@ -209,7 +210,7 @@ class MediaSocket(MessageListener):
         if self.close_sent:  # past our close: only the peer's close matters now
             return
         self.inbox.append(message)
-        self._wake()
+        wake(self.waiter)
         if len(self.inbox) >= INBOX_HIGH and not self.read_paused:
             self.read_paused = True
             assert self.transport is not None
@@ -224,11 +225,7 @@ class MediaSocket(MessageListener):
             self.close_sent = True
             self.transport.send_close(picows.WSCloseCode(code), reason.encode())
             self.transport.disconnect()
-        self._wake()
-
-    def _wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
+        wake(self.waiter)
 
     def end_for_shutdown(self) -> None:
         if self.on_server_shutdown is not None and self.open and self.ending is None:
@@ -249,20 +246,27 @@ class MediaPlane:
         port: int,
         limits: FrameLimits,
         handshake_timeout_seconds: float | None,
-        client_address: ClientAddress,
+        trusted_proxies: ProxyNetworks,
         phone: PhoneHandler,
         browser: BrowserHandler,
     ) -> None:
         self.host, self.port = host, port
         self.limits = limits
         self.handshake_timeout_seconds = handshake_timeout_seconds
-        self.client_address = client_address
+        self.trusted_proxies = trusted_proxies
         self.phone, self.browser = phone, browser
         self.server: asyncio.Server | None = None
-        self.stopped = False  # no longer listening
         self.calls: dict[MediaSocket, asyncio.Task[None]] = {}
         # Sockets refused or closed for breaking a bound, by reason (`/metrics`).
         self.refused: Counter[str] = Counter()
+
+    def trusts(self, address: str) -> bool:
+        return is_trusted_proxy(address, self.trusted_proxies)
+
+    @property
+    def stopped(self) -> bool:
+        """Started, and no longer listening."""
+        return self.server is not None and not self.server.is_serving()
 
     @property
     def url(self) -> str:
@@ -277,7 +281,7 @@ class MediaPlane:
             max_frame_size=MAX_FRAME_BYTES,
             websocket_handshake_timeout=self.handshake_timeout_seconds,
             enable_auto_ping=False,
-            logger_name=connections_logger,
+            logger_name=connections,
         )
         self.port = self.server.sockets[0].getsockname()[1]
         logger.info("media plane listening on %s", self.url)
@@ -288,12 +292,15 @@ class MediaPlane:
         """The socket for a handshake's path; any other path is refused with 403 (as the HTTP
         server refuses a WebSocket to a path it does not serve)."""
         path, _, query = request.path.decode("latin-1").partition("?")
-        tokens = parse_qs(query).get("token")
-        token = tokens[0] if tokens else None
         if phone := PHONE_PATH.fullmatch(path):
-            dialect = DIALECTS[phone["provider"]]
-            limit = self.limits.media_stream_bytes
-            return MediaSocket(self, Route(phone["agent_id"], dialect, token, limit))
+            tokens = parse_qs(query).get("token")  # Telnyx's stream URL carries the token
+            route = Route(
+                phone["agent_id"],
+                DIALECTS[phone["provider"]],
+                tokens[0] if tokens else None,
+                self.limits.media_stream_bytes,
+            )
+            return MediaSocket(self, route)
         if browser := BROWSER_PATH.fullmatch(path):
             limit = self.limits.browser_bytes
             return MediaSocket(self, Route(browser["agent_id"], None, None, limit))
@@ -330,7 +337,6 @@ class MediaPlane:
         if self.server is None:
             return
         self.server.close()
-        self.stopped = True
         loop = asyncio.get_running_loop()
         longest = 0.0
         for socket in list(self.calls):

@@ -8,11 +8,21 @@ the peer is not reading, `wait_writable` waits instead of buffering without boun
 """
 
 import asyncio
+import logging
 
 import picows
 
 TEXT, BINARY = picows.WSMsgType.TEXT, picows.WSMsgType.BINARY
 CONTINUATION, CLOSE = picows.WSMsgType.CONTINUATION, picows.WSMsgType.CLOSE
+
+
+def connections_logger(module: str) -> logging.Logger:
+    """The logger picows gets: it says every connection and disconnection at INFO, so its
+    child logger is kept to warnings unless configured otherwise."""
+    chatty = logging.getLogger(f"{module}.connections")
+    if chatty.level == logging.NOTSET:
+        chatty.setLevel(logging.WARNING)
+    return chatty
 
 
 class MessageListener(picows.WSListener):

@@ -12,7 +12,6 @@ Under granian only its own header-read timeout applies.
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import sys
 from collections import Counter
@@ -24,7 +23,8 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from switchboard_runtime.worker.settings import ServerSettings
+from switchboard_runtime.worker.media_plane import MAX_FRAME_BYTES
+from switchboard_runtime.worker.settings import ProxyNetworks, ServerSettings, is_trusted_proxy
 
 HttpServer = Literal["uvicorn", "granian"]
 
@@ -36,7 +36,7 @@ HttpServer = Literal["uvicorn", "granian"]
 UVICORN_WEBSOCKETS: dict[str, Any] = {
     "ws": "websockets-sansio",
     "ws_per_message_deflate": False,
-    "ws_max_size": 64 * 1024,
+    "ws_max_size": MAX_FRAME_BYTES,
 }
 
 
@@ -93,23 +93,10 @@ class HttpGuards:
     # this catches bodies no route reads (a 404 or 405 answered before the body arrived).
     body_timeout_seconds: float
     max_pending_per_address: int
-    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-
-    @classmethod
-    def trusting(
-        cls, proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-    ) -> "HttpGuards":
-        """Guards that only say whom to trust (for a listener with bounds of its own)."""
-        return cls(0.0, 0.0, 0, proxies)
+    trusted_proxies: ProxyNetworks
 
     def trusts(self, address: str | None) -> bool:
-        if not address or not self.trusted_proxies:
-            return False
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self.trusted_proxies)
+        return is_trusted_proxy(address, self.trusted_proxies)
 
 
 # Time the app has, past its own body deadline, to send its 408 before the server closes.

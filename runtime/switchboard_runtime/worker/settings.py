@@ -43,7 +43,7 @@ class ServerSettings(BaseSettings):
         return value
 
     @property
-    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    def trusted_proxy_networks(self) -> "ProxyNetworks":
         return tuple(
             ipaddress.ip_network(part.strip(), strict=False)
             for part in self.trusted_proxies.split(",")
@@ -98,6 +98,20 @@ class WorkerSettings(ServerSettings):
     # live calls go on for up to this long before they end as `worker_shutdown`. Keep both below
     # the grace period the orchestrator gives before it kills the process. 0: cut at once.
     worker_drain_seconds: float = Field(default=0.0, ge=0, le=3600)
+
+
+ProxyNetworks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+def is_trusted_proxy(address: str | None, proxies: ProxyNetworks) -> bool:
+    """Whether `address` is one of SWITCHBOARD_TRUSTED_PROXIES (whose X-Forwarded-For counts)."""
+    if not address or not proxies:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in proxies)
 
 
 class SettingsError(Exception):

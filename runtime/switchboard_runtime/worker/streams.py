@@ -8,7 +8,6 @@ handlers a stream has no use for.
 """
 
 import contextlib
-import re
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
@@ -17,8 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from switchboard_runtime.telephony import DIALECTS, Dialect, PhoneGone
-
-MEDIA_STREAM_PATH = re.compile(r"/ws/(?P<provider>twilio|telnyx)/(?P<agent_id>[^/]+)")
+from switchboard_runtime.worker.media_plane import PHONE_PATH
 
 # Close codes the phone side sees (application range 4000-4999).
 CLOSE_UNAUTHORIZED = 4401
@@ -114,9 +112,7 @@ class MediaStreams:
         self.app, self.handle = app, handle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        stream = (
-            MEDIA_STREAM_PATH.fullmatch(scope["path"]) if scope["type"] == "websocket" else None
-        )
+        stream = PHONE_PATH.fullmatch(scope["path"]) if scope["type"] == "websocket" else None
         if stream is None:
             await self.app(scope, receive, send)
             return

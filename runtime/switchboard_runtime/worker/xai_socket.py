@@ -39,13 +39,15 @@ from switchboard_runtime.realtime_socket import (
     open_realtime_socket,
     wake,
 )
-from switchboard_runtime.worker.picows_messages import CLOSE, TEXT, MessageListener
+from switchboard_runtime.worker.picows_messages import (
+    CLOSE,
+    TEXT,
+    MessageListener,
+    connections_logger,
+)
 
 logger = logging.getLogger(__name__)
-# picows says every connection and disconnection at INFO: kept to warnings unless configured.
-connections_logger = logging.getLogger(f"{__name__}.connections")
-if connections_logger.level == logging.NOTSET:
-    connections_logger.setLevel(logging.WARNING)
+connections = connections_logger(__name__)
 
 NORMAL_CLOSURES = (1000, 1001)
 
@@ -82,8 +84,7 @@ class PicowsRealtimeSocket(MessagesUntilClosed, MessageListener):
 
     def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
         self.disconnected = True
-        if not self.lost.done():
-            self.lost.set_result(None)
+        wake(self.lost)
         wake(self.readable)
         self.release_writers()
 
@@ -167,7 +168,7 @@ async def open_picows_realtime_socket(
                 enable_auto_ping=False,
                 max_frame_size=max_size,
                 max_redirects=0,
-                logger_name=connections_logger,
+                logger_name=connections,
             )
     except picows.WSInvalidStatusError as exc:
         raise InvalidStatus(_response_of(exc)) from exc
