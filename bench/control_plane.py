@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from control_plane.auth import service as auth_service  # noqa: E402
 from control_plane.auth.principal import SYSTEM  # noqa: E402
 from control_plane.catalogue.seed import seed_catalogue  # noqa: E402
-from control_plane.db import make_engine  # noqa: E402
+from control_plane.db import make_engine, read_only  # noqa: E402
 from control_plane.keys import service as keys_service  # noqa: E402
 from control_plane.keys.crypto import Keyring  # noqa: E402
 from control_plane.migrate import upgrade  # noqa: E402
@@ -427,13 +427,15 @@ def measure_in_process(seeded: Seeded) -> dict[str, Any]:
     with Session(engine) as session:
         principal = auth_service.principal_for_token(session, seeded.service_token)
     assert principal is not None
+    read_engine = read_only(engine)
     samples = []
     for index in range(2000):
         path = seeded.agent_paths[index % len(seeded.agent_paths)].split("/")
         workspace_id, agent_id = path[4], path[6]
         # The agent and key are read from the database; the catalogue is kept, as in a process.
+        # The session reads as the session-config route's does (deps.ReadSessionDep).
         generations.on_change(f"config:{workspace_id}")
-        with Session(engine) as session:
+        with Session(read_engine) as session:
             started = time.perf_counter_ns()
             sessions.resolve_agent(session, resolver, principal, workspace_id, agent_id)
             samples.append(time.perf_counter_ns() - started)

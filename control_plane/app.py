@@ -32,7 +32,7 @@ from control_plane.catalogue.pages import router as catalogue_pages
 from control_plane.catalogue.reads import CatalogueReads
 from control_plane.catalogue.snapshot import CatalogueSnapshot
 from control_plane.changes import RESYNC, ChangeFeed
-from control_plane.db import make_engine, session_scope, write_gate
+from control_plane.db import make_engine, read_only, session_scope, write_gate
 from control_plane.deps import SessionDep
 from control_plane.errors import NotFoundError, document_problems, install_error_handlers
 from control_plane.insights.api import router as insights_router
@@ -179,6 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.password_hashing = threading.BoundedSemaphore(settings.max_concurrent_password_hashes)
     app.state.passwords = Passwords(settings.password_hash_cost)
     app.state.engine = make_engine(settings)
+    app.state.read_engine = read_only(app.state.engine)
     app.state.keyring = Keyring.from_settings(settings)
     app.state.call_policy = call_policy(settings, app.state.keyring)
     app.state.change_feed = feed = ChangeFeed(settings)

@@ -1,12 +1,13 @@
 """Database engine and sessions: SQLite by default, PostgreSQL by URL."""
 
 import asyncio
+import time
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import ORMExecuteState
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -29,7 +30,6 @@ def make_engine(settings: Settings) -> Engine:
     engine = create_engine(
         settings.database_url,
         pool_size=settings.database_pool_size,
-        pool_pre_ping=True,
         pool_timeout=settings.database_timeout_seconds,
         connect_args={"connect_timeout": max(1, int(settings.database_timeout_seconds))},
     )
@@ -39,7 +39,35 @@ def make_engine(settings: Settings) -> Engine:
     def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
         return connection_class.connect(*cargs, **cparams)
 
+    ping_when_idle(engine, settings.database_ping_idle_seconds)
     return engine
+
+
+IDLE_SINCE = "switchboard.idle_since"
+
+
+def ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+    """Ping a pooled connection before lending it only if it sat unused for `idle_seconds`.
+
+    SQLAlchemy's `pool_pre_ping` pings at every checkout: one more round trip for every request
+    that reads the database, ahead of the reads themselves. A connection returned moments ago is
+    almost surely still there (connection pools commonly skip the check within half a second of
+    last use); one that sat idle may have been dropped by the server, a proxy or a firewall.
+    A failed ping discards the connection and the pool lends a fresh one."""
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _lent(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        idle_since = record.info.pop(IDLE_SINCE, None)
+        if idle_since is None or time.monotonic() - idle_since < idle_seconds:
+            return  # just connected, or back moments ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(f"connection lost while idle: {exc}") from exc
 
 
 def bounded_connection_class(seconds: float) -> type[Any]:
@@ -63,6 +91,13 @@ def bounded_connection_class(seconds: float) -> type[Any]:
                 ) from None
 
     return BoundedConnection
+
+
+def read_only(engine: Engine) -> Engine:
+    """The engine for sessions that only read (`deps.ReadSessionDep`): its statements run outside
+    a transaction, each reading the latest committed rows. On PostgreSQL that saves the BEGIN and
+    the ROLLBACK, two round trips around the reads themselves. Shares the engine's pool."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def write_gate(settings: Settings) -> AbstractAsyncContextManager[object]:
@@ -99,10 +134,25 @@ def session_scope(engine: Engine, feed: "ChangeFeed | None" = None) -> Iterator[
 WROTE = "switchboard.wrote"
 
 
+READS_ONLY = "switchboard.reads_only"
+
+
+class WriteInReadSessionError(RuntimeError):
+    """A write through a session that only reads: outside a transaction it would not be atomic."""
+
+
 @event.listens_for(Session, "do_orm_execute")
 def _note_write_statements(state: ORMExecuteState) -> None:
     if not state.is_select:
+        if state.session.info.get(READS_ONLY):
+            raise WriteInReadSessionError("this session only reads")
         state.session.info[WROTE] = True
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_flush_in_read_session(session: Session, _context: Any, _instances: Any) -> None:
+    if session.info.get(READS_ONLY) and (session.new or session.dirty or session.deleted):
+        raise WriteInReadSessionError("this session only reads")
 
 
 @event.listens_for(Session, "after_flush")

@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from control_plane.changes import attach
-from control_plane.db import end_read_only, has_work_to_commit
+from control_plane.db import READS_ONLY, end_read_only, has_work_to_commit
 from control_plane.settings import Settings
 
 
@@ -44,6 +44,15 @@ def get_session(
             raise
 
 
+def get_read_session(request: Request) -> Iterator[Session]:
+    """A session for a route that only reads and sits on a hot path (session-config after an
+    edit): no transaction, so its reads cost their own round trips and nothing around them.
+    Each statement reads the latest committed rows; a write through it raises."""
+    with Session(request.app.state.read_engine, expire_on_commit=False) as session:
+        session.info[READS_ONLY] = True
+        yield session
+
+
 async def serialize_call_writes(request: Request) -> AsyncIterator[None]:
     """For the writes every call makes (issue, claim, lease, report), declared on the route so
     it runs before the request's session opens and ends after it commits.
@@ -61,5 +70,6 @@ async def serialize_call_writes(request: Request) -> AsyncIterator[None]:
 # scope="function": commit (and announce changes) before the response is sent, so a client
 # that got 200 can read its own write and no acknowledged write is lost.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+ReadSessionDep = Annotated[Session, Depends(get_read_session, scope="function")]
 SerializedCallWrites = Depends(serialize_call_writes, scope="function")
 SettingsDep = Annotated[Settings, Depends(get_settings)]

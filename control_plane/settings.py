@@ -28,6 +28,11 @@ class Settings(ServerSettings):
     # cut-off database, where connections hang instead of failing) is abandoned and its
     # connection closed, so requests fail with 503 instead of holding a worker thread forever.
     database_query_timeout_seconds: float = Field(default=30.0, gt=0)
+    # PostgreSQL: a pooled connection that sat unused longer than this is pinged before it is
+    # lent (one round trip); one back sooner is lent as it is. A connection the database dropped
+    # in that window fails its first statement, which discards the whole pool (reads fall back to
+    # the last known answer, writes answer 503). 0 pings at every checkout.
+    database_ping_idle_seconds: float = Field(default=0.5, ge=0)
 
     # Keyring for provider API keys: "id1:base64key,id2:base64key"; the first entry is active.
     master_keys: SecretStr | None = None

@@ -10,7 +10,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from control_plane.auth.deps import ServiceDep
 from control_plane.db import end_read_only
-from control_plane.deps import SessionDep
+from control_plane.deps import ReadSessionDep, SessionDep
 from control_plane.errors import ProblemError
 from control_plane.served import served_response
 from control_plane.sessions import service
@@ -54,7 +54,7 @@ def agent_session_config(
     workspace_id: str,
     agent_id: str,
     request: Request,
-    session: SessionDep,
+    session: ReadSessionDep,
     principal: ServiceDep,
     credentials: CredentialsQuery = "key",
     channel: ChannelQuery = "phone",
