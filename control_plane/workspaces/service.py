@@ -171,12 +171,22 @@ class AgentSnapshot:
 
 
 _SETTINGS = WorkspaceSettings.__table__  # type: ignore[attr-defined]
+_AGENTS = Agent.__table__  # type: ignore[attr-defined]
+_WORKSPACES = Workspace.__table__  # type: ignore[attr-defined]
+# The columns a config is built from, no more: each column is work for the driver on every read.
+_AGENT_CONFIG_COLUMNS = [
+    _AGENTS.c[name]
+    for name in (
+        *("id", "version", "name", "pricing_tier", "voice", "instructions", "language"),
+        *("turn_detection_threshold", "tools", "builtin_tools"),
+    )
+]
 _AGENT_WITH_REVISION = (
-    sa_select(Agent.__table__, Workspace.__table__.c.revision, _SETTINGS.c.keep_transcripts)  # type: ignore[attr-defined]
-    .join(Workspace.__table__, Workspace.__table__.c.id == Agent.__table__.c.workspace_id)  # type: ignore[attr-defined]
-    .outerjoin(_SETTINGS, _SETTINGS.c.workspace_id == Agent.__table__.c.workspace_id)  # type: ignore[attr-defined]
-    .where(Agent.__table__.c.id == bindparam("agent_id"))  # type: ignore[attr-defined]
-    .where(Agent.__table__.c.workspace_id == bindparam("workspace_id"))  # type: ignore[attr-defined]
+    sa_select(*_AGENT_CONFIG_COLUMNS, _WORKSPACES.c.revision, _SETTINGS.c.keep_transcripts)
+    .join(_WORKSPACES, _WORKSPACES.c.id == _AGENTS.c.workspace_id)
+    .outerjoin(_SETTINGS, _SETTINGS.c.workspace_id == _AGENTS.c.workspace_id)
+    .where(_AGENTS.c.id == bindparam("agent_id"))
+    .where(_AGENTS.c.workspace_id == bindparam("workspace_id"))
 )
 
 
