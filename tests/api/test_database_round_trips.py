@@ -24,17 +24,20 @@ from tests.conftest import PostgresDatabases, Tokens
 ON_POSTGRESQL = [pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
-def transaction_states(engine: Engine) -> list[tuple[str, str]]:
-    """(the table a statement reads, the PostgreSQL session's transaction state right after it),
-    as they run."""
+def cold_read(client: TestClient, tokens: Tokens) -> list[tuple[str, str]]:
+    """A session-config nothing has kept yet (its token is known): for each statement it ran,
+    the table it read and the PostgreSQL session's transaction state right after it."""
+    first, second = make_agent(client, tokens), make_agent(client, tokens, name="Bo")
+    assert session_config(client, tokens, first).status_code == 200
     seen: list[tuple[str, str]] = []
 
-    @event.listens_for(engine, "after_cursor_execute")
+    @event.listens_for(client.app.state.engine, "after_cursor_execute")  # type: ignore[attr-defined]
     def _after(connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
         status = connection.connection.dbapi_connection.info.transaction_status
         table = re.search(r"\bFROM (\w+)", statement)
         seen.append((table[1] if table else statement[:40], status.name))
 
+    assert session_config(client, tokens, second).status_code == 200
     return seen
 
 
@@ -44,10 +47,7 @@ def test_a_cold_session_config_reads_outside_a_transaction(
     tokens: Tokens,
     grok_ready: None,  # noqa: F811
 ) -> None:
-    first, second = make_agent(client, tokens), make_agent(client, tokens, name="Bo")
-    assert session_config(client, tokens, first).status_code == 200  # the token is known now
-    statements = transaction_states(client.app.state.engine)  # type: ignore[attr-defined]
-    assert session_config(client, tokens, second).status_code == 200
+    statements = cold_read(client, tokens)
     assert "agents" in {table for table, _ in statements}  # the key is kept for the workspace
     # IDLE after each: no BEGIN went before the reads, so no ROLLBACK goes after them.
     assert {state for _, state in statements} == {"IDLE"}, statements
@@ -61,10 +61,7 @@ def test_with_an_ordinary_session_the_same_reads_run_in_a_transaction(
 ) -> None:
     """The twin: the check above sees a transaction when there is one."""
     client.app.state.read_engine = client.app.state.engine  # type: ignore[attr-defined]
-    first, second = make_agent(client, tokens), make_agent(client, tokens, name="Bo")
-    assert session_config(client, tokens, first).status_code == 200
-    statements = transaction_states(client.app.state.engine)  # type: ignore[attr-defined]
-    assert session_config(client, tokens, second).status_code == 200
+    statements = cold_read(client, tokens)
     assert {state for _, state in statements} == {"INTRANS"}, statements
 
 
