@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, delete, event, text
 from sqlalchemy.exc import DBAPIError
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from control_plane import db
 from control_plane.deps import get_read_session
@@ -107,6 +107,44 @@ def test_without_the_refusal_a_write_lands_with_no_commit(client: TestClient) ->
     sessions.close()
     with Session(engine) as check:
         assert check.get(Workspace, "written-outside") is not None
+
+
+def in_transactional_mode(dbapi_connection: Any) -> bool:
+    if isinstance(dbapi_connection, psycopg.Connection):
+        return not dbapi_connection.autocommit
+    return dbapi_connection.isolation_level is not None  # sqlite3: None is autocommit
+
+
+def lent_after_a_read_session(settings: Settings) -> tuple[bool, bool]:
+    """(the same connection came back, it is in transactional mode again) for the ordinary
+    session that borrows the one pooled connection after a read session used it."""
+    engine = db.make_engine(settings.model_copy(update={"database_pool_size": 1}))
+    try:
+        sessions = read_session(engine)
+        reading = next(sessions)
+        reading.execute(select(Workspace).limit(1))
+        read_with = reading.connection().connection.dbapi_connection
+        sessions.close()
+        with Session(engine) as writing:
+            writing.execute(text("SELECT 1"))
+            lent = writing.connection().connection.dbapi_connection
+            return lent is read_with, in_transactional_mode(lent)
+    finally:
+        engine.dispose()
+
+
+def test_a_connection_leaves_the_read_session_transactional_again(settings: Settings) -> None:
+    """Otherwise the next request's writes on it would each commit alone."""
+    assert lent_after_a_read_session(settings) == (True, True)
+
+
+def test_without_the_reset_the_next_session_writes_without_a_transaction(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.engine import default
+
+    monkeypatch.setattr(default.DefaultDialect, "reset_isolation_level", lambda *_: None)
+    assert lent_after_a_read_session(settings) == (True, False)
 
 
 # -- pings ----------------------------------------------------------------------------------------
