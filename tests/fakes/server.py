@@ -18,6 +18,29 @@ def free_port() -> int:
         return port
 
 
+class ReservedPorts:
+    """Free loopback ports held until `release()`, for servers that start a while after their
+    ports must be known (a worker whose media port goes into the control plane's settings).
+    A port from `free_port()` is free only at that instant: under xdist another process's
+    `free_port()` can be given it before the server binds ("address already in use"). A held
+    port is not given to anyone else's bind to port 0, yet a server binds it all the same:
+    uvicorn's, asyncio's and picows' listeners set SO_REUSEADDR, which allows binding beside a
+    socket that is bound but not listening."""
+
+    def __init__(self, count: int) -> None:
+        self.sockets: list[socket.socket] = []
+        for _ in range(count):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", 0))
+            self.sockets.append(sock)
+        self.ports: list[int] = [sock.getsockname()[1] for sock in self.sockets]
+
+    def release(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+
 class BackgroundServer:
     def __init__(
         self,

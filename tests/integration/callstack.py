@@ -34,7 +34,7 @@ from switchboard_runtime.worker import WorkerSettings, create_worker_app
 from switchboard_runtime.worker.serving import SwitchboardServer
 from tests.conftest import auth
 from tests.fakes.fake_xai import FakeXAIState, build_app
-from tests.fakes.server import BackgroundServer, free_port
+from tests.fakes.server import BackgroundServer, ReservedPorts, free_port
 
 XAI_KEY = "xai-" + "RuntimeTestKey0123456789ab" + "Rt42"
 CALLER_FRAMES = [base64.b64encode(bytes([0x7F - i]) * 160).decode() for i in range(5)]
@@ -175,7 +175,8 @@ def build_stack(tmp_path: Path, options: StackOptions | None = None) -> Iterator
     upgrade(database_url)
     twilio_token = secrets.token_hex(16)
     telnyx_key = Ed25519PrivateKey.generate()
-    worker_port, media_port = free_port(), free_port()
+    reserved = ReservedPorts(2)  # held until the worker listens on them
+    worker_port, media_port = reserved.ports
     call_port = media_port if options.media_plane else worker_port  # browser calls go here
     with BackgroundServer(build_app(xai)) as fake:
         settings = Settings(  # type: ignore[call-arg]
@@ -234,6 +235,7 @@ def build_stack(tmp_path: Path, options: StackOptions | None = None) -> Iterator
             with BackgroundServer(
                 worker_app, port=worker_port, **options.worker_websockets
             ) as worker:
+                reserved.release()
                 yield Stack(
                     control_plane=control_plane.base_url,
                     worker=worker.base_url,
