@@ -19,8 +19,9 @@ def free_port() -> int:
 
 
 class ReservedPorts:
-    """Free loopback ports held until `release()`, for servers that start a while after their
-    ports must be known (a worker whose media port goes into the control plane's settings).
+    """Free loopback ports held until `release()` (`BackgroundServer` releases them once it has
+    started), for servers that start a while after their ports must be known (a worker whose
+    media port goes into the control plane's settings).
     A port from `free_port()` is free only at that instant: under xdist another process's
     `free_port()` can be given it before the server binds ("address already in use"). A held
     port is not given to anyone else's bind to port 0, yet a server binds it all the same:
@@ -47,11 +48,14 @@ class BackgroundServer:
         app: Any,
         port: int | None = None,
         server_class: type[uvicorn.Server] = uvicorn.Server,
+        reserved: ReservedPorts | None = None,
         **websockets: Any,
     ) -> None:
         """`server_class`: `serving.SwitchboardServer` to stop as `switchboard worker` does
-        (waiting for owed media streams when the app drains)."""
+        (waiting for owed media streams when the app drains). `reserved`: ports the app's
+        settings name (its own, its media plane's), released once it listens or fails to."""
         self.port = port or free_port()
+        self.reserved = reserved
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
@@ -71,10 +75,14 @@ class BackgroundServer:
     def start(self) -> "BackgroundServer":
         self.thread.start()
         deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("background server did not start")
-            time.sleep(0.01)
+        try:
+            while not self.server.started:
+                if time.monotonic() > deadline or not self.thread.is_alive():
+                    raise RuntimeError("background server did not start")
+                time.sleep(0.01)
+        finally:
+            if self.reserved is not None:
+                self.reserved.release()
         return self
 
     def stop(self) -> None:

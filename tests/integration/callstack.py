@@ -34,7 +34,7 @@ from switchboard_runtime.worker import WorkerSettings, create_worker_app
 from switchboard_runtime.worker.serving import SwitchboardServer
 from tests.conftest import auth
 from tests.fakes.fake_xai import FakeXAIState, build_app
-from tests.fakes.server import BackgroundServer, ReservedPorts, free_port
+from tests.fakes.server import BackgroundServer, ReservedPorts
 
 XAI_KEY = "xai-" + "RuntimeTestKey0123456789ab" + "Rt42"
 CALLER_FRAMES = [base64.b64encode(bytes([0x7F - i]) * 160).decode() for i in range(5)]
@@ -66,7 +66,8 @@ class Stack:
         """A second worker replica on the same control plane, not started: its server (which
         stops as `switchboard worker` does) and app ("{port}" and "{media_port}" in a setting
         become the replica's HTTP and media plane ports)."""
-        port, media_port = free_port(), free_port()
+        reserved = ReservedPorts(2)  # held until the replica listens on them
+        port, media_port = reserved.ports
         update = {
             "worker_public_url": f"http://127.0.0.1:{port}",
             "worker_media_port": media_port,
@@ -81,7 +82,9 @@ class Stack:
         app = create_worker_app(
             self.worker_settings.model_copy(update=update), telemetry=self.telemetry
         )
-        return BackgroundServer(app, port=port, server_class=SwitchboardServer), app
+        return BackgroundServer(
+            app, port=port, server_class=SwitchboardServer, reserved=reserved
+        ), app
 
     @contextlib.contextmanager
     def another_worker(self, **settings: Any) -> Iterator[tuple[str, Any]]:
@@ -233,9 +236,8 @@ def build_stack(tmp_path: Path, options: StackOptions | None = None) -> Iterator
                 worker_settings, tools_factory=tools_factory, telemetry=telemetry
             )
             with BackgroundServer(
-                worker_app, port=worker_port, **options.worker_websockets
+                worker_app, port=worker_port, reserved=reserved, **options.worker_websockets
             ) as worker:
-                reserved.release()
                 yield Stack(
                     control_plane=control_plane.base_url,
                     worker=worker.base_url,
