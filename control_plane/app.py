@@ -9,6 +9,7 @@ import secrets
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -72,6 +73,7 @@ from control_plane.workspaces.api import router as workspaces_router
 from control_plane.workspaces.cache import AgentPages
 from control_plane.workspaces.pages import router as workspaces_pages
 from switchboard_runtime.logging import configure_logging
+from switchboard_runtime.worker.serving import INSTANT_ANSWERS
 
 logger = logging.getLogger(__name__)
 
@@ -117,13 +119,17 @@ def call_policy(settings: Settings, keyring: Keyring) -> CallPolicy:
 
 class SwitchboardApp(FastAPI):
     """FastAPI, with the hot reads' lane (`sessions/fastpath.HotReads`) in front of every layer:
-    set `hot_reads` to wrap the app's stack once it is built."""
+    set `hot_reads` to wrap the app's stack once it is built (`hot_lane`, from then on)."""
 
-    hot_reads: Callable[[ASGIApp], ASGIApp] | None = None
+    hot_reads: Callable[[ASGIApp], HotReads] | None = None
+    hot_lane: HotReads | None = None
 
     def build_middleware_stack(self) -> ASGIApp:
         stack = super().build_middleware_stack()
-        return stack if self.hot_reads is None else self.hot_reads(stack)
+        if self.hot_reads is None:
+            return stack
+        self.hot_lane = self.hot_reads(stack)
+        return self.hot_lane
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -131,7 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings.log_level, ("control_plane", "switchboard_runtime"))
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: SwitchboardApp) -> AsyncIterator[dict[str, Any]]:
         app.state.write_gate = write_gate(settings)
         start_flags(app.state.engine, app.state.flag_gate)
         app.state.change_feed.start()
@@ -150,7 +156,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ),
                 name="maintenance",
             )
-        yield
+        # The HTTP server (`switchboard serve`) answers known hot reads as they arrive.
+        yield {} if app.hot_lane is None else {INSTANT_ANSWERS: app.hot_lane.answer_now}
         if maintenance is not None:
             maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):

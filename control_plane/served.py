@@ -2,9 +2,10 @@
 
 Session configs, the Unleash client API and the catalogue are built once per change, serialized
 once, and then sent as they are, with a strong ETag computed at build time: a matching
-`If-None-Match` answers 304 without building anything. `send_served` writes such an answer
-straight to ASGI (the fast path, before the framework runs); `served_response` hands it to
-FastAPI (the routes, which build on a miss and explain every error).
+`If-None-Match` answers 304 without building anything. `Served.answer` is such an answer whole
+(the fast path: written by the HTTP server as the request arrives, or sent straight to ASGI);
+`served_response` hands it to FastAPI (the routes, which build on a miss and explain every
+error).
 """
 
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from starlette.types import Send
 
 from control_plane.http import strong_etag
 from control_plane.middleware import API_CSP, SECURITY_HEADERS
+from switchboard_runtime.worker.serving import InstantAnswer
 
 STALE_HEADER = "X-Switchboard-Stale"
 
@@ -39,20 +41,26 @@ class Served:
         tags = {part.strip().removeprefix("W/") for part in text.split(",")}
         return "*" in tags or self.etag in tags
 
-    @cached_property
-    def raw_304(self) -> list[tuple[bytes, bytes]]:
-        """The headers of a 304 as ASGI sends them, built once per answer (frozen: the cache
-        writes the instance's dict, not its fields)."""
-        own = [(name.lower().encode(), value.encode()) for name, value in self.headers().items()]
-        return [*own, *SECURITY_HEADERS, (b"content-security-policy", API_CSP)]
+    def answer(self, if_none_match: bytes | None) -> InstantAnswer:
+        """The whole response to a request with this `If-None-Match`, with every header the
+        app's layers would have added (the security headers)."""
+        return self.not_modified if self.matches(if_none_match) else self.ok
 
     @cached_property
-    def raw_200(self) -> list[tuple[bytes, bytes]]:
-        return [
-            *self.raw_304,
+    def not_modified(self) -> InstantAnswer:
+        """Built once per answer (frozen: the cache writes the instance's dict, not its fields)."""
+        own = [(name.lower().encode(), value.encode()) for name, value in self.headers().items()]
+        headers = (*own, *SECURITY_HEADERS, (b"content-security-policy", API_CSP))
+        return InstantAnswer(304, headers, b"")
+
+    @cached_property
+    def ok(self) -> InstantAnswer:
+        headers = (
+            *self.not_modified.headers,
             (b"content-type", b"application/json"),
             (b"content-length", str(len(self.body)).encode()),
-        ]
+        )
+        return InstantAnswer(200, headers, self.body)
 
     def headers(self, *, stale: bool = False) -> dict[str, str]:
         headers = {"ETag": self.etag, "Cache-Control": self.cache_control}
@@ -70,13 +78,6 @@ def served_response(request: Request, served: Served, *, stale: bool = False) ->
     return Response(content=served.body, media_type="application/json", headers=headers)
 
 
-async def send_served(send: Send, served: Served, if_none_match: bytes | None) -> int:
-    """Send the answer (or 304) straight to ASGI, with every header the app's layers would
-    have added (the security headers); the status sent."""
-    if served.matches(if_none_match):
-        await send({"type": "http.response.start", "status": 304, "headers": served.raw_304})
-        await send({"type": "http.response.body", "body": b""})
-        return 304
-    await send({"type": "http.response.start", "status": 200, "headers": served.raw_200})
-    await send({"type": "http.response.body", "body": served.body})
-    return 200
+async def send_answer(send: Send, answer: InstantAnswer) -> None:
+    await send({"type": "http.response.start", "status": answer.status, "headers": answer.headers})
+    await send({"type": "http.response.body", "body": answer.body})

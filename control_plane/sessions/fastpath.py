@@ -15,6 +15,10 @@ here against ~17 µs through the framework's and our middleware. So it does itse
 layers would do for it: the request limits (`RequestLimits.refuses`: headers too large, NUL in
 the target), the security headers (on every `Served`), the request metrics. What it does not do
 it leaves to them: a request with a body, or with an `Origin` while CORS is on, goes the long way.
+
+Under `switchboard serve` (uvicorn with `serving.GuardedHttpProtocol`) the lane's `answer_now`
+runs even earlier: the HTTP server calls it as a request's headers complete and writes the
+answer itself, without an ASGI task or messages (~35 % more cached reads per core).
 """
 
 import hmac
@@ -35,10 +39,11 @@ from control_plane.errors import NotFoundError
 from control_plane.middleware import RequestLimits
 from control_plane.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from control_plane.rollout.gate import FlagGate
-from control_plane.served import Served, send_served
+from control_plane.served import Served, send_answer
 from control_plane.sessions.cache import CachedConfig, CacheKey, ConfigCache
 from control_plane.telemetry.metrics import Metrics
 from control_plane.workspaces.cache import AgentPages
+from switchboard_runtime.worker.serving import InstantAnswer
 
 SESSION_CONFIG = re.compile(r"^/api/v1/workspaces/([^/]+)/agents/([^/]+)/session-config$")
 CLIENT_FEATURES = "/api/client/features"
@@ -92,19 +97,29 @@ class HotReads:
         self.client_tokens = client_tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and self._takes(scope):
-            started = time.perf_counter()
-            try:
-                found = self._find(scope)
-            except Exception:  # a fault in a lookup must not cost the request its answer
-                logger.exception("hot read of %s failed; the routes answer it", scope["path"][:200])
-                found = None
-            if found is not None:
-                route, served = found
-                status = await send_served(send, served, self._header(scope, b"if-none-match"))
-                self.metrics.observe_request("GET", route, status, time.perf_counter() - started)
-                return
-        await self.app(scope, receive, send)
+        answer = self.answer_now(scope) if scope["type"] == "http" else None
+        if answer is None:
+            await self.app(scope, receive, send)
+        else:
+            await send_answer(send, answer)
+
+    def answer_now(self, scope: Scope) -> InstantAnswer | None:
+        """The whole answer to this request if it is a hot read already known (counted in the
+        request metrics); None leaves it to the app. The HTTP server's `INSTANT_ANSWERS`."""
+        if scope["method"] != "GET" or not self._takes(scope):
+            return None
+        started = time.perf_counter()
+        try:
+            found = self._find(scope)
+        except Exception:  # a fault in a lookup must not cost the request its answer
+            logger.exception("hot read of %s failed; the routes answer it", scope["path"][:200])
+            return None
+        if found is None:
+            return None
+        route, served = found
+        answer = served.answer(self._header(scope, b"if-none-match"))
+        self.metrics.observe_request("GET", route, answer.status, time.perf_counter() - started)
+        return answer
 
     def _takes(self, scope: Scope) -> bool:
         """Whether this lane may answer: nothing the layers behind it would refuse or add to."""
