@@ -2,7 +2,8 @@
 
 Run with `make bench` (it starts PostgreSQL and unleash-server, NODE_ENV=production, on loopback
 through scripts/test-services.sh). Both sides run on PostgreSQL; Switchboard runs again on SQLite
-as a second row. Every endpoint is warmed (3 s of the same load) before its measured 10 s.
+as a second row. Switchboard runs as it is deployed: `switchboard serve`, one worker. Every
+endpoint is warmed (3 s of the same load) before its measured 10 s.
 
   - wrk -t1 -c16 -d10s: Unleash's /api/client/features (20 features); Switchboard's
     /api/client/features (the same 20), its session-config for one agent, and its session-config
@@ -302,23 +303,11 @@ def switchboard_server(seeded: Seeded, workdir: Path) -> Iterator[str]:
         "SWITCHBOARD_CLIENT_API_TOKENS": CLIENT_TOKEN,
         "SWITCHBOARD_LOG_LEVEL": "WARNING",
     }
+    # As deployed: `switchboard serve`, one uvicorn worker with the server's guards and
+    # its instant answers (runtime/switchboard_runtime/worker/serving.py).
+    switchboard = Path(sys.executable).parent / "switchboard"
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "control_plane.app:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
+        [str(switchboard), "serve", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
         cwd=ROOT,
     )
