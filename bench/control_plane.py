@@ -43,6 +43,7 @@ from sqlmodel import Session
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.host import host_reference_us  # noqa: E402
 from control_plane.auth import service as auth_service  # noqa: E402
 from control_plane.auth.principal import SYSTEM  # noqa: E402
 from control_plane.catalogue.seed import seed_catalogue  # noqa: E402
@@ -455,6 +456,7 @@ def main() -> None:
     unleash_client_token = os.environ["SWITCHBOARD_TEST_UNLEASH_CLIENT_TOKEN"]
     postgres_url = os.environ["SWITCHBOARD_TEST_POSTGRES_URL"]
     wait_healthy(f"{unleash_url}/health")
+    reference = host_reference_us()  # before anything of ours runs
 
     workdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
     databases = {
@@ -532,6 +534,7 @@ def main() -> None:
         "cores": os.cpu_count(),
         "python": sys.version.split()[0],
         "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "host_reference_us": reference,
     }
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
@@ -555,6 +558,7 @@ def main() -> None:
     for memo in ("flag_evaluation_memoized", "flag_evaluation_raw", "resolve_uncached"):
         p = in_process[memo]
         print(f"in-process {memo}: p50 {p['p50_us']:.1f} us, p99 {p['p99_us']:.1f} us")
+    print(f"host reference (bench/host.py; compare runs by it): {reference:.2f} us")
     print()
     for name, outcome in results["targets"].items():
         print(f"{outcome['verdict']}  {name} = {outcome['value']:.2f} (target {outcome['target']})")

@@ -3,7 +3,7 @@
 Each `make bench*` target writes its figures to bench/results/ (kept out of git: they belong to
 the machine that ran them). `make bench-report` turns the newest ones into one table and writes it
 into docs/benchmarks.md between the two markers; everything below the table (the history) is
-left as it is. A target that has not run on this machine says so instead of a figure.
+left as it is. A target with no result here keeps the rows the page already has for it.
 """
 
 import json
@@ -25,6 +25,20 @@ def control_plane(results: dict[str, Any]) -> list[Row]:
     return [
         (name.replace("_", " "), f"{figure['value']:,.2f}", figure["target"], figure["verdict"])
         for name, figure in results["targets"].items()
+    ] + host_reference(results["machine"])
+
+
+def host_reference(results: dict[str, Any]) -> list[Row]:
+    """The host's speed at the time (bench/host.py): older result files do not carry it."""
+    if "host_reference_us" not in results:
+        return []
+    return [
+        (
+            "host reference (µs; lower = a quieter host)",
+            f"{results['host_reference_us']:.2f}",
+            "",
+            "",
+        )
     ]
 
 
@@ -44,7 +58,7 @@ def runtime(results: dict[str, Any]) -> list[Row]:
     return [
         (label.format(calls=calls), format(results[key], spec), target, "")
         for label, key, spec, target in RUNTIME_FIGURES
-    ]
+    ] + host_reference(results)
 
 
 def call_entry(results: dict[str, Any]) -> list[Row]:
@@ -141,7 +155,9 @@ SOURCES: list[tuple[str, str, Callable[[dict[str, Any]], list[Row]]]] = [
 ]
 
 
-def table() -> str:
+def table(on_page: dict[str, list[str]]) -> str:
+    """The table; a target with no result file here keeps the rows the page has for it (from
+    the machine that ran it last), so regenerating on a fresh clone loses no figure."""
     lines = [
         "| benchmark | figure | value | target | verdict | measured |",
         "|---|---|---|---|---|---|",
@@ -149,7 +165,7 @@ def table() -> str:
     for target, name, rows in SOURCES:
         path = RESULTS / name
         if not path.exists():
-            lines.append(f"| `{target}` | not run on this machine | | | | |")
+            lines += on_page.get(target) or [f"| `{target}` | not run on this machine | | | | |"]
             continue
         when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(path.stat().st_mtime))
         for figure, value, goal, verdict in rows(json.loads(path.read_text())):
@@ -157,11 +173,20 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def rows_by_target(current: str) -> dict[str, list[str]]:
+    """The page's measured rows, by the target in their first column."""
+    rows: dict[str, list[str]] = {}
+    for line in current.splitlines():
+        if line.startswith("| `") and "not run on this machine" not in line:
+            rows.setdefault(line.split("`")[1], []).append(line)
+    return rows
+
+
 def main() -> None:
     page = PAGE.read_text()
     before, rest = page.split(BEGIN, 1)
-    _, after = rest.split(END, 1)
-    PAGE.write_text(f"{before}{BEGIN}\n{table()}\n{END}{after}")
+    current, after = rest.split(END, 1)
+    PAGE.write_text(f"{before}{BEGIN}\n{table(rows_by_target(current))}\n{END}{after}")
     print(f"wrote the current figures into {PAGE.relative_to(ROOT)}")
 
 

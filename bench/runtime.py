@@ -52,6 +52,7 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.host import host_reference_us  # noqa: E402
 from bench.phone_calls import Dialled, delivery, quantile, talk  # noqa: E402
 from switchboard_runtime import protocol  # noqa: E402
 from switchboard_runtime.loop_lag import LoopLagMonitor  # noqa: E402
@@ -426,24 +427,6 @@ def placement() -> tuple[set[int] | None, set[int]]:
     if not worker < every:
         raise SystemExit(f"BENCH_WORKER_CORE={WORKER_CORE}: not one of this process's CPUs")
     return worker, every - worker
-
-
-def host_reference_us() -> float:
-    """A fixed piece of the worker's own per-frame work, timed here before anything else runs:
-    a Twilio media frame parsed and checked, and the xAI append built from it (median of 5
-    rounds of 20,000). The same code takes longer when the host is slower, so runs from
-    different moments compare by this, not by the clock on the wall."""
-    twilio = DIALECTS["twilio"]
-    frame = json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": FRAME}})
-    rounds = []
-    for _ in range(5):
-        started = time.process_time()
-        for _ in range(20_000):
-            media = twilio.parse(json.loads(frame))
-            assert isinstance(media, Media)
-            protocol.append_audio(media.payload)
-        rounds.append((time.process_time() - started) / 20_000 * 1e6)
-    return statistics.median(rounds)
 
 
 @dataclass
