@@ -24,7 +24,7 @@ from control_plane.auth.cache import TokenCache
 from control_plane.auth.deps import SignInRequired
 from control_plane.auth.pages import router as sign_in_pages
 from control_plane.auth.passwords import Passwords
-from control_plane.auth.service import TOKENS_TOPIC
+from control_plane.auth.service import TOKENS_TOPIC, reverify_cached_token
 from control_plane.auth.throttle import ThrottlePolicy
 from control_plane.calls.api import router as calls_router
 from control_plane.calls.service import CallPolicy
@@ -247,6 +247,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         catalogue_reads=app.state.catalogue_reads,
         agent_pages=agent_pages,
         rebuild_config=functools.partial(rebuild_in_memory, resolver, config_cache),
+        reverify_token=functools.partial(reverify_cached_token, app.state.engine, token_cache),
     )
     app.include_router(tokens_router)
     app.include_router(catalogue_router)

@@ -34,8 +34,9 @@ def authenticate(cache: TokenCache, session: Session, token: str) -> Principal:
     """
     token_hash = auth_service.hash_token(token)
     principal = cache.fresh(token_hash)
-    if principal is not None:
+    if principal is not None and not cache.claim_reverification(token_hash):
         return principal
+    looked_up_at = cache.clock()
     try:
         principal = auth_service.principal_for_token(session, token)
     except (OperationalError, PoolTimeoutError):
@@ -44,8 +45,9 @@ def authenticate(cache: TokenCache, session: Session, token: str) -> Principal:
             raise
         return principal
     if principal is None:
+        cache.forget(token_hash)
         raise UnauthorizedError("The token is not valid or was revoked.", code="invalid_token")
-    cache.put(token_hash, principal)
+    cache.put(token_hash, principal, looked_up_at)
     return principal
 
 

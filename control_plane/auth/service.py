@@ -1,10 +1,14 @@
 """Machine tokens: issue, verify, revoke. Tokens are random and stored as SHA-256 hashes."""
 
 import hashlib
+import logging
 import secrets
 
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
+from control_plane.auth.cache import TokenCache
 from control_plane.auth.models import ApiToken, User, validate_scope
 from control_plane.auth.passwords import Passwords
 from control_plane.auth.principal import Principal
@@ -12,6 +16,8 @@ from control_plane.changes import notify
 from control_plane.core import utcnow
 from control_plane.errors import ConflictError, InvalidInputError, NotFoundError
 from control_plane.pagination import MAX_LIMIT, page
+
+logger = logging.getLogger(__name__)
 
 TOKENS_TOPIC = "tokens"
 TOKEN_PREFIX = "sbt_"  # noqa: S105 - a public marker, not a secret
@@ -39,6 +45,24 @@ def principal_for_token(session: Session, token: str) -> Principal | None:
     if row is None or row.revoked_at is not None:
         return None
     return Principal(name=row.name, scopes=frozenset(row.scopes), token_id=row.id)
+
+
+def reverify_cached_token(engine: Engine, cache: TokenCache, token: str) -> None:
+    """Look a kept token up again ahead of its window's end, off the request path (a worker
+    thread): still valid, it starts a new window; revoked meanwhile, it is dropped. A database
+    error leaves the entry as it is: its window still ends on time."""
+    token_hash = hash_token(token)
+    looked_up_at = cache.clock()
+    try:
+        with Session(engine) as session:
+            principal = principal_for_token(session, token)
+    except SQLAlchemyError as error:
+        logger.warning("re-verifying a token failed (%s); it expires on time", type(error).__name__)
+        return
+    if principal is None:
+        cache.forget(token_hash)
+    else:
+        cache.put(token_hash, principal, looked_up_at)
 
 
 def list_tokens(
