@@ -36,18 +36,15 @@ def authenticate(cache: TokenCache, session: Session, token: str) -> Principal:
     principal = cache.fresh(token_hash)
     if principal is not None and not cache.claim_reverification(token_hash):
         return principal
-    looked_up_at = cache.clock()
     try:
-        principal = auth_service.principal_for_token(session, token)
+        principal = auth_service.verify_and_keep(session, cache, token)
     except (OperationalError, PoolTimeoutError):
         principal = cache.last_known(token_hash)
         if principal is None:
             raise
         return principal
     if principal is None:
-        cache.forget(token_hash)
         raise UnauthorizedError("The token is not valid or was revoked.", code="invalid_token")
-    cache.put(token_hash, principal, looked_up_at)
     return principal
 
 

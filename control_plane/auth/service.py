@@ -47,22 +47,26 @@ def principal_for_token(session: Session, token: str) -> Principal | None:
     return Principal(name=row.name, scopes=frozenset(row.scopes), token_id=row.id)
 
 
-def reverify_cached_token(engine: Engine, cache: TokenCache, token: str) -> None:
-    """Look a kept token up again ahead of its window's end, off the request path (a worker
-    thread): still valid, it starts a new window; revoked meanwhile, it is dropped. A database
-    error leaves the entry as it is: its window still ends on time."""
+def verify_and_keep(session: Session, cache: TokenCache, token: str) -> Principal | None:
+    """Look a token up and record the answer in `cache`: kept if it verifies, dropped if not."""
     token_hash = hash_token(token)
     looked_up_at = cache.clock()
-    try:
-        with Session(engine) as session:
-            principal = principal_for_token(session, token)
-    except SQLAlchemyError as error:
-        logger.warning("re-verifying a token failed (%s); it expires on time", type(error).__name__)
-        return
+    principal = principal_for_token(session, token)
     if principal is None:
         cache.forget(token_hash)
     else:
         cache.put(token_hash, principal, looked_up_at)
+    return principal
+
+
+def reverify_cached_token(engine: Engine, cache: TokenCache, token: str) -> None:
+    """Look a kept token up again ahead of its window's end, off the request path (a worker
+    thread). A database error leaves the entry as it is: its window still ends on time."""
+    try:
+        with Session(engine) as session:
+            verify_and_keep(session, cache, token)
+    except SQLAlchemyError as error:
+        logger.warning("re-verifying a token failed (%s); it expires on time", type(error).__name__)
 
 
 def list_tokens(

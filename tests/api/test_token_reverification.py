@@ -50,18 +50,24 @@ class HeldLookups:
         return self.lookup(*args, **kwargs)
 
 
-def answered_while_lookups_held(
-    client: TestClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch, patience: float
-) -> tuple[list[int], int]:
-    """A service token in steady use for a minute: every 5 s a flight of concurrent
-    session-configs while token lookups are held. How many of each flight were answered before
-    the lookups were released (waiting up to `patience` s), and how many lookups there were."""
+def service_token_kept(client: TestClient, tokens: Tokens) -> tuple[str, TokenCache, Clock]:
+    """An agent, and the service token verified and kept on a clock the test moves."""
     agent = make_agent(client, tokens)
     cache: TokenCache = client.app.state.token_cache  # type: ignore[attr-defined]
     cache.clock = clock = Clock()
     cache.clear()
     clock.now += 0.001  # after the clear, so this lookup is kept
     assert session_config(client, tokens, agent).status_code == 200
+    return agent, cache, clock
+
+
+def answered_while_lookups_held(
+    client: TestClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch, patience: float
+) -> tuple[list[int], int]:
+    """A service token in steady use for a minute: every 5 s a flight of concurrent
+    session-configs while token lookups are held. How many of each flight were answered before
+    the lookups were released (waiting up to `patience` s), and how many lookups there were."""
+    agent, _, clock = service_token_kept(client, tokens)
     held = HeldLookups(auth_service.principal_for_token)
     monkeypatch.setattr(auth_service, "principal_for_token", held)
     answered = []
@@ -114,12 +120,7 @@ def test_a_token_revoked_behind_the_feed_is_dropped_at_its_reverification(
     client: TestClient, tokens: Tokens
 ) -> None:
     """Re-verifying ahead keeps the rule: a token that no longer verifies is not kept."""
-    agent = make_agent(client, tokens)
-    cache: TokenCache = client.app.state.token_cache  # type: ignore[attr-defined]
-    cache.clock = clock = Clock()
-    cache.clear()
-    clock.now += 0.001
-    assert session_config(client, tokens, agent).status_code == 200
+    agent, cache, clock = service_token_kept(client, tokens)
     engine = client.app.state.engine  # type: ignore[attr-defined]
     with Session(engine) as session:  # revoked without the change feed hearing of it
         token_hash = auth_service.hash_token(tokens.service)
