@@ -160,6 +160,20 @@ SERVER_EVENTS: dict[str, type[ServerEvent]] = {
 }
 
 
+def parse_audio_delta(raw: str | bytes) -> AudioDelta | None:
+    """The event if `raw` is a well-formed agent audio delta; None for anything else."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or data.get("type") != "response.output_audio.delta":
+        return None
+    try:
+        return AudioDelta.model_validate(data)
+    except ValidationError:
+        return None
+
+
 def parse_server_event(raw: str | bytes) -> ServerEvent | Malformed:
     try:
         data = orjson.loads(raw)

@@ -20,8 +20,8 @@ import contextlib
 import functools
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator
-from typing import Protocol, cast
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol, cast, runtime_checkable
 
 from websockets.asyncio.client import connect
 from websockets.client import ClientProtocol
@@ -52,6 +52,16 @@ class RealtimeSocket(Protocol):
 
     @property
     def close_reason(self) -> str | None: ...
+
+
+@runtime_checkable
+class CallbackRelay(Protocol):
+    """A socket that hands a message over inside its frame callback (`take_now`, while its
+    reader is parked) and writes without waiting when it can (`send_now`): the worker's."""
+
+    take_now: Callable[[str | bytes], bool] | None
+
+    def send_now(self, message: str) -> bool: ...
 
 
 class SocketOpener(Protocol):

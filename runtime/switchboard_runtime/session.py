@@ -18,7 +18,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -41,6 +41,7 @@ from switchboard_runtime.contract import (
     TranscriptEntry,
 )
 from switchboard_runtime.realtime_socket import (
+    CallbackRelay,
     RealtimeSocket,
     SocketOpener,
     open_realtime_socket,
@@ -255,7 +256,12 @@ class GrokRealtimeSession:
         )
         self.transcripts: list[Transcript] = []
         self._ws: RealtimeSocket | None = None
+        self._send_now: Callable[[str], bool] | None = None  # the socket's, when it has one
         self._outbound: asyncio.Queue[OutboundEvent] = asyncio.Queue()
+        self._player_parked = False  # the phone side waits in events() with nothing queued
+        # Set by the phone side while it can play agent audio without waiting (True: played):
+        # then audio skips the queue and the player's wake-up (see `_play`).
+        self.play_now: Callable[[AudioOut], bool] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._leased = contextlib.AsyncExitStack()  # renews the call's lease while it runs
         self._tool_tasks: set[asyncio.Task[None]] = set()
@@ -341,6 +347,9 @@ class GrokRealtimeSession:
         self._reader = asyncio.create_task(
             self._read_forever(), name=f"grok-reader-{self.telemetry.call_id}"
         )
+        if isinstance(self._ws, CallbackRelay):  # the worker's: relays in its frame callback
+            self._ws.take_now = self._take_now
+            self._send_now = self._ws.send_now
         await self._send_held_audio()
         self.ready_at = time.monotonic()
 
@@ -465,6 +474,8 @@ class GrokRealtimeSession:
 
     async def _close_socket(self) -> None:
         self._closing = True
+        if isinstance(self._ws, CallbackRelay):  # no cycle left for the collector to find
+            self._ws.take_now = self._send_now = None
         if self._ws is not None:
             await self._ws.close()
 
@@ -474,11 +485,8 @@ class GrokRealtimeSession:
         """Caller audio, base64, passed through untouched; held until the session is ready."""
         if self.ended is not None:
             return
-        held = self._held_audio
-        if held is not None:
-            if len(held) == held.maxlen:
-                self.telemetry.held_audio_dropped += 1  # the oldest goes: heard from now on
-            held.append(payload_b64)
+        if self._held_audio is not None:
+            self._hold(payload_b64)
             return
         if self._ws is None:
             return
@@ -487,6 +495,27 @@ class GrokRealtimeSession:
         except ConnectionClosed:
             return  # the reader notices and ends the call
         self.caller_heard.set()
+
+    def send_audio_now(self, payload_b64: str) -> bool:
+        """`send_audio` from a frame callback: True when done without waiting; False when it
+        would have to wait (xAI not reading, the socket closing): then `send_audio` it."""
+        if self.ended is not None:
+            return True
+        if self._held_audio is not None:
+            self._hold(payload_b64)
+            return True
+        send_now = self._send_now
+        if send_now is None or not send_now(protocol.append_audio(payload_b64)):
+            return False
+        self.caller_heard.set()
+        return True
+
+    def _hold(self, payload_b64: str) -> None:
+        held = self._held_audio
+        assert held is not None
+        if len(held) == held.maxlen:
+            self.telemetry.held_audio_dropped += 1  # the oldest goes: heard from now on
+        held.append(payload_b64)
 
     async def _send_held_audio(self) -> None:
         """What the caller said during set-up, oldest first. Frames arriving meanwhile join the
@@ -508,12 +537,27 @@ class GrokRealtimeSession:
     async def events(self) -> AsyncIterator[OutboundEvent]:
         """Everything the phone side needs, until (and including) CallEnded."""
         while True:
-            event = await self._outbound.get()
+            self._player_parked = True
+            try:
+                event = await self._outbound.get()
+            finally:
+                self._player_parked = False
             yield event
             if isinstance(event, CallEnded):
                 return
 
     # --- reading xAI --------------------------------------------------------------------------
+
+    def _take_now(self, raw: str | bytes) -> bool:
+        """Agent audio straight from the socket's frame callback while the reader is parked:
+        the most frequent event needs no await. Anything else goes to the reader (False)."""
+        if self.ended is not None:
+            return False
+        event = wire.parse_audio_delta(raw)
+        if event is None:
+            return False
+        self._audio(event)
+        return True
 
     async def _read_forever(self) -> None:
         assert self._ws is not None
@@ -584,7 +628,20 @@ class GrokRealtimeSession:
             since = self._speech_stopped_at or max(self.ready_at or 0, self.stream_started_at or 0)
             self.telemetry.time_to_first_audio_ms = round((now - (since or now)) * 1000, 1)
         self._audio_since_clear = True
-        self._outbound.put_nowait(AudioOut(event.delta, now))
+        self._play(AudioOut(event.delta, now))
+
+    def _play(self, audio: AudioOut) -> None:
+        """To the phone at once when its player is parked with nothing queued before this and
+        the phone takes it without waiting; else in order through the queue."""
+        play_now = self.play_now
+        if play_now is not None and self._player_idle() and play_now(audio):
+            return
+        self._outbound.put_nowait(audio)
+
+    def _player_idle(self) -> bool:
+        """The phone side waits in `events()` with nothing queued: audio played now overtakes
+        nothing (while it plays an earlier event, this one would)."""
+        return self._player_parked and self._outbound.empty()
 
     async def _response_done(self, event: wire.ResponseDone) -> None:
         response = event.response

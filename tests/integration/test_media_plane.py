@@ -11,6 +11,7 @@ finish, and the streams of calls it answered just before still get in.
 """
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import gc
@@ -92,6 +93,50 @@ async def test_a_call_runs_on_the_media_plane(
     sockets = spy_on_bridged_sockets(monkeypatch)
     await a_full_call(stack, kind)
     assert [type(s) for s in sockets] == [MediaSocket]
+
+
+async def test_paced_frames_are_relayed_in_the_socket_callbacks_in_order(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frames 20 ms apart, as phones and xAI send them: most go straight through inside the
+    socket callbacks, both ways, and every byte still arrives in order (the guards that keep
+    the order: tests/unit/test_relay_in_callback.py)."""
+    relayed = {"caller": 0, "agent": 0}
+    send_audio_now, take_now = GrokRealtimeSession.send_audio_now, GrokRealtimeSession._take_now
+
+    def counted_send(self: GrokRealtimeSession, payload: str) -> bool:
+        sent = send_audio_now(self, payload)
+        relayed["caller"] += sent and self._held_audio is None
+        return sent
+
+    def counted_take(self: GrokRealtimeSession, raw: str | bytes) -> bool:
+        taken = take_now(self, raw)
+        relayed["agent"] += taken
+        return taken
+
+    monkeypatch.setattr(GrokRealtimeSession, "send_audio_now", counted_send)
+    monkeypatch.setattr(GrokRealtimeSession, "_take_now", counted_take)
+    stack.xai.delta_interval = 0.02
+    async for phone in phone_call(stack, "twilio"):
+        await phone.speak(CALLER_FRAMES[:1])
+        await poll(
+            lambda: bool(
+                stack.xai.connections
+                and stack.xai.connections[-1].of_type("input_audio_buffer.append")
+            )
+        )
+        for frame in CALLER_FRAMES[1:]:
+            await asyncio.sleep(0.02)
+            await phone.speak([frame])
+        expected = [base64.b64encode(chunk).decode() for chunk in stack.xai.reply_audio]
+        await phone.collect(lambda p, n=len(expected): len(p.media()) >= n)
+        assert phone.media() == expected
+        appended = stack.xai.connections[-1].of_type("input_audio_buffer.append")
+        assert [event["audio"] for event in appended] == CALLER_FRAMES
+        await phone.hang_up()
+    # All but the frames that came while the call was still being set up, or in a burst.
+    assert relayed["caller"] >= len(CALLER_FRAMES) - 1, relayed
+    assert relayed["agent"] >= len(expected) - 2, relayed
 
 
 async def a_call_left_behind(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> bool:

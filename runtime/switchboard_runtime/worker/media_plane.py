@@ -144,6 +144,15 @@ class MediaSocket(MessageListener):
     async def send_text(self, text: str) -> None:
         await self._send(TEXT, text.encode())
 
+    def send_text_now(self, text: str) -> bool:
+        """Write a frame without waiting: False (nothing written) when the phone is gone or not
+        reading, where `send_text` would wait or raise."""
+        if not self.open or not self.peer_reading:
+            return False
+        assert self.transport is not None
+        self.transport.send(TEXT, text.encode())
+        return True
+
     async def send_bytes(self, data: bytes) -> None:
         await self._send(BINARY, data)
 
@@ -208,6 +217,8 @@ class MediaSocket(MessageListener):
 
     def on_message(self, message: str | bytes) -> None:
         if self.close_sent:  # past our close: only the peer's close matters now
+            return
+        if self.hand_over(message, self.inbox, self.waiter):
             return
         self.inbox.append(message)
         wake(self.waiter)

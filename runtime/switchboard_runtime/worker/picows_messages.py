@@ -9,6 +9,7 @@ the peer is not reading, `wait_writable` waits instead of buffering without boun
 
 import asyncio
 import logging
+from collections.abc import Callable, Sized
 
 import picows
 
@@ -32,6 +33,10 @@ class MessageListener(picows.WSListener):
         self.fragments: bytearray | None = None  # a message arriving in several frames
         self.fragments_text = False
         self.writable: asyncio.Event | None = None  # set while the peer takes our writes
+        # Set by whoever reads this socket: takes a message inside picows' frame callback while
+        # the reader is parked with nothing queued before it (True: taken; False: queue it).
+        # A frame relayed here skips the reader task's wake-up, the dearest part of a frame.
+        self.take_now: Callable[[str | bytes], bool] | None = None
 
     # For subclasses -----------------------------------------------------------------------------
 
@@ -69,6 +74,27 @@ class MessageListener(picows.WSListener):
                 self._message(data, text=self.fragments_text)
             return True
         return False
+
+    def hand_over(
+        self, message: str | bytes, queued: Sized, reader: asyncio.Future[None] | None
+    ) -> bool:
+        """Whether `take_now` took `message` (else it joins `queued`). Only while the reader is
+        parked on `reader`: a message taken while the reader still works on an earlier one, or
+        with others queued, would overtake them."""
+        return (
+            self.take_now is not None
+            and self.reader_parked(queued, reader)
+            and self.take_now(message)
+        )
+
+    @staticmethod
+    def reader_parked(queued: Sized, reader: asyncio.Future[None] | None) -> bool:
+        return not queued and reader is not None and not reader.done()
+
+    @property
+    def peer_reading(self) -> bool:
+        """The peer takes our writes (picows has not paused us)."""
+        return self.writable is None or self.writable.is_set()
 
     async def wait_writable(self) -> None:
         if self.writable is not None and not self.writable.is_set():

@@ -96,6 +96,16 @@ class PicowsRealtimeSocket(MessagesUntilClosed, MessageListener):
         self.transport.send(TEXT, message.encode())
         await self.wait_writable()  # xAI is not reading: wait rather than buffer forever
 
+    def send_now(self, message: str) -> bool:
+        """Write a message without waiting: False (nothing written) when the socket is closing
+        or xAI is not reading, where `send` would raise or wait."""
+        if self.transport is None or self.disconnected or self.close_sent is not None:
+            return False
+        if not self.peer_reading:
+            return False
+        self.transport.send(TEXT, message.encode())
+        return True
+
     async def recv(self) -> str | bytes:
         while not self.messages:
             if self.disconnected or self.close_rcvd is not None:
@@ -122,6 +132,8 @@ class PicowsRealtimeSocket(MessagesUntilClosed, MessageListener):
     # Inside -------------------------------------------------------------------------------------
 
     def on_message(self, message: str | bytes) -> None:
+        if self.hand_over(message, self.messages, self.readable):
+            return
         self.messages.append(message)
         wake(self.readable)
 

@@ -1,0 +1,190 @@
+"""The worker relays a frame inside its socket's frame callback when nothing has to wait, both
+ways: a caller frame straight on to xAI, an agent audio delta straight on to the phone. The
+guard that keeps it honest is order: a frame may be relayed there only while whoever reads
+the socket (or plays to the phone) is parked with nothing queued before it, else it would
+overtake frames still on their way. Each guard has a twin with the guard switched off, where
+the frame does overtake. (A whole call on the media plane relaying this way, byte for byte and
+in order: tests/integration/test_media_plane.py.)"""
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from switchboard_runtime.session import AudioOut, GrokRealtimeSession, OutboundEvent
+from switchboard_runtime.telephony import DIALECTS
+from switchboard_runtime.worker import picows_messages
+from switchboard_runtime.worker.media_plane import MediaSocket, Route
+from switchboard_runtime.worker.xai_socket import PicowsRealtimeSocket
+
+
+class Wire:
+    """What the sockets touch of picows' transport: what was written, and reading paused."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.underlying_transport = self
+
+    def send(self, kind: Any, data: bytes) -> None:
+        self.sent.append(data)
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+class Taker:
+    """A `take_now` that takes every message but `must_wait` (as when the call would have to
+    wait to send it on)."""
+
+    def __init__(self, must_wait: str) -> None:
+        self.must_wait = must_wait
+        self.taken: list[str | bytes] = []
+
+    def __call__(self, message: str | bytes) -> bool:
+        if message == self.must_wait:
+            return False
+        self.taken.append(message)
+        return True
+
+
+def phone_socket() -> MediaSocket:
+    route = Route("agent", DIALECTS["twilio"], None, 4096)
+    socket = MediaSocket(plane=None, route=route)  # type: ignore[arg-type]
+    socket.transport = Wire()  # type: ignore[assignment]
+    return socket
+
+
+def parked_always(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard switched off: the reader counts as parked whatever it is doing."""
+    monkeypatch.setattr(
+        picows_messages.MessageListener, "reader_parked", staticmethod(lambda *_: True)
+    )
+
+
+async def frames_read_by_the_call(socket: MediaSocket) -> list[str | bytes | None]:
+    """Frame 1 is taken in the callback while the call waits; frame 2 is not (the taker says
+    it must wait) and wakes the call; frame 3 arrives before the call has read frame 2."""
+    socket.take_now = taker = Taker(must_wait="2")
+    reading = asyncio.create_task(socket.receive())
+    await asyncio.sleep(0)  # the call is parked in receive()
+    socket.on_message("1")
+    socket.on_message("2")
+    socket.on_message("3")
+    order: list[str | bytes | None] = [*taker.taken, await reading]
+    while socket.inbox:
+        order.append(await socket.receive())
+    return order
+
+
+async def test_a_caller_frame_waits_behind_one_the_call_has_not_read_yet() -> None:
+    assert await frames_read_by_the_call(phone_socket()) == ["1", "2", "3"]
+
+
+async def test_twin_without_the_guard_a_caller_frame_overtakes_one_still_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parked_always(monkeypatch)
+    assert await frames_read_by_the_call(phone_socket()) == ["1", "3", "2"]
+
+
+async def xai_messages_in_order(socket: PicowsRealtimeSocket) -> list[str | bytes]:
+    """As above, on the call's socket to xAI, read by the session's reader."""
+    socket.transport = Wire()  # type: ignore[assignment]
+    socket.take_now = taker = Taker(must_wait="2")
+    reading = asyncio.create_task(socket.recv())
+    await asyncio.sleep(0)
+    socket.on_message("1")
+    socket.on_message("2")
+    socket.on_message("3")
+    order = [*taker.taken, await reading]
+    while socket.messages:
+        order.append(await socket.recv())
+    return order
+
+
+async def test_an_xai_message_waits_behind_one_the_reader_has_not_read_yet() -> None:
+    assert await xai_messages_in_order(PicowsRealtimeSocket(4096)) == ["1", "2", "3"]
+
+
+async def test_twin_without_the_guard_an_xai_message_overtakes_one_still_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parked_always(monkeypatch)
+    assert await xai_messages_in_order(PicowsRealtimeSocket(4096)) == ["1", "3", "2"]
+
+
+async def test_nothing_is_taken_while_nobody_reads() -> None:
+    socket = phone_socket()
+    socket.take_now = lambda message: True
+    socket.on_message("1")  # the call is busy elsewhere: not parked in receive()
+    assert list(socket.inbox) == ["1"]
+
+
+def new_session() -> GrokRealtimeSession:
+    return GrokRealtimeSession(
+        control_plane_url="http://127.0.0.1:9", service_token="t", workspace_id="w", agent_id="a"
+    )
+
+
+async def audio_at_the_phone(session: GrokRealtimeSession) -> list[str]:
+    """Delta 1 is played at once while the phone side waits; the phone cannot take delta 2
+    without waiting, so it is queued and wakes the player; delta 3 comes before the player has
+    played delta 2."""
+    phone: list[str] = []
+
+    def play_now(audio: AudioOut) -> bool:
+        if audio.payload == "2":
+            return False
+        phone.append(audio.payload)
+        return True
+
+    session.play_now = play_now
+    events = session.events()
+    playing: asyncio.Future[OutboundEvent] = asyncio.ensure_future(anext(events))
+    await asyncio.sleep(0)  # the player is parked in events()
+    for payload in ("1", "2", "3"):
+        session._play(AudioOut(payload))
+    played = await playing
+    assert isinstance(played, AudioOut)
+    phone.append(played.payload)
+    while not session._outbound.empty():
+        queued = await anext(events)
+        assert isinstance(queued, AudioOut)
+        phone.append(queued.payload)
+    return phone
+
+
+async def test_agent_audio_waits_behind_audio_the_player_has_not_played_yet() -> None:
+    assert await audio_at_the_phone(new_session()) == ["1", "2", "3"]
+
+
+async def test_twin_without_the_guard_agent_audio_overtakes_audio_still_queued(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(GrokRealtimeSession, "_player_idle", lambda self: True)
+    assert await audio_at_the_phone(new_session()) == ["1", "3", "2"]
+
+
+async def test_caller_audio_in_the_callback_is_held_sent_or_left_to_the_bridge() -> None:
+    session = new_session()
+    assert session.send_audio_now("AAAA")  # before xAI is ready: held, as send_audio holds it
+    assert list(session._held_audio or []) == ["AAAA"]
+
+    session._held_audio = None  # ready; this socket cannot write without waiting
+    assert not session.send_audio_now("BBBB")
+    assert not session.caller_heard.is_set()
+
+    written: list[str] = []
+
+    def send_now(message: str) -> bool:
+        written.append(message)
+        return True
+
+    session._send_now = send_now
+    assert session.send_audio_now("CCCC")
+    assert ['"audio":"CCCC"' in message for message in written] == [True]
+    assert session.caller_heard.is_set()
+
+    session._send_now = lambda message: False  # xAI is not reading: the bridge waits to send
+    assert not session.send_audio_now("DDDD")
