@@ -1,9 +1,11 @@
 """WebSocket messages are bounded per kind of socket on the media plane: past 64 KiB picows
 refuses a frame from its header, before its payload is read; below that, each kind of socket
 its own limit. A 1 MiB frame on an anonymous media stream closes it with 1009. The twin, with
-the limits switched off, takes the frame whole."""
+the limits switched off, takes the frame whole. Refusing a frame writes no ERROR line (picows'
+own line for it is held to one WARNING a minute): its twin shows one ERROR line per socket."""
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,46 @@ async def close_code_after(url: str, frame: str | bytes | list[str]) -> int | No
         except TimeoutError:
             return None
         return None
+
+
+class RootLines(logging.Handler):
+    """What a handler on the root logger gets, as the worker's own logging set-up has it
+    (pytest's capture also hooks every non-propagating logger, so it sees more than that)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname} {record.name}: {record.getMessage()[:80]}")
+
+
+async def log_lines_of_refused_frames(stack: Stack) -> list[str]:
+    """Five anonymous sockets, each closed for a frame over picows' limit: the lines logged."""
+    root, seen = logging.getLogger(), RootLines()
+    root.addHandler(seen)
+    try:
+        for _ in range(5):
+            assert await close_code_after(stack.ws("/ws/twilio/agent_x"), MEGABYTE) == 1009
+        await asyncio.sleep(0.1)  # picows disconnects a moment after its close frame
+    finally:
+        root.removeHandler(seen)
+    return seen.lines
+
+
+async def test_refused_frames_write_no_error_lines(stack: Stack) -> None:
+    lines = await log_lines_of_refused_frames(stack)
+    assert not [line for line in lines if line.startswith(("ERROR", "CRITICAL"))], lines
+    assert len(lines) <= 1, lines  # the first refusal this minute is said once, as a warning
+
+
+async def test_twin_without_the_peer_fault_handler_each_refused_frame_is_an_error_line(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(media_plane.connections, "handlers", [])
+    monkeypatch.setattr(media_plane.connections, "propagate", True)
+    lines = await log_lines_of_refused_frames(stack)
+    assert len([line for line in lines if line.startswith("ERROR")]) == 5, lines
 
 
 @pytest.mark.parametrize("path", ["/ws/twilio/agent_x", "/ws/telnyx/agent_x"])

@@ -9,6 +9,7 @@ the peer is not reading, `wait_writable` waits instead of buffering without boun
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sized
 
 import picows
@@ -17,12 +18,56 @@ TEXT, BINARY = picows.WSMsgType.TEXT, picows.WSMsgType.BINARY
 CONTINUATION, CLOSE = picows.WSMsgType.CONTINUATION, picows.WSMsgType.CLOSE
 
 
+# How picows begins the line it writes at ERROR when a peer's frame breaks the protocol (or is
+# over the frame limit): it closes that socket itself.
+PEER_FAULT = "WS parser error"
+
+
+class PeerFaults(logging.Handler):
+    """picows says each frame a peer gets wrong at ERROR, once per socket: anyone who can open
+    a socket could write ERROR lines as fast as they can connect. Here those become at most one
+    WARNING per `every` seconds, saying how many there were; anything else picows says is
+    passed on to `target` as it is."""
+
+    def __init__(
+        self,
+        target: logging.Logger,
+        every: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.target, self.every, self.clock = target, every, clock
+        self.said_at: float | None = None
+        self.unsaid = 0  # peer faults since the last line
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not record.getMessage().startswith(PEER_FAULT):
+            self.target.handle(record)
+            return
+        now = self.clock()
+        if self.said_at is not None and now - self.said_at < self.every:
+            self.unsaid += 1
+            return
+        self.target.warning(
+            "closed a socket whose peer broke the WebSocket protocol: %s (%d more since the "
+            "last such line, at most one a %.0f s)",
+            record.getMessage().removeprefix(PEER_FAULT).strip(" :"),
+            self.unsaid,
+            self.every,
+        )
+        self.said_at, self.unsaid = now, 0
+
+
 def connections_logger(module: str) -> logging.Logger:
     """The logger picows gets: it says every connection and disconnection at INFO, so its
-    child logger is kept to warnings unless configured otherwise."""
+    child logger is kept to warnings unless configured otherwise; what a peer gets wrong is
+    said through `PeerFaults` (its lines go to `module`'s logger)."""
     chatty = logging.getLogger(f"{module}.connections")
     if chatty.level == logging.NOTSET:
         chatty.setLevel(logging.WARNING)
+    if not any(isinstance(handler, PeerFaults) for handler in chatty.handlers):
+        chatty.addHandler(PeerFaults(logging.getLogger(module)))
+        chatty.propagate = False
     return chatty
 
 
