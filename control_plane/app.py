@@ -194,8 +194,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_cache = token_cache = TokenCache()
     # Every kept answer below is checked against these counters (kept.py, docs/caches.md).
     app.state.generations = generations = Generations(gate)
-    feed.subscribe(generations.on_change)
-    catalogue = CatalogueSnapshot(generations)
+    catalogue = CatalogueSnapshot(generations, app.state.read_engine)
+    feed.subscribe(catalogue.on_change)  # moves the counters, the catalogue's with it in hand
     app.state.resolver = resolver = Resolver(
         settings=settings,
         keyring=app.state.keyring,

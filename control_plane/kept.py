@@ -56,6 +56,14 @@ class Generations:
         """For what is built from the catalogue alone."""
         return (self._epoch, self._catalogue)
 
+    def catalogue_after(self, topic: str) -> Stamp:
+        """What `catalogue()` will read once `topic` has moved the counters."""
+        if topic == RESYNC:
+            return (self._epoch + 1, self._catalogue)
+        if topic == CATALOGUE_TOPIC:
+            return (self._epoch, self._catalogue + 1)
+        return self.catalogue()
+
     def catalogue_and_flags(self) -> Stamp:
         """For the catalogue as a workspace sees it (availability comes from the flags)."""
         return (self._epoch, self._catalogue, self._flags.generation)

@@ -136,3 +136,75 @@ def test_a_stamped_map_serves_a_value_only_under_the_stamp_it_was_built_with() -
     assert kept.get("globex", (0, 2)) is None and kept.last("globex") == "k"
     kept.put("initech", "i", (0, 1))  # full: starts over rather than growing
     assert len(kept) == 1 and kept.last("acme") is None
+
+
+class CatalogueLoads:
+    """`CatalogueSnapshot._load` for these tests: a new catalogue each time, and what a reader
+    would have seen at the moment the load was made."""
+
+    def __init__(self, snapshot: CatalogueSnapshot, fail: bool = False) -> None:
+        self.snapshot, self.fail = snapshot, fail
+        self.loaded: list[CatalogueData] = []
+        self.seen_while_loading: list[CatalogueData | None] = []
+
+    def __call__(self, session: object) -> CatalogueData:
+        self.seen_while_loading.append(self.snapshot.current)
+        if self.fail and self.loaded:  # the first load, by a read, goes through
+            raise OSError("the database is away")
+        self.loaded.append(CatalogueData(tiers={}, voices={}, voice_maps={}))
+        return self.loaded[-1]
+
+
+def catalogue_through_an_edit(monkeypatch: Any, engine: Any, fail: bool = False) -> dict[str, Any]:
+    """What a reader sees of the catalogue: first; while a new one is loaded ahead; as the
+    counter moves; right after an edit (`config:*`), then a resync, then a workspace's change."""
+    generations = Generations(Flags())
+    snapshot = CatalogueSnapshot(generations, engine)
+    loads = CatalogueLoads(snapshot, fail)
+    monkeypatch.setattr(snapshot, "_load", loads)
+    seen: dict[str, Any] = {"first": snapshot.get(session=None)}  # type: ignore[arg-type]
+    moving: list[CatalogueData | None] = []
+    move = generations.on_change
+
+    def counter_moves(topic: str) -> None:
+        moving.append(snapshot.current)  # the new one is kept by now, not yet current
+        move(topic)
+
+    monkeypatch.setattr(generations, "on_change", counter_moves)
+    for topic in ("config:*", RESYNC, "config:acme"):
+        snapshot.on_change(topic)
+        seen[f"after {topic}"] = snapshot.current
+    seen["while loading"] = loads.seen_while_loading[1:]
+    seen["as the counter moves"] = moving
+    return seen
+
+
+def test_an_edit_swaps_the_catalogue_in_and_a_reader_never_finds_none(monkeypatch: Any) -> None:
+    from sqlalchemy import create_engine
+
+    seen = catalogue_through_an_edit(monkeypatch, create_engine("sqlite://"))
+    first, edited, resynced = seen["first"], seen["after config:*"], seen["after resync"]
+    assert edited is not None and edited is not first  # the new one once the counter moved
+    assert resynced is not None and resynced is not edited
+    assert seen["after config:acme"] is resynced  # a workspace's change leaves it alone
+    # The old one until the counter moves, whether the reader looks during the load or after.
+    assert seen["while loading"] == [first, edited]
+    assert seen["as the counter moves"] == [first, edited, resynced]
+
+
+def test_twin_loaded_on_the_next_read_an_edit_leaves_readers_without_a_catalogue(
+    monkeypatch: Any,
+) -> None:
+    seen = catalogue_through_an_edit(monkeypatch, engine=None)
+    assert seen["first"] is not None
+    assert seen["after config:*"] is None and seen["after resync"] is None  # reads go to routes
+
+
+def test_a_catalogue_that_cannot_be_loaded_ahead_is_loaded_by_the_next_read(
+    monkeypatch: Any,
+) -> None:
+    from sqlalchemy import create_engine
+
+    seen = catalogue_through_an_edit(monkeypatch, create_engine("sqlite://"), fail=True)
+    assert seen["after config:*"] is None  # the counter moved all the same: nothing stale
+    assert seen["after resync"] is None
