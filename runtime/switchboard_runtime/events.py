@@ -160,27 +160,39 @@ SERVER_EVENTS: dict[str, type[ServerEvent]] = {
 }
 
 
+AUDIO_DELTA = "response.output_audio.delta"
+# Its type as it stands in the JSON text: a message without it is not read twice (once by the
+# frame callback looking for audio, once more by the session's reader).
+_AUDIO_DELTA_TEXT = f'"{AUDIO_DELTA}"'
+
+
 def parse_audio_delta(raw: str | bytes) -> AudioDelta | None:
     """The event if `raw` is a well-formed agent audio delta; None for anything else."""
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    if isinstance(raw, str) and _AUDIO_DELTA_TEXT not in raw:
         return None
-    if not isinstance(data, dict) or data.get("type") != "response.output_audio.delta":
+    data = _event_object(raw)
+    if isinstance(data, Malformed) or data["type"] != AUDIO_DELTA:
         return None
-    try:
-        return AudioDelta.model_validate(data)
-    except ValidationError:
-        return None
+    event = _validated(data)
+    return event if isinstance(event, AudioDelta) else None
 
 
 def parse_server_event(raw: str | bytes) -> ServerEvent | Malformed:
+    data = _event_object(raw)
+    return data if isinstance(data, Malformed) else _validated(data)
+
+
+def _event_object(raw: str | bytes) -> dict[str, Any] | Malformed:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return Malformed(why="not JSON")
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         return Malformed(why="not an event object")
+    return data
+
+
+def _validated(data: dict[str, Any]) -> ServerEvent | Malformed:
     model = SERVER_EVENTS.get(data["type"], UnknownEvent)
     try:
         return model.model_validate(data)

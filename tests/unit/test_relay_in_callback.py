@@ -7,10 +7,13 @@ the frame does overtake. (A whole call on the media plane relaying this way, byt
 in order: tests/integration/test_media_plane.py.)"""
 
 import asyncio
+import json
+from collections.abc import Awaitable, Callable, Sized
 from typing import Any
 
 import pytest
 
+from switchboard_runtime.events import parse_audio_delta
 from switchboard_runtime.session import AudioOut, GrokRealtimeSession, OutboundEvent
 from switchboard_runtime.telephony import DIALECTS
 from switchboard_runtime.worker import picows_messages
@@ -62,56 +65,56 @@ def parked_always(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-async def frames_read_by_the_call(socket: MediaSocket) -> list[str | bytes | None]:
-    """Frame 1 is taken in the callback while the call waits; frame 2 is not (the taker says
-    it must wait) and wakes the call; frame 3 arrives before the call has read frame 2."""
+async def read_in_order(
+    socket: MediaSocket | PicowsRealtimeSocket,
+    read: Callable[[], Awaitable[str | bytes | None]],
+    queued: Sized,
+) -> list[str | bytes | None]:
+    """Message 1 is taken in the callback while the reader waits; message 2 is not (the taker
+    says it must wait) and wakes the reader; message 3 arrives before the reader has read 2.
+    The order the messages were taken or read in."""
     socket.take_now = taker = Taker(must_wait="2")
-    reading = asyncio.create_task(socket.receive())
-    await asyncio.sleep(0)  # the call is parked in receive()
-    socket.on_message("1")
-    socket.on_message("2")
-    socket.on_message("3")
+    reading = asyncio.create_task(read())
+    await asyncio.sleep(0)  # the reader is parked
+    for message in ("1", "2", "3"):
+        socket.on_message(message)
     order: list[str | bytes | None] = [*taker.taken, await reading]
-    while socket.inbox:
-        order.append(await socket.receive())
+    while queued:
+        order.append(await read())
     return order
 
 
+async def frames_read_by_the_call() -> list[str | bytes | None]:
+    socket = phone_socket()
+    return await read_in_order(socket, socket.receive, socket.inbox)
+
+
+async def xai_messages_read_by_the_session() -> list[str | bytes | None]:
+    socket = PicowsRealtimeSocket(4096)
+    socket.transport = Wire()  # type: ignore[assignment]
+    return await read_in_order(socket, socket.recv, socket.messages)
+
+
 async def test_a_caller_frame_waits_behind_one_the_call_has_not_read_yet() -> None:
-    assert await frames_read_by_the_call(phone_socket()) == ["1", "2", "3"]
+    assert await frames_read_by_the_call() == ["1", "2", "3"]
 
 
 async def test_twin_without_the_guard_a_caller_frame_overtakes_one_still_waiting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     parked_always(monkeypatch)
-    assert await frames_read_by_the_call(phone_socket()) == ["1", "3", "2"]
-
-
-async def xai_messages_in_order(socket: PicowsRealtimeSocket) -> list[str | bytes]:
-    """As above, on the call's socket to xAI, read by the session's reader."""
-    socket.transport = Wire()  # type: ignore[assignment]
-    socket.take_now = taker = Taker(must_wait="2")
-    reading = asyncio.create_task(socket.recv())
-    await asyncio.sleep(0)
-    socket.on_message("1")
-    socket.on_message("2")
-    socket.on_message("3")
-    order = [*taker.taken, await reading]
-    while socket.messages:
-        order.append(await socket.recv())
-    return order
+    assert await frames_read_by_the_call() == ["1", "3", "2"]
 
 
 async def test_an_xai_message_waits_behind_one_the_reader_has_not_read_yet() -> None:
-    assert await xai_messages_in_order(PicowsRealtimeSocket(4096)) == ["1", "2", "3"]
+    assert await xai_messages_read_by_the_session() == ["1", "2", "3"]
 
 
 async def test_twin_without_the_guard_an_xai_message_overtakes_one_still_waiting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     parked_always(monkeypatch)
-    assert await xai_messages_in_order(PicowsRealtimeSocket(4096)) == ["1", "3", "2"]
+    assert await xai_messages_read_by_the_session() == ["1", "3", "2"]
 
 
 async def test_nothing_is_taken_while_nobody_reads() -> None:
@@ -188,3 +191,15 @@ async def test_caller_audio_in_the_callback_is_held_sent_or_left_to_the_bridge()
 
     session._send_now = lambda message: False  # xAI is not reading: the bridge waits to send
     assert not session.send_audio_now("DDDD")
+
+
+def test_only_a_well_formed_audio_delta_is_taken_from_the_xai_callback() -> None:
+    delta = {"type": "response.output_audio.delta", "response_id": "r1", "delta": "f39/fw=="}
+    spaced = json.dumps(delta)  # '"type": "…"', with a space
+    event = parse_audio_delta(spaced)
+    assert event is not None and event.delta == "f39/fw==" and event.response_id == "r1"
+    assert parse_audio_delta(spaced.encode()) == event
+    transcript = {"type": "response.output_audio_transcript.delta", "delta": "hello"}
+    assert parse_audio_delta(json.dumps(transcript)) is None  # for the reader
+    assert parse_audio_delta(json.dumps({**delta, "delta": 7})) is None  # invalid: for the reader
+    assert parse_audio_delta('{"type": "response.output_audio.delta"') is None  # not JSON

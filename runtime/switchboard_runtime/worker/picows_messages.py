@@ -41,7 +41,8 @@ class PeerFaults(logging.Handler):
         self.unsaid = 0  # peer faults since the last line
 
     def emit(self, record: logging.LogRecord) -> None:
-        if not record.getMessage().startswith(PEER_FAULT):
+        message = record.getMessage()
+        if not message.startswith(PEER_FAULT):
             self.target.handle(record)
             return
         now = self.clock()
@@ -51,7 +52,7 @@ class PeerFaults(logging.Handler):
         self.target.warning(
             "closed a socket whose peer broke the WebSocket protocol: %s (%d more since the "
             "last such line, at most one a %.0f s)",
-            record.getMessage().removeprefix(PEER_FAULT).strip(" :"),
+            message.removeprefix(PEER_FAULT).strip(" :"),
             self.unsaid,
             self.every,
         )
@@ -80,7 +81,7 @@ class MessageListener(picows.WSListener):
         self.writable: asyncio.Event | None = None  # set while the peer takes our writes
         # Set by whoever reads this socket: takes a message inside picows' frame callback while
         # the reader is parked with nothing queued before it (True: taken; False: queue it).
-        # A frame relayed here skips the reader task's wake-up, the dearest part of a frame.
+        # A frame relayed here skips the reader task's wake-up.
         self.take_now: Callable[[str | bytes], bool] | None = None
 
     # For subclasses -----------------------------------------------------------------------------
@@ -142,7 +143,8 @@ class MessageListener(picows.WSListener):
         return self.writable is None or self.writable.is_set()
 
     async def wait_writable(self) -> None:
-        if self.writable is not None and not self.writable.is_set():
+        if not self.peer_reading:
+            assert self.writable is not None
             await self.writable.wait()
 
     def release_writers(self) -> None:

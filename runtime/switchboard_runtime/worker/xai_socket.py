@@ -90,19 +90,23 @@ class PicowsRealtimeSocket(MessagesUntilClosed, MessageListener):
 
     # What the session uses ------------------------------------------------------------------
 
+    @property
+    def open(self) -> bool:
+        return self.transport is not None and not self.disconnected and self.close_sent is None
+
     async def send(self, message: str) -> None:
-        if self.transport is None or self.disconnected or self.close_sent is not None:
+        if not self.open:
             raise self._closed()
+        assert self.transport is not None
         self.transport.send(TEXT, message.encode())
         await self.wait_writable()  # xAI is not reading: wait rather than buffer forever
 
     def send_now(self, message: str) -> bool:
         """Write a message without waiting: False (nothing written) when the socket is closing
         or xAI is not reading, where `send` would raise or wait."""
-        if self.transport is None or self.disconnected or self.close_sent is not None:
+        if not self.open or not self.peer_reading:
             return False
-        if not self.peer_reading:
-            return False
+        assert self.transport is not None
         self.transport.send(TEXT, message.encode())
         return True
 
