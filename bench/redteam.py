@@ -82,6 +82,7 @@ class Target:
         self.control_plane = ""
         self.workers: dict[str, tuple[str, int]] = {}  # name → (base URL, pid)
         self.media: dict[str, str] = {}  # a worker's base URL → its media plane's ws://
+        self.logs: dict[str, Path] = {}  # "control_plane" / a worker's name → its output
 
     def twiml(self, worker: str, params: dict[str, str], agent: str | None = None) -> str:
         url = f"{worker}/twiml/{agent or self.agent}?workspace_id=acme"
@@ -450,6 +451,54 @@ def lockout(target: Target) -> list[Row]:
     ]
 
 
+def warning_lines(log: Path, since: int) -> list[str]:
+    return [
+        line
+        for line in log.read_bytes()[since:].decode(errors="replace").splitlines()
+        if " WARNING " in line or " ERROR " in line
+    ]
+
+
+async def log_flood(target: Target) -> list[Row]:
+    """Refusals anyone can cause, by the hundred: what they write to the servers' logs."""
+    worker, _ = target.workers["guarded"]
+    logs = [target.logs["guarded"], target.logs["control_plane"]]
+    offsets = [log.stat().st_size for log in logs]
+    url = f"{worker}/twiml/{target.agent}?workspace_id=acme"
+    async with httpx.AsyncClient() as http:
+        statuses = {
+            (
+                await http.post(url, data=twilio_params(), headers={"X-Twilio-Signature": "bm8="})
+            ).status_code
+            for _ in range(200)
+        }
+    closes = set()
+    for index in range(200):
+        token = "" if index % 2 else f"made-up-{index}"
+        closes.add((await phone(target.media[worker], target.agent, token, seconds=0.5))[1])
+    await asyncio.sleep(0.5)
+    worker_lines, control_plane_lines = (
+        warning_lines(log, offset) for log, offset in zip(logs, offsets, strict=True)
+    )
+    kinds = (
+        "issue:webhook_signature_invalid",
+        "stream:no_usable_token",
+        "claim:stream_token_invalid",
+    )
+    counted = sum(
+        metric(worker, f'switchboard_worker_refusals_total{{kind="{kind}"}}') for kind in kinds
+    )
+    return [
+        (
+            "a flood of refusals in the logs",
+            "200 unsigned webhooks, 200 streams with no token or a made-up one",
+            "403s and 4401s; <= 1 warning line per kind on each server; all 400 counted",
+            f"{sorted(statuses)}, {sorted(closes)}; worker {len(worker_lines)} line(s), "
+            f"control plane {len(control_plane_lines)}; {counted:.0f} counted in /metrics",
+        )
+    ]
+
+
 def small_ones(target: Target) -> list[Row]:
     from control_plane.outbound import is_public
 
@@ -499,8 +548,10 @@ def main() -> None:
                 [str(bin_dir / "switchboard"), "serve", "--port", str(cp_port)],
                 env,
                 f"http://127.0.0.1:{cp_port}/healthz",
+                log=workdir / "control_plane.log",
             )
         )
+        target.logs["control_plane"] = workdir / "control_plane.log"
         target.control_plane = f"http://127.0.0.1:{cp_port}"
         for name in ("guarded", "unguarded", "capped"):
             port = free_port()
@@ -526,7 +577,10 @@ def main() -> None:
                     "--ws-max-size", str(16 * MIB),
                 ]
             )  # fmt: skip
-            processes.append(start(args, worker_env, f"http://127.0.0.1:{port}/healthz"))
+            target.logs[name] = workdir / f"{name}.log"
+            processes.append(
+                start(args, worker_env, f"http://127.0.0.1:{port}/healthz", log=target.logs[name])
+            )
             target.workers[name] = (f"http://127.0.0.1:{port}", processes[-1].pid)
             target.media[f"http://127.0.0.1:{port}"] = f"ws://127.0.0.1:{media_port}"
         # The control plane needs the Telnyx key too: restart-free, it reads it per workspace.
@@ -544,6 +598,7 @@ def main() -> None:
     for scenario, tried, expected, observed in rows:
         print(f"- {scenario}\n    tried:    {tried}\n    expected: {expected}")
         print(f"    observed: {observed}")
+    print(f"\nThe servers' output: {workdir}/*.log")
 
 
 async def run(target: Target) -> list[Row]:
@@ -554,6 +609,7 @@ async def run(target: Target) -> list[Row]:
     rows += await replays(target)
     rows += await stolen_warm_session(target)
     rows += lockout(target)
+    rows += await log_flood(target)
     rows += small_ones(target)
     return rows
 

@@ -13,7 +13,7 @@ import binascii
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
@@ -48,6 +48,7 @@ from control_plane.pagination import page
 from control_plane.sessions import service as sessions
 from control_plane.workspaces import service as workspaces
 from control_plane.workspaces.models import WorkspaceSettings
+from switchboard_runtime.logging import RepeatedWarnings
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,11 @@ class CallPolicy:
     # Install-wide secrets for single-tenant installs, used when a workspace has none.
     twilio_auth_token: str | None = None
     telnyx_public_key: str | None = None
+    # Webhooks refused for their signature: anyone can send one, so each kind is logged at
+    # most once a minute.
+    refusals: RepeatedWarnings = field(
+        default_factory=lambda: RepeatedWarnings(logger), compare=False, repr=False
+    )
 
 
 class CallLimitError(ProblemError):
@@ -347,6 +353,7 @@ def check_webhook(
         )
     if secret is None:
         raise _signature_refused(
+            policy,
             "webhook_secret_missing",
             f"No {webhook.provider} webhook secret is configured for this workspace.",
             workspace_id,
@@ -360,7 +367,7 @@ def check_webhook(
             webhooks.verify_telnyx(secret, raw, webhook.timestamp, webhook.signature, time.time())
             call_id = webhooks.telnyx_call_id(raw)
     except webhooks.WebhookSignatureError as exc:
-        raise _signature_refused(exc.code, str(exc), workspace_id) from exc
+        raise _signature_refused(policy, exc.code, str(exc), workspace_id) from exc
     if call_id is None or len(call_id) > 128:
         raise InvalidInputError(
             f"The signed {webhook.provider} webhook names no call (CallSid / call_control_id).",
@@ -376,8 +383,10 @@ def _raw_body(webhook: TelnyxWebhook) -> bytes:
         raise InvalidInputError("body_base64 is not base64.", code="invalid_call") from exc
 
 
-def _signature_refused(code: str, why: str, workspace_id: str) -> ForbiddenError:
-    logger.warning("webhook refused for workspace %s: %s (%s)", workspace_id, code, why)
+def _signature_refused(
+    policy: CallPolicy, code: str, why: str, workspace_id: str
+) -> ForbiddenError:
+    policy.refusals.warn(code, "webhook refused for workspace %s: %s (%s)", workspace_id, code, why)
     return ForbiddenError(f"Webhook signature refused: {why}.", code=code)
 
 

@@ -6,7 +6,11 @@ the redacted text, including rendered tracebacks.
 
 import logging
 import re
+import threading
+import time
 import traceback
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 SECRET_PATTERNS = [
@@ -64,3 +68,41 @@ def configure_logging(
         root.addHandler(handler)
     for package in packages:
         logging.getLogger(package).setLevel(level.upper())
+
+
+class RepeatedWarnings:
+    """Warnings anyone on the network can cause, one kind at a time (a webhook without a valid
+    signature, a socket that shows no token): each kind is logged at most once every `every`
+    seconds, the next line saying how many were held back, so a flood of them can neither fill
+    the disk nor drown the warnings that matter. Every one is counted (`counts`, for /metrics).
+
+    Kinds are the caller's fixed names (or a control plane's error codes), never text a peer
+    chose, so the counters stay few. Held-back warnings are said with the next of their kind;
+    /metrics has them at once. Thread-safe: the control plane warns from its worker threads."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        every: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger, self.every, self.clock = logger, every, clock
+        self.counts: Counter[str] = Counter()
+        self._said_at: dict[str, float] = {}
+        self._held_back: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def warn(self, kind: str, message: str, *args: object) -> None:
+        with self._lock:
+            self.counts[kind] += 1
+            now = self.clock()
+            said_at = self._said_at.get(kind)
+            if said_at is not None and now - said_at < self.every:
+                self._held_back[kind] += 1
+                return
+            self._said_at[kind] = now
+            held_back = self._held_back.pop(kind, 0)
+        if held_back:
+            message += " (and %d more like it since the last such line; at most one a %.0f s)"
+            args = (*args, held_back, self.every)
+        self.logger.warning(message, *args)

@@ -240,7 +240,7 @@ async def test_without_the_token_guard_an_anonymous_stream_runs_on_a_workspace_k
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def trusting(
-        control_plane: ControlPlaneClient, agent_id: str, token: str | None
+        control_plane: ControlPlaneClient, agent_id: str, token: str | None, *args: object
     ) -> ClaimedCall:
         # The worker as it was: the caller names the workspace and a call is made for it.
         return await control_plane.start_call("acme", agent_id)

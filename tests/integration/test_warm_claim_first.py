@@ -65,7 +65,7 @@ async def test_a_token_used_elsewhere_moves_no_audio_on_the_warm_session(stack: 
 async def test_with_every_token_taken_as_redeemed_the_stolen_stream_talks_to_xai(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def anything_goes(_cp: Any, agent_id: str, _token: Any, _stream: Any = "phone") -> Any:
+    async def anything_goes(_cp: Any, agent_id: str, _token: Any, *_rest: Any, **_kw: Any) -> Any:
         return ClaimedCall(
             call_id="call_stolen",
             workspace_id="acme",

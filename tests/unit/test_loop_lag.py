@@ -3,6 +3,7 @@ by prometheus-client, read back with prometheus-client's own text parser."""
 
 import asyncio
 import gc
+import logging
 import time
 from collections import Counter
 
@@ -10,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from starlette.datastructures import State
 
+from switchboard_runtime.logging import RepeatedWarnings
 from switchboard_runtime.loop_lag import GcPauses, LoopLagMonitor
 from switchboard_runtime.worker.capacity import CallCapacity, PreStartSockets
 from switchboard_runtime.worker.metrics import WorkerMetrics, WorkerState
@@ -60,6 +62,8 @@ def worker_state() -> State:
     state.capacity = CallCapacity(10, hold_seconds=5)
     state.pre_start = PreStartSockets(8, 2)
     state.call_starts = Counter({"warm": 3, "cold": 1, "browser": 0})
+    state.refusals = RepeatedWarnings(logging.getLogger("test.refusals"))
+    state.refusals.counts.update({"stream:no_usable_token": 2})
     return state
 
 
@@ -99,6 +103,12 @@ def test_worker_metrics_parse_and_keep_their_names_and_labels() -> None:
         "at_capacity",
         "stopping",
     }
+    refusals = {
+        s.labels["kind"]: s.value
+        for s in found["switchboard_worker_refusals"]
+        if s.name == "switchboard_worker_refusals_total"
+    }
+    assert refusals == {"stream:no_usable_token": 2}
     assert {s.labels["reason"] for s in found["switchboard_worker_pre_start_closed"]} == {
         "per_address",
         "evicted",

@@ -17,6 +17,7 @@ from fastapi import Request, Response
 from starlette.types import Send
 
 from switchboard_runtime.client import ControlPlaneClient, ControlPlaneError, IssuedCall
+from switchboard_runtime.logging import RepeatedWarnings
 from switchboard_runtime.worker.bounded_body import BodyProblem
 from switchboard_runtime.worker.calls import ID, CallRunner
 from switchboard_runtime.worker.capacity import CallCapacity
@@ -59,10 +60,10 @@ def forbidden() -> Response:
     return Response("forbidden", status_code=403, media_type="text/plain")
 
 
-async def refuse_body(problem: BodyProblem, send: Send) -> None:
+async def refuse_body(warnings: RepeatedWarnings, problem: BodyProblem, send: Send) -> None:
     """A webhook body over its bounds: 403 for one too large (as for any webhook we will not
     take: the provider does not retry it), 408 for one too slow, 400 for a bad length."""
-    logger.warning("webhook refused: %s", problem)
+    warnings.warn(f"webhook:{problem}", "webhook refused: %s", problem)
     status = {"request_too_large": 403, "body_timeout": 408, "invalid_content_length": 400}
     body = f"{problem}\n".encode()
     headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
@@ -120,8 +121,13 @@ class CallEntry:
     async def issue(self, request: Request, agent_id: str, provider: str) -> IssuedCall | Response:
         """Hand the signed webhook to the control plane; a Response when the call is refused."""
         workspace_id = request.query_params.get("workspace_id", "")
+        warnings: RepeatedWarnings = request.app.state.refusals
         if not ID.fullmatch(agent_id) or not ID.fullmatch(workspace_id):
-            logger.warning("%s webhook refused: malformed agent or workspace id", provider)
+            warnings.warn(
+                "webhook:malformed_ids",
+                "%s webhook refused: malformed agent or workspace id",
+                provider,
+            )
             return forbidden()
         raw = await request.body()  # at most MAX_WEBHOOK_BYTES, in time (BoundedBody)
         # The URL the provider requested: our public URL, this path, this query string.
@@ -150,7 +156,9 @@ class CallEntry:
                 logger.info("%s call refused: worker stopping", provider)
                 return stopping()
             if not admitted:
-                logger.warning("%s call refused: worker at capacity", provider)
+                warnings.warn(
+                    "webhook:at_capacity", "%s call refused: worker at capacity", provider
+                )
                 return busy()
             try:
                 issued = await control_plane.issue_call(
@@ -161,7 +169,8 @@ class CallEntry:
                     webhook=webhook,
                 )
             except ControlPlaneError as exc:
-                logger.warning(
+                warnings.warn(
+                    f"issue:{exc.code}",
                     "%s call for %s/%s refused: %s (%s)",
                     provider,
                     workspace_id,

@@ -18,7 +18,9 @@ app's shared objects, its start and stop, and thin routes.
 """
 
 import contextlib
+import functools
 import gc
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -30,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from switchboard_runtime.client import BoundedClient, ControlPlaneClient
 from switchboard_runtime.contract import ResolvedSessionConfig
+from switchboard_runtime.logging import RepeatedWarnings
 from switchboard_runtime.loop_lag import GcPauses, LoopLagMonitor
 from switchboard_runtime.session import HttpTelemetrySink, TelemetrySink
 from switchboard_runtime.tools import ToolRegistry
@@ -44,6 +47,8 @@ from switchboard_runtime.worker.metrics import CONTENT_TYPE, WorkerMetrics, Work
 from switchboard_runtime.worker.serving import STOP_GATE
 from switchboard_runtime.worker.settings import WorkerSettings, metrics_allowed
 from switchboard_runtime.worker.streams import MediaStreams, StarletteSocket
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["EngineHandler", "WorkerConfigError", "create_worker_app"]
 
@@ -149,6 +154,8 @@ def create_worker_app(
         settings.worker_max_pre_start_sockets, settings.worker_max_pre_start_per_address
     )
     app.state.gc_pauses = GcPauses()
+    # Refusals anyone on the network can cause: each kind logged at most once a minute.
+    app.state.refusals = RepeatedWarnings(logger)
     app.state.metrics = WorkerMetrics(
         WorkerState(app.state),
         app.state.gc_pauses,
@@ -213,7 +220,7 @@ def create_worker_app(
         BoundedBody,
         max_bytes=MAX_WEBHOOK_BYTES,
         timeout_seconds=settings.worker_body_timeout_seconds,
-        refuse=refuse_body,
+        refuse=functools.partial(refuse_body, app.state.refusals),
     )
     return app
 

@@ -38,7 +38,9 @@ class BrowserCalls:
         token = await self.runner.before_token(socket, agent_id, lambda: wait_for_token(socket))
         started = time.monotonic()
         control_plane: ControlPlaneClient = self.state.control_plane
-        call = await calls.authorize_stream(control_plane, agent_id, token, stream="browser")
+        call = await calls.authorize_stream(
+            control_plane, agent_id, token, self.runner.warnings, stream="browser"
+        )
         if call is None:
             await self.refuse(
                 socket,
@@ -59,7 +61,11 @@ class BrowserCalls:
         if capacity.stopping:
             await self.refuse(socket, CLOSE_REFUSED, STOPPING, STOPPING_MESSAGE)
             return
-        logger.warning("browser call for agent %s refused: worker at capacity", agent_id[:64])
+        self.runner.warnings.warn(
+            "browser:at_capacity",
+            "browser call for agent %s refused: worker at capacity",
+            agent_id[:64],
+        )
         await self.refuse(socket, CLOSE_REFUSED, AT_CAPACITY, AT_CAPACITY_MESSAGE)
 
     async def run_admitted(self, browser: CallSocket, call: ClaimedCall, started: float) -> None:

@@ -30,6 +30,7 @@ from switchboard_runtime.client import (
     keep_lease,
 )
 from switchboard_runtime.contract import WORKER_SHUTDOWN, AudioChannel, ResolvedSessionConfig
+from switchboard_runtime.logging import RepeatedWarnings
 from switchboard_runtime.session import GROK_ENGINE, CallRefusedError, GrokRealtimeSession
 from switchboard_runtime.telephony import (
     BridgeStats,
@@ -61,16 +62,23 @@ async def authorize_stream(
     control_plane: ControlPlaneClient,
     agent_id: str,
     token: str | None,
+    warnings: RepeatedWarnings,
     stream: AudioChannel = "phone",
 ) -> ClaimedCall | None:
     """The issued call this stream may run, or None. Claiming makes the token used."""
     if not token or len(token) > MAX_TOKEN_CHARS or not ID.fullmatch(agent_id):
-        logger.warning("stream refused for agent %s: no usable stream token", agent_id[:64])
+        warnings.warn(
+            "stream:no_usable_token",
+            "stream refused for agent %s: no usable stream token",
+            agent_id[:64],
+        )
         return None
     try:
         return await control_plane.claim_call(token, agent_id, stream)
     except ControlPlaneError as exc:
-        logger.warning("stream refused for agent %s: %s", agent_id[:64], exc.code)
+        warnings.warn(
+            f"claim:{exc.code}", "stream refused for agent %s: %s", agent_id[:64], exc.code
+        )
         return None
 
 
@@ -91,6 +99,12 @@ class CallRunner:
         self.service_token = service_token
         self.handlers = handlers
         self.tools_factory = tools_factory
+
+    @property
+    def warnings(self) -> RepeatedWarnings:
+        """Where refusals anyone can cause are said (at most once a minute per kind)."""
+        refusals: RepeatedWarnings = self.state.refusals
+        return refusals
 
     # Sessions ----------------------------------------------------------------------------------
 
@@ -151,11 +165,19 @@ class CallRunner:
             async with asyncio.timeout(self.state.stream_start_timeout_seconds) as deadline:
                 with pre_start.waiting(address, lambda: deadline.reschedule(loop.time())) as ok:
                     if not ok:
-                        logger.warning("socket from %s refused: too many before a token", address)
+                        self.warnings.warn(
+                            "stream:too_many_before_token",
+                            "socket from %s refused: too many before a token",
+                            address,
+                        )
                         return None
                     return await read()
         except TimeoutError:
-            logger.warning("socket for agent %s closed: no token in time", agent_id[:64])
+            self.warnings.warn(
+                "stream:no_token_in_time",
+                "socket for agent %s closed: no token in time",
+                agent_id[:64],
+            )
             return None
 
     # A phone's media stream --------------------------------------------------------------------
@@ -176,7 +198,7 @@ class CallRunner:
             with capacity.running(warm.issued.call_id):
                 await self.run_warm(phone, dialect, start, warm, token, stream_started)
             return
-        call = await authorize_stream(self.state.control_plane, agent_id, token)
+        call = await authorize_stream(self.state.control_plane, agent_id, token, self.warnings)
         if call is None:
             await phone.close(CLOSE_UNAUTHORIZED, UNAUTHORIZED)
             return
@@ -242,7 +264,9 @@ class CallRunner:
         session.stream_started_at, session.telemetry.warm_start = stream_started, True
         self.state.call_starts["warm"] += 1
         try:
-            call = await authorize_stream(self.state.control_plane, warm.issued.agent_id, token)
+            call = await authorize_stream(
+                self.state.control_plane, warm.issued.agent_id, token, self.warnings
+            )
             if call is None:
                 await session.refuse("stream_token_refused", "the control plane refused the token")
                 await phone.close(CLOSE_UNAUTHORIZED, UNAUTHORIZED)

@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.datastructures import State
 
+from switchboard_runtime.logging import RepeatedWarnings
 from switchboard_runtime.loop_lag import BUCKETS, GcPauses
 from switchboard_runtime.warm import WarmSessions
 from switchboard_runtime.worker.capacity import CallCapacity, PreStartSockets
@@ -77,6 +78,14 @@ class WorkerState(Collector):
             "Calls refused: worker at capacity or stopping.",
             "reason",
             {"at_capacity": capacity.refused, "stopping": capacity.refused_stopping},
+        )
+        refusals: RepeatedWarnings = self.app_state.refusals
+        yield counter_by(
+            "switchboard_worker_refusals",
+            "Webhooks and sockets refused before a call began, by kind (the log says each kind "
+            "at most once a minute).",
+            "kind",
+            refusals.counts,
         )
         yield GaugeMetricFamily(
             "switchboard_worker_pre_start_sockets",

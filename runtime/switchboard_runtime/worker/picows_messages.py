@@ -9,10 +9,11 @@ the peer is not reading, `wait_writable` waits instead of buffering without boun
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Sized
 
 import picows
+
+from switchboard_runtime.logging import RepeatedWarnings
 
 TEXT, BINARY = picows.WSMsgType.TEXT, picows.WSMsgType.BINARY
 CONTINUATION, CLOSE = picows.WSMsgType.CONTINUATION, picows.WSMsgType.CLOSE
@@ -25,38 +26,25 @@ PEER_FAULT = "WS parser error"
 
 class PeerFaults(logging.Handler):
     """picows says each frame a peer gets wrong at ERROR, once per socket: anyone who can open
-    a socket could write ERROR lines as fast as they can connect. Here those become at most one
-    WARNING per `every` seconds, saying how many there were; anything else picows says is
+    a socket could write ERROR lines as fast as they can connect. Here those become repeated
+    warnings (at most one a minute, with how many were held back); anything else picows says is
     passed on to `target` as it is."""
 
-    def __init__(
-        self,
-        target: logging.Logger,
-        every: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, target: logging.Logger, warnings: RepeatedWarnings | None = None) -> None:
         super().__init__()
-        self.target, self.every, self.clock = target, every, clock
-        self.said_at: float | None = None
-        self.unsaid = 0  # peer faults since the last line
+        self.target = target
+        self.warnings = warnings or RepeatedWarnings(target)
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         if not message.startswith(PEER_FAULT):
             self.target.handle(record)
             return
-        now = self.clock()
-        if self.said_at is not None and now - self.said_at < self.every:
-            self.unsaid += 1
-            return
-        self.target.warning(
-            "closed a socket whose peer broke the WebSocket protocol: %s (%d more since the "
-            "last such line, at most one a %.0f s)",
+        self.warnings.warn(
+            "peer_broke_protocol",
+            "closed a socket whose peer broke the WebSocket protocol: %s",
             message.removeprefix(PEER_FAULT).strip(" :"),
-            self.unsaid,
-            self.every,
         )
-        self.said_at, self.unsaid = now, 0
 
 
 def connections_logger(module: str) -> logging.Logger:

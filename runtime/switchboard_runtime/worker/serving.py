@@ -28,6 +28,7 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from switchboard_runtime.logging import RepeatedWarnings
 from switchboard_runtime.worker.media_plane import MAX_FRAME_BYTES
 from switchboard_runtime.worker.settings import ProxyNetworks, ServerSettings, is_trusted_proxy
 
@@ -141,6 +142,14 @@ def http_guards() -> HttpGuards:
         max_pending_per_address=settings.http_max_pending_per_address,
         trusted_proxies=settings.trusted_proxy_networks,
     )
+
+
+def server_warnings(server_state: Any) -> RepeatedWarnings:
+    """The server's own refusals, each kind logged at most once a minute (one per server)."""
+    warnings: RepeatedWarnings | None = getattr(server_state, "switchboard_warnings", None)
+    if warnings is None:
+        warnings = server_state.switchboard_warnings = RepeatedWarnings(logger)
+    return warnings
 
 
 def pending_requests(server_state: Any) -> Counter[str]:
@@ -266,7 +275,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return True
         pending = pending_requests(self.server_state)
         if pending[address] >= guards.max_pending_per_address:
-            logger.warning("connection from %s closed: too many requests still arriving", address)
+            server_warnings(self.server_state).warn(
+                "http:too_many_pending",
+                "connection from %s closed: too many requests still arriving",
+                address,
+            )
             self.transport.close()
             return False
         pending[address] += 1
