@@ -2,11 +2,12 @@
 
 A write calls `notify(session, topic)` (or `feed.publish`); the request's session carries the
 feed in `session.info`, so services need no handle on it and a session without one (a script)
-simply notifies nobody. Subscribers in this process run after the transaction
-commits (never for a rollback). On PostgreSQL the same topic also goes out with NOTIFY, which is
-transactional too, and a listener thread in every other process hands it to its subscribers; when
-that connection drops it reconnects and sends the topic "resync", since notifications may have
-been missed. SQLite has no cross-process channel: run one process per SQLite file.
+simply notifies nobody. Subscribers in this process run after the transaction commits (never
+for a rollback), once it has given its connection back to the pool. On PostgreSQL the same
+topic also goes out with NOTIFY, which is transactional too, and a listener thread in every
+other process hands it to its subscribers; when that connection drops it reconnects and sends
+the topic "resync", since notifications may have been missed. SQLite has no cross-process
+channel: run one process per SQLite file.
 """
 
 import logging
@@ -16,6 +17,7 @@ from collections.abc import Callable
 import psycopg
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import SessionTransaction
 from sqlmodel import Session
 
 from control_plane.settings import Settings
@@ -122,9 +124,22 @@ def notify(session: Session, topic: str) -> None:
 
 
 @event.listens_for(Session, "after_commit")
-def _deliver_after_commit(session: Session) -> None:
+def _hold_after_commit(session: Session) -> None:
+    # The session still holds its connection here; subscribers that read the database (the
+    # catalogue loaded ahead, the flags reloaded) would take a second one from the same pool,
+    # and writers holding the whole pool would each wait for another forever (until the pool's
+    # timeout). So the topics wait until the transaction has given its connection back.
     pending: set[tuple[ChangeFeed, str]] = session.info.pop("change_topics", set())
-    for feed, topic in sorted(pending, key=lambda item: item[1]):
+    if pending:
+        session.info.setdefault("committed_topics", set()).update(pending)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _deliver_once_released(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is not None:  # a savepoint: the commit is the outer transaction's
+        return
+    committed: set[tuple[ChangeFeed, str]] = session.info.pop("committed_topics", set())
+    for feed, topic in sorted(committed, key=lambda item: item[1]):
         feed.dispatch(topic)
 
 

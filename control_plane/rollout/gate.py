@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlmodel import Session, col, select
 
 from control_plane.changes import RESYNC, ChangeFeed
@@ -81,8 +82,9 @@ class FlagGate:
         if topic in (FLAGS_TOPIC, RESYNC):
             try:
                 self.reload()
-            except OperationalError:
-                # The database is away: keep evaluating the flags we have until it is back.
+            except (OperationalError, PoolTimeoutError):
+                # The database is away (or no connection came free in time): keep evaluating
+                # the flags we have until it is back.
                 logger.warning(
                     "flags not reloaded: database unreachable; keeping the last known flags"
                 )
