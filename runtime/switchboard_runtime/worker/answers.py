@@ -4,7 +4,8 @@ The worker hands the signed webhook to the control plane, which checks the signa
 workspace's own secret and issues the call, or refuses it: the caller hears a polite hang-up, or
 busy at the call limit; a stopping worker answers 503 so the provider's fallback takes the call.
 An issued call is answered with its media stream's URL and a single-use stream token (and its
-xAI session is set up meanwhile: `CallRunner.warm_up`).
+xAI session is set up meanwhile: `CallRunner.warm_up`). An address whose webhooks the control
+plane keeps refusing is answered 403 without asking it (`WebhookRefusalBudget`).
 """
 
 import base64
@@ -23,6 +24,7 @@ from switchboard_runtime.worker.calls import ID, CallRunner
 from switchboard_runtime.worker.capacity import CallCapacity
 from switchboard_runtime.worker.media_plane import MediaPlane
 from switchboard_runtime.worker.settings import WorkerSettings
+from switchboard_runtime.worker.webhook_budget import WebhookRefusalBudget
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +131,17 @@ class CallEntry:
                 provider,
             )
             return forbidden()
+        address = request.client.host if request.client else ""
+        budget: WebhookRefusalBudget = request.app.state.webhook_budget
+        if not budget.allows(address):
+            warnings.warn(
+                "webhook:address_refused_too_often",
+                "%s webhook from %s refused without asking: %d refused this minute",
+                provider,
+                address,
+                budget.per_minute,
+            )
+            return forbidden()
         raw = await request.body()  # at most MAX_WEBHOOK_BYTES, in time (BoundedBody)
         # The URL the provider requested: our public URL, this path, this query string.
         query = f"?{request.url.query}" if request.url.query else ""
@@ -179,9 +192,11 @@ class CallEntry:
                     exc.message,
                 )
                 if exc.code.startswith("webhook_") or exc.status == 422:
+                    budget.refused(address)
                     return forbidden()
                 if exc.status == 429:
                     return busy()
                 return hang_up_politely()
+            budget.accepted(address)
             capacity.hold(issued.call_id)  # its place waits for the stream
             return issued

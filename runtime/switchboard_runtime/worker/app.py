@@ -47,6 +47,7 @@ from switchboard_runtime.worker.metrics import CONTENT_TYPE, WorkerMetrics, Work
 from switchboard_runtime.worker.serving import STOP_GATE
 from switchboard_runtime.worker.settings import WorkerSettings, metrics_allowed
 from switchboard_runtime.worker.streams import MediaStreams, StarletteSocket
+from switchboard_runtime.worker.webhook_budget import WebhookRefusalBudget
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +153,9 @@ def create_worker_app(
     )
     app.state.pre_start = PreStartSockets(
         settings.worker_max_pre_start_sockets, settings.worker_max_pre_start_per_address
+    )
+    app.state.webhook_budget = WebhookRefusalBudget(
+        settings.worker_max_webhook_refusals_per_address
     )
     app.state.gc_pauses = GcPauses()
     # Refusals anyone on the network can cause: each kind logged at most once a minute.

@@ -83,6 +83,10 @@ class WorkerSettings(ServerSettings):
     stream_start_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     worker_max_pre_start_sockets: int = Field(default=256, ge=1, le=100_000)
     worker_max_pre_start_per_address: int = Field(default=32, ge=1, le=100_000)
+    # Webhooks the control plane refused (a bad signature, a malformed body) per client address
+    # in a minute; past it that address's webhooks are answered 403 without asking. An address
+    # that had a webhook accepted in the last hour is never held back (webhook_budget.py).
+    worker_max_webhook_refusals_per_address: int = Field(default=20, ge=1, le=100_000)
     # Warm start: once a webhook's call is issued, its xAI session is set up before the media
     # stream arrives; a session no stream claims within this time is closed and its call
     # released. At most this many warm sessions per worker (beyond that, calls start cold).
