@@ -97,8 +97,12 @@ class EmbeddedEvaluator:
         return decision
 
     def _remember(self, key: tuple[str, str], flag: str, context: dict[str, Any]) -> bool:
-        decision = self.evaluate(flag, context)
+        # The memo is taken before evaluating: a load that lands meanwhile replaces it, so an
+        # answer from the state before that load goes into the discarded memo, never the new
+        # one (taken after, a kill landing mid-evaluation left "enabled" memoized until the
+        # next load).
         memo = self._memo
+        decision = self.evaluate(flag, context)
         if len(memo) >= self.MEMO_LIMIT:
             memo.clear()
         memo[key] = decision
