@@ -31,6 +31,17 @@ logger = logging.getLogger(__name__)
 MAX_FRAME_BYTES = 64 * 1024
 
 
+# Once a send finds the phone's socket gone, how long the reader has to read what the phone
+# sent before it went (a `stop` there ends the call as phone_stop, not as a hang-up).
+GONE_READ_SECONDS = 1.0
+
+
+async def reader_last_word(reader: "asyncio.Task[None]") -> None:
+    """The phone's socket is gone, but a `stop` it sent just before closing may still be waiting
+    for the reader: the reader, not the send that failed, says how the call ended."""
+    await asyncio.wait({reader}, timeout=GONE_READ_SECONDS)
+
+
 class PhoneGone(Exception):
     """The phone's socket closed while we were sending to it: the caller hung up."""
 
@@ -291,6 +302,7 @@ async def bridge(
         try:
             await play_to_phone()
         except PhoneGone:
+            await reader_last_word(inbound)
             await session.hangup("caller_hangup")
 
     async def play_to_phone() -> None:
