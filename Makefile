@@ -8,10 +8,13 @@ UV_VERSION := 0.13.9
 UV := .tools/bin/uv
 # Material's notice about its successor says nothing about this site.
 export NO_MKDOCS_2_WARNING := 1
-# uv uses this machine's Python 3.11 and never downloads one; the environment is .venv.
-UV_ENV := UV_PYTHON=$(PYTHON) UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=$(VENV)
+# uv uses this machine's Python 3.11 and never downloads one; the environment is .venv. It
+# compiles what it installs to bytecode: uv does not by default, and where
+# PYTHONDONTWRITEBYTECODE is set (CI's machine sets it) nothing is ever cached, so every
+# process would compile FastAPI, SQLAlchemy, pydantic and the rest from source again.
+UV_ENV := UV_PYTHON=$(PYTHON) UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=$(VENV) UV_COMPILE_BYTECODE=1
 
-.PHONY: run test upgrade docs docs-build node-packages bench-report lint typecheck format redteam bench bench-runtime bench-call-entry bench-warm-start bench-sign-in bench-servers bench-control-plane-burst bench-phone-side bench-peers bench-socket-layers soak clean
+.PHONY: run test upgrade docs docs-build bytecode node-packages bench-report lint typecheck format redteam bench bench-runtime bench-call-entry bench-warm-start bench-sign-in bench-servers bench-control-plane-burst bench-phone-side bench-peers bench-socket-layers soak clean
 
 $(UV):
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -41,7 +44,13 @@ TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 # unpacks); the suite starts once all of them have passed.
 test: $(VENV)/.installed-dev
 	$(MAKE) --no-print-directory -j4 --output-sync=target lint typecheck docs-build node-packages
+	$(MAKE) --no-print-directory bytecode
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/test-services.sh $(BIN)/pytest -q --durations=30 -n $(TEST_WORKERS) $(PYTEST_ARGS)
+
+# The project's own sources as bytecode (only what changed since the last time): the suite
+# starts ~200 Python processes (xdist workers, servers, CLIs), and each would compile them again.
+bytecode:
+	$(BIN)/python -m compileall -q -j 0 control_plane runtime/switchboard_runtime migrations tests bench
 
 docs-build:
 	$(BIN)/mkdocs build --strict  # not --quiet: it hides the warnings strict mode counts
