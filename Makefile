@@ -47,8 +47,8 @@ test: $(VENV)/.installed-dev
 	$(MAKE) --no-print-directory bytecode
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/test-services.sh $(BIN)/pytest -q --durations=30 -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
-# The project's own sources as bytecode (only what changed since the last time): the suite
-# starts ~200 Python processes (xdist workers, servers, CLIs), and each would compile them again.
+# The project's own sources as bytecode (only what changed since the last time): every xdist
+# worker and every server or CLI a test starts would otherwise compile them again.
 bytecode:
 	$(BIN)/python -m compileall -q -j 0 control_plane runtime/switchboard_runtime migrations tests bench
 
