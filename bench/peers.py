@@ -13,8 +13,10 @@ which goes first alternating from load to load. Reported per side and load:
   to when it reached the other end's socket.
 A side *sustains* a load when no call fails, at least 90 % of the frames arrive both ways and
 lag p99 stays within 250 ms both ways (generous: the phone-side goal is 20 ms). A side that does
-not is not run at the larger loads (they would only take longer to say the same); the report
-names the largest load each side sustained and compares CPU per call-second there.
+not is not run at the larger loads (they would only take longer to say the same); a side that
+sustains none of them has both sides run again at half the smallest load, and half that, until
+it does. The report names the largest load each side sustained and compares CPU per call-second
+at the largest both sustained.
 
 (a) `switchboard worker`, dialled as Twilio dials it (a signed webhook, then the stream);
 (b) bench/pipecat_bot.py: pipecat's FastAPI WebSocket transport, Twilio serializer, context
@@ -148,17 +150,29 @@ def main() -> None:
                 )
 
             sides = {"switchboard worker": worker_side, "pipecat bot per call": pipecat_side}
-            for index, calls in enumerate(LOADS):
+
+            def run_load(calls: int, index: int, skip: set[str]) -> None:
                 order = list(sides) if index % 2 == 0 else list(reversed(sides))
                 for side in order:
-                    if side in saturated:
+                    if side in skip:
                         continue
                     figures = row(side, sides[side](calls, index))
                     figures["sustained"] = sustained(figures)
                     rows.append(figures)
                     print(json.dumps(figures), flush=True)
-                    if not figures["sustained"]:
+                    if not figures["sustained"] and side not in saturated:
                         saturated[side] = calls
+
+            for index, calls in enumerate(LOADS):
+                run_load(calls, index, skip=set(saturated))
+            # A side that sustained none of the loads: both sides again at half the smallest,
+            # and half that, until it does, so the goal's "largest load both sustain" exists.
+            calls, index = min(LOADS), len(LOADS)
+            while calls > 1 and not all(
+                any(r["sustained"] for r in rows if r["side"] == side) for side in sides
+            ):
+                calls, index = calls // 2, index + 1
+                run_load(calls, index, skip=set())
         finally:
             bot.terminate()
             bot.wait(timeout=15)
