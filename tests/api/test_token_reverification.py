@@ -21,18 +21,11 @@ from control_plane.auth.cache import TokenCache
 from control_plane.auth.models import ApiToken
 from control_plane.core import utcnow
 from tests.api.test_session_config import grok_ready, make_agent, session_config  # noqa: F401
+from tests.clock import Clock
 from tests.conftest import Tokens
 
 FLIGHT = 5
 STEPS = 12  # a minute in 5-s steps: two 30-s windows
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.monotonic()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class HeldLookups:
@@ -54,7 +47,7 @@ def service_token_kept(client: TestClient, tokens: Tokens) -> tuple[str, TokenCa
     """An agent, and the service token verified and kept on a clock the test moves."""
     agent = make_agent(client, tokens)
     cache: TokenCache = client.app.state.token_cache  # type: ignore[attr-defined]
-    cache.clock = clock = Clock()
+    cache.clock = clock = Clock(time.monotonic())
     cache.clear()
     clock.now += 0.001  # after the clear, so this lookup is kept
     assert session_config(client, tokens, agent).status_code == 200

@@ -2,18 +2,11 @@
 until their stream arrives (or the hold runs out), kept while calls are bridged."""
 
 from switchboard_runtime.worker.capacity import CallCapacity, PreStartSockets
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import Clock
 
 
 def test_a_full_worker_refuses_and_counts_the_refusal() -> None:
-    capacity = CallCapacity(2, hold_seconds=15, clock=Clock())
+    capacity = CallCapacity(2, hold_seconds=15, clock=Clock(100.0))
     with capacity.taken() as first, capacity.taken() as second, capacity.taken() as third:
         assert (first, second, third) == (True, True, False)
         assert capacity.in_use == 2
@@ -23,7 +16,7 @@ def test_a_full_worker_refuses_and_counts_the_refusal() -> None:
 
 
 def test_an_issued_call_keeps_its_place_until_its_stream_comes_or_the_hold_runs_out() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     capacity = CallCapacity(1, hold_seconds=15, clock=clock)
     capacity.hold("call-a")
     assert not capacity.has_room()
@@ -35,7 +28,7 @@ def test_an_issued_call_keeps_its_place_until_its_stream_comes_or_the_hold_runs_
 
 
 def test_a_bridged_call_holds_its_place_until_it_ends_and_the_hold_is_not_counted_twice() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     capacity = CallCapacity(2, hold_seconds=15, clock=clock)
     capacity.hold("call-a")
     with capacity.running("call-a"):
@@ -46,7 +39,7 @@ def test_a_bridged_call_holds_its_place_until_it_ends_and_the_hold_is_not_counte
 
 
 def test_a_stream_for_a_call_this_worker_did_not_admit_is_counted_even_when_full() -> None:
-    capacity = CallCapacity(1, hold_seconds=15, clock=Clock())
+    capacity = CallCapacity(1, hold_seconds=15, clock=Clock(100.0))
     with capacity.running("call-a"), capacity.running("call-b"):
         assert capacity.in_use == 2  # never refused: the caller has been answered already
         with capacity.taken() as admitted:
@@ -54,7 +47,7 @@ def test_a_stream_for_a_call_this_worker_did_not_admit_is_counted_even_when_full
 
 
 def test_a_place_is_given_back_when_the_block_fails() -> None:
-    capacity = CallCapacity(1, hold_seconds=15, clock=Clock())
+    capacity = CallCapacity(1, hold_seconds=15, clock=Clock(100.0))
     for block in (capacity.taken, lambda: capacity.running("call-a")):
         try:
             with block():
@@ -66,7 +59,7 @@ def test_a_place_is_given_back_when_the_block_fails() -> None:
 
 
 def test_without_a_limit_there_is_always_room() -> None:
-    capacity = CallCapacity(None, hold_seconds=15, clock=Clock())
+    capacity = CallCapacity(None, hold_seconds=15, clock=Clock(100.0))
     for index in range(1000):
         capacity.hold(f"call-{index}")
     with capacity.taken() as admitted:
@@ -75,7 +68,7 @@ def test_without_a_limit_there_is_always_room() -> None:
 
 
 def test_a_stopping_worker_refuses_new_calls_and_still_owes_the_streams_it_answered() -> None:
-    clock = Clock()
+    clock = Clock(100.0)
     capacity = CallCapacity(None, hold_seconds=15, clock=clock)
     capacity.hold("call-a")
     capacity.hold("call-b")

@@ -6,14 +6,7 @@ import logging
 import pytest
 
 from switchboard_runtime.logging import RepeatedWarnings
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import Clock
 
 
 def lines(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -23,7 +16,7 @@ def lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_a_kind_is_said_once_a_window_and_the_next_line_counts_the_rest(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     warnings = RepeatedWarnings(logging.getLogger("test.refusals"), every=60.0, clock=clock)
     with caplog.at_level(logging.WARNING, logger="test.refusals"):
         for index in range(5):
@@ -43,7 +36,7 @@ def test_a_kind_is_said_once_a_window_and_the_next_line_counts_the_rest(
 
 
 def test_kinds_are_held_back_each_on_its_own(caplog: pytest.LogCaptureFixture) -> None:
-    warnings = RepeatedWarnings(logging.getLogger("test.refusals"), clock=Clock())
+    warnings = RepeatedWarnings(logging.getLogger("test.refusals"), clock=Clock(1000.0))
     with caplog.at_level(logging.WARNING, logger="test.refusals"):
         for _ in range(3):
             warnings.warn("webhook:body_timeout", "body too slow")
@@ -53,7 +46,7 @@ def test_kinds_are_held_back_each_on_its_own(caplog: pytest.LogCaptureFixture) -
 
 
 def test_a_quiet_kind_is_said_again_without_a_count(caplog: pytest.LogCaptureFixture) -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     warnings = RepeatedWarnings(logging.getLogger("test.refusals"), every=60.0, clock=clock)
     with caplog.at_level(logging.WARNING, logger="test.refusals"):
         warnings.warn("http:too_many_pending", "closed one")

@@ -2,20 +2,13 @@
 
 from control_plane.auth.cache import TokenCache
 from control_plane.auth.principal import Principal
+from tests.clock import Clock
 
 SERVICE = Principal(name="service", scopes=frozenset({"service"}), token_id=1)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def cache_with_entry() -> tuple[TokenCache, Clock]:
-    clock = Clock()
+    clock = Clock(1000.0)
     cache = TokenCache(fresh_seconds=30.0, clock=clock)
     cache.put("h", SERVICE, clock.now)
     return cache, clock

@@ -2,18 +2,11 @@
 for its address; the addresses kept are bounded."""
 
 from switchboard_runtime.worker.webhook_budget import WebhookRefusalBudget
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import Clock
 
 
 def test_an_address_is_held_back_for_the_rest_of_its_minute() -> None:
-    clock = Clock()
+    clock = Clock(500.0)
     budget = WebhookRefusalBudget(per_minute=2, clock=clock)
     assert budget.allows("198.51.100.7")
     budget.refused("198.51.100.7")
@@ -27,7 +20,7 @@ def test_an_address_is_held_back_for_the_rest_of_its_minute() -> None:
 
 
 def test_an_accepted_webhook_vouches_for_its_address_for_a_while() -> None:
-    clock = Clock()
+    clock = Clock(500.0)
     budget = WebhookRefusalBudget(per_minute=1, vouched_seconds=600, clock=clock)
     budget.accepted("192.0.2.1")
     for _ in range(5):
@@ -40,7 +33,7 @@ def test_an_accepted_webhook_vouches_for_its_address_for_a_while() -> None:
 
 
 def test_addresses_kept_are_bounded() -> None:
-    budget = WebhookRefusalBudget(per_minute=1, max_addresses=10, clock=Clock())
+    budget = WebhookRefusalBudget(per_minute=1, max_addresses=10, clock=Clock(500.0))
     for index in range(25):
         budget.refused(f"10.0.0.{index}")
     assert len(budget._refusals) <= 10
