@@ -98,9 +98,11 @@ class ChangeFeed:
                             self.dispatch(notification.payload)
             except psycopg.Error as exc:
                 if self.listening.is_set():
-                    # Changes may be missed from here on: drop what is cached now.
-                    self.listening.clear()
+                    # Changes may be missed from here on: drop what is cached now, and only
+                    # then say the feed stopped listening (whoever waits for that, as the
+                    # outage test does, then finds nothing kept from before).
                     self.dispatch(RESYNC)
+                    self.listening.clear()
                 logger.warning(
                     "change feed disconnected (%s); retrying in %.1fs", type(exc).__name__, backoff
                 )
