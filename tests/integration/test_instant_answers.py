@@ -16,6 +16,7 @@ import pytest
 
 from control_plane.app import create_app
 from control_plane.settings import Settings
+from switchboard_runtime.worker import serving
 from switchboard_runtime.worker.serving import GuardedHttpProtocol
 from tests.fakes.server import BackgroundServer
 
@@ -215,3 +216,33 @@ def test_without_minding_the_backlog_the_server_holds_ever_more_for_it(
     exchange(server.port, TIERS, 1)
     monkeypatch.setattr(GuardedHttpProtocol, "_client_behind", lambda self: False)
     assert backlog_of_a_client_that_does_not_read(server) > 16 << 20
+
+
+def idle_after_an_instant_answer(control_plane: Any, seconds: float) -> bytes | None:
+    """Under a 1 s keep-alive: a kept read answered instantly, then nothing for `seconds`:
+    b"" if the server closed the connection meanwhile, None if it is still open."""
+    with BackgroundServer(control_plane, http=GuardedHttpProtocol, timeout_keep_alive=1) as server:
+        exchange(server.port, TIERS, 1)  # the route builds it
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.settimeout(5)
+            sock.sendall(TIERS)
+            [(status, _, _)] = read_responses(sock, 1)
+            assert status == b"HTTP/1.1 200 OK"
+            sock.settimeout(seconds)
+            try:
+                return sock.recv(1)
+            except TimeoutError:
+                return None
+
+
+def test_an_idle_connection_after_an_instant_answer_is_closed_as_after_any(
+    control_plane: Any,
+) -> None:
+    assert idle_after_an_instant_answer(control_plane, 3) == b""
+
+
+def test_without_its_deadline_an_idle_connection_after_an_instant_answer_stays_open(
+    control_plane: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(serving.Deadlines, "watch", lambda self, connection: None)
+    assert idle_after_an_instant_answer(control_plane, 2) is None

@@ -15,10 +15,13 @@ from typing import Any
 
 import pytest
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from websockets.sync.client import connect as ws_connect
 
 from control_plane.app import create_app
 from control_plane.settings import Settings
 from switchboard_runtime.worker import serving as server_module
+from switchboard_runtime.worker.serving import UVICORN_WEBSOCKETS
 from tests.fakes.server import free_port
 
 
@@ -26,7 +29,13 @@ class Served:
     def __init__(self, app: Any, http: Any) -> None:
         self.port = free_port()
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", http=http, lifespan="on"
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            http=http,
+            lifespan="on",
+            **UVICORN_WEBSOCKETS,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -311,3 +320,48 @@ def test_a_chunked_body_is_refused_as_it_passes_the_limit(app: Any) -> None:
                 break
     assert answer.startswith(b"HTTP/1.1 413"), answer[:80]
     assert sent < 8 * 1024 * 1024, sent
+
+
+async def echo_socket(scope: Any, receive: Any, send: Any) -> None:
+    """A WebSocket that echoes text (and an app lifespan that does nothing)."""
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind in ("lifespan.startup", "lifespan.shutdown"):
+            await send({"type": f"{kind}.complete"})
+        elif kind == "websocket.connect":
+            await send({"type": "websocket.accept"})
+        elif kind == "websocket.receive":
+            await send({"type": "websocket.send", "text": message["text"]})
+        if kind in ("lifespan.shutdown", "websocket.disconnect"):
+            return
+
+
+def watched_after_a_websocket(served: Served) -> int:
+    """Open a WebSocket, keep it past the header deadline, close it: how many connections the
+    server's deadlines still hold afterwards."""
+    with ws_connect(f"ws://127.0.0.1:{served.port}/") as socket_:
+        time.sleep(1.0)  # twice the header deadline
+        socket_.send("still here")
+        assert socket_.recv(timeout=3) == "still here"
+    time.sleep(0.3)
+    return len(served.server.server_state.switchboard_deadlines.connections)  # type: ignore[attr-defined]
+
+
+def test_a_websocket_leaves_the_deadlines_behind(short_header_timeout: None) -> None:
+    with Served(echo_socket, server_module.GuardedHttpProtocol) as served:
+        assert watched_after_a_websocket(served) == 0
+
+
+def test_without_forgetting_upgraded_connections_the_deadlines_keep_them(
+    short_header_timeout: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def upgrade_without_forgetting(self: server_module.GuardedHttpProtocol) -> None:
+        self._end_request()
+        HttpToolsProtocol.handle_websocket_upgrade(self)
+
+    monkeypatch.setattr(
+        server_module.GuardedHttpProtocol, "handle_websocket_upgrade", upgrade_without_forgetting
+    )
+    with Served(echo_socket, server_module.GuardedHttpProtocol) as served:
+        assert watched_after_a_websocket(served) == 1

@@ -15,8 +15,8 @@ Under granian only its own header-read timeout applies.
 import asyncio
 import contextlib
 import logging
+import math
 import sys
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -152,20 +152,63 @@ def server_warnings(server_state: Any) -> RepeatedWarnings:
     return warnings
 
 
-def pending_requests(server_state: Any) -> Counter[str]:
+def pending_requests(server_state: Any) -> dict[str, int]:
     """Per client address, its connections whose request has not fully arrived: one count per
-    server (tests run several servers in one process)."""
-    pending: Counter[str] | None = getattr(server_state, "switchboard_pending", None)
+    server (tests run several servers in one process). A plain dict: `Counter`'s deletion is
+    Python code, run once a request."""
+    pending: dict[str, int] | None = getattr(server_state, "switchboard_pending", None)
     if pending is None:
-        pending = Counter()
-        server_state.switchboard_pending = pending
+        pending = server_state.switchboard_pending = {}
     return pending
+
+
+# How often a server looks for connections past their deadline: a slow or idle client is closed
+# within its bound plus this.
+DEADLINE_TICK_SECONDS = 0.1
+
+
+class Deadlines:
+    """The deadlines of one server's guarded connections, checked by one sweep a tick.
+
+    A timer per request (one started as a request begins and cancelled as its headers arrive,
+    one for its body, uvicorn's keep-alive after its response) costs a hot read about a seventh
+    of its time in the server; a deadline is a float the connection writes on itself."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.connections: set[GuardedHttpProtocol] = set()
+        self.sweep: asyncio.TimerHandle | None = None
+
+    def watch(self, connection: "GuardedHttpProtocol") -> None:
+        self.connections.add(connection)
+        if self.sweep is None:
+            self.sweep = self.loop.call_later(DEADLINE_TICK_SECONDS, self._sweep)
+
+    def forget(self, connection: "GuardedHttpProtocol") -> None:
+        self.connections.discard(connection)
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        for connection in [c for c in self.connections if c.deadline <= now]:
+            connection.deadline_passed()
+        self.sweep = None
+        if self.connections:
+            self.sweep = self.loop.call_later(DEADLINE_TICK_SECONDS, self._sweep)
+
+
+def deadlines(server_state: Any, loop: asyncio.AbstractEventLoop) -> Deadlines:
+    """The server's `Deadlines` (one per server: tests run several in one process)."""
+    found: Deadlines | None = getattr(server_state, "switchboard_deadlines", None)
+    if found is None:
+        found = server_state.switchboard_deadlines = Deadlines(loop)
+    return found
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the server's own guards on a request still arriving:
-    - a clock from connection (or the start of the next request on a kept-alive connection)
-      to the end of the request headers, then another to the end of the body;
+    - a deadline from connection (or the start of the next request on a kept-alive
+      connection) to the end of the request headers, then another to the end of the body
+      (`Deadlines`: closed within the bound plus DEADLINE_TICK_SECONDS);
     - at most `max_pending_per_address` such requests per client address (trusted proxies
       aside, which carry many clients): one more from that address is closed at once.
     A WebSocket upgrade leaves these guards; the app bounds its sockets itself.
@@ -178,22 +221,23 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     no response still owed (pipelined requests keep their order) and no write backlog (a client
     that does not read gets the usual cycle, which waits for it), is answered this way."""
 
-    guard_clock: asyncio.TimerHandle | None = None
+    deadline = math.inf  # loop time by which the connection must have moved on (`Deadlines`)
     pending_as: str | None = None  # the address this connection counts under while pending
     answered_now = False  # the request being parsed was answered instantly
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
+        deadlines(self.server_state, self.loop).watch(self)
         if self._begin_request():
-            self._start_clock(http_guards().header_timeout_seconds)
+            self._allow(http_guards().header_timeout_seconds)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self.guard_clock is None and self.pending_as is None and self._begin_request():
-            self._start_clock(http_guards().header_timeout_seconds)
+        if self.pending_as is None and self._begin_request():
+            self._allow(http_guards().header_timeout_seconds)
 
     def on_headers_complete(self) -> None:
-        self._stop_clock()
+        self.deadline = math.inf
         response = self._instant_response()
         if response is not None:
             self.answered_now = True
@@ -201,13 +245,16 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return
         super().on_headers_complete()
         if self.pending_as is not None:
-            self._start_clock(http_guards().body_timeout_seconds)
+            self._allow(http_guards().body_timeout_seconds)
 
     def on_message_complete(self) -> None:
         self._end_request()
         if self.answered_now:
+            # What uvicorn does after any response, its keep-alive timer aside: the connection
+            # may stay idle for as long as uvicorn would let it.
             self.answered_now = False
-            self.on_response_complete()  # keep-alive clock, request count: as after any response
+            self.server_state.total_requests += 1
+            self._allow(self.timeout_keep_alive)
             return
         super().on_message_complete()
 
@@ -261,11 +308,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def handle_websocket_upgrade(self) -> None:
         self._end_request()
+        deadlines(self.server_state, self.loop).forget(self)  # the socket's protocol bounds it
         super().handle_websocket_upgrade()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._end_request()
+        deadlines(self.server_state, self.loop).forget(self)
         super().connection_lost(exc)
+
+    def deadline_passed(self) -> None:
+        self.deadline = math.inf
+        self.transport.close()
 
     def _begin_request(self) -> bool:
         guards = http_guards()
@@ -274,7 +327,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.pending_as = ""  # counted nowhere, but pending all the same
             return True
         pending = pending_requests(self.server_state)
-        if pending[address] >= guards.max_pending_per_address:
+        already = pending.get(address, 0)
+        if already >= guards.max_pending_per_address:
             server_warnings(self.server_state).warn(
                 "http:too_many_pending",
                 "connection from %s closed: too many requests still arriving",
@@ -282,30 +336,23 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             )
             self.transport.close()
             return False
-        pending[address] += 1
+        pending[address] = already + 1
         self.pending_as = address
         return True
 
     def _end_request(self) -> None:
-        self._stop_clock()
+        self.deadline = math.inf
         address, self.pending_as = self.pending_as, None
         if address:
             pending = pending_requests(self.server_state)
-            pending[address] -= 1
-            if pending[address] <= 0:
+            left = pending[address] - 1
+            if left > 0:
+                pending[address] = left
+            else:
                 del pending[address]
 
-    def _start_clock(self, seconds: float) -> None:
-        self.guard_clock = self.loop.call_later(seconds, self._too_slow)
-
-    def _stop_clock(self) -> None:
-        if self.guard_clock is not None:
-            self.guard_clock.cancel()
-            self.guard_clock = None
-
-    def _too_slow(self) -> None:
-        self.guard_clock = None
-        self.transport.close()
+    def _allow(self, seconds: float) -> None:
+        self.deadline = self.loop.time() + seconds
 
 
 def uvicorn_options(host: str, port: int) -> dict[str, Any]:
