@@ -4,13 +4,17 @@ HTTP latency and status per route, session-config outcomes by code, flag evaluat
 cache hits, and per flag the calls and SLO figures of the guard's current window.
 """
 
+import math
 import time
+from bisect import bisect_left
 from collections.abc import Iterator
+from itertools import accumulate
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
@@ -19,19 +23,58 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from control_plane.rollout.gate import FlagGate
 from control_plane.sessions.cache import ConfigCache
 
+REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+# The buckets' `le` labels, as prometheus_client writes them ("1.0", "+Inf").
+REQUEST_BUCKET_LABELS: list[str] = [
+    floatToGoString(bound)  # type: ignore[no-untyped-call]
+    for bound in (*REQUEST_BUCKETS, math.inf)
+]
+RequestLabels = tuple[str, str, int]  # method, route, status
+
+
+class RequestDurations(Collector):
+    """HTTP request latency by method, route and status: a Prometheus histogram.
+
+    prometheus_client's `Histogram` takes a lock twice per observation (its sum, its bucket),
+    for threads; requests are observed on the event loop's thread only, where plain counts do
+    at a fraction of the cost on every request. A scrape may run on another thread (the route
+    is sync): it reads a copy of the series (one C call under the GIL), as the library's own
+    histogram does, each count as it is at that moment."""
+
+    name = "switchboard_http_request_duration_seconds"
+
+    def __init__(self) -> None:
+        # Per labels: the count of each bucket (the last one +Inf), then the sum of seconds.
+        self.series: dict[RequestLabels, list[float]] = {}
+
+    def observe(self, labels: RequestLabels, seconds: float) -> None:
+        counts = self.series.get(labels)
+        if counts is None:
+            counts = self.series[labels] = [0.0] * (len(REQUEST_BUCKETS) + 2)
+        counts[bisect_left(REQUEST_BUCKETS, seconds)] += 1  # the first bucket with le >= seconds
+        counts[-1] += seconds
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(
+            self.name,
+            "HTTP request latency by route and status",
+            labels=["method", "route", "status"],
+        )
+        for (method, route, status), counts in list(self.series.items()):
+            cumulative = accumulate(counts[:-1])
+            family.add_metric(
+                [method, route, str(status)],
+                list(zip(REQUEST_BUCKET_LABELS, cumulative, strict=True)),
+                counts[-1],
+            )
+        yield family
+
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.http_duration = Histogram(
-            "switchboard_http_request_duration_seconds",
-            "HTTP request latency by route and status",
-            ["method", "route", "status"],
-            registry=self.registry,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-        )
-        # The histogram's series by labels: looking one up costs a lock and a tuple per request.
-        self._series: dict[tuple[str, str, int], Any] = {}
+        self.http_duration = RequestDurations()
+        self.registry.register(self.http_duration)
         self.session_config = Counter(
             "switchboard_session_config_total",
             "Session-config answers by outcome (ok, stale, or the problem code)",
@@ -40,11 +83,7 @@ class Metrics:
         )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        series = self._series.get((method, route, status))
-        if series is None:
-            series = self.http_duration.labels(method, route, str(status))
-            self._series[(method, route, status)] = series
-        series.observe(seconds)
+        self.http_duration.observe((method, route, status), seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
