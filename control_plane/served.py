@@ -44,7 +44,16 @@ class Served:
     def answer(self, if_none_match: bytes | None) -> InstantAnswer:
         """The whole response to a request with this `If-None-Match`, with every header the
         app's layers would have added (the security headers)."""
-        return self.not_modified if self.matches(if_none_match) else self.ok
+        if if_none_match is None:
+            return self.ok
+        if if_none_match == self.etag_bytes or self.matches(if_none_match):
+            return self.not_modified
+        return self.ok
+
+    @cached_property
+    def etag_bytes(self) -> bytes:
+        """The ETag as a client that kept it sends it back (the usual revalidation)."""
+        return self.etag.encode()
 
     @cached_property
     def not_modified(self) -> InstantAnswer:
