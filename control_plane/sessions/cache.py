@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from control_plane.kept import Generations, Stamp, StampedMap
 from control_plane.rollout.models import FlagDecision
@@ -47,7 +48,9 @@ Revalidate = Callable[[ConfigBasis], bool]
 
 @dataclass
 class CachedConfig:
-    config: ResolvedSessionConfig
+    """A config as it is served. Only its bytes are kept, not the model they came from: a
+    thousand kept model trees would be a third of what every full garbage collection walks."""
+
     served: Served
     stamp: Stamp
     basis: ConfigBasis | None = None
@@ -65,13 +68,18 @@ class CachedConfig:
     def stale(self) -> Served:
         """The same config marked `"stale": true`, for when the database is unreachable."""
         if self._stale is None:
-            body = serialize(self.config.model_copy(update={"stale": True}))
-            self._stale = Served.of(body, NO_STORE)
+            document = json.loads(self.served.body)
+            document["stale"] = True
+            self._stale = Served.of(dump(document), NO_STORE)
         return self._stale
 
 
 def serialize(config: ResolvedSessionConfig) -> bytes:
-    return json.dumps(config.model_dump(mode="json"), separators=(",", ":")).encode()
+    return dump(config.model_dump(mode="json"))
+
+
+def dump(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()
 
 
 class ConfigCache:
@@ -142,9 +150,7 @@ class ConfigCache:
             if previous is not None and previous.served.body == body
             else Served.of(body, NO_STORE)
         )
-        entry = CachedConfig(
-            config=config, served=served, stamp=stamp, basis=basis, valid_until=valid_until
-        )
+        entry = CachedConfig(served=served, stamp=stamp, basis=basis, valid_until=valid_until)
         with self._lock:
             self._entries[key] = entry
             self._entries.move_to_end(key)

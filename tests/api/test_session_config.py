@@ -1,10 +1,13 @@
 """The resolved session config: routing, voices, turn detection, tools, errors, cache."""
 
+import json
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from control_plane.sessions.cache import serialize
+from control_plane.sessions.models import ResolvedSessionConfig
 from tests.conftest import FakeXAI, Tokens, auth
 
 XAI_KEY = "xai-" + "SessionConfigKey0123456789" + "Wxyz"
@@ -366,3 +369,28 @@ def test_ephemeral_secrets_from_xai(
     refused = session_config(client, tokens, agent_id, credentials="ephemeral")
     assert (refused.status_code, refused.json()["code"]) == (502, "xai_api_key_rejected")
     assert XAI_KEY not in refused.text
+
+
+def test_the_stale_answer_is_the_kept_config_marked_stale(
+    client: TestClient, tokens: Tokens, grok_ready: None
+) -> None:
+    """The cache keeps a config's bytes only; its stale variant (served while the database is
+    away) is built from them, and says what the model itself would say, non-ASCII and all."""
+    agent_id = make_agent(
+        client,
+        tokens,
+        instructions="Tú eres Ava — «bienvenue» 👋",
+        language="es-MX",
+        tools=[LOOKUP],
+    )
+    served = session_config(client, tokens, agent_id)
+    assert served.status_code == 200
+    cache = client.app.state.config_cache  # type: ignore[attr-defined]
+    entry = cache.last_known(("acme", agent_id, "key", "phone"))  # the default mode and channel
+    assert entry is not None and entry.served.body == served.content
+
+    from_the_model = ResolvedSessionConfig.model_validate_json(served.content).model_copy(
+        update={"stale": True}
+    )
+    assert entry.stale.body == serialize(from_the_model)
+    assert json.loads(entry.stale.body) == {**served.json(), "stale": True}
