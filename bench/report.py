@@ -145,6 +145,15 @@ def socket_layers(results: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def instant_answer(results: dict[str, Any]) -> list[Row]:
+    return [
+        (f"{name}: server µs per request, min / median", f"{low:.1f} / {mid:.1f}", "", "")
+        for (name, low), mid in zip(
+            results["min_us"].items(), results["median_us"].values(), strict=True
+        )
+    ]
+
+
 SOURCES: list[tuple[str, str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("make bench (control plane vs unleash-server)", "latest.json", control_plane),
     ("make bench-runtime", "runtime.json", runtime),
@@ -152,6 +161,7 @@ SOURCES: list[tuple[str, str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("make bench-warm-start", "warm_start.json", warm_start),
     ("make bench-peers", "peers.json", peers),
     ("make bench-socket-layers", "socket_layers.json", socket_layers),
+    ("make bench-instant-answer", "instant_answer.json", instant_answer),
 ]
 
 
