@@ -35,6 +35,8 @@ class Served:
     def matches(self, if_none_match: str | bytes | None) -> bool:
         if not if_none_match:
             return False
+        if if_none_match == self.etag_bytes or if_none_match == self.etag:
+            return True  # the usual revalidation: the ETag sent back as it was given
         text = (
             if_none_match.decode("latin-1") if isinstance(if_none_match, bytes) else if_none_match
         )
@@ -44,15 +46,10 @@ class Served:
     def answer(self, if_none_match: bytes | None) -> InstantAnswer:
         """The whole response to a request with this `If-None-Match`, with every header the
         app's layers would have added (the security headers)."""
-        if if_none_match is None:
-            return self.ok
-        if if_none_match == self.etag_bytes or self.matches(if_none_match):
-            return self.not_modified
-        return self.ok
+        return self.not_modified if self.matches(if_none_match) else self.ok
 
     @cached_property
     def etag_bytes(self) -> bytes:
-        """The ETag as a client that kept it sends it back (the usual revalidation)."""
         return self.etag.encode()
 
     @cached_property
