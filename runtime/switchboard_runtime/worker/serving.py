@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from http import HTTPStatus
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 import httptools
 import uvicorn
@@ -33,6 +33,7 @@ from switchboard_runtime.worker.media_plane import MAX_FRAME_BYTES
 from switchboard_runtime.worker.settings import ProxyNetworks, ServerSettings, is_trusted_proxy
 
 HttpServer = Literal["uvicorn", "granian"]
+T = TypeVar("T")
 
 # How uvicorn serves WebSockets here (the CLI and the test servers alike), for a worker app
 # without its media plane: no permessage-deflate (compressing base64 audio saves about a third
@@ -144,22 +145,25 @@ def http_guards() -> HttpGuards:
     )
 
 
+def per_server(server_state: Any, name: str, make: Callable[[], T]) -> T:
+    """What the guards keep for one server, made on first use and kept on uvicorn's server
+    state as `name` (not in a module global: tests run several servers in one process)."""
+    found: T | None = getattr(server_state, name, None)
+    if found is None:
+        found = make()
+        setattr(server_state, name, found)
+    return found
+
+
 def server_warnings(server_state: Any) -> RepeatedWarnings:
-    """The server's own refusals, each kind logged at most once a minute (one per server)."""
-    warnings: RepeatedWarnings | None = getattr(server_state, "switchboard_warnings", None)
-    if warnings is None:
-        warnings = server_state.switchboard_warnings = RepeatedWarnings(logger)
-    return warnings
+    """The server's own refusals, each kind logged at most once a minute."""
+    return per_server(server_state, "switchboard_warnings", lambda: RepeatedWarnings(logger))
 
 
 def pending_requests(server_state: Any) -> dict[str, int]:
-    """Per client address, its connections whose request has not fully arrived: one count per
-    server (tests run several servers in one process). A plain dict: `Counter`'s deletion is
-    Python code, run once a request."""
-    pending: dict[str, int] | None = getattr(server_state, "switchboard_pending", None)
-    if pending is None:
-        pending = server_state.switchboard_pending = {}
-    return pending
+    """Per client address, its connections whose request has not fully arrived. A plain dict:
+    `Counter`'s deletion is Python code, run once a request."""
+    return per_server(server_state, "switchboard_pending", dict)
 
 
 # How often a server looks for connections past their deadline: a slow or idle client is closed
@@ -197,11 +201,7 @@ class Deadlines:
 
 
 def deadlines(server_state: Any, loop: asyncio.AbstractEventLoop) -> Deadlines:
-    """The server's `Deadlines` (one per server: tests run several in one process)."""
-    found: Deadlines | None = getattr(server_state, "switchboard_deadlines", None)
-    if found is None:
-        found = server_state.switchboard_deadlines = Deadlines(loop)
-    return found
+    return per_server(server_state, "switchboard_deadlines", lambda: Deadlines(loop))
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -221,13 +221,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     no response still owed (pipelined requests keep their order) and no write backlog (a client
     that does not read gets the usual cycle, which waits for it), is answered this way."""
 
+    pending: dict[str, int]  # the server's `pending_requests`
+    deadlines: Deadlines  # the server's
     deadline = math.inf  # loop time by which the connection must have moved on (`Deadlines`)
     pending_as: str | None = None  # the address this connection counts under while pending
     answered_now = False  # the request being parsed was answered instantly
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
-        deadlines(self.server_state, self.loop).watch(self)
+        self.pending = pending_requests(self.server_state)
+        self.deadlines = deadlines(self.server_state, self.loop)
+        self.deadlines.watch(self)
         if self._begin_request():
             self._allow(http_guards().header_timeout_seconds)
 
@@ -308,12 +312,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def handle_websocket_upgrade(self) -> None:
         self._end_request()
-        deadlines(self.server_state, self.loop).forget(self)  # the socket's protocol bounds it
+        self.deadlines.forget(self)  # the socket's protocol bounds it
         super().handle_websocket_upgrade()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._end_request()
-        deadlines(self.server_state, self.loop).forget(self)
+        self.deadlines.forget(self)
         super().connection_lost(exc)
 
     def deadline_passed(self) -> None:
@@ -326,8 +330,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if address is None or guards.trusts(address):
             self.pending_as = ""  # counted nowhere, but pending all the same
             return True
-        pending = pending_requests(self.server_state)
-        already = pending.get(address, 0)
+        already = self.pending.get(address, 0)
         if already >= guards.max_pending_per_address:
             server_warnings(self.server_state).warn(
                 "http:too_many_pending",
@@ -336,7 +339,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             )
             self.transport.close()
             return False
-        pending[address] = already + 1
+        self.pending[address] = already + 1
         self.pending_as = address
         return True
 
@@ -344,12 +347,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.deadline = math.inf
         address, self.pending_as = self.pending_as, None
         if address:
-            pending = pending_requests(self.server_state)
-            left = pending[address] - 1
+            left = self.pending[address] - 1
             if left > 0:
-                pending[address] = left
+                self.pending[address] = left
             else:
-                del pending[address]
+                del self.pending[address]
 
     def _allow(self, seconds: float) -> None:
         self.deadline = self.loop.time() + seconds
