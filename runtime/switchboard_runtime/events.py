@@ -9,7 +9,7 @@ event whose fields do not fit its type, parses as `Malformed` — never an excep
 """
 
 import itertools
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -166,15 +166,36 @@ AUDIO_DELTA = "response.output_audio.delta"
 _AUDIO_DELTA_TEXT = f'"{AUDIO_DELTA}"'
 
 
-def parse_audio_delta(raw: str | bytes) -> AudioDelta | None:
-    """The event if `raw` is a well-formed agent audio delta; None for anything else."""
+class AudioChunk(NamedTuple):
+    """What the relay takes from an agent audio delta."""
+
+    delta: str  # base64, passed to the phone as it came
+    response_id: str | None
+
+
+def parse_audio_delta(raw: str | bytes) -> AudioChunk | None:
+    """The audio of `raw` if it is an agent audio delta `AudioDelta` accepts; None for anything
+    else. Checked field by field rather than through the model: this runs for every frame of
+    agent audio, and the model's validation cost twice the JSON parse (a property test holds
+    the two in agreement)."""
     if isinstance(raw, str) and _AUDIO_DELTA_TEXT not in raw:
         return None
-    data = _event_object(raw)
-    if isinstance(data, Malformed) or data["type"] != AUDIO_DELTA:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         return None
-    event = _validated(data)
-    return event if isinstance(event, AudioDelta) else None
+    if not isinstance(data, dict) or data.get("type") != AUDIO_DELTA:
+        return None
+    delta, response_id = data.get("delta"), data.get("response_id")
+    if not isinstance(delta, str) or not _text_or_none(response_id):
+        return None
+    if not (_text_or_none(data.get("item_id")) and _text_or_none(data.get("event_id"))):
+        return None
+    return AudioChunk(delta, response_id)
+
+
+def _text_or_none(value: object) -> bool:
+    return value is None or isinstance(value, str)
 
 
 def parse_server_event(raw: str | bytes) -> ServerEvent | Malformed:

@@ -553,10 +553,10 @@ class GrokRealtimeSession:
         the most frequent event needs no await. Anything else goes to the reader (False)."""
         if self.ended is not None:
             return False
-        event = wire.parse_audio_delta(raw)
-        if event is None:
+        chunk = wire.parse_audio_delta(raw)
+        if chunk is None:
             return False
-        self._audio(event)
+        self._audio(chunk.delta, chunk.response_id)
         return True
 
     async def _read_forever(self) -> None:
@@ -574,7 +574,7 @@ class GrokRealtimeSession:
 
     async def _handle(self, event: wire.ServerEvent | wire.Malformed) -> None:
         if isinstance(event, wire.AudioDelta):
-            self._audio(event)
+            self._audio(event.delta, event.response_id)
         elif isinstance(event, wire.ResponseCreated):
             self._active_response = event.response.id or "response"
         elif isinstance(event, wire.AudioDone):
@@ -617,8 +617,8 @@ class GrokRealtimeSession:
             self.telemetry.unknown_events += 1
             logger.warning("xAI sent a frame the runtime cannot read (%s); skipped", event.why)
 
-    def _audio(self, event: wire.AudioDelta) -> None:
-        response = event.response_id or self._active_response
+    def _audio(self, delta: str, response_id: str | None) -> None:
+        response = response_id or self._active_response
         if response in self._cancelled:
             return  # still in flight when the response was cancelled: the caller must not hear it
         now = time.monotonic()
@@ -628,7 +628,7 @@ class GrokRealtimeSession:
             since = self._speech_stopped_at or max(self.ready_at or 0, self.stream_started_at or 0)
             self.telemetry.time_to_first_audio_ms = round((now - (since or now)) * 1000, 1)
         self._audio_since_clear = True
-        self._play(AudioOut(event.delta, now))
+        self._play(AudioOut(delta, now))
 
     def _play(self, audio: AudioOut) -> None:
         """To the phone at once when its player is parked with nothing queued before this and

@@ -12,8 +12,11 @@ from collections.abc import Awaitable, Callable, Sized
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from switchboard_runtime.events import parse_audio_delta
+from switchboard_runtime.events import AUDIO_DELTA, AudioDelta, parse_audio_delta
 from switchboard_runtime.session import AudioOut, GrokRealtimeSession, OutboundEvent
 from switchboard_runtime.telephony import DIALECTS
 from switchboard_runtime.worker import picows_messages
@@ -203,3 +206,41 @@ def test_only_a_well_formed_audio_delta_is_taken_from_the_xai_callback() -> None
     assert parse_audio_delta(json.dumps(transcript)) is None  # for the reader
     assert parse_audio_delta(json.dumps({**delta, "delta": 7})) is None  # invalid: for the reader
     assert parse_audio_delta('{"type": "response.output_audio.delta"') is None  # not JSON
+
+
+# Values a JSON field can hold, as orjson reads them.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=5,
+)
+# An event close to an audio delta: each field the check reads may be missing or of any kind.
+near_deltas = st.fixed_dictionaries(
+    {"type": st.sampled_from([AUDIO_DELTA, "response.output_audio_transcript.delta"])},
+    optional={
+        name: st.text(max_size=8) | json_values
+        for name in ("delta", "response_id", "item_id", "event_id", "output_index")
+    },
+)
+
+
+def read_by_the_model(raw: str) -> tuple[str, str | None] | None:
+    """What the session's reader takes from the same frame: `AudioDelta`'s validation."""
+    data = json.loads(raw)
+    if data.get("type") != AUDIO_DELTA:
+        return None
+    try:
+        event = AudioDelta.model_validate(data)
+    except ValidationError:
+        return None
+    return event.delta, event.response_id
+
+
+@settings(max_examples=400, deadline=None)
+@given(near_deltas)
+def test_the_callback_takes_an_audio_delta_exactly_when_the_model_does(event: dict) -> None:
+    raw = json.dumps(event)
+    chunk = parse_audio_delta(raw)
+    taken = None if chunk is None else (chunk.delta, chunk.response_id)
+    assert taken == read_by_the_model(raw)
+    assert parse_audio_delta(raw.encode()) == chunk
