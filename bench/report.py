@@ -154,6 +154,15 @@ def instant_answer(results: dict[str, Any]) -> list[Row]:
     ]
 
 
+def relay_path(results: dict[str, Any]) -> list[Row]:
+    return [
+        (f"{way}: worker µs per frame in process, min / median", f"{low:.2f} / {mid:.2f}", "", "")
+        for (way, low), mid in zip(
+            results["min_us"].items(), results["median_us"].values(), strict=True
+        )
+    ]
+
+
 SOURCES: list[tuple[str, str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("make bench (control plane vs unleash-server)", "latest.json", control_plane),
     ("make bench-runtime", "runtime.json", runtime),
@@ -162,6 +171,7 @@ SOURCES: list[tuple[str, str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("make bench-peers", "peers.json", peers),
     ("make bench-socket-layers", "socket_layers.json", socket_layers),
     ("make bench-instant-answer", "instant_answer.json", instant_answer),
+    ("make bench-relay-path", "relay_path.json", relay_path),
 ]
 
 

@@ -1,0 +1,155 @@
+"""What the worker's Python spends relaying one media frame (`make bench-relay-path`).
+
+A live call relays each frame inside the socket's frame callback (docs/runtime.md): a caller's
+Twilio media frame is parsed and sent on to xAI as `input_audio_buffer.append`, an agent's
+`response.output_audio.delta` is parsed and sent on to the phone as a Twilio media frame. Here
+the real parts do it — the media plane's `MediaSocket`, the xAI socket `PicowsRealtimeSocket`, a
+`GrokRealtimeSession` and `telephony.bridge` — on a uvloop loop, each frame handed to the socket
+as picows hands over a whole message, over transports that only count what is written: no
+kernel, no peer, no wake-up. Reported: µs of process CPU per frame each way, min and median of
+ROUNDS rounds of FRAMES frames, with the host reference (bench/host.py) beside it; written to
+bench/results/relay_path.json for `make bench-report`.
+
+A live worker spends several times this per frame (socket reads and writes, the loop's
+wake-ups, colder caches): bench/runtime.py measures that, bench/socket_layers.py the socket
+layers alone.
+"""
+
+import asyncio
+import base64
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import picows
+import uvloop
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.host import host_reference_us  # noqa: E402
+from switchboard_runtime.session import GrokRealtimeSession  # noqa: E402
+from switchboard_runtime.telephony import DIALECTS, Start, bridge  # noqa: E402
+from switchboard_runtime.worker.media_plane import MediaSocket, Route  # noqa: E402
+from switchboard_runtime.worker.xai_socket import PicowsRealtimeSocket  # noqa: E402
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
+FRAMES = int(os.environ.get("BENCH_FRAMES", "20000"))
+
+AUDIO = base64.b64encode(bytes(range(160))).decode()  # 20 ms of 8 kHz μ-law
+# As Twilio and xAI send them (field order and extra fields included).
+CALLER_FRAME = json.dumps(
+    {
+        "event": "media",
+        "sequenceNumber": "5",
+        "streamSid": "MZ" + "0" * 32,
+        "media": {"track": "inbound", "chunk": "4", "timestamp": "80", "payload": AUDIO},
+    },
+    separators=(",", ":"),
+)
+AGENT_FRAME = json.dumps(
+    {
+        "type": "response.output_audio.delta",
+        "event_id": "event_1",
+        "response_id": "resp_1",
+        "item_id": "item_1",
+        "output_index": 0,
+        "content_index": 0,
+        "delta": AUDIO,
+    }
+)
+
+
+class CountingWire:
+    """What the sockets use of picows' transport: counts the frames written."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.underlying_transport = self
+
+    def send(self, kind: picows.WSMsgType, data: bytes) -> None:
+        self.frames += 1
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def cost_per_frame() -> dict[str, list[float]]:
+    """µs of process CPU per frame, per round, each way (rounds interleaved)."""
+    twilio = DIALECTS["twilio"]
+    phone = MediaSocket(plane=None, route=Route("agent", twilio, None, 64 * 1024))  # type: ignore[arg-type]
+    to_phone = CountingWire()
+    phone.transport = to_phone  # type: ignore[assignment]
+    xai = PicowsRealtimeSocket(1 << 22)
+    to_xai = CountingWire()
+    xai.transport = to_xai  # type: ignore[assignment]
+    # A session past its set-up, as `prepare()` leaves it: its socket open, its reader parked.
+    session = GrokRealtimeSession(
+        control_plane_url="http://127.0.0.1:9",
+        service_token="unused",  # noqa: S106 - never sent: no control plane is asked
+        workspace_id="bench",
+        agent_id="agent",
+    )
+    session._ws = xai
+    session._held_audio = None
+    session._reader = asyncio.create_task(session._read_forever())
+    xai.take_now, session._send_now = session._take_now, xai.send_now
+    call = asyncio.create_task(bridge(phone, twilio, Start("MZ1", "CA1", {}), session))
+    await asyncio.sleep(0.01)  # both bridge tasks and the reader parked
+
+    ways = {
+        "caller → xAI": (phone, CALLER_FRAME, to_xai),
+        "xAI → phone": (xai, AGENT_FRAME, to_phone),
+    }
+    costs: dict[str, list[float]] = {way: [] for way in ways}
+    for _ in range(ROUNDS):
+        for way, (socket, frame, wire) in ways.items():
+            gc.collect()
+            written = wire.frames
+            started = time.process_time()
+            for _ in range(FRAMES):
+                socket.on_message(frame)
+            elapsed = time.process_time() - started
+            if wire.frames - written != FRAMES:
+                raise SystemExit(f"{way}: not every frame was relayed in the callback")
+            costs[way].append(elapsed / FRAMES * 1e6)
+            await asyncio.sleep(0)
+    call.cancel()
+    session._reader.cancel()
+    await asyncio.gather(call, session._reader, return_exceptions=True)
+    return costs
+
+
+def main() -> None:
+    costs = uvloop.run(cost_per_frame())
+    host_us = host_reference_us()
+    print(f"host reference (bench/host.py): {host_us:.2f} us")
+    print(f"{'frame':<16}{'min us':>10}{'median us':>12}   ({ROUNDS} rounds of {FRAMES})")
+    for way, rounds in costs.items():
+        print(f"{way:<16}{min(rounds):>10.2f}{statistics.median(rounds):>12.2f}")
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "relay_path.json").write_text(
+        json.dumps(
+            {
+                "host_reference_us": host_us,
+                "frames_per_round": FRAMES,
+                "rounds_us": costs,
+                "min_us": {way: min(rounds) for way, rounds in costs.items()},
+                "median_us": {way: statistics.median(rounds) for way, rounds in costs.items()},
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
