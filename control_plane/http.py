@@ -28,6 +28,14 @@ def _etags_in(header: str) -> set[str]:
     return {part.strip().removeprefix("W/") for part in header.split(",") if part.strip()}
 
 
+def client_holds(if_none_match: str | None, etag: str) -> bool:
+    """Whether a request's `If-None-Match` says the client already holds `etag`: `*` alone, or a
+    list of tags naming it, weakly compared (RFC 9110, 13.1.2)."""
+    if not if_none_match:
+        return False
+    return if_none_match.strip() == "*" or etag in _etags_in(if_none_match)
+
+
 def conditional_json(
     request: Request, body: bytes, *, cache_control: str, vary: str | None = None
 ) -> Response:
@@ -36,8 +44,7 @@ def conditional_json(
     headers = {"ETag": etag, "Cache-Control": cache_control}
     if vary:
         headers["Vary"] = vary
-    if_none_match = request.headers.get("if-none-match")
-    if if_none_match and (if_none_match.strip() == "*" or etag in _etags_in(if_none_match)):
+    if client_holds(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     return Response(content=body, media_type="application/json", headers=headers)
 

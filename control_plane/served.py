@@ -14,7 +14,7 @@ from functools import cached_property
 from fastapi import Request, Response
 from starlette.types import Send
 
-from control_plane.http import strong_etag
+from control_plane.http import client_holds, strong_etag
 from control_plane.middleware import API_CSP, SECURITY_HEADERS
 from switchboard_runtime.worker.serving import InstantAnswer
 
@@ -40,8 +40,7 @@ class Served:
         text = (
             if_none_match.decode("latin-1") if isinstance(if_none_match, bytes) else if_none_match
         )
-        tags = {part.strip().removeprefix("W/") for part in text.split(",")}
-        return "*" in tags or self.etag in tags
+        return client_holds(text, self.etag)
 
     def answer(self, if_none_match: bytes | None) -> InstantAnswer:
         """The whole response to a request with this `If-None-Match`, with every header the
