@@ -6,7 +6,6 @@ its frames, how to write media/clear/mark back); the bridge itself is shared.
 """
 
 import asyncio
-import base64
 import binascii
 import json
 import logging
@@ -127,7 +126,9 @@ def _media_payload(frame: dict[str, Any]) -> PhoneEvent:
     if not isinstance(payload, str) or not payload:
         return Ignored("media frame without payload")
     try:
-        base64.b64decode(payload, validate=True)
+        # What `base64.b64decode(validate=True)` accepts, checked in C alone (its regex and
+        # copy cost a third more, 50 times a second per call); a unit test holds the two equal.
+        binascii.a2b_base64(payload, strict_mode=True)
     except (binascii.Error, ValueError):
         return Ignored("payload is not valid base64")
     return Media(payload)

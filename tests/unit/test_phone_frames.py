@@ -2,10 +2,14 @@
 bad frame is skipped and counted, never the end of the call. (Under `switchboard worker` the
 server refuses frames past its own, smaller bound before they are read: test_worker_frames.)"""
 
+import base64
+import binascii
 import json
 from collections import deque
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from switchboard_runtime import telephony
 from switchboard_runtime.telephony import (
@@ -57,3 +61,19 @@ async def test_without_the_bound_an_oversized_frame_is_parsed_whole(
     huge = json.dumps({"event": "media", "media": {"payload": "A" * 70_000}})
     event = await read_phone_event(ScriptedPhone(huge), DIALECTS["twilio"], BridgeStats())
     assert event == Media("A" * 70_000)  # 52 KB of "audio" would have gone on to xAI
+
+
+def accepted_by_b64decode(payload: str) -> bool:
+    try:
+        base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.text(alphabet="AZaz09+/=-_ \né", min_size=1, max_size=12))
+def test_a_payload_is_taken_exactly_when_b64decode_validates_it(payload: str) -> None:
+    frame = json.dumps({"event": "media", "media": {"payload": payload}})
+    event = telephony.parse_phone_frame(frame, DIALECTS["twilio"], BridgeStats())
+    assert isinstance(event, Media) is accepted_by_b64decode(payload)
