@@ -14,12 +14,10 @@ wake-ups): bench/control_plane.py measures that, against unleash-server.
 """
 
 import asyncio
-import json
+import functools
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.control_plane import seed  # noqa: E402
-from bench.host import host_reference_us  # noqa: E402
+from bench.host import Case, report_rounds, time_rounds  # noqa: E402
 from control_plane.app import create_app  # noqa: E402
 from switchboard_runtime.worker.serving import (  # noqa: E402
     INSTANT_ANSWERS,
@@ -84,18 +82,11 @@ async def cost_per_request(app: Any, requests: dict[str, bytes]) -> dict[str, li
     )
     transport = CountingTransport()
     protocol.connection_made(transport)
-    costs: dict[str, list[float]] = {name: [] for name in requests}
-    for _ in range(ROUNDS):
-        for name, request in requests.items():
-            written = transport.writes
-            started = time.process_time()
-            for _ in range(REQUESTS):
-                protocol.data_received(request)
-            elapsed = time.process_time() - started
-            if transport.writes - written != REQUESTS:
-                raise SystemExit(f"{name}: not every request was answered instantly")
-            costs[name].append(elapsed / REQUESTS * 1e6)
-            await asyncio.sleep(0)  # the loop's own turn (the deadline sweep), as in a server
+    cases = {
+        name: Case(functools.partial(protocol.data_received, request), lambda: transport.writes)
+        for name, request in requests.items()
+    }
+    costs = await time_rounds(cases, REQUESTS, ROUNDS)
     protocol.connection_lost(None)
     return costs
 
@@ -120,25 +111,7 @@ def main() -> None:
             ).encode(),
         }
         costs = uvloop.run(cost_per_request(app, requests))
-    host_us = host_reference_us()
-    print(f"host reference (bench/host.py): {host_us:.2f} us")
-    print(f"{'request':<16}{'min us':>10}{'median us':>12}   ({ROUNDS} rounds of {REQUESTS})")
-    for name, rounds in costs.items():
-        print(f"{name:<16}{min(rounds):>10.2f}{statistics.median(rounds):>12.2f}")
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "instant_answer.json").write_text(
-        json.dumps(
-            {
-                "host_reference_us": host_us,
-                "requests_per_round": REQUESTS,
-                "rounds_us": costs,
-                "min_us": {name: min(rounds) for name, rounds in costs.items()},
-                "median_us": {name: statistics.median(rounds) for name, rounds in costs.items()},
-            },
-            indent=2,
-        )
-    )
+    report_rounds("instant_answer", "request", costs, REQUESTS)
 
 
 if __name__ == "__main__":

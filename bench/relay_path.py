@@ -17,12 +17,10 @@ layers alone.
 
 import asyncio
 import base64
-import gc
 import json
 import os
-import statistics
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 import picows
@@ -31,7 +29,8 @@ import uvloop
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.host import host_reference_us  # noqa: E402
+from bench.host import Case, report_rounds, time_rounds  # noqa: E402
+from bench.socket_layers import audio_delta  # noqa: E402
 from switchboard_runtime.session import GrokRealtimeSession  # noqa: E402
 from switchboard_runtime.telephony import DIALECTS, Start, bridge  # noqa: E402
 from switchboard_runtime.worker.media_plane import MediaSocket, Route  # noqa: E402
@@ -51,17 +50,7 @@ CALLER_FRAME = json.dumps(
     },
     separators=(",", ":"),
 )
-AGENT_FRAME = json.dumps(
-    {
-        "type": "response.output_audio.delta",
-        "event_id": "event_1",
-        "response_id": "resp_1",
-        "item_id": "item_1",
-        "output_index": 0,
-        "content_index": 0,
-        "delta": AUDIO,
-    }
-)
+AGENT_FRAME = json.dumps(audio_delta(AUDIO))
 
 
 class CountingWire:
@@ -104,23 +93,11 @@ async def cost_per_frame() -> dict[str, list[float]]:
     call = asyncio.create_task(bridge(phone, twilio, Start("MZ1", "CA1", {}), session))
     await asyncio.sleep(0.01)  # both bridge tasks and the reader parked
 
-    ways = {
-        "caller → xAI": (phone, CALLER_FRAME, to_xai),
-        "xAI → phone": (xai, AGENT_FRAME, to_phone),
+    cases = {
+        "caller → xAI": Case(partial(phone.on_message, CALLER_FRAME), lambda: to_xai.frames),
+        "xAI → phone": Case(partial(xai.on_message, AGENT_FRAME), lambda: to_phone.frames),
     }
-    costs: dict[str, list[float]] = {way: [] for way in ways}
-    for _ in range(ROUNDS):
-        for way, (socket, frame, wire) in ways.items():
-            gc.collect()
-            written = wire.frames
-            started = time.process_time()
-            for _ in range(FRAMES):
-                socket.on_message(frame)
-            elapsed = time.process_time() - started
-            if wire.frames - written != FRAMES:
-                raise SystemExit(f"{way}: not every frame was relayed in the callback")
-            costs[way].append(elapsed / FRAMES * 1e6)
-            await asyncio.sleep(0)
+    costs = await time_rounds(cases, FRAMES, ROUNDS)
     call.cancel()
     session._reader.cancel()
     await asyncio.gather(call, session._reader, return_exceptions=True)
@@ -129,26 +106,7 @@ async def cost_per_frame() -> dict[str, list[float]]:
 
 def main() -> None:
     costs = uvloop.run(cost_per_frame())
-    host_us = host_reference_us()
-    print(f"host reference (bench/host.py): {host_us:.2f} us")
-    print(f"{'frame':<16}{'min us':>10}{'median us':>12}   ({ROUNDS} rounds of {FRAMES})")
-    for way, rounds in costs.items():
-        print(f"{way:<16}{min(rounds):>10.2f}{statistics.median(rounds):>12.2f}")
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "relay_path.json").write_text(
-        json.dumps(
-            {
-                "host_reference_us": host_us,
-                "frames_per_round": FRAMES,
-                "rounds_us": costs,
-                "min_us": {way: min(rounds) for way, rounds in costs.items()},
-                "median_us": {way: statistics.median(rounds) for way, rounds in costs.items()},
-            },
-            indent=2,
-            ensure_ascii=False,
-        )
-    )
+    report_rounds("relay_path", "frame", costs, FRAMES)
 
 
 if __name__ == "__main__":

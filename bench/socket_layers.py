@@ -52,6 +52,19 @@ FRAME = json.dumps(
 )
 
 
+def audio_delta(audio: str) -> dict[str, Any]:
+    """A `response.output_audio.delta` as xAI sends it (every field, in its order)."""
+    return {
+        "type": "response.output_audio.delta",
+        "event_id": "event_1",
+        "response_id": "resp_1",
+        "item_id": "item_1",
+        "output_index": 0,
+        "content_index": 0,
+        "delta": audio,
+    }
+
+
 # Servers (run as `python bench/socket_layers.py serve LAYER PORT`) ------------------------------
 
 
@@ -115,16 +128,7 @@ class XaiStandin(PicowsServerSide):
 
     def on_text(self, transport: picows.WSTransport, payload: memoryview) -> None:
         event = orjson.loads(payload)
-        delta = {
-            "type": "response.output_audio.delta",
-            "event_id": "event_1",
-            "response_id": "resp_1",
-            "item_id": "item_1",
-            "output_index": 0,
-            "content_index": 0,
-            "delta": event["audio"],
-        }
-        transport.send(picows.WSMsgType.TEXT, orjson.dumps(delta))
+        transport.send(picows.WSMsgType.TEXT, orjson.dumps(audio_delta(event["audio"])))
 
 
 def serve_picows_relay(port: int, upstream_port: int) -> None:
