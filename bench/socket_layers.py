@@ -24,6 +24,7 @@ All on uvloop.
 import asyncio
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -256,19 +257,34 @@ def measure(layer: str, cpus: set[int] | None) -> dict[str, float]:
         preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
     )
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                uvloop.run(asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1))
-                break
-            except OSError:
-                time.sleep(0.1)
-        return uvloop.run(load(port, server.pid))
+        wait_for_port(port)
+        if extra:  # the relay connects each phone upstream as it arrives
+            wait_for_port(int(extra[0]))
+        figures = uvloop.run(load(port, server.pid))
     finally:
         for process in (server, standin):
             if process is not None:
                 process.terminate()
                 process.wait(timeout=10)
+    if figures["frames_answered"] != figures["frames_sent"]:  # a broken round is no figure
+        raise SystemExit(
+            f"{layer}: {figures['frames_answered']:.0f} of {figures['frames_sent']:.0f} frames "
+            "answered"
+        )
+    return figures
+
+
+def wait_for_port(port: int, seconds: float = 20) -> None:
+    """Until something accepts connections on 127.0.0.1:`port`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"nothing listens on port {port} after {seconds:.0f} s") from None
+            time.sleep(0.1)
 
 
 def main() -> None:
