@@ -6,7 +6,8 @@ other core. At each load (BENCH_PEERS_CALLS, default 25,50,100,200,400 concurren
 carry the same scripted Twilio calls (bench/phone_calls.py: 0.5 s of speech, then the agent's
 1 s reply in full, over and over for BENCH_PEERS_SECONDS, default 10), one after the other,
 which goes first alternating from load to load. Reported per side and load:
-- CPU ms per call-second: the bridge process's CPU time over the talk / wall time / calls;
+- CPU ms per call-second: the bridge process's CPU time over the talk / the seconds of call
+  the phones streamed (a caller frame every 20 ms);
 - agent frames delivered (20 ms frames at the phones / frames xAI sent) and caller frames
   delivered (at xAI / sent by the phones);
 - lag p50/p99 both ways, from the send time each 20 ms of audio carries (tests/fakes/stamps.py)
@@ -78,14 +79,14 @@ async def pipecat_calls(bot: str, bot_pid: int, fake: str, calls: int) -> dict[s
 
     phones = await talk(dial, calls, SECONDS, on_all_connected=on_all_connected)
     wall = time.perf_counter() - measuring["started"]
-    core = (cpu_seconds(bot_pid) - measuring["cpu"]) / wall
+    cpu = cpu_seconds(bot_pid) - measuring["cpu"]
     fake_stats = (await http.get(f"{fake}/stats")).json()
     await http.aclose()
     return {
         "concurrent_calls": calls,
         **delivery(phones, fake_stats),
-        "bridge_cpu_ms_per_call_second": core * 1000 / calls,
-        "bridge_cores_used": core,
+        "bridge_cpu_ms_per_call_second": cpu * 1000 / phones.call_seconds,
+        "bridge_cores_used": cpu / wall,
         "wall_seconds": wall,
     }
 

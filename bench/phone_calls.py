@@ -20,8 +20,9 @@ from typing import Any
 from bench.phones import open_phone
 from tests.fakes import stamps
 
+FRAME_SECONDS = 0.02  # a Twilio media frame carries 20 ms of audio
 TALK_FRAMES, REPLY_FRAMES = 25, 50  # 0.5 s of speech; the fake's reply is 1 s
-CYCLE_SECONDS = (TALK_FRAMES + REPLY_FRAMES) * 0.02
+CYCLE_SECONDS = (TALK_FRAMES + REPLY_FRAMES) * FRAME_SECONDS
 # A call that started late (churn) talks this long.
 CHURN_SECONDS = 3.0
 
@@ -61,6 +62,13 @@ class PhoneFigures:
     agent_frames_expected: int = 0
     caller_frames_sent: int = 0
     failures: list[str] = field(default_factory=list)
+
+    @property
+    def call_seconds(self) -> float:
+        """Seconds of call the phones streamed (a phone sends a frame every 20 ms while it is in
+        a call): what a bridge's CPU is divided by. Calls times wall time would count more, since
+        calls start talking one after another and hang up between turns."""
+        return self.caller_frames_sent * FRAME_SECONDS
 
 
 async def talk(
@@ -132,7 +140,7 @@ async def talk(
             # Calls are not phase-locked in real life: each starts its first turn at its own
             # point of the talk-and-reply cycle, so turn boundaries (a burst of events per
             # call) spread out. turns_in_step starts every call within one 20 ms frame.
-            await asyncio.sleep(index * (0.02 if turns_in_step else CYCLE_SECONDS) / calls)
+            await asyncio.sleep(index * (FRAME_SECONDS if turns_in_step else CYCLE_SECONDS) / calls)
         utterances, talked = 0, 0
         due = time.perf_counter()
         until = due + (seconds if churn_at is None else CHURN_SECONDS)
@@ -152,7 +160,7 @@ async def talk(
                     talked, utterances = 0, utterances + 1
             phone.send(media_prefix + stamped(talking) + '"}}')
             figures.caller_frames_sent += 1
-            due += 0.02
+            due += FRAME_SECONDS
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
         figures.agent_frames_expected += utterances * REPLY_FRAMES
         phone.send(json.dumps({"event": "stop", "streamSid": stream_sid}))

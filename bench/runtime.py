@@ -350,7 +350,7 @@ async def bridged_calls(stack: "CallStack", run: int = 0, calls: int = CALLS) ->
             "caller_to_xai": fake_stats["caller_read_lags_ms"]["0.99"],
             "xai_to_phone": quantile(phones.read_lags, 0.99) * 1000,
         },
-        "worker_cpu_ms_per_call_second": cores["worker"] * 1000 / calls,
+        "worker_cpu_ms_per_call_second": cores["worker"] * wall * 1000 / phones.call_seconds,
         # Sampled every 20 ms; the worker's from its /metrics histogram (a bucket's bound). A
         # stall of a few hundred ms is one sample: the p99 misses it, the max shows it.
         "loop_lag_ms": {
