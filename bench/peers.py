@@ -86,6 +86,7 @@ async def pipecat_calls(bot: str, bot_pid: int, fake: str, calls: int) -> dict[s
         "concurrent_calls": calls,
         **delivery(phones, fake_stats),
         "bridge_cpu_ms_per_call_second": cpu * 1000 / phones.call_seconds,
+        "phones_streamed_share": phones.streamed_share(calls, wall),
         "bridge_cores_used": cpu / wall,
         "wall_seconds": wall,
     }
@@ -113,6 +114,7 @@ def row(side: str, figures: dict[str, Any]) -> dict[str, Any]:
             figures["xai_to_phone_lag_p99_ms"],
         ],
         "failed_calls": len(figures["failed_calls"]),
+        "phones_streamed_share": figures["phones_streamed_share"],
     }
 
 
@@ -192,6 +194,7 @@ def main() -> None:
     print(
         f"\n{'side':<22}{'calls':>6}{'CPU ms/call-s':>15}{'cores':>7}{'agent frames':>14}"
         f"{'caller frames':>15}{'lag caller->xAI p50/p99':>26}{'lag xAI->phone p50/p99':>25}"
+        f"{'streamed':>10}"
     )
     for figures in rows:
         up, down = figures["caller_to_xai_lag_ms"], figures["xai_to_phone_lag_ms"]
@@ -200,7 +203,12 @@ def main() -> None:
             f"{figures['cores_used']:>7.2f}{figures['agent_frames_delivered']:>14.1%}"
             f"{figures['caller_frames_delivered']:>15.1%}"
             f"{f'{up[0]:.1f} / {up[1]:.1f} ms':>26}{f'{down[0]:.1f} / {down[1]:.1f} ms':>25}"
+            f"{figures['phones_streamed_share']:>10.0%}"
         )
+    print(
+        "streamed: the share of calls x wall time the phones streamed; well under 100 %, the "
+        "stand-ins fell behind and the load was less than its number of calls"
+    )
     for side, calls in saturated.items():
         print(f"{side}: did not sustain {calls} calls; not run at larger loads")
     largest = {

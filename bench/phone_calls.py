@@ -70,6 +70,11 @@ class PhoneFigures:
         calls start talking one after another and hang up between turns."""
         return self.caller_frames_sent * FRAME_SECONDS
 
+    def streamed_share(self, calls: int, wall_seconds: float) -> float:
+        """How much of calls times wall time the phones streamed: well under 1 when they fell
+        behind (they share a core with the other stand-ins), and the load was less than said."""
+        return self.call_seconds / max(1e-9, calls * wall_seconds)
+
 
 async def talk(
     dial: Dial,

@@ -96,9 +96,11 @@ def peer_cell(figures: dict[str, Any] | None) -> str:
         return "not run"
     up, down = figures["caller_to_xai_lag_ms"][1], figures["xai_to_phone_lag_ms"][1]
     verdict = "" if figures["sustained"] else ", not sustained"
+    streamed = figures.get("phones_streamed_share")  # absent from results before 2026-12-07
+    behind = f", phones streamed {streamed:.0%}" if streamed is not None and streamed < 0.9 else ""
     return (
         f"{figures['cpu_ms_per_call_second']:.2f} ms, lag p99 {up:.0f} / {down:.0f} ms, "
-        f"frames {figures['agent_frames_delivered']:.0%}{verdict}"
+        f"frames {figures['agent_frames_delivered']:.0%}{verdict}{behind}"
     )
 
 

@@ -351,6 +351,7 @@ async def bridged_calls(stack: "CallStack", run: int = 0, calls: int = CALLS) ->
             "xai_to_phone": quantile(phones.read_lags, 0.99) * 1000,
         },
         "worker_cpu_ms_per_call_second": cores["worker"] * wall * 1000 / phones.call_seconds,
+        "phones_streamed_share": phones.streamed_share(calls, wall),  # churn calls add to it
         # Sampled every 20 ms; the worker's from its /metrics histogram (a bucket's bound). A
         # stall of a few hundred ms is one sample: the p99 misses it, the max shows it.
         "loop_lag_ms": {
@@ -572,7 +573,7 @@ def main() -> None:
         ("forwarding per 20 ms frame", results["forwarding_us_per_frame"], "us", 50),
     ]
     print(
-        f"\nhost reference (the worker's parse-and-build of one frame, on its CPU): "
+        f"\nhost reference (a media frame's parse-and-build as the worker did it, on its CPU): "
         f"{reference:.2f} us"
     )
     for number, figures in enumerate(runs, 1):
@@ -586,6 +587,7 @@ def main() -> None:
             f"fake xAI {lag['fake_xai']['0.99']:.1f} / {lag['fake_xai']['1.0']:.1f} ms, "
             f"phones {lag['phones']['0.99']:.1f} / {lag['phones']['1.0']:.1f} ms; "
             f"worker {cores['worker']:.2f} of a core, {figures['worker_rss_mib']:.0f} MiB after, "
+            f"phones streamed {figures['phones_streamed_share']:.0%} of calls x wall time, "
             f"{figures['worker_full_collections']} full collections"
             + (
                 f" (each <= {figures['worker_full_collection_at_most_ms']:.0f} ms)"
