@@ -147,22 +147,18 @@ def socket_layers(results: dict[str, Any]) -> list[Row]:
     return rows
 
 
-def instant_answer(results: dict[str, Any]) -> list[Row]:
-    return [
-        (f"{name}: server µs per request, min / median", f"{low:.1f} / {mid:.1f}", "", "")
-        for (name, low), mid in zip(
-            results["min_us"].items(), results["median_us"].values(), strict=True
-        )
-    ]
+def min_and_median(what: str, digits: int) -> Callable[[dict[str, Any]], list[Row]]:
+    """The rows of an in-process benchmark (bench.host.report_rounds): min and median per row."""
 
+    def rows(results: dict[str, Any]) -> list[Row]:
+        return [
+            (f"{name}: {what}, min / median", f"{low:.{digits}f} / {mid:.{digits}f}", "", "")
+            for (name, low), mid in zip(
+                results["min_us"].items(), results["median_us"].values(), strict=True
+            )
+        ]
 
-def relay_path(results: dict[str, Any]) -> list[Row]:
-    return [
-        (f"{way}: worker µs per frame in process, min / median", f"{low:.2f} / {mid:.2f}", "", "")
-        for (way, low), mid in zip(
-            results["min_us"].items(), results["median_us"].values(), strict=True
-        )
-    ]
+    return rows
 
 
 SOURCES: list[tuple[str, str, Callable[[dict[str, Any]], list[Row]]]] = [
@@ -172,8 +168,16 @@ SOURCES: list[tuple[str, str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("make bench-warm-start", "warm_start.json", warm_start),
     ("make bench-peers", "peers.json", peers),
     ("make bench-socket-layers", "socket_layers.json", socket_layers),
-    ("make bench-instant-answer", "instant_answer.json", instant_answer),
-    ("make bench-relay-path", "relay_path.json", relay_path),
+    (
+        "make bench-instant-answer",
+        "instant_answer.json",
+        min_and_median("server µs per request", 1),
+    ),
+    (
+        "make bench-relay-path",
+        "relay_path.json",
+        min_and_median("worker µs per frame in process", 2),
+    ),
 ]
 
 
