@@ -122,7 +122,8 @@ bench-instant-answer: $(VENV)/.installed-dev
 bench-relay-path: $(VENV)/.installed-dev
 	$(BIN)/python bench/relay_path.py
 
-## WebSocket layers for the media plane (websockets Sans-I/O, picows, uvicorn): CPU per frame
+## WebSocket layers for the media plane (websockets Sans-I/O, picows, uvicorn): CPU per frame;
+## then a relay on picows in Python callbacks and the same in Cython (no Python per frame)
 bench-socket-layers: $(VENV)/.installed-dev
 	$(BIN)/python bench/socket_layers.py
 

@@ -132,18 +132,20 @@ def socket_layers(results: dict[str, Any]) -> list[Row]:
     rows: list[Row] = [
         (f"{layer}: CPU per frame in and out (µs), {calls} connections", f"{us:.1f}", "", "")
         for layer, us in results["median_us"].items()
-        if layer != "picows-relay"
+        if not layer.endswith("-relay")
     ]
-    relay = [r["server_ms_per_connection_second"] for r in results["runs"].get("picows-relay", [])]
-    if relay:
-        rows.append(
-            (
-                f"picows relay floor: CPU ms per call-second, {calls} calls",
-                f"{sorted(relay)[len(relay) // 2]:.2f}",
-                "",
-                "",
+    named = {"picows-relay": "picows relay floor", "native-relay": "relay with no Python per frame"}
+    for layer, name in named.items():
+        relay = [r["server_ms_per_connection_second"] for r in results["runs"].get(layer, [])]
+        if relay:
+            rows.append(
+                (
+                    f"{name}: CPU ms per call-second, {calls} calls",
+                    f"{sorted(relay)[len(relay) // 2]:.2f}",
+                    "",
+                    "",
+                )
             )
-        )
     return rows
 
 

@@ -18,10 +18,15 @@ per frame in and out (µs), each layer in its own process, alternating, ROUNDS r
   parses each Twilio frame (orjson), sends the append, parses each delta and sends the Twilio
   media frame, all in picows' frame callbacks (no task, no queue per frame). Its CPU per
   call-second (50 frames each way) says what the worker's media path could cost.
+- native-relay: the same relay with no Python per frame (bench/native_relay.pyx, Cython through
+  picows' C API, built here on first use): no JSON parse, the payload found by scanning for its
+  key. What it spends is what any relay on these sockets pays; picows-relay minus it is what a
+  frame's Python costs at best.
 All on uvloop.
 """
 
 import asyncio
+import importlib
 import json
 import os
 import socket
@@ -31,6 +36,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import orjson
@@ -47,7 +53,8 @@ from tests.fakes.server import free_port  # noqa: E402
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "200"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
-LAYERS = ("websockets-sansio", "picows", "uvicorn", "picows-relay")
+LAYERS = ("websockets-sansio", "picows", "uvicorn", "picows-relay", "native-relay")
+RELAYS = ("picows-relay", "native-relay")  # per phone connection, a connection to the stand-in
 FRAME = json.dumps(
     {"event": "media", "streamSid": "MZ" + "0" * 32, "media": {"payload": "A" * 216}}
 )
@@ -180,6 +187,24 @@ def serve_picows_relay(port: int, upstream_port: int) -> None:
     serve_picows(PhoneSide, port)
 
 
+def native_relay() -> ModuleType:
+    """bench/native_relay.pyx, compiled by Cython on first import (into bench/results/)."""
+    import pyximport  # type: ignore[import-untyped]
+
+    pyximport.install(build_dir=str(ROOT / "bench" / "results" / "native-build"), language_level=3)
+    return importlib.import_module("bench.native_relay")
+
+
+def serve_native_relay(port: int, upstream_port: int) -> None:
+    relay = native_relay()
+    upstream_url = f"ws://127.0.0.1:{upstream_port}/v1/realtime"
+    serve_forever(
+        lambda: picows.ws_create_server(
+            lambda request: relay.PhoneSide(upstream_url), "127.0.0.1", port
+        )
+    )
+
+
 def serve_uvicorn(port: int) -> None:
     import uvicorn
 
@@ -245,7 +270,7 @@ async def load(port: int, pid: int) -> dict[str, float]:
 def measure(layer: str, cpus: set[int] | None) -> dict[str, float]:
     port = free_port()
     extra, standin = [], None
-    if layer == "picows-relay":  # its xAI stand-in shares the clients' CPUs
+    if layer in RELAYS:  # its xAI stand-in shares the clients' CPUs
         upstream_port = free_port()
         standin = subprocess.Popen(
             [sys.executable, __file__, "serve", "xai-standin", str(upstream_port)], cwd=ROOT
@@ -289,8 +314,11 @@ def wait_for_port(port: int, seconds: float = 20) -> None:
 
 def main() -> None:
     if len(sys.argv) >= 4 and sys.argv[1] == "serve":
-        if sys.argv[2] == "picows-relay":
-            serve_picows_relay(int(sys.argv[3]), int(sys.argv[4]))
+        if sys.argv[2] in RELAYS:
+            serve_relay = (
+                serve_picows_relay if sys.argv[2] == "picows-relay" else serve_native_relay
+            )
+            serve_relay(int(sys.argv[3]), int(sys.argv[4]))
             return
         servers: dict[str, Callable[[int], None]] = {
             "websockets-sansio": serve_websockets_sansio,
@@ -300,6 +328,7 @@ def main() -> None:
         }
         servers[sys.argv[2]](int(sys.argv[3]))
         return
+    native_relay()  # built before anything is measured
     server_cpus, client_cpus = placement()
     os.sched_setaffinity(0, client_cpus)
     results: dict[str, list[dict[str, float]]] = {layer: [] for layer in LAYERS}
@@ -327,14 +356,16 @@ def main() -> None:
     )
     base = summary["websockets-sansio"]
     for layer, us in summary.items():
-        if layer == "picows-relay":
-            continue
-        print(f"  {layer:<18} {us:6.1f} µs  ({base / us:.2f}x websockets-sansio's speed)")
-    relay = statistics.median(r["server_ms_per_connection_second"] for r in results["picows-relay"])
-    print(
-        f"picows relay (Twilio frame -> append, delta -> Twilio frame, orjson, in callbacks): "
-        f"{relay:.2f} ms CPU per call-second at {CONNECTIONS} calls, 50 frames each way"
-    )
+        if layer not in RELAYS:
+            print(f"  {layer:<18} {us:6.1f} µs  ({base / us:.2f}x websockets-sansio's speed)")
+    print(f"Relays at {CONNECTIONS} calls, 50 frames each way: CPU per call-second")
+    described = {
+        "picows-relay": "Twilio frame -> append, delta -> Twilio frame, orjson, in callbacks",
+        "native-relay": "the same in Cython: no Python per frame",
+    }
+    for layer, what in described.items():
+        relay = statistics.median(r["server_ms_per_connection_second"] for r in results[layer])
+        print(f"  {layer:<18} {relay:6.2f} ms  ({what})")
 
 
 if __name__ == "__main__":
