@@ -238,7 +238,8 @@ def main() -> None:
             processes.append(
                 await asyncio.to_thread(
                     start,
-                    [switchboard, "worker", "--port", str(port)],
+                    # Two workers: each its own media port (the default, 8002, fits one).
+                    [switchboard, "worker", "--port", str(port), "--media-port", "0"],
                     worker_env,
                     f"http://127.0.0.1:{port}/healthz",
                 )
