@@ -80,6 +80,17 @@ cdef object wrapped(bytes head, const char* body, Py_ssize_t body_size, bytes ta
     return PyBytes_FromStringAndSize(out, head_size + body_size + tail_size)
 
 
+cdef relay(WSFrame frame, bytes key, bytes head, bytes tail, WSTransport to):
+    """The string value of `key` in `frame`, written to `to` between `head` and `tail`."""
+    cdef Py_ssize_t length = 0
+    cdef Py_ssize_t at = string_value(frame.payload_ptr, frame.payload_size, key, &length)
+    if at < 0:
+        return
+    out = wrapped(head, frame.payload_ptr + at, length, tail)
+    if out is not None:
+        to.send(WSMsgType.TEXT, out)
+
+
 cdef class XaiSide(WSListener):
     """The relay's client socket to the xAI stand-in: audio deltas go on to the phone."""
 
@@ -89,17 +100,10 @@ cdef class XaiSide(WSListener):
         self.phone = phone
 
     cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
-        cdef Py_ssize_t at, length = 0
         if frame.msg_type != WSMsgType.TEXT or self.phone.transport is None:
             return
-        if find(frame.payload_ptr, frame.payload_size, DELTA_TYPE) < 0:
-            return
-        at = string_value(frame.payload_ptr, frame.payload_size, DELTA_KEY, &length)
-        if at < 0:
-            return
-        out = wrapped(MEDIA_HEAD, frame.payload_ptr + at, length, MEDIA_TAIL)
-        if out is not None:
-            self.phone.transport.send(WSMsgType.TEXT, out)
+        if find(frame.payload_ptr, frame.payload_size, DELTA_TYPE) >= 0:
+            relay(frame, DELTA_KEY, MEDIA_HEAD, MEDIA_TAIL, self.phone.transport)
 
 
 cdef class PhoneSide(WSListener):
@@ -120,18 +124,11 @@ cdef class PhoneSide(WSListener):
         self.upstream, _ = await picows.ws_connect(lambda: XaiSide(self), self.upstream_url)
 
     cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
-        cdef Py_ssize_t at, length = 0
         if frame.msg_type == WSMsgType.CLOSE:
             transport.send_close(frame.get_close_code())
             transport.disconnect()
             if self.upstream is not None:
                 self.upstream.disconnect()
             return
-        if frame.msg_type != WSMsgType.TEXT or self.upstream is None:
-            return
-        at = string_value(frame.payload_ptr, frame.payload_size, PAYLOAD_KEY, &length)
-        if at < 0:
-            return
-        out = wrapped(APPEND_HEAD, frame.payload_ptr + at, length, APPEND_TAIL)
-        if out is not None:
-            self.upstream.send(WSMsgType.TEXT, out)
+        if frame.msg_type == WSMsgType.TEXT and self.upstream is not None:
+            relay(frame, PAYLOAD_KEY, APPEND_HEAD, APPEND_TAIL, self.upstream)
