@@ -20,6 +20,8 @@ from picows.picows cimport WSFrame, WSListener, WSMsgType, WSTransport
 
 cdef bytes PAYLOAD_KEY = b'"payload"'
 cdef bytes DELTA_KEY = b'"delta"'
+cdef bytes EVENT_KEY = b'"event"'
+cdef bytes TYPE_KEY = b'"type"'
 cdef bytes DELTA_TYPE = b'"type":"response.output_audio.delta"'
 cdef bytes APPEND_HEAD = b'{"type":"input_audio_buffer.append","audio":"'
 cdef bytes APPEND_TAIL = b'"}'
@@ -80,15 +82,52 @@ cdef object wrapped(bytes head, const char* body, Py_ssize_t body_size, bytes ta
     return PyBytes_FromStringAndSize(out, head_size + body_size + tail_size)
 
 
-cdef relay(WSFrame frame, bytes key, bytes head, bytes tail, WSTransport to):
-    """The string value of `key` in `frame`, written to `to` between `head` and `tail`."""
+cdef bint relay(WSFrame frame, bytes key, bytes head, bytes tail, WSTransport to):
+    """The string value of `key` in `frame`, written to `to` between `head` and `tail` (False:
+    nothing written)."""
     cdef Py_ssize_t length = 0
     cdef Py_ssize_t at = string_value(frame.payload_ptr, frame.payload_size, key, &length)
     if at < 0:
-        return
+        return False
     out = wrapped(head, frame.payload_ptr + at, length, tail)
-    if out is not None:
-        to.send(WSMsgType.TEXT, out)
+    if out is None:
+        return False
+    to.send(WSMsgType.TEXT, out)
+    return True
+
+
+cdef bint value_is(WSFrame frame, bytes key, bytes value) noexcept:
+    """Whether `key`'s string value in `frame` is `value`."""
+    cdef Py_ssize_t length = 0
+    cdef Py_ssize_t at = string_value(frame.payload_ptr, frame.payload_size, key, &length)
+    cdef const char* wanted = value
+    cdef Py_ssize_t i
+    if at < 0 or length != len(value):
+        return False
+    for i in range(length):
+        if frame.payload_ptr[at + i] != wanted[i]:
+            return False
+    return True
+
+
+cpdef bint relay_caller(WSFrame frame, WSTransport to):
+    """A phone's media frame: its payload to xAI (`to`) as an `input_audio_buffer.append`.
+    False, nothing written, for any other frame: the worker's own path takes it."""
+    if frame.msg_type != WSMsgType.TEXT or not frame.fin:
+        return False
+    if not value_is(frame, EVENT_KEY, b"media"):
+        return False
+    return relay(frame, PAYLOAD_KEY, APPEND_HEAD, APPEND_TAIL, to)
+
+
+cpdef bint relay_delta(WSFrame frame, WSTransport to, bytes head, bytes tail):
+    """An xAI audio delta: its audio to the phone (`to`) between the call's `head` and `tail`.
+    False, nothing written, for any other event: the worker's own path takes it."""
+    if frame.msg_type != WSMsgType.TEXT or not frame.fin:
+        return False
+    if not value_is(frame, TYPE_KEY, b"response.output_audio.delta"):
+        return False
+    return relay(frame, DELTA_KEY, head, tail, to)
 
 
 cdef class XaiSide(WSListener):

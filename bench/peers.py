@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.phone_calls import Dialled, delivery, talk  # noqa: E402
 from bench.runtime import (  # noqa: E402
+    NATIVE_FLOOR,
     XAI_KEY,
     bridged_calls,
     call_stack,
@@ -50,6 +51,8 @@ from tests.fakes.server import free_port  # noqa: E402
 
 LOADS = [int(n) for n in os.environ.get("BENCH_PEERS_CALLS", "25,50,100,200,400").split(",")]
 SECONDS = float(os.environ.get("BENCH_PEERS_SECONDS", "10"))
+WORKER_SIDE = "switchboard worker" + (" (native floor)" if NATIVE_FLOOR else "")
+SIDE_WIDTH = max(len(WORKER_SIDE), 22)
 SUSTAINED_FRAMES = 0.9  # delivered, each way
 SUSTAINED_LAG_P99_MS = 250.0  # each way
 
@@ -152,7 +155,7 @@ def main() -> None:
                     pipecat_calls(f"http://127.0.0.1:{bot_port}", bot.pid, stack.fake_url, calls)
                 )
 
-            sides = {"switchboard worker": worker_side, "pipecat bot per call": pipecat_side}
+            sides = {WORKER_SIDE: worker_side, "pipecat bot per call": pipecat_side}
 
             def run_load(calls: int, index: int, skip: set[str]) -> None:
                 order = list(sides) if index % 2 == 0 else list(reversed(sides))
@@ -192,14 +195,14 @@ def main() -> None:
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     print(
-        f"\n{'side':<22}{'calls':>6}{'CPU ms/call-s':>15}{'cores':>7}{'agent frames':>14}"
+        f"\n{'side':<{SIDE_WIDTH}}{'calls':>6}{'CPU ms/call-s':>15}{'cores':>7}{'agent frames':>14}"
         f"{'caller frames':>15}{'lag caller->xAI p50/p99':>26}{'lag xAI->phone p50/p99':>25}"
         f"{'streamed':>10}"
     )
     for figures in rows:
         up, down = figures["caller_to_xai_lag_ms"], figures["xai_to_phone_lag_ms"]
         print(
-            f"{figures['side']:<22}{figures['calls']:>6}{figures['cpu_ms_per_call_second']:>15.2f}"
+            f"{figures['side']:<{SIDE_WIDTH}}{figures['calls']:>6}{figures['cpu_ms_per_call_second']:>15.2f}"
             f"{figures['cores_used']:>7.2f}{figures['agent_frames_delivered']:>14.1%}"
             f"{figures['caller_frames_delivered']:>15.1%}"
             f"{f'{up[0]:.1f} / {up[1]:.1f} ms':>26}{f'{down[0]:.1f} / {down[1]:.1f} ms':>25}"
@@ -219,13 +222,14 @@ def main() -> None:
     results["largest_sustained"], results["largest_sustained_by_both"] = largest, both
     if both:
         cpu = {r["side"]: r["cpu_ms_per_call_second"] for r in rows if r["calls"] == both}
-        ratio = cpu["pipecat bot per call"] / cpu["switchboard worker"]
+        ratio = cpu["pipecat bot per call"] / cpu[WORKER_SIDE]
         results["cpu_ratio_at_largest_sustained_by_both"] = ratio
         print(
             f"at {both} calls, the largest load both sustain: the pipecat bot spends {ratio:.1f}x "
             f"the worker's CPU per call-second (goal >= 10x)"
         )
-    (out / "peers.json").write_text(json.dumps(results, indent=2))
+    name = "peers-native-floor.json" if NATIVE_FLOOR else "peers.json"
+    (out / name).write_text(json.dumps(results, indent=2))
     for name, lines in problems.items():
         if lines:
             print(f"{name} logged: {lines[0][:160]}")

@@ -66,6 +66,9 @@ FRAME = base64.b64encode(bytes([0x7F]) * 160).decode()
 CALLS = int(os.environ.get("BENCH_CALLS", "200"))
 # The HTTP server under `switchboard worker` (uvicorn or granian: make bench-servers).
 WORKER_SERVER = os.environ.get("BENCH_WORKER_SERVER", "uvicorn")
+# BENCH_WORKER=native-floor: the worker with a call's audio frames relayed in native code and no
+# checks (bench/native_worker.py), a floor for what a native call path could save.
+NATIVE_FLOOR = os.environ.get("BENCH_WORKER", "switchboard") == "native-floor"
 SECONDS = 10
 WORKER_CORE = os.environ.get("BENCH_WORKER_CORE", "0")
 TURNS_IN_STEP = os.environ.get("BENCH_TURNS", "staggered") == "in-step"
@@ -488,10 +491,15 @@ def call_stack(worker_cpus: set[int] | None) -> Iterator[CallStack]:
             "SWITCHBOARD_CONTROL_PLANE_URL": f"http://127.0.0.1:{cp_port}",
             "SWITCHBOARD_WORKER_PUBLIC_URL": f"http://127.0.0.1:{worker_port}",
         }
+        worker = (
+            [sys.executable, str(ROOT / "bench" / "native_worker.py")]
+            if NATIVE_FLOOR
+            else [str(Path(sys.executable).parent / "switchboard"), "worker"]
+        )
         processes["worker"] = start(
             [
-                str(Path(sys.executable).parent / "switchboard"),
-                *("worker", "--port", str(worker_port), "--server", WORKER_SERVER),
+                *worker,
+                *("--port", str(worker_port), "--server", WORKER_SERVER),
                 *("--media-port", str(free_port())),
             ],
             worker_env,
@@ -563,7 +571,9 @@ def main() -> None:
     results["server_log_problems"] = log_problems(stack.logs)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
-    (out / "runtime.json").write_text(json.dumps(results, indent=2))
+    # The floor's figures are kept apart: the benchmarks page's current figures are the worker's.
+    name = "runtime-native-floor.json" if NATIVE_FLOOR else "runtime.json"
+    (out / name).write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     where = f"worker on CPU {WORKER_CORE}" if worker_cpus else "every process on every CPU"
     where += ", turns in step" if TURNS_IN_STEP else ""
