@@ -22,6 +22,7 @@ cdef bytes PAYLOAD_KEY = b'"payload"'
 cdef bytes DELTA_KEY = b'"delta"'
 cdef bytes EVENT_KEY = b'"event"'
 cdef bytes TYPE_KEY = b'"type"'
+cdef bytes AUDIO_DELTA = b"response.output_audio.delta"
 cdef bytes DELTA_TYPE = b'"type":"response.output_audio.delta"'
 cdef bytes APPEND_HEAD = b'{"type":"input_audio_buffer.append","audio":"'
 cdef bytes APPEND_TAIL = b'"}'
@@ -110,24 +111,24 @@ cdef bint value_is(WSFrame frame, bytes key, bytes value) noexcept:
     return True
 
 
+cdef bint relay_message(
+    WSFrame frame, bytes kind_key, bytes kind, bytes key, bytes head, bytes tail, WSTransport to
+):
+    """A whole text message whose `kind_key` is `kind`: the value of `key` written to `to`
+    between `head` and `tail`. False, nothing written, for any other frame."""
+    if frame.msg_type != WSMsgType.TEXT or not frame.fin or not value_is(frame, kind_key, kind):
+        return False
+    return relay(frame, key, head, tail, to)
+
+
 cpdef bint relay_caller(WSFrame frame, WSTransport to):
-    """A phone's media frame: its payload to xAI (`to`) as an `input_audio_buffer.append`.
-    False, nothing written, for any other frame: the worker's own path takes it."""
-    if frame.msg_type != WSMsgType.TEXT or not frame.fin:
-        return False
-    if not value_is(frame, EVENT_KEY, b"media"):
-        return False
-    return relay(frame, PAYLOAD_KEY, APPEND_HEAD, APPEND_TAIL, to)
+    """A phone's media frame: its payload to xAI (`to`) as an `input_audio_buffer.append`."""
+    return relay_message(frame, EVENT_KEY, b"media", PAYLOAD_KEY, APPEND_HEAD, APPEND_TAIL, to)
 
 
 cpdef bint relay_delta(WSFrame frame, WSTransport to, bytes head, bytes tail):
-    """An xAI audio delta: its audio to the phone (`to`) between the call's `head` and `tail`.
-    False, nothing written, for any other event: the worker's own path takes it."""
-    if frame.msg_type != WSMsgType.TEXT or not frame.fin:
-        return False
-    if not value_is(frame, TYPE_KEY, b"response.output_audio.delta"):
-        return False
-    return relay(frame, DELTA_KEY, head, tail, to)
+    """An xAI audio delta: its audio to the phone (`to`) between the call's `head` and `tail`."""
+    return relay_message(frame, TYPE_KEY, AUDIO_DELTA, DELTA_KEY, head, tail, to)
 
 
 cdef class XaiSide(WSListener):
