@@ -68,7 +68,10 @@ CALLS = int(os.environ.get("BENCH_CALLS", "200"))
 WORKER_SERVER = os.environ.get("BENCH_WORKER_SERVER", "uvicorn")
 # BENCH_WORKER=native-floor: the worker with a call's audio frames relayed in native code and no
 # checks (bench/native_worker.py), a floor for what a native call path could save.
-NATIVE_FLOOR = os.environ.get("BENCH_WORKER", "switchboard") == "native-floor"
+WORKER = os.environ.get("BENCH_WORKER", "switchboard")
+if WORKER not in ("switchboard", "native-floor"):
+    raise SystemExit(f"BENCH_WORKER={WORKER!r}: use switchboard (the default) or native-floor")
+NATIVE_FLOOR = WORKER == "native-floor"
 SECONDS = 10
 WORKER_CORE = os.environ.get("BENCH_WORKER_CORE", "0")
 TURNS_IN_STEP = os.environ.get("BENCH_TURNS", "staggered") == "in-step"
