@@ -314,11 +314,12 @@ def wait_for_port(port: int, seconds: float = 20) -> None:
 
 def main() -> None:
     if len(sys.argv) >= 4 and sys.argv[1] == "serve":
-        if sys.argv[2] in RELAYS:
-            serve_relay = (
-                serve_picows_relay if sys.argv[2] == "picows-relay" else serve_native_relay
-            )
-            serve_relay(int(sys.argv[3]), int(sys.argv[4]))
+        relays: dict[str, Callable[[int, int], None]] = {
+            "picows-relay": serve_picows_relay,
+            "native-relay": serve_native_relay,
+        }
+        if sys.argv[2] in relays:  # a port for the phones, the stand-in's port
+            relays[sys.argv[2]](int(sys.argv[3]), int(sys.argv[4]))
             return
         servers: dict[str, Callable[[int], None]] = {
             "websockets-sansio": serve_websockets_sansio,
