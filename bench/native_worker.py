@@ -45,7 +45,9 @@ def install() -> None:
         if to is None or not relay.relay_delta(frame, to, self.native_head, self.native_tail):
             xai_frame(self, transport, frame)
 
-    async def native_bridge(phone: Any, dialect: Dialect, start: Start, session: Any) -> Any:
+    async def native_bridge(
+        phone: Any, dialect: Dialect, start: Start, session: Any, stats: Any = None
+    ) -> Any:
         xai = session._ws
         native = isinstance(phone, MediaSocket) and isinstance(xai, PicowsRealtimeSocket)
         if native:
@@ -53,7 +55,7 @@ def install() -> None:
             phone.native_to, xai.native_to = xai.transport, phone.transport
             xai.native_head, xai.native_tail = head.encode(), tail.encode()
         try:
-            return await bridge(phone, dialect, start, session)
+            return await bridge(phone, dialect, start, session, stats)
         finally:
             if native:
                 phone.native_to = xai.native_to = None

@@ -14,11 +14,14 @@ from typing import Any, Literal, NamedTuple
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-_event_ids = itertools.count(1)
+# The runtime's client events are numbered from one counter per process (the compiled frame
+# relay draws from it too: worker/frame_relay.pyx).
+EVENT_ID_PREFIX = "evt_sb_"
+EVENT_IDS = itertools.count(1)
 
 
 def next_event_id() -> str:
-    return f"evt_sb_{next(_event_ids)}"
+    return f"{EVENT_ID_PREFIX}{next(EVENT_IDS)}"
 
 
 # --- server → client --------------------------------------------------------------------------

@@ -286,6 +286,11 @@ class GrokRealtimeSession:
         self._closing = False
         self._reported = False
 
+    @property
+    def realtime_socket(self) -> RealtimeSocket | None:
+        """The call's socket to xAI, once the session has opened it (None until then)."""
+        return self._ws
+
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> "GrokRealtimeSession":

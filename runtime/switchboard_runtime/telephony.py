@@ -253,10 +253,16 @@ async def wait_for_start(phone: PhoneSocket, dialect: Dialect, stats: BridgeStat
 
 
 async def bridge(
-    phone: PhoneSocket, dialect: Dialect, start: Start, session: GrokRealtimeSession
+    phone: PhoneSocket,
+    dialect: Dialect,
+    start: Start,
+    session: GrokRealtimeSession,
+    stats: BridgeStats | None = None,
 ) -> BridgeStats:
-    """Move audio both ways until either side ends the call. The session is already open."""
-    stats = BridgeStats()
+    """Move audio both ways until either side ends the call, counted in `stats` (new ones
+    unless given). The session is already open."""
+    if stats is None:
+        stats = BridgeStats()
     marks = 0
     callback_phone = phone if isinstance(phone, CallbackPhone) else None
 

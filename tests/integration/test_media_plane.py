@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
 from switchboard_runtime import client as control_plane_client
@@ -55,6 +56,7 @@ from tests.integration.test_browser_calls import (
     open_call,
     tone,
 )
+from tests.integration.test_warm_start import metrics
 from tests.integration.test_worker_frames import close_code_after
 
 
@@ -95,12 +97,14 @@ async def test_a_call_runs_on_the_media_plane(
     assert [type(s) for s in sockets] == [MediaSocket]
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled-relay", "python-only"])
 async def test_paced_frames_are_relayed_in_the_socket_callbacks_in_order(
-    stack: Stack, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, compiled: bool
 ) -> None:
     """Frames 20 ms apart, as phones and xAI send them: most go straight through inside the
-    socket callbacks, both ways, and every byte still arrives in order (the guards that keep
-    the order: tests/unit/test_relay_in_callback.py)."""
+    socket callbacks, both ways (by the compiled relay, or without it by the Python path),
+    and every byte still arrives in order (the guards that keep the order:
+    tests/unit/test_relay_in_callback.py and tests/unit/test_frame_relay.py)."""
     relayed = {"caller": 0, "agent": 0}
     send_audio_now, take_now = GrokRealtimeSession.send_audio_now, GrokRealtimeSession._take_now
 
@@ -114,8 +118,18 @@ async def test_paced_frames_are_relayed_in_the_socket_callbacks_in_order(
         relayed["agent"] += taken
         return taken
 
+    compiled_relays: list[Any] = []
+    with_relays = calls.native_frame_relays
+
+    @contextlib.contextmanager
+    def recorded(module: Any, phone: Any, *args: Any) -> Iterator[Any]:
+        with with_relays(module if compiled else None, phone, *args) as relays:
+            compiled_relays.extend([phone.native, args[2].realtime_socket.native])
+            yield relays
+
     monkeypatch.setattr(GrokRealtimeSession, "send_audio_now", counted_send)
     monkeypatch.setattr(GrokRealtimeSession, "_take_now", counted_take)
+    monkeypatch.setattr(calls, "native_frame_relays", recorded)
     stack.xai.delta_interval = 0.02
     async for phone in phone_call(stack, "twilio"):
         await phone.speak(CALLER_FRAMES[:1])
@@ -134,6 +148,27 @@ async def test_paced_frames_are_relayed_in_the_socket_callbacks_in_order(
         appended = stack.xai.connections[-1].of_type("input_audio_buffer.append")
         assert [event["audio"] for event in appended] == CALLER_FRAMES
         await phone.hang_up()
+    await wait_for_report(stack)
+    counted = {
+        (series.labels["direction"], series.labels["path"]): series.value
+        for family in text_string_to_metric_families(metrics(stack.worker))
+        if family.name == "switchboard_worker_audio_frames"
+        for series in family.samples
+    }
+    assert counted["caller", "compiled"] + counted["caller", "python"] == len(CALLER_FRAMES)
+    assert counted["agent", "compiled"] + counted["agent", "python"] == len(expected)
+    if compiled:
+        caller_relay, agent_relay = compiled_relays
+        assert caller_relay.relayed > 0 and agent_relay.relayed > 0
+        assert (counted["caller", "compiled"], counted["agent", "compiled"]) == (
+            caller_relay.relayed,
+            agent_relay.relayed,
+        )
+        relayed["caller"] += caller_relay.relayed
+        relayed["agent"] += agent_relay.relayed
+    else:
+        assert compiled_relays == [None, None]
+        assert counted["caller", "compiled"] == counted["agent", "compiled"] == 0
     # All but the frames that came while the call was still being set up, or in a burst.
     assert relayed["caller"] >= len(CALLER_FRAMES) - 1, relayed
     assert relayed["agent"] >= len(expected) - 2, relayed

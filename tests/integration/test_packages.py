@@ -19,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,10 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     builder.run("pip", "wheel", "--no-deps", "-q", "-w", str(out), "./runtime", ".", cwd=ROOT)
     found = {p.name.split("-")[0]: p for p in out.glob("*.whl")}
     assert set(found) == {"switchboard", "switchboard_runtime"}, found
+    # The runtime's wheel carries its frame relay compiled for this platform.
+    with zipfile.ZipFile(found["switchboard_runtime"]) as wheel:
+        relay = [name for name in wheel.namelist() if "/frame_relay" in name]
+    assert ".so" in {Path(name).suffix for name in relay}, relay
     return {"switchboard": found["switchboard"], "runtime": found["switchboard_runtime"]}
 
 
@@ -268,6 +273,7 @@ async def test_both_wheels_serve_and_bridge_a_call_outside_the_checkout(
     stream = re.search(r'<Stream url="([^"]+)"', answer.text)
     token = re.search(r'name="stream_token" value="([^"]+)"', answer.text)
     assert stream and token, answer.text
+    xai.delta_interval = 0.02  # paced as xAI sends audio: most frames relay in the callback
     async with connect(stream[1]) as websocket:
         phone = Phone("twilio", websocket)
         await phone.start({"stream_token": token[1]})
@@ -278,3 +284,9 @@ async def test_both_wheels_serve_and_bridge_a_call_outside_the_checkout(
     await poll(lambda: bool(xai.connections) and xai.connections[-1].closed, seconds=20)
     heard = [e["audio"] for e in xai.connections[-1].of_type("input_audio_buffer.append")]
     assert heard == CALLER_FRAMES
+    # The installed worker relayed the agent's audio with its compiled relay (counted when the
+    # bridge ended, before the session closed its xAI socket).
+    async with httpx.AsyncClient() as http:
+        scrape = (await http.get(f"{installed.worker}/metrics")).text
+    compiled = re.search(r'audio_frames_total\{direction="agent",path="compiled"\} (\S+)', scrape)
+    assert compiled and float(compiled[1]) > 0, scrape

@@ -15,6 +15,7 @@ from switchboard_runtime.logging import RepeatedWarnings
 from switchboard_runtime.loop_lag import GcPauses, LoopLagMonitor
 from switchboard_runtime.worker.capacity import CallCapacity, PreStartSockets
 from switchboard_runtime.worker.metrics import WorkerMetrics, WorkerState
+from switchboard_runtime.worker.native_relays import AudioFrames
 
 
 async def test_a_blocked_loop_shows_as_lag_as_long_as_the_block() -> None:
@@ -62,6 +63,7 @@ def worker_state() -> State:
     state.capacity = CallCapacity(10, hold_seconds=5)
     state.pre_start = PreStartSockets(8, 2)
     state.call_starts = Counter({"warm": 3, "cold": 1, "browser": 0})
+    state.audio_frames = AudioFrames({("caller", "compiled"): 40, ("agent", "python"): 2})
     state.refusals = RepeatedWarnings(logging.getLogger("test.refusals"))
     state.refusals.counts.update({"stream:no_usable_token": 2})
     return state
@@ -97,6 +99,16 @@ def test_worker_metrics_parse_and_keep_their_names_and_labels() -> None:
         if s.name == "switchboard_worker_call_starts_total"
     }
     assert starts == {"warm": 3, "cold": 1, "browser": 0}
+    frames = {
+        (s.labels["direction"], s.labels["path"]): s.value
+        for s in found["switchboard_worker_audio_frames"]
+    }
+    assert frames == {
+        ("caller", "compiled"): 40,
+        ("caller", "python"): 0,
+        ("agent", "compiled"): 0,
+        ("agent", "python"): 2,
+    }
     assert [s.value for s in found["switchboard_worker_max_calls"]] == [10]
     assert [s.value for s in found["switchboard_worker_calls"]] == [0]
     assert {s.labels["reason"] for s in found["switchboard_worker_calls_refused"]} == {

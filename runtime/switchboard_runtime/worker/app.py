@@ -44,6 +44,7 @@ from switchboard_runtime.worker.calls import CallRunner, EngineHandler
 from switchboard_runtime.worker.capacity import CallCapacity, PreStartSockets
 from switchboard_runtime.worker.media_plane import FrameLimits, MediaPlane
 from switchboard_runtime.worker.metrics import CONTENT_TYPE, WorkerMetrics, WorkerState
+from switchboard_runtime.worker.native_relays import AudioFrames
 from switchboard_runtime.worker.serving import STOP_GATE
 from switchboard_runtime.worker.settings import WorkerSettings, metrics_allowed
 from switchboard_runtime.worker.streams import MediaStreams, StarletteSocket
@@ -148,6 +149,7 @@ def create_worker_app(
     app.state.calls = []  # BridgeStats of finished calls, newest last (bounded)
     app.state.stream_start_timeout_seconds = settings.stream_start_timeout_seconds
     app.state.call_starts = Counter({"warm": 0, "cold": 0, "browser": 0})
+    app.state.audio_frames = AudioFrames()
     app.state.capacity = CallCapacity(
         settings.worker_max_calls, hold_seconds=settings.warm_session_unclaimed_seconds
     )

@@ -42,6 +42,11 @@ from switchboard_runtime.telephony import (
 from switchboard_runtime.tools import ToolRegistry
 from switchboard_runtime.warm import WarmCall
 from switchboard_runtime.worker.capacity import CallCapacity, PreStartSockets
+from switchboard_runtime.worker.native_relays import (
+    count_audio_frames,
+    frame_relay_module,
+    native_frame_relays,
+)
 from switchboard_runtime.worker.settings import WorkerSettings
 from switchboard_runtime.worker.streams import CLOSE_REFUSED, CLOSE_UNAUTHORIZED, CallSocket
 from switchboard_runtime.worker.xai_socket import open_picows_realtime_socket
@@ -99,6 +104,7 @@ class CallRunner:
         self.service_token = service_token
         self.handlers = handlers
         self.tools_factory = tools_factory
+        self.frame_relay = frame_relay_module() if settings.worker_native_frame_relay else None
 
     @property
     def warnings(self) -> RepeatedWarnings:
@@ -212,7 +218,12 @@ class CallRunner:
         time, then ends as `worker_shutdown` (not as a hang-up)."""
         self.end_on_shutdown(phone, session)
         self.state.capacity.bridged(session.telemetry.call_id)
-        return await bridge(phone, dialect, start, session)
+        stats = BridgeStats()
+        with native_frame_relays(self.frame_relay, phone, dialect, start, session, stats) as relays:
+            try:
+                return await bridge(phone, dialect, start, session, stats)
+            finally:
+                count_audio_frames(self.state.audio_frames, stats, relays)
 
     def end_on_shutdown(self, socket: CallSocket, session: GrokRealtimeSession) -> None:
         end = functools.partial(session.refuse, WORKER_SHUTDOWN, "the call worker is shutting down")

@@ -195,6 +195,9 @@ class MediaSocket(MessageListener):
         self.plane.begin(self)
 
     def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
+        native = self.native
+        if native is not None and native.relay(frame):
+            return
         if self.read_data_frame(frame):
             return
         if frame.msg_type is CLOSE:

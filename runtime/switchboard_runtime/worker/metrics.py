@@ -20,6 +20,7 @@ from switchboard_runtime.loop_lag import BUCKETS, GcPauses
 from switchboard_runtime.warm import WarmSessions
 from switchboard_runtime.worker.capacity import CallCapacity, PreStartSockets
 from switchboard_runtime.worker.media_plane import REFUSAL_REASONS, MediaPlane
+from switchboard_runtime.worker.native_relays import AudioFrames
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -79,6 +80,17 @@ class WorkerState(Collector):
             "reason",
             {"at_capacity": capacity.refused, "stopping": capacity.refused_stopping},
         )
+        audio_frames: AudioFrames = self.app_state.audio_frames
+        frames = CounterMetricFamily(
+            "switchboard_worker_audio_frames",
+            "Audio frames relayed by calls that have ended, by direction (caller: to xAI, "
+            "agent: to the phone) and path (compiled: the compiled frame relay; python).",
+            labels=["direction", "path"],
+        )
+        for direction in ("caller", "agent"):
+            for path in ("compiled", "python"):
+                frames.add_metric([direction, path], audio_frames[direction, path])
+        yield frames
         refusals: RepeatedWarnings = self.app_state.refusals
         yield counter_by(
             "switchboard_worker_refusals",

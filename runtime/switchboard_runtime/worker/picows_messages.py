@@ -10,6 +10,7 @@ the peer is not reading, `wait_writable` waits instead of buffering without boun
 import asyncio
 import logging
 from collections.abc import Callable, Sized
+from typing import Protocol
 
 import picows
 
@@ -60,6 +61,14 @@ def connections_logger(module: str) -> logging.Logger:
     return chatty
 
 
+class FrameRelay(Protocol):
+    """Takes a frame in compiled code when it can do all the Python path would do with it at
+    once (True); else does nothing (False). `worker/frame_relay.pyx`, set while a call is
+    bridged (`worker/native_relays.py`)."""
+
+    def relay(self, frame: picows.WSFrame) -> bool: ...
+
+
 class MessageListener(picows.WSListener):
     def __init__(self, max_message_bytes: int) -> None:
         self.max_message_bytes = max_message_bytes
@@ -71,6 +80,8 @@ class MessageListener(picows.WSListener):
         # the reader is parked with nothing queued before it (True: taken; False: queue it).
         # A frame relayed here skips the reader task's wake-up.
         self.take_now: Callable[[str | bytes], bool] | None = None
+        # Tried first with every frame while set (see `FrameRelay`).
+        self.native: FrameRelay | None = None
 
     # For subclasses -----------------------------------------------------------------------------
 

@@ -102,6 +102,9 @@ class WorkerSettings(ServerSettings):
     # live calls go on for up to this long before they end as `worker_shutdown`. Keep both below
     # the grace period the orchestrator gives before it kills the process. 0: cut at once.
     worker_drain_seconds: float = Field(default=0.0, ge=0, le=3600)
+    # A bridged call's audio frames relayed in compiled code where the runtime was built with it
+    # (worker/native_relays.py); false: every frame takes the Python path.
+    worker_native_frame_relay: bool = True
 
 
 ProxyNetworks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
