@@ -114,9 +114,10 @@ def report_rounds(name: str, unit: str, costs: dict[str, list[float]], per_round
     host_us = host_reference_us()
     print(f"host reference (bench/host.py): {host_us:.2f} us")
     rounds_run = len(next(iter(costs.values())))
-    print(f"{unit:<16}{'min us':>10}{'median us':>12}   ({rounds_run} rounds of {per_round})")
+    width = max(16, *(len(row) + 2 for row in costs))
+    print(f"{unit:<{width}}{'min us':>10}{'median us':>12}   ({rounds_run} rounds of {per_round})")
     for row, rounds in costs.items():
-        print(f"{row:<16}{min(rounds):>10.2f}{statistics.median(rounds):>12.2f}")
+        print(f"{row:<{width}}{min(rounds):>10.2f}{statistics.median(rounds):>12.2f}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(
         json.dumps(

@@ -38,7 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.phone_calls import Dialled, delivery, talk  # noqa: E402
 from bench.runtime import (  # noqa: E402
-    NATIVE_FLOOR,
+    RESULTS_SUFFIX,
+    WORKER,
     XAI_KEY,
     bridged_calls,
     call_stack,
@@ -51,7 +52,7 @@ from tests.fakes.server import free_port  # noqa: E402
 
 LOADS = [int(n) for n in os.environ.get("BENCH_PEERS_CALLS", "25,50,100,200,400").split(",")]
 SECONDS = float(os.environ.get("BENCH_PEERS_SECONDS", "10"))
-WORKER_SIDE = "switchboard worker" + (" (native floor)" if NATIVE_FLOOR else "")
+WORKER_SIDE = "switchboard worker" + (f" ({WORKER.replace('-', ' ')})" if RESULTS_SUFFIX else "")
 SIDE_WIDTH = max(len(WORKER_SIDE), 22)
 SUSTAINED_FRAMES = 0.9  # delivered, each way
 SUSTAINED_LAG_P99_MS = 250.0  # each way
@@ -228,7 +229,7 @@ def main() -> None:
             f"at {both} calls, the largest load both sustain: the pipecat bot spends {ratio:.1f}x "
             f"the worker's CPU per call-second (goal >= 10x)"
         )
-    name = "peers-native-floor.json" if NATIVE_FLOOR else "peers.json"
+    name = f"peers{RESULTS_SUFFIX}.json"
     (out / name).write_text(json.dumps(results, indent=2))
     for name, lines in problems.items():
         if lines:

@@ -6,9 +6,12 @@ Twilio media frame is parsed and sent on to xAI as `input_audio_buffer.append`, 
 the real parts do it — the media plane's `MediaSocket`, the xAI socket `PicowsRealtimeSocket`, a
 `GrokRealtimeSession` and `telephony.bridge` — on a uvloop loop, each frame handed to the socket
 as picows hands over a whole message, over transports that only count what is written: no
-kernel, no peer, no wake-up. Reported: µs of process CPU per frame each way, min and median of
-ROUNDS rounds of FRAMES frames, with the host reference (bench/host.py) beside it; written to
-bench/results/relay_path.json for `make bench-report`.
+kernel, no peer, no wake-up. Each way twice: on the Python path (the frame handed over as a
+whole message, `on_message`), and taken by the compiled frame relay (worker/frame_relay.pyx,
+handed the frame's bytes as picows' callback hands it its frame; its write goes through this
+file's Python stand-in for a transport, a call the live relay makes in C). Reported: µs of process
+CPU per frame, min and median of ROUNDS rounds of FRAMES frames, with the host reference
+(bench/host.py) beside it; written to bench/results/relay_path.json for `make bench-report`.
 
 A live worker spends several times this per frame (socket reads and writes, the loop's
 wake-ups, colder caches): bench/runtime.py measures that, bench/socket_layers.py the socket
@@ -32,8 +35,12 @@ sys.path.insert(0, str(ROOT))
 from bench.host import Case, report_rounds, time_rounds  # noqa: E402
 from bench.socket_layers import audio_delta  # noqa: E402
 from switchboard_runtime.session import GrokRealtimeSession  # noqa: E402
-from switchboard_runtime.telephony import DIALECTS, Start, bridge  # noqa: E402
+from switchboard_runtime.telephony import DIALECTS, BridgeStats, Start, bridge  # noqa: E402
 from switchboard_runtime.worker.media_plane import MediaSocket, Route  # noqa: E402
+from switchboard_runtime.worker.native_relays import (  # noqa: E402
+    frame_relay_module,
+    native_frame_relays,
+)
 from switchboard_runtime.worker.xai_socket import PicowsRealtimeSocket  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
@@ -90,17 +97,32 @@ async def cost_per_frame() -> dict[str, list[float]]:
     session._held_audio = None
     session._reader = asyncio.create_task(session._read_forever())
     xai.take_now, session._send_now = session._take_now, xai.send_now
-    call = asyncio.create_task(bridge(phone, twilio, Start("MZ1", "CA1", {}), session))
-    await asyncio.sleep(0.01)  # both bridge tasks and the reader parked
-
-    cases = {
-        "caller → xAI": Case(partial(phone.on_message, CALLER_FRAME), lambda: to_xai.frames),
-        "xAI → phone": Case(partial(xai.on_message, AGENT_FRAME), lambda: to_phone.frames),
-    }
-    costs = await time_rounds(cases, FRAMES, ROUNDS)
-    call.cancel()
-    session._reader.cancel()
-    await asyncio.gather(call, session._reader, return_exceptions=True)
+    start, stats = Start("MZ1", "CA1", {}), BridgeStats()
+    module = frame_relay_module()
+    if module is None:
+        raise SystemExit("the runtime was installed without its compiled frame relay")
+    with native_frame_relays(module, phone, twilio, start, session, stats) as relays:
+        assert relays is not None
+        call = asyncio.create_task(bridge(phone, twilio, start, session, stats))
+        await asyncio.sleep(0.01)  # both bridge tasks and the reader parked
+        # The call's first frame each way takes the Python path (the caller heard, the first
+        # audio timed); the relays take the rest.
+        phone.on_message(CALLER_FRAME)
+        xai.on_message(AGENT_FRAME)
+        cases = {
+            "caller → xAI": Case(partial(phone.on_message, CALLER_FRAME), lambda: to_xai.frames),
+            "xAI → phone": Case(partial(xai.on_message, AGENT_FRAME), lambda: to_phone.frames),
+            "caller → xAI, compiled": Case(
+                partial(relays.caller.relay_text, CALLER_FRAME.encode()), lambda: to_xai.frames
+            ),
+            "xAI → phone, compiled": Case(
+                partial(relays.agent.relay_text, AGENT_FRAME.encode()), lambda: to_phone.frames
+            ),
+        }
+        costs = await time_rounds(cases, FRAMES, ROUNDS)
+        call.cancel()
+        session._reader.cancel()
+        await asyncio.gather(call, session._reader, return_exceptions=True)
     return costs
 
 

@@ -66,12 +66,18 @@ FRAME = base64.b64encode(bytes([0x7F]) * 160).decode()
 CALLS = int(os.environ.get("BENCH_CALLS", "200"))
 # The HTTP server under `switchboard worker` (uvicorn or granian: make bench-servers).
 WORKER_SERVER = os.environ.get("BENCH_WORKER_SERVER", "uvicorn")
-# BENCH_WORKER=native-floor: the worker with a call's audio frames relayed in native code and no
-# checks (bench/native_worker.py), a floor for what a native call path could save.
+# BENCH_WORKER: which worker. switchboard (the default): `switchboard worker` as it ships.
+# python-path: the same with its compiled frame relay off (SWITCHBOARD_WORKER_NATIVE_FRAME_RELAY
+# =false), every frame on the Python path. native-floor: audio frames relayed in native code with
+# no checks at all (bench/native_worker.py), a floor under any relay that keeps them.
+WORKERS = ("switchboard", "python-path", "native-floor")
 WORKER = os.environ.get("BENCH_WORKER", "switchboard")
-if WORKER not in ("switchboard", "native-floor"):
-    raise SystemExit(f"BENCH_WORKER={WORKER!r}: use switchboard (the default) or native-floor")
+if WORKER not in WORKERS:
+    raise SystemExit(f"BENCH_WORKER={WORKER!r}: use one of {', '.join(WORKERS)}")
 NATIVE_FLOOR = WORKER == "native-floor"
+# Results of the other workers are kept apart: the benchmarks page's current figures are the
+# shipped worker's.
+RESULTS_SUFFIX = "" if WORKER == "switchboard" else f"-{WORKER}"
 SECONDS = 10
 WORKER_CORE = os.environ.get("BENCH_WORKER_CORE", "0")
 TURNS_IN_STEP = os.environ.get("BENCH_TURNS", "staggered") == "in-step"
@@ -377,6 +383,8 @@ async def bridged_calls(stack: "CallStack", run: int = 0, calls: int = CALLS) ->
         ),
         "cores_used": cores,
         "wall_seconds": wall,
+        # Which path relayed the audio frames (the worker's /metrics, every run so far).
+        "audio_frames_by_path": audio_frames_by_path(worker),
         # After the run: across BENCH_RUNS it shows whether calls leave anything behind.
         "worker_rss_mib": rss_kib(pids["worker"]) / 1024,
     }
@@ -406,6 +414,24 @@ def worker_histograms(
             ]
         )
     return histograms
+
+
+def audio_frames_by_path(worker: str) -> dict[str, int]:
+    """The worker's `switchboard_worker_audio_frames_total`, as {"caller compiled": n, ...},
+    once no call holds a place there (a call's frames are counted when its bridge ends)."""
+    deadline = time.monotonic() + 10
+    while True:
+        text = httpx.get(f"{worker}/metrics").raise_for_status().text
+        samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+        calls = next(s.value for s in samples if s.name == "switchboard_worker_calls")
+        if calls == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    return {
+        f"{s.labels['direction']} {s.labels['path']}": int(s.value)
+        for s in samples
+        if s.name == "switchboard_worker_audio_frames_total"
+    }
 
 
 def histogram_bound(
@@ -493,6 +519,8 @@ def call_stack(worker_cpus: set[int] | None) -> Iterator[CallStack]:
             "SWITCHBOARD_SERVICE_TOKEN": token,
             "SWITCHBOARD_CONTROL_PLANE_URL": f"http://127.0.0.1:{cp_port}",
             "SWITCHBOARD_WORKER_PUBLIC_URL": f"http://127.0.0.1:{worker_port}",
+            # The floor relays its own way; the Python path is the worker without its relay.
+            "SWITCHBOARD_WORKER_NATIVE_FRAME_RELAY": str(WORKER == "switchboard").lower(),
         }
         worker = (
             [sys.executable, str(ROOT / "bench" / "native_worker.py")]
@@ -574,8 +602,7 @@ def main() -> None:
     results["server_log_problems"] = log_problems(stack.logs)
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
-    # The floor's figures are kept apart: the benchmarks page's current figures are the worker's.
-    name = "runtime-native-floor.json" if NATIVE_FLOOR else "runtime.json"
+    name = f"runtime{RESULTS_SUFFIX}.json"
     (out / name).write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
     where = f"worker on CPU {WORKER_CORE}" if worker_cpus else "every process on every CPU"
