@@ -6,10 +6,11 @@ change: once a call is bridged, a caller's media frame and an agent's audio delt
 bench/native_relay.pyx inside picows' frame callback — the payload found by scanning, copied into
 the outgoing frame, one write — with no Python past the callback's entry. Everything else (the
 webhook, claim, `start`, marks, `stop`, every other xAI event, the reports) takes the worker's own
-path. What the floor skips per frame is what a native call path would have to keep: the JSON and
-base64 checks, the order guards (a frame relayed only with nothing queued before it), the
-session's bookkeeping (frames counted, first audio timed, audio of a cancelled response
-dropped, audio held during set-up) and the `event_id` on each append.
+path. What the floor skips per frame is what the worker's own compiled relay keeps
+(worker/frame_relay.pyx, off in the floor's worker): the JSON and base64 checks, the order
+guards (a frame relayed only with nothing queued before it), the session's bookkeeping (frames
+counted, first audio timed, audio of a cancelled response dropped, audio held during set-up)
+and the `event_id` on each append.
 
 Usage: python bench/native_worker.py [switchboard-worker options]
 """

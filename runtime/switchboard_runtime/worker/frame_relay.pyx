@@ -441,7 +441,7 @@ cdef class Relay:
 
     def relay_text(self, bytes message):
         """`relay` of a whole text frame holding `message` (picows' frames cannot be built
-        outside picows: for tests)."""
+        outside picows: for tests and bench/relay_path.py)."""
         return self.take(message, len(message))
 
     cdef bint take(self, const char* text, Py_ssize_t size) except -1:
