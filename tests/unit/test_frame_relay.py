@@ -474,28 +474,18 @@ AGENT_FRAMES = [
 ]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.sampled_from(sorted(DIALECTS)),
-    st.sets(st.sampled_from(sorted(PHONE_SIDE))),
-    st.sampled_from(CALLER_FRAMES),
-)
-def test_a_caller_frame_leaves_the_same_trace_with_the_relay(
-    dialect: str, state: set[str], frame: bytes
-) -> None:
-    asyncio.run(same_trace(dialect, state, frame, "caller"))
+SIDES = {"caller": (PHONE_SIDE, CALLER_FRAMES), "agent": (AGENT_SIDE, AGENT_FRAMES)}
 
 
+@pytest.mark.parametrize("side", sorted(SIDES))
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.sampled_from(sorted(DIALECTS)),
-    st.sets(st.sampled_from(sorted(AGENT_SIDE))),
-    st.sampled_from(AGENT_FRAMES),
-)
-def test_an_agent_frame_leaves_the_same_trace_with_the_relay(
-    dialect: str, state: set[str], frame: bytes
-) -> None:
-    asyncio.run(same_trace(dialect, state, frame, "agent"))
+@given(data=st.data())
+def test_a_frame_leaves_the_same_trace_with_the_relay(side: str, data: st.DataObject) -> None:
+    states, frames = SIDES[side]
+    dialect = data.draw(st.sampled_from(sorted(DIALECTS)), label="dialect")
+    state = data.draw(st.sets(st.sampled_from(sorted(states))), label="state")
+    frame = data.draw(st.sampled_from(frames), label="frame")
+    asyncio.run(same_trace(dialect, state, frame, side))
 
 
 @pytest.mark.parametrize("dialect", sorted(DIALECTS))

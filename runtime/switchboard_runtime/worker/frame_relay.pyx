@@ -179,18 +179,45 @@ cdef Field* wanted(Field* fields, int count, const unsigned char* key, Py_ssize_
     return NULL
 
 
+cdef enum Container:
+    BROKEN = -1  # not JSON (or deeper than we read)
+    MORE = 0  # an item follows
+    CLOSED = 1  # the object or array ended
+
+
+cdef Container opened(Scan* scan, int depth, unsigned char closing) noexcept:
+    """`scan` on an object's `{` or an array's `[`: past it, and whether it is empty."""
+    if depth > MAX_DEPTH:
+        return BROKEN
+    scan.at += 1
+    skip_space(scan)
+    if scan.at < scan.size and scan.text[scan.at] == closing:
+        scan.at += 1
+        return CLOSED
+    return MORE
+
+
+cdef Container after_item(Scan* scan, unsigned char closing) noexcept:
+    """Past an item: the `,` before the next one, or the end."""
+    skip_space(scan)
+    if scan.at >= scan.size:
+        return BROKEN
+    if scan.text[scan.at] == closing:
+        scan.at += 1
+        return CLOSED
+    if scan.text[scan.at] != b',':
+        return BROKEN
+    scan.at += 1
+    skip_space(scan)
+    return MORE
+
+
 cdef bint members(Scan* scan, int depth, Field* fields, int count) noexcept:
     """An object, `scan` on its `{`; the keys in `fields` recorded."""
     cdef Py_ssize_t key_at = 0, key_size = 0
     cdef Field* field
-    if depth > MAX_DEPTH:
-        return False
-    scan.at += 1
-    skip_space(scan)
-    if scan.at < scan.size and scan.text[scan.at] == b'}':
-        scan.at += 1
-        return True
-    while True:
+    cdef Container state = opened(scan, depth, b'}')
+    while state == MORE:
         if scan.at >= scan.size or scan.text[scan.at] != b'"':
             return False
         if not string(scan, &key_at, &key_size):
@@ -205,40 +232,18 @@ cdef bint members(Scan* scan, int depth, Field* fields, int count) noexcept:
         skip_space(scan)
         if not value(scan, depth, field):
             return False
-        skip_space(scan)
-        if scan.at >= scan.size:
-            return False
-        if scan.text[scan.at] == b'}':
-            scan.at += 1
-            return True
-        if scan.text[scan.at] != b',':
-            return False
-        scan.at += 1
-        skip_space(scan)
+        state = after_item(scan, b'}')
+    return state == CLOSED
 
 
 cdef bint items(Scan* scan, int depth) noexcept:
     """An array, `scan` on its `[`."""
-    if depth > MAX_DEPTH:
-        return False
-    scan.at += 1
-    skip_space(scan)
-    if scan.at < scan.size and scan.text[scan.at] == b']':
-        scan.at += 1
-        return True
-    while True:
+    cdef Container state = opened(scan, depth, b']')
+    while state == MORE:
         if not value(scan, depth, NULL):
             return False
-        skip_space(scan)
-        if scan.at >= scan.size:
-            return False
-        if scan.text[scan.at] == b']':
-            scan.at += 1
-            return True
-        if scan.text[scan.at] != b',':
-            return False
-        scan.at += 1
-        skip_space(scan)
+        state = after_item(scan, b']')
+    return state == CLOSED
 
 
 cdef bint json_object(const char* text, Py_ssize_t size, Field* fields, int count) noexcept:
