@@ -5,7 +5,8 @@
 Each is what the Python path does with the same frame inside picows' frame callback
 (`MessageListener.hand_over` into `bridge`'s `caller_frame_now`, or into the session's
 `_take_now` and `_play`), with the same checks and the same effects, reading the same state;
-past the callback's entry it runs no Python function but the asyncio queue's `empty()`. A relay takes a frame only when it can do
+past the callback's entry it runs no Python function but the asyncio queue's `empty()` (and
+`asyncio.Event.is_set()` for a socket its peer once held back). A relay takes a frame only when it can do
 all of it: the frame is one whole text frame of printable ASCII that is a JSON object (checked
 to the letter, as orjson would: nothing past it, no trailing comma, no leading zero), its
 strings hold no escapes, the fields it needs are there exactly once, the caller's payload is
