@@ -26,9 +26,8 @@ from bench.socket_layers import native_relay  # noqa: E402
 from switchboard_runtime.telephony import Dialect, Start, bridge  # noqa: E402
 from switchboard_runtime.worker import calls, cli  # noqa: E402
 from switchboard_runtime.worker.media_plane import MediaSocket  # noqa: E402
+from switchboard_runtime.worker.native_relays import media_frame_parts  # noqa: E402
 from switchboard_runtime.worker.xai_socket import PicowsRealtimeSocket  # noqa: E402
-
-MARK = "payload-goes-here"  # stands for the payload in a dialect's media frame
 
 
 def install() -> None:
@@ -49,16 +48,16 @@ def install() -> None:
     async def native_bridge(
         phone: Any, dialect: Dialect, start: Start, session: Any, stats: Any = None
     ) -> Any:
-        xai = session._ws
-        native = isinstance(phone, MediaSocket) and isinstance(xai, PicowsRealtimeSocket)
-        if native:
-            head, _, tail = dialect.media(start.stream_id, MARK).partition(MARK)
+        xai = session.realtime_socket
+        sockets = isinstance(phone, MediaSocket) and isinstance(xai, PicowsRealtimeSocket)
+        parts = media_frame_parts(dialect, start.stream_id) if sockets else None
+        if parts is not None:
             phone.native_to, xai.native_to = xai.transport, phone.transport
-            xai.native_head, xai.native_tail = head.encode(), tail.encode()
+            xai.native_head, xai.native_tail = parts
         try:
             return await bridge(phone, dialect, start, session, stats)
         finally:
-            if native:
+            if parts is not None:
                 phone.native_to = xai.native_to = None
 
     patches: dict[tuple[object, str], object] = {
