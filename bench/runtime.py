@@ -47,6 +47,7 @@ from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -397,13 +398,18 @@ FULL_COLLECTIONS: tuple[str, dict[str, str]] = (
 )
 
 
+def worker_samples(worker: str) -> list[Sample]:
+    """Every sample of one read of the worker's /metrics."""
+    text = httpx.get(f"{worker}/metrics").raise_for_status().text
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
 def worker_histograms(
     worker: str, *series: tuple[str, dict[str, str]]
 ) -> list[list[tuple[float, int]]]:
     """Histograms from one read of the worker's /metrics, one per `series` (a histogram's name
     and the labels its samples must carry): [(upper bound, cumulative count)]."""
-    text = httpx.get(f"{worker}/metrics").raise_for_status().text
-    samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+    samples = worker_samples(worker)
     histograms = []
     for name, labels in series:
         histograms.append(
@@ -417,19 +423,12 @@ def worker_histograms(
 
 
 def audio_frames_by_path(worker: str) -> dict[str, int]:
-    """The worker's `switchboard_worker_audio_frames_total`, as {"caller compiled": n, ...},
-    once no call holds a place there (a call's frames are counted when its bridge ends)."""
-    deadline = time.monotonic() + 10
-    while True:
-        text = httpx.get(f"{worker}/metrics").raise_for_status().text
-        samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
-        calls = next(s.value for s in samples if s.name == "switchboard_worker_calls")
-        if calls == 0 or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    """The worker's `switchboard_worker_audio_frames_total`, as {"caller compiled": n, ...}. Read
+    once every call has reported: a call's frames are counted when its bridge ends, before its
+    report goes out."""
     return {
         f"{s.labels['direction']} {s.labels['path']}": int(s.value)
-        for s in samples
+        for s in worker_samples(worker)
         if s.name == "switchboard_worker_audio_frames_total"
     }
 
