@@ -439,6 +439,9 @@ cdef class Relay:
     cdef object phone, xai, session, stats
     cdef readonly unsigned long long relayed  # frames this relay took
 
+    def __init__(self, phone, xai, session, stats):
+        self.phone, self.xai, self.session, self.stats = phone, xai, session, stats
+
     cpdef bint relay(self, WSFrame frame) except -1:
         """True: relayed, nothing left to do; False: nothing done, the Python path's."""
         if frame.msg_type != WSMsgType.TEXT or not frame.fin:
@@ -459,9 +462,6 @@ cdef class CallerAudio(Relay):
     it (`session.send_audio_now`) when nothing makes it wait or take another way."""
 
     cdef bint heard  # the session's `caller_heard` was set (it is never cleared)
-
-    def __init__(self, phone, xai, session, stats):
-        self.phone, self.xai, self.session, self.stats = phone, xai, session, stats
 
     cdef bint take(self, const char* text, Py_ssize_t size) except -1:
         cdef Py_ssize_t at = 0, length = 0
@@ -509,7 +509,7 @@ cdef class AgentAudio(Relay):
 
     def __init__(self, phone, xai, session, stats, bytes head, bytes tail):
         """`head` + payload + `tail` is the dialect's media frame to this call's phone."""
-        self.phone, self.xai, self.session, self.stats = phone, xai, session, stats
+        Relay.__init__(self, phone, xai, session, stats)
         self.head, self.tail = head, tail
 
     cdef bint take(self, const char* text, Py_ssize_t size) except -1:
