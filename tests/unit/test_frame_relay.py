@@ -47,6 +47,7 @@ from switchboard_runtime.worker import native_relays
 from switchboard_runtime.worker.media_plane import MediaSocket, Route
 from switchboard_runtime.worker.native_relays import frame_relay_module, native_frame_relays
 from switchboard_runtime.worker.xai_socket import PicowsRealtimeSocket
+from tests.unit.test_relay_in_callback import Wire, new_session
 
 frame_relay = frame_relay_module()
 
@@ -298,25 +299,6 @@ AGENT_SIDE = {
 }
 
 
-class Wire:
-    """A picows transport that records what is written."""
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-        self.underlying_transport = self
-
-    def send(self, kind: Any, data: bytes) -> None:
-        self.sent.append(bytes(data))
-
-    def pause_reading(self) -> None: ...
-
-    def resume_reading(self) -> None: ...
-
-    def send_close(self, *args: Any) -> None: ...
-
-    def disconnect(self) -> None: ...
-
-
 @dataclasses.dataclass
 class Call:
     phone: MediaSocket
@@ -336,9 +318,7 @@ async def bridged(dialect: str, relays: types.ModuleType | None) -> Any:
     phone = MediaSocket(plane=None, route=Route("agent", DIALECTS[dialect], None, 4096))  # type: ignore[arg-type]
     xai = PicowsRealtimeSocket(4096)
     phone.transport, xai.transport = Wire(), Wire()  # type: ignore[assignment]
-    session = GrokRealtimeSession(
-        control_plane_url="http://127.0.0.1:9", service_token="t", workspace_id="w", agent_id="a"
-    )
+    session = new_session()
     session._ws, session._send_now, xai.take_now = xai, xai.send_now, session._take_now
     session._held_audio = None
     session._reader = asyncio.create_task(session._read_forever())

@@ -25,7 +25,8 @@ from switchboard_runtime.worker.xai_socket import PicowsRealtimeSocket
 
 
 class Wire:
-    """What the sockets touch of picows' transport: what was written, and reading paused."""
+    """What the sockets touch of picows' transport: what was written, reading paused, the
+    close (nothing to close here)."""
 
     def __init__(self) -> None:
         self.sent: list[bytes] = []
@@ -37,6 +38,10 @@ class Wire:
     def pause_reading(self) -> None: ...
 
     def resume_reading(self) -> None: ...
+
+    def send_close(self, *args: Any) -> None: ...
+
+    def disconnect(self) -> None: ...
 
 
 class Taker:
