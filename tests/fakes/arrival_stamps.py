@@ -8,7 +8,8 @@ kernel stamps the frame as it lands in the receive queue, however late the reade
 reader then takes is reported beside it as read lag.
 
 `StampedTransport` is a plain asyncio transport over a non-blocking socket (`add_reader`,
-`recvmsg`, `send`), so the same `asyncio.Protocol` classes run on it; during `data_received`,
+`recvmsg`, `send`), so the same protocol classes run on it, `asyncio.BufferedProtocol`s such as
+picows' included (tests/fakes/stamped_picows.py); while a protocol handles a read,
 `transport.arrived_at` is when the last of those bytes arrived (when one read carries several
 frames, the earlier ones are charged the later arrival: never less lag than they had).
 
@@ -25,20 +26,22 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 # Linux's value; Python's socket module does not name it.
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 READ_SIZE = 256 * 1024
 STAMP_SPACE = socket.CMSG_SPACE(16)  # one struct timespec
 
-AnyProtocol = TypeVar("AnyProtocol", bound=asyncio.Protocol)
+# What a StampedTransport drives: one that takes the bytes read, or one that lends its buffer.
+StreamProtocol = asyncio.Protocol | asyncio.BufferedProtocol
+AnyProtocol = TypeVar("AnyProtocol", bound=StreamProtocol)
 
 
 class StampedTransport(asyncio.Transport):
     """One connected socket driving one protocol."""
 
-    def __init__(self, sock: socket.socket, protocol: asyncio.Protocol) -> None:
+    def __init__(self, sock: socket.socket, protocol: StreamProtocol) -> None:
         super().__init__()
         self._loop = asyncio.get_running_loop()
         self._sock = sock
@@ -49,6 +52,7 @@ class StampedTransport(asyncio.Transport):
         self._lost = False
         self._eof_after_flush = False
         self.arrived_at = 0.0
+        self._buffered = protocol if isinstance(protocol, asyncio.BufferedProtocol) else None
         sock.setblocking(False)
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -56,21 +60,31 @@ class StampedTransport(asyncio.Transport):
         self._loop.add_reader(self._fd, self._on_readable)
 
     def _on_readable(self) -> None:
+        buffered = self._buffered
         try:
-            data, ancillary, _, _ = self._sock.recvmsg(READ_SIZE, STAMP_SPACE)
+            if buffered is None:
+                data, ancillary, _, _ = self._sock.recvmsg(READ_SIZE, STAMP_SPACE)
+                size = len(data)
+            else:  # into the protocol's own buffer, as asyncio does for one
+                size, ancillary, _, _ = self._sock.recvmsg_into(
+                    [buffered.get_buffer(READ_SIZE)], STAMP_SPACE
+                )
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self._lose(exc)
             return
-        if not data:  # the peer closed its side
+        if not size:  # the peer closed its side
             self._lose(None)
             return
         for level, kind, value in ancillary:
             if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
                 seconds, nanoseconds = struct.unpack("qq", value[:16])
                 self.arrived_at = seconds + nanoseconds / 1e9
-        self._protocol.data_received(data)
+        if buffered is None:
+            cast(asyncio.Protocol, self._protocol).data_received(data)
+        else:
+            buffered.buffer_updated(size)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._lost:
@@ -134,11 +148,14 @@ class StampedTransport(asyncio.Transport):
     def is_closing(self) -> bool:
         return self._closing or self._lost
 
+    def get_write_buffer_size(self) -> int:
+        return len(self._pending)
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "socket":
             return self._sock
-        if name == "peername":
-            return self._sock.getpeername() if not self._lost else default
+        if name in ("peername", "sockname") and not self._lost:
+            return self._sock.getpeername() if name == "peername" else self._sock.getsockname()
         return default
 
     def _lose(self, exc: Exception | None) -> None:
@@ -154,7 +171,7 @@ class StampedTransport(asyncio.Transport):
 class StampedServer:
     """Accepts connections on a listening socket, each on a `StampedTransport`."""
 
-    def __init__(self, listener: socket.socket, factory: Callable[[], asyncio.Protocol]) -> None:
+    def __init__(self, listener: socket.socket, factory: Callable[[], StreamProtocol]) -> None:
         self._listener = listener
         self._factory = factory
         self._loop = asyncio.get_running_loop()
@@ -179,7 +196,7 @@ class StampedServer:
 
 
 async def serve_stamped(
-    factory: Callable[[], asyncio.Protocol], host: str, port: int
+    factory: Callable[[], StreamProtocol], host: str, port: int
 ) -> StampedServer:
     """Listen on host:port (0: any free port)."""
     return StampedServer(socket.create_server((host, port), backlog=1024), factory)
