@@ -1,68 +1,104 @@
 """The fake xAI's realtime endpoint on a lean transport, for the runtime load benchmark.
 
 Same conversation (`RealtimeConversation`: every event, quirk and script of the fake), carried by
-websockets' own Sans-I/O server protocol straight from an asyncio protocol
-(`tests/fakes/sansio_server.py`) instead of uvicorn + Starlette's ASGI layers. The benchmark's
-fake xAI stands in for a remote service, so its cost is the instrument's: under 200 calls the
-ASGI path needed about half a core and its event loop ran late enough to read caller frames
-~30 ms after they arrived, lag the benchmark then charged to the worker. Caller frames are timed
-by when they reached the socket (tests/fakes/arrival_stamps.py), however late the fake reads
-them. The key check and HTTP endpoints stay on the fake's Starlette app.
+picows on a stamped transport (tests/fakes/stamped_picows.py) instead of uvicorn + Starlette's
+ASGI layers. The benchmark's fake xAI stands in for a remote service, so its cost is the
+instrument's: under 200 calls the ASGI path needed about half a core and its event loop ran late
+enough to read caller frames ~30 ms after they arrived, lag the benchmark then charged to the
+worker. Caller frames are timed by when they reached the socket (tests/fakes/arrival_stamps.py),
+however late the fake reads them. The key check and HTTP endpoints stay on the fake's Starlette
+app.
 """
 
 import asyncio
+from collections import deque
+from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
+from picows import (
+    WSCloseCode,
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+)
 from starlette.websockets import WebSocketDisconnect
-from websockets.http11 import Request
-from websockets.protocol import State
 
-from tests.fakes.arrival_stamps import StampedServer, serve_stamped
+from tests.fakes import stamped_picows
+from tests.fakes.arrival_stamps import StampedServer, arrival_time
 from tests.fakes.fake_xai import Connection, FakeXAIState, RealtimeConversation, bearer
-from tests.fakes.sansio_server import SansIOServerSocket
 
 
-class LeanRealtimeSocket(SansIOServerSocket):
-    """One realtime connection; to the conversation it is the WebSocket it talks through."""
+class LeanRealtimeSocket(WSListener):
+    """One realtime connection; to the conversation it is the WebSocket it talks through. Text
+    frames queue for `receive_text`, which also sets `arrived_at`: when the text it returned
+    reached the socket."""
 
-    def __init__(self, state: FakeXAIState) -> None:
-        super().__init__(max_size=2**22)
+    def __init__(self, state: FakeXAIState, record: Connection) -> None:
         self.state = state
+        self.record = record
+        self.ws: WSTransport | None = None
+        self.inbox: deque[tuple[str, float]] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.arrived_at = 0.0
+        self.gone = False
         self.conversation: asyncio.Task[None] | None = None
 
-    def on_request(self, request: Request) -> None:
-        """Accept /v1/realtime with a valid key or secret, as the Starlette endpoint does."""
-        self.state.upgrade_attempts += 1
-        token = bearer(request.headers.get("Authorization", ""))
-        target = urlsplit(request.path)
-        if target.path != "/v1/realtime" or token is None or not self.state.valid_secret(token):
-            self.protocol.send_response(self.protocol.reject(403, "unauthorized\n"))
-            return
-        self.protocol.send_response(self.protocol.accept(request))
-        if self.protocol.state is not State.OPEN:
-            return  # not a WebSocket upgrade: the protocol answered 400
-        model = parse_qs(target.query).get("model", [""])[0]
-        record = Connection(model=model, authorization=token)
-        self.state.connections.append(record)
-        conversation = RealtimeConversation(self.state, self, record, lambda: self.arrived_at)
+    # picows ------------------------------------------------------------------------------------
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.ws = transport
+        self.state.connections.append(self.record)
+        conversation = RealtimeConversation(self.state, self, self.record, lambda: self.arrived_at)
         self.conversation = asyncio.get_running_loop().create_task(self._talk(conversation))
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type is WSMsgType.TEXT:
+            arrived_at = arrival_time(transport.underlying_transport)
+            self.inbox.append((frame.get_payload_as_utf8_text(), arrived_at))
+            self._wake()
+        elif frame.msg_type is WSMsgType.CLOSE:  # the peer is leaving: answer, then hang up
+            if not transport.is_close_frame_sent:
+                transport.send_close(frame.get_close_code())
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.gone = True
+        self._wake()
 
     # What RealtimeConversation uses of a WebSocket ---------------------------------------------
 
     async def receive_text(self) -> str:
-        text = await self.next_text()
-        if text is None:
-            raise WebSocketDisconnect(1006)
+        while not self.inbox:
+            if not self._open():
+                raise WebSocketDisconnect(1006)
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+        text, self.arrived_at = self.inbox.popleft()
         return text
 
     async def send_text(self, data: str) -> None:
-        if not self.write_text(data):
+        if not self._open():
             raise WebSocketDisconnect(1006)
+        assert self.ws is not None
+        self.ws.send(WSMsgType.TEXT, data.encode())
 
     async def close(self, code: int = 1000, reason: str | None = None) -> None:
-        self.write_close(code, reason or "")
+        if self._open():
+            assert self.ws is not None
+            self.ws.send_close(WSCloseCode(code), (reason or "").encode())
 
     # -------------------------------------------------------------------------------------------
+
+    def _open(self) -> bool:
+        return self.ws is not None and not self.gone and not self.ws.is_close_frame_sent
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
 
     async def _talk(self, conversation: RealtimeConversation) -> None:
         try:
@@ -74,4 +110,18 @@ class LeanRealtimeSocket(SansIOServerSocket):
 async def serve_realtime(state: FakeXAIState, host: str, port: int) -> StampedServer:
     """Listen for realtime connections on host:port (ws://host:port/v1/realtime); caller frames
     are timed by when they reached the socket (tests/fakes/arrival_stamps.py)."""
-    return await serve_stamped(lambda: LeanRealtimeSocket(state), host, port)
+
+    def answer(request: WSUpgradeRequest) -> WSListener | WSUpgradeResponseWithListener:
+        """Accept /v1/realtime with a valid key or secret, as the Starlette endpoint does."""
+        state.upgrade_attempts += 1
+        token = bearer(request.headers.get("Authorization", ""))
+        target = urlsplit(request.path.decode())
+        if target.path != "/v1/realtime" or token is None or not state.valid_secret(token):
+            refusal = WSUpgradeResponse.create_error_response(
+                HTTPStatus.FORBIDDEN, b"unauthorized\n"
+            )
+            return WSUpgradeResponseWithListener(refusal, None)
+        model = parse_qs(target.query).get("model", [""])[0]
+        return LeanRealtimeSocket(state, Connection(model=model, authorization=token))
+
+    return await stamped_picows.serve(answer, host, port)

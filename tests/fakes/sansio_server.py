@@ -1,7 +1,8 @@
 """A WebSocket server connection without ASGI: websockets' Sans-I/O server protocol (handshake,
 framing, close handshake, size limits: all the library's) driven straight from an asyncio
 protocol. The benchmarks' stand-ins use it where uvicorn + Starlette would cost the instrument
-more CPU than the thing measured: the fake xAI's lean realtime endpoint and the phone-side bench.
+more CPU than the thing measured: the phone-side bench's `lean` server (the fake xAI's lean
+realtime endpoint used it until it moved to picows: tests/fakes/stamped_picows.py).
 """
 
 import asyncio
