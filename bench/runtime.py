@@ -21,7 +21,7 @@ their turns do not all change in the same 20 ms (BENCH_TURNS=in-step: they do). 
 adds N calls of 3 s each that start one after another while the others talk, so call set-ups and
 hang-ups (control-plane requests, xAI handshakes, the garbage they leave) run beside live audio,
 as they do in production. The phones are
-lean Sans-I/O clients (bench/phones.py), and each process's event-loop lag while the calls talk
+lean picows clients (bench/phones.py), and each process's event-loop lag while the calls talk
 is reported beside the frame lag (the worker's from its /metrics): a frame is late when any of
 the three loops is late, and that says whose loop it was.
 """
