@@ -129,6 +129,7 @@ class FakeXAIState:
     caller_lags: list[float] = field(default_factory=list)
     caller_read_lags: list[float] = field(default_factory=list)
     deltas_sent: int = 0
+    appends_heard_at_once: int = 0  # by `RealtimeConversation.hear_at_once` (the lean endpoint)
     # Its own event loop's lateness since the last /stats?reset=1 (a late fake reads caller
     # frames late, which the benchmark would otherwise blame on the worker).
     loop_lag: LoopLagMonitor = field(default_factory=lambda: LoopLagMonitor(keep=100_000))
@@ -365,6 +366,35 @@ class RealtimeConversation:
                     "Cancellation failed: no active response found.",
                     event,
                 )
+
+    def hear_at_once(self, event: Any) -> bool:
+        """Hear a stamped caller append now, from the transport's frame callback, when that is
+        all `on_event` would do with it: benchmark μ-law that neither starts nor ends speech, so
+        nothing is sent. Its lags are recorded as `stamped_caller_audio` records them. False
+        (nothing done): anything else, for `on_event` in its turn. The caller must call it only
+        while `run` waits for the next event, so no event before this one is still unhandled."""
+        if (
+            not self.state.stamped_audio
+            or self.state.record_connections
+            or self.input_format.get("type") == "audio/pcm"
+            or not isinstance(event, dict)
+            or event.get("type") != "input_audio_buffer.append"
+        ):
+            return False
+        try:
+            ulaw = base64.b64decode(event["audio"], validate=True)
+        except (KeyError, TypeError, ValueError):
+            return False  # on_event fails on it the same way, in its turn
+        frames = list(stamps.frames(ulaw))
+        if any(stamps.is_silence(frame) == self.caller_speaking for frame in frames):
+            return False  # speech starts or ends: events to send
+        arrived_at, read_at = self.arrived_at(), time.time()
+        for frame in frames:
+            sent_at = stamps.read_stamp(frame)
+            self.state.caller_lags.append(arrived_at - sent_at)
+            self.state.caller_read_lags.append(read_at - sent_at)
+        self.state.appends_heard_at_once += 1
+        return True
 
     async def stamped_caller_audio(self, ulaw: bytes) -> None:
         """Benchmark audio (tests/fakes/stamps.py), as μ-law whatever format it came in: each
@@ -606,6 +636,7 @@ def build_app(state: FakeXAIState) -> Starlette:
             state.caller_lags.clear()
             state.caller_read_lags.clear()
             state.deltas_sent = 0
+            state.appends_heard_at_once = 0
             state.loop_lag.reset()
             state.loop_lag.start()
         lags, read_lags = sorted(state.caller_lags), sorted(state.caller_read_lags)
@@ -614,6 +645,7 @@ def build_app(state: FakeXAIState) -> Starlette:
                 "connections": len(state.connections),
                 "caller_frames": len(lags),
                 "deltas_sent": state.deltas_sent,
+                "appends_heard_at_once": state.appends_heard_at_once,
                 "caller_lags_ms": {q: quantile_ms(lags, float(q)) for q in ("0.5", "0.99")},
                 "caller_read_lags_ms": {
                     q: quantile_ms(read_lags, float(q)) for q in ("0.5", "0.99")

@@ -6,7 +6,10 @@ ASGI layers. The benchmark's fake xAI stands in for a remote service, so its cos
 instrument's: under 200 calls the ASGI path needed about half a core and its event loop ran late
 enough to read caller frames ~30 ms after they arrived, lag the benchmark then charged to the
 worker. Caller frames are timed by when they reached the socket (tests/fakes/arrival_stamps.py),
-however late the fake reads them. The key check and HTTP endpoints stay on the fake's Starlette
+however late the fake reads them. While the conversation waits for its next event, a stamped
+caller append that starts or ends no speech is heard in the frame callback itself
+(`RealtimeConversation.hear_at_once`), without waking the conversation's task: at 400 calls those
+are nearly all of the fake's frames. The key check and HTTP endpoints stay on the fake's Starlette
 app.
 """
 
@@ -15,6 +18,7 @@ from collections import deque
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
+import orjson
 from picows import (
     WSCloseCode,
     WSFrame,
@@ -45,7 +49,8 @@ class LeanRealtimeSocket(WSListener):
         self.waiter: asyncio.Future[None] | None = None
         self.arrived_at = 0.0
         self.gone = False
-        self.conversation: asyncio.Task[None] | None = None
+        self.conversation: RealtimeConversation | None = None
+        self.talking: asyncio.Task[None] | None = None
 
     # picows ------------------------------------------------------------------------------------
 
@@ -53,13 +58,16 @@ class LeanRealtimeSocket(WSListener):
         self.ws = transport
         self.state.connections.append(self.record)
         conversation = RealtimeConversation(self.state, self, self.record, lambda: self.arrived_at)
-        self.conversation = asyncio.get_running_loop().create_task(self._talk(conversation))
+        self.conversation = conversation
+        self.talking = asyncio.get_running_loop().create_task(self._talk(conversation))
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type is WSMsgType.TEXT:
             arrived_at = arrival_time(transport.underlying_transport)
-            self.inbox.append((frame.get_payload_as_utf8_text(), arrived_at))
-            self._wake()
+            text = frame.get_payload_as_utf8_text()
+            if not self._heard_at_once(text, arrived_at):
+                self.inbox.append((text, arrived_at))
+                self._wake()
         elif frame.msg_type is WSMsgType.CLOSE:  # the peer is leaving: answer, then hang up
             if not transport.is_close_frame_sent:
                 transport.send_close(frame.get_close_code())
@@ -92,6 +100,18 @@ class LeanRealtimeSocket(WSListener):
             self.ws.send_close(WSCloseCode(code), (reason or "").encode())
 
     # -------------------------------------------------------------------------------------------
+
+    def _heard_at_once(self, text: str, arrived_at: float) -> bool:
+        """Whether the conversation, waiting for this very event, took it in the callback."""
+        parked = not self.inbox and self.waiter is not None and not self.waiter.done()
+        if not parked or self.conversation is None:
+            return False
+        try:
+            event = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return False  # the conversation's own reading refuses it, in its turn
+        self.arrived_at = arrived_at
+        return self.conversation.hear_at_once(event)
 
     def _open(self) -> bool:
         return self.ws is not None and not self.gone and not self.ws.is_close_frame_sent
