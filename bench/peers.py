@@ -119,6 +119,7 @@ def row(side: str, figures: dict[str, Any]) -> dict[str, Any]:
         ],
         "failed_calls": len(figures["failed_calls"]),
         "phones_streamed_share": figures["phones_streamed_share"],
+        "reply_audio_share": figures["reply_audio_share"],
     }
 
 
@@ -198,7 +199,7 @@ def main() -> None:
     print(
         f"\n{'side':<{SIDE_WIDTH}}{'calls':>6}{'CPU ms/call-s':>15}{'cores':>7}{'agent frames':>14}"
         f"{'caller frames':>15}{'lag caller->xAI p50/p99':>26}{'lag xAI->phone p50/p99':>25}"
-        f"{'streamed':>10}"
+        f"{'streamed':>10}{'replies':>9}"
     )
     for figures in rows:
         up, down = figures["caller_to_xai_lag_ms"], figures["xai_to_phone_lag_ms"]
@@ -207,11 +208,13 @@ def main() -> None:
             f"{figures['cores_used']:>7.2f}{figures['agent_frames_delivered']:>14.1%}"
             f"{figures['caller_frames_delivered']:>15.1%}"
             f"{f'{up[0]:.1f} / {up[1]:.1f} ms':>26}{f'{down[0]:.1f} / {down[1]:.1f} ms':>25}"
-            f"{figures['phones_streamed_share']:>10.0%}"
+            f"{figures['phones_streamed_share']:>10.0%}{figures['reply_audio_share']:>9.0%}"
         )
     print(
         "streamed: the share of calls x wall time the phones streamed; well under 100 %, the "
-        "stand-ins fell behind and the load was less than its number of calls"
+        "stand-ins fell behind and the load was less than its number of calls; replies: the "
+        "agent audio xAI sent per caller frame, as a share of the script's (under 100 %, "
+        "replies started late and the calls carried less agent audio)"
     )
     for side, calls in saturated.items():
         print(f"{side}: did not sustain {calls} calls; not run at larger loads")

@@ -23,6 +23,9 @@ from tests.fakes import stamps
 FRAME_SECONDS = 0.02  # a Twilio media frame carries 20 ms of audio
 TALK_FRAMES, REPLY_FRAMES = 25, 50  # 0.5 s of speech; the fake's reply is 1 s
 CYCLE_SECONDS = (TALK_FRAMES + REPLY_FRAMES) * FRAME_SECONDS
+# Agent frames per caller frame when every reply starts at once: a phone streams through the
+# utterance and the reply alike.
+SCRIPTED_AGENT_PER_CALLER_FRAME = REPLY_FRAMES / (TALK_FRAMES + REPLY_FRAMES)
 # A call that started late (churn) talks this long.
 CHURN_SECONDS = 3.0
 
@@ -195,6 +198,11 @@ def delivery(phones: PhoneFigures, fake_stats: dict[str, Any]) -> dict[str, Any]
         "caller_to_xai_lag_p99_ms": fake_stats["caller_lags_ms"]["0.99"],
         "xai_to_phone_lag_p50_ms": quantile(phones.lags, 0.5) * 1000,
         "xai_to_phone_lag_p99_ms": quantile(phones.lags, 0.99) * 1000,
+        # Under 1: replies started late (a phone sends silence while it waits), so the calls
+        # carried less agent audio than the script asks; the fake's lateness shapes the load.
+        "reply_audio_share": fake_stats["deltas_sent"]
+        / max(1, phones.caller_frames_sent)
+        / SCRIPTED_AGENT_PER_CALLER_FRAME,
     }
 
 

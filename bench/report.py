@@ -98,6 +98,9 @@ def peer_cell(figures: dict[str, Any] | None) -> str:
     verdict = "" if figures["sustained"] else ", not sustained"
     streamed = figures.get("phones_streamed_share")  # absent from results before 2026-12-07
     behind = f", phones streamed {streamed:.0%}" if streamed is not None and streamed < 0.9 else ""
+    replies = figures.get("reply_audio_share")  # absent from results before 2026-12-07 20:00
+    if replies is not None and replies < 0.9:
+        behind += f", agent audio {replies:.0%} of the script's"
     return (
         f"{figures['cpu_ms_per_call_second']:.2f} ms, lag p99 {up:.0f} / {down:.0f} ms, "
         f"frames {figures['agent_frames_delivered']:.0%}{verdict}{behind}"

@@ -627,6 +627,7 @@ def main() -> None:
             f"phones {lag['phones']['0.99']:.1f} / {lag['phones']['1.0']:.1f} ms; "
             f"worker {cores['worker']:.2f} of a core, {figures['worker_rss_mib']:.0f} MiB after, "
             f"phones streamed {figures['phones_streamed_share']:.0%} of calls x wall time, "
+            f"agent audio {figures['reply_audio_share']:.0%} of the script's, "
             f"{figures['worker_full_collections']} full collections"
             + (
                 f" (each <= {figures['worker_full_collection_at_most_ms']:.0f} ms)"
