@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
 from switchboard_runtime import client as control_plane_client
-from switchboard_runtime.session import GrokRealtimeSession
+from switchboard_runtime.session import GrokRealtimeSession, MemoryTelemetrySink
 from switchboard_runtime.telephony import Dialect, PhoneGone
 from switchboard_runtime.worker import calls, media_plane, serving, streams
 from switchboard_runtime.worker.capacity import CallCapacity
@@ -509,6 +509,61 @@ async def test_closed_by_the_listener_alone_the_call_would_pass_for_a_hang_up(
     assert await stopped_mid_call(stack) == (1012, media_plane.RESTARTING)
     report = stack.telemetry.reports[-1]
     assert (report.end_reason, report.completed) == ("caller_hangup", True)
+
+
+def slow_reports(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Every call report takes `seconds` to reach the control plane."""
+    report = MemoryTelemetrySink.report
+
+    async def slowly(self: MemoryTelemetrySink, telemetry: Any) -> None:
+        await asyncio.sleep(seconds)
+        await report(self, telemetry)
+
+    monkeypatch.setattr(MemoryTelemetrySink, "report", slowly)
+
+
+async def reports_of_a_hang_up_just_before_the_stop(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> list[Any]:
+    """A caller hangs up and the phone's socket is gone, but the call's report is still on its
+    way when the worker stops: the reports that arrived."""
+    slow_reports(monkeypatch, 0.5)
+    server, on_replica = replica(stack)
+    plane: MediaPlane = on_replica.worker_app.state.media_plane
+    before = len(stack.telemetry.reports)
+    try:
+        async for phone in phone_call(on_replica, "twilio"):
+            await assert_audio_passes_untouched(on_replica, phone)
+            await phone.hang_up()
+            assert await phone.closed() == (1000, "phone_stop")
+        await poll(lambda: plane.open_sockets == 0)
+        assert len(stack.telemetry.reports) == before  # the report is still on its way
+        await asyncio.to_thread(server.stop)
+    finally:
+        server.stop()
+    return stack.telemetry.reports[before:]
+
+
+async def test_a_stopping_worker_waits_for_the_report_of_a_call_whose_phone_is_gone(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [report] = await reports_of_a_hang_up_just_before_the_stop(stack, monkeypatch)
+    assert (report.end_reason, report.completed) == ("phone_stop", True)
+
+
+async def test_forgotten_when_its_phone_left_the_call_would_lose_its_report(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The media plane as it was: a socket left the plane's calls when its phone disconnected,
+    so a stop did not wait for the call still reporting."""
+    disconnected = MediaSocket.on_ws_disconnected
+
+    def and_forgotten(self: MediaSocket, transport: Any) -> None:
+        disconnected(self, transport)
+        self.plane.forget(self)
+
+    monkeypatch.setattr(MediaSocket, "on_ws_disconnected", and_forgotten)
+    assert await reports_of_a_hang_up_just_before_the_stop(stack, monkeypatch) == []
 
 
 async def until_it_stops_listening(url: str) -> None:

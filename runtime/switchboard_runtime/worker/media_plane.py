@@ -214,7 +214,6 @@ class MediaSocket(MessageListener):
         wake(self.waiter)
         self.release_writers()
         self.on_server_shutdown = None  # an ended call is not ended again at a stop
-        self.plane.forget(self)
 
     # Inside -------------------------------------------------------------------------------------
 
@@ -270,6 +269,8 @@ class MediaPlane:
         self.trusted_proxies = trusted_proxies
         self.phone, self.browser = phone, browser
         self.server: asyncio.Server | None = None
+        # Each socket's call, until the call is over: its phone may be gone while it still
+        # reports, and a stop waits for that too.
         self.calls: dict[MediaSocket, asyncio.Task[None]] = {}
         # Sockets refused or closed for breaking a bound, by reason (`/metrics`).
         self.refused: Counter[str] = Counter()
@@ -281,6 +282,11 @@ class MediaPlane:
     def stopped(self) -> bool:
         """Started, and no longer listening."""
         return self.server is not None and not self.server.is_serving()
+
+    @property
+    def open_sockets(self) -> int:
+        """Call sockets still connected (with a call or waiting for its token)."""
+        return sum(1 for socket in self.calls if not socket.disconnected)
 
     @property
     def url(self) -> str:

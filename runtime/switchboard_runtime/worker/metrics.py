@@ -116,7 +116,7 @@ class WorkerState(Collector):
             yield GaugeMetricFamily(
                 "switchboard_worker_media_sockets",
                 "Call sockets open on the media plane (with a call or waiting for its token).",
-                value=len(media_plane.calls),
+                value=media_plane.open_sockets,
             )
             yield counter_by(
                 "switchboard_worker_media_sockets_refused",
