@@ -1,7 +1,8 @@
 """A WebSocket server connection without ASGI: websockets' Sans-I/O server protocol (handshake,
 framing, close handshake, size limits: all the library's) driven straight from an asyncio
 protocol. The benchmarks' stand-ins use it where uvicorn + Starlette would cost the instrument
-more CPU than the thing measured: the phone-side bench's `lean` server (the fake xAI's lean
+more CPU than the thing measured, and as a layer to price: the `lean` server of
+bench/phone_side.py and the `websockets-sansio` row of bench/socket_layers.py (the fake xAI's lean
 realtime endpoint used it until it moved to picows: tests/fakes/stamped_picows.py).
 """
 
