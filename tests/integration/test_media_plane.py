@@ -527,7 +527,7 @@ async def reports_of_a_hang_up_just_before_the_stop(
 ) -> list[Any]:
     """A caller hangs up and the phone's socket is gone, but the call's report is still on its
     way when the worker stops: the reports that arrived."""
-    slow_reports(monkeypatch, 0.5)
+    slow_reports(monkeypatch, 1.5)  # well inside the stop's 5 s grace
     server, on_replica = replica(stack)
     plane: MediaPlane = on_replica.worker_app.state.media_plane
     before = len(stack.telemetry.reports)
