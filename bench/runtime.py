@@ -648,6 +648,15 @@ def main() -> None:
             f"{direction} lag p99: {', '.join(f'{v:.1f}' for v in values)} ms (target <= 20; "
             f"{within} of {len(runs)} runs within)"
         )
+    # Not a verdict on the worker: how much of the load the stand-ins actually offered. Short of
+    # it (they share a core), the lags above are partly theirs and the CPU is for a lighter load.
+    streamed = ", ".join(f"{figures['phones_streamed_share']:.0%}" for figures in runs)
+    replies = ", ".join(f"{figures['reply_audio_share']:.0%}" for figures in runs)
+    print(
+        f"LOAD  phones streamed {streamed} of calls x wall time (under 100% even when they keep "
+        f"up: calls start spread out and end between turns); agent audio {replies} of the "
+        "script's"
+    )
     problems = {name: lines for name, lines in results["server_log_problems"].items() if lines}
     print(
         f"{'FAIL' if problems else 'PASS'}  no warnings or tracebacks in the servers' logs"
