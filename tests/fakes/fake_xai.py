@@ -388,23 +388,25 @@ class RealtimeConversation:
         frames = list(stamps.frames(ulaw))
         if any(stamps.is_silence(frame) == self.caller_speaking for frame in frames):
             return False  # speech starts or ends: events to send
-        arrived_at, read_at = self.arrived_at(), time.time()
-        for frame in frames:
-            sent_at = stamps.read_stamp(frame)
-            self.state.caller_lags.append(arrived_at - sent_at)
-            self.state.caller_read_lags.append(read_at - sent_at)
+        self.time_caller_frames(frames)
         self.state.appends_heard_at_once += 1
         return True
 
     async def stamped_caller_audio(self, ulaw: bytes) -> None:
         """Benchmark audio (tests/fakes/stamps.py), as μ-law whatever format it came in: each
         20 ms in it is timed from its stamp, and heard by the server VAD."""
+        frames = list(stamps.frames(ulaw))
+        self.time_caller_frames(frames)
+        for frame in frames:
+            await self.heard(loud=not stamps.is_silence(frame))
+
+    def time_caller_frames(self, frames: list[bytes]) -> None:
+        """Each stamped 20 ms frame's lag: to when the event reached the socket, and to now."""
         arrived_at, read_at = self.arrived_at(), time.time()
-        for frame in stamps.frames(ulaw):
+        for frame in frames:
             sent_at = stamps.read_stamp(frame)
             self.state.caller_lags.append(arrived_at - sent_at)
             self.state.caller_read_lags.append(read_at - sent_at)
-            await self.heard(loud=not stamps.is_silence(frame))
 
     async def caller_speech_frame(self) -> None:
         """Speech for the counting VAD: an utterance is `frames_per_utterance` frames."""
