@@ -39,19 +39,16 @@ class LeanPhone(WSListener):
         if frame.msg_type is WSMsgType.TEXT:
             arrived_at = arrival_time(transport.underlying_transport)
             self.on_text(frame.get_payload_as_utf8_text(), arrived_at)
-        elif frame.msg_type is WSMsgType.CLOSE:  # the bridge hung up: answer, then go
-            if not transport.is_close_frame_sent:
-                transport.send_close(frame.get_close_code())
-            transport.disconnect()
+        elif frame.msg_type is WSMsgType.CLOSE:  # the bridge hung up
+            stamped_picows.answer_close(transport, frame)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if not self.closed.done():
             self.closed.set_result(None)
 
     def send(self, text: str) -> None:
-        ws = self.ws
-        if ws is not None and not ws.is_close_frame_sent and not ws.is_disconnected:
-            ws.send(WSMsgType.TEXT, text.encode())
+        if stamped_picows.is_open(self.ws):
+            self.ws.send(WSMsgType.TEXT, text.encode())
 
     async def close(self) -> None:
         """Close as Twilio does (1000), and wait for the bridge to answer and hang up."""

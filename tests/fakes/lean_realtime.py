@@ -48,7 +48,6 @@ class LeanRealtimeSocket(WSListener):
         self.inbox: deque[tuple[str, float]] = deque()
         self.waiter: asyncio.Future[None] | None = None
         self.arrived_at = 0.0
-        self.gone = False
         self.conversation: RealtimeConversation | None = None
         self.talking: asyncio.Task[None] | None = None
 
@@ -68,20 +67,17 @@ class LeanRealtimeSocket(WSListener):
             if not self._heard_at_once(text, arrived_at):
                 self.inbox.append((text, arrived_at))
                 self._wake()
-        elif frame.msg_type is WSMsgType.CLOSE:  # the peer is leaving: answer, then hang up
-            if not transport.is_close_frame_sent:
-                transport.send_close(frame.get_close_code())
-            transport.disconnect()
+        elif frame.msg_type is WSMsgType.CLOSE:  # the peer is leaving
+            stamped_picows.answer_close(transport, frame)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
-        self.gone = True
         self._wake()
 
     # What RealtimeConversation uses of a WebSocket ---------------------------------------------
 
     async def receive_text(self) -> str:
         while not self.inbox:
-            if not self._open():
+            if not stamped_picows.is_open(self.ws):
                 raise WebSocketDisconnect(1006)
             self.waiter = asyncio.get_running_loop().create_future()
             await self.waiter
@@ -89,14 +85,12 @@ class LeanRealtimeSocket(WSListener):
         return text
 
     async def send_text(self, data: str) -> None:
-        if not self._open():
+        if not stamped_picows.is_open(self.ws):
             raise WebSocketDisconnect(1006)
-        assert self.ws is not None
         self.ws.send(WSMsgType.TEXT, data.encode())
 
     async def close(self, code: int = 1000, reason: str | None = None) -> None:
-        if self._open():
-            assert self.ws is not None
+        if stamped_picows.is_open(self.ws):
             self.ws.send_close(WSCloseCode(code), (reason or "").encode())
 
     # -------------------------------------------------------------------------------------------
@@ -112,9 +106,6 @@ class LeanRealtimeSocket(WSListener):
             return False  # the conversation's own reading refuses it, in its turn
         self.arrived_at = arrived_at
         return self.conversation.hear_at_once(event)
-
-    def _open(self) -> bool:
-        return self.ws is not None and not self.gone and not self.ws.is_close_frame_sent
 
     def _wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():

@@ -16,10 +16,11 @@ The worker itself uses only picows' public API (runtime/switchboard_runtime/work
 
 import logging
 from collections.abc import Callable
-from typing import TypeVar, cast
+from typing import TypeGuard, TypeVar, cast
 
 from picows import (
     WSAutoPingStrategy,
+    WSFrame,
     WSListener,
     WSTransport,
     WSUpgradeRequest,
@@ -86,3 +87,15 @@ async def serve(listener_factory: ServerListenerFactory, host: str, port: int) -
     return await serve_stamped(
         lambda: ws_protocol(listener_factory, netloc=None, path=None), host, port
     )
+
+
+def is_open(ws: WSTransport | None) -> TypeGuard[WSTransport]:
+    """Connected, and no close sent yet: text may still go out."""
+    return ws is not None and not ws.is_disconnected and not ws.is_close_frame_sent
+
+
+def answer_close(transport: WSTransport, frame: WSFrame) -> None:
+    """The peer's close frame: answer it (unless ours went first), then hang up."""
+    if not transport.is_close_frame_sent:
+        transport.send_close(frame.get_close_code())
+    transport.disconnect()

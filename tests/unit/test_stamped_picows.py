@@ -35,8 +35,7 @@ class Keeper(WSListener):
             self.texts.append((frame.get_payload_as_utf8_text(), arrived, time.time()))
             self.heard.set()
         elif frame.msg_type is WSMsgType.CLOSE:
-            transport.send_close(frame.get_close_code())
-            transport.disconnect()
+            stamped_picows.answer_close(transport, frame)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.gone.set()
