@@ -249,15 +249,20 @@ def cold_stack(tmp_path: Path) -> Iterator[Stack]:
     yield from build_stack(tmp_path, StackOptions(warm_start=False))
 
 
+def slowed(monkeypatch: pytest.MonkeyPatch, owner: type, method: str, seconds: float) -> None:
+    """`owner.method` (a coroutine method) answers `seconds` late."""
+    real = getattr(owner, method)
+
+    async def late(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(seconds)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, method, late)
+
+
 def slow_session_config(monkeypatch: pytest.MonkeyPatch) -> None:
     """The control plane answers the session config 300 ms late: the caller is already talking."""
-    real = control_plane_client.ControlPlaneClient.session_config
-
-    async def late(self: Any, *args: Any, **kwargs: Any) -> Any:
-        await asyncio.sleep(0.3)
-        return await real(self, *args, **kwargs)
-
-    monkeypatch.setattr(control_plane_client.ControlPlaneClient, "session_config", late)
+    slowed(monkeypatch, control_plane_client.ControlPlaneClient, "session_config", 0.3)
 
 
 async def test_frames_that_came_while_the_call_was_set_up_are_bridged_first_and_in_order(
@@ -511,23 +516,13 @@ async def test_closed_by_the_listener_alone_the_call_would_pass_for_a_hang_up(
     assert (report.end_reason, report.completed) == ("caller_hangup", True)
 
 
-def slow_reports(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
-    """Every call report takes `seconds` to reach the control plane."""
-    report = MemoryTelemetrySink.report
-
-    async def slowly(self: MemoryTelemetrySink, telemetry: Any) -> None:
-        await asyncio.sleep(seconds)
-        await report(self, telemetry)
-
-    monkeypatch.setattr(MemoryTelemetrySink, "report", slowly)
-
-
 async def reports_of_a_hang_up_just_before_the_stop(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> list[Any]:
     """A caller hangs up and the phone's socket is gone, but the call's report is still on its
     way when the worker stops: the reports that arrived."""
-    slow_reports(monkeypatch, 1.5)  # well inside the stop's 5 s grace
+    # Every call report takes 1.5 s to reach the control plane: well inside the stop's 5 s grace.
+    slowed(monkeypatch, MemoryTelemetrySink, "report", 1.5)
     server, on_replica = replica(stack)
     plane: MediaPlane = on_replica.worker_app.state.media_plane
     before = len(stack.telemetry.reports)
@@ -618,13 +613,7 @@ async def readiness(url: str) -> tuple[int, str]:
 
 def slow_claims(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """The control plane takes `seconds` to redeem a stream token."""
-    claim = control_plane_client.ControlPlaneClient.claim_call
-
-    async def slowly(*args: Any, **kwargs: Any) -> Any:
-        await asyncio.sleep(seconds)
-        return await claim(*args, **kwargs)
-
-    monkeypatch.setattr(control_plane_client.ControlPlaneClient, "claim_call", slowly)
+    slowed(monkeypatch, control_plane_client.ControlPlaneClient, "claim_call", seconds)
 
 
 @pytest.mark.parametrize("claim_seconds", [0.0, 0.5])
