@@ -92,12 +92,24 @@ RUNS = int(os.environ.get("BENCH_RUNS", "1"))
 BARE_SESSION = MINIMAL_SESSION
 
 
+def proc_status(pid: int, field: str) -> int:
+    """A number from /proc/PID/status (the process's, or for per-thread fields its main
+    thread's)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
+
+
 def rss_kib(pid: int) -> int:
     """A process's resident memory now, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+    return proc_status(pid, "VmRSS")
+
+
+def wakeups(pid: int) -> int:
+    """How often a process's main thread has gone to sleep and woken again (its voluntary
+    context switches): for the worker, its event loop waiting for sockets or timers."""
+    return proc_status(pid, "voluntary_ctxt_switches")
 
 
 def start(
@@ -321,6 +333,7 @@ async def bridged_calls(stack: "CallStack", run: int = 0, calls: int = CALLS) ->
         measuring["phones_loop"].start()
         measuring["worker_before"] = worker_histograms(worker, LOOP_LAG, FULL_COLLECTIONS)
         measuring["cpu_before"] = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        measuring["worker_wakeups_before"] = wakeups(pids["worker"])
         measuring["started"] = time.perf_counter()
 
     held_before = await calls_holding_slots(control_plane, reader)  # parts 1-2 never end theirs
@@ -342,6 +355,7 @@ async def bridged_calls(stack: "CallStack", run: int = 0, calls: int = CALLS) ->
     # Share of one core each process used while the calls ran: the machine has two.
     before = measuring["cpu_before"]
     cores = {name: (cpu_seconds(pid) - before[name]) / wall for name, pid in pids.items()}
+    worker_wakeups = wakeups(pids["worker"]) - measuring["worker_wakeups_before"]
     fake_stats = (await http.get(f"{fake}/stats")).json()
     await http.aclose()
     failures = phones.failures
@@ -364,6 +378,11 @@ async def bridged_calls(stack: "CallStack", run: int = 0, calls: int = CALLS) ->
             "xai_to_phone": quantile(phones.read_lags, 0.99) * 1000,
         },
         "worker_cpu_ms_per_call_second": cores["worker"] * wall * 1000 / phones.call_seconds,
+        # How often the worker's loop slept and woke, and the frames it found each time: a loop
+        # that hardly sleeps is saturated; at light load it wakes for a few frames at a time.
+        "worker_wakeups_per_second": worker_wakeups / wall,
+        "worker_frames_per_wakeup": (fake_stats["caller_frames"] + fake_stats["deltas_sent"])
+        / max(1, worker_wakeups),
         "phones_streamed_share": phones.streamed_share(calls, wall),  # churn calls add to it
         # Sampled every 20 ms; the worker's from its /metrics histogram (a bucket's bound). A
         # stall of a few hundred ms is one sample: the p99 misses it, the max shows it.
@@ -625,7 +644,11 @@ def main() -> None:
             f"{lag['worker_at_most']['0.99']:.0f} / {lag['worker_at_most']['1.0']:.0f} ms, "
             f"fake xAI {lag['fake_xai']['0.99']:.1f} / {lag['fake_xai']['1.0']:.1f} ms, "
             f"phones {lag['phones']['0.99']:.1f} / {lag['phones']['1.0']:.1f} ms; "
-            f"worker {cores['worker']:.2f} of a core, {figures['worker_rss_mib']:.0f} MiB after, "
+            f"worker {figures['worker_cpu_ms_per_call_second']:.2f} ms of CPU per call-second "
+            f"({cores['worker']:.2f} of a core; its loop woke "
+            f"{figures['worker_wakeups_per_second']:.0f} times a second, "
+            f"{figures['worker_frames_per_wakeup']:.1f} frames a wake-up), "
+            f"{figures['worker_rss_mib']:.0f} MiB after, "
             f"phones streamed {figures['phones_streamed_share']:.0%} of calls x wall time, "
             f"agent audio {figures['reply_audio_share']:.0%} of the script's, "
             f"{figures['worker_full_collections']} full collections"
