@@ -542,6 +542,11 @@ def call_stack(worker_cpus: set[int] | None) -> Iterator[CallStack]:
             "SWITCHBOARD_WORKER_PUBLIC_URL": f"http://127.0.0.1:{worker_port}",
             # The floor relays its own way; the Python path is the worker without its relay.
             "SWITCHBOARD_WORKER_NATIVE_FRAME_RELAY": str(WORKER == "switchboard").lower(),
+            # Every phone here dials from 127.0.0.1, where Twilio's would come from many media
+            # servers: the bound on one address's sockets before their token (against a single
+            # client holding places) is as wide as the worker's own, so a late `start` from a
+            # busy stand-in is not refused as an attack.
+            "SWITCHBOARD_WORKER_MAX_PRE_START_PER_ADDRESS": "256",
         }
         worker = (
             [sys.executable, str(ROOT / "bench" / "native_worker.py")]
