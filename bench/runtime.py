@@ -335,9 +335,8 @@ async def bridged_calls(stack: "CallStack", run: int = 0, calls: int = CALLS) ->
         measuring["worker_wakeups_before"] = wakeups(pids["worker"])
         measuring["started"] = time.perf_counter()
 
-    held_before = await calls_holding_slots(
-        http, control_plane, reader
-    )  # parts 1-2 never end theirs
+    # Calls of the benchmark's parts 1-2, which never end theirs.
+    held_before = await calls_holding_slots(http, control_plane, reader)
     phones = await talk(
         dial,
         calls,
