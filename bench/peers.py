@@ -193,8 +193,11 @@ def main() -> None:
 
             sides = {WORKER_SIDE: worker_side, PEER_SIDE: pipecat_side}
 
-            def run_pair(calls: int, index: int, skip: set[str]) -> list[dict[str, Any]]:
-                order = list(sides) if index % 2 == 0 else list(reversed(sides))
+            def run_pair(
+                calls: int, index: int, worker_first: bool, skip: set[str]
+            ) -> list[dict[str, Any]]:
+                """Both sides at one load (`index` numbers the run: its call SIDs)."""
+                order = list(sides) if worker_first else list(reversed(sides))
                 pair = []
                 for side in order:
                     if side in skip:
@@ -206,7 +209,7 @@ def main() -> None:
                 return pair
 
             def run_load(calls: int, index: int, skip: set[str]) -> None:
-                for figures in run_pair(calls, index, skip):
+                for figures in run_pair(calls, index, index % 2 == 0, skip):
                     rows.append(figures)
                     if not figures["sustained"] and figures["side"] not in saturated:
                         saturated[figures["side"]] = calls
@@ -222,10 +225,12 @@ def main() -> None:
                 calls, index = calls // 2, index + 1
                 run_load(calls, index, skip=set())
             both = min(largest_sustained(rows, side) for side in sides)
-            rounds = [ratio_round([r for r in rows if r["calls"] == both])] if both else []
-            for _ in range(1, ROUNDS if both else 0):
+            first = [r for r in rows if r["calls"] == both]
+            rounds = [ratio_round(first)] if both else []
+            for round_number in range(1, ROUNDS if both else 0):
                 index += 1
-                pair = run_pair(both, index, skip=set())
+                worker_first = (first[0]["side"] == WORKER_SIDE) == (round_number % 2 == 0)
+                pair = run_pair(both, index, worker_first, skip=set())
                 repeats.extend(pair)
                 rounds.append(ratio_round(pair))
         finally:
