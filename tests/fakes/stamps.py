@@ -16,15 +16,39 @@ SILENCE = 0xFF
 SPEECH = 0x2A  # a loud μ-law sample: the fake's PCM voice detector hears it
 
 
+# The stamp's nine six-bit digits are written out rather than looped over: the phones stamp
+# every caller frame and the fake xAI every agent frame, and each reads the other's, on the one
+# core the stand-ins share (`python -m timeit`, a stamp and a read: 1.1 µs, 1.9 with loops).
 def stamp(at: float) -> bytes:
-    micros = round(at * 1_000_000)
-    return bytes((micros >> (6 * shift)) & 0x3F for shift in reversed(range(STAMP_BYTES)))
+    m = round(at * 1_000_000)
+    return bytes(
+        (
+            m >> 48 & 0x3F,
+            m >> 42 & 0x3F,
+            m >> 36 & 0x3F,
+            m >> 30 & 0x3F,
+            m >> 24 & 0x3F,
+            m >> 18 & 0x3F,
+            m >> 12 & 0x3F,
+            m >> 6 & 0x3F,
+            m & 0x3F,
+        )
+    )
 
 
 def read_stamp(frame: bytes) -> float:
-    micros = 0
-    for byte in frame[:STAMP_BYTES]:
-        micros = micros << 6 | (byte & 0x3F)
+    f = frame
+    micros = (
+        (f[0] & 0x3F) << 48
+        | (f[1] & 0x3F) << 42
+        | (f[2] & 0x3F) << 36
+        | (f[3] & 0x3F) << 30
+        | (f[4] & 0x3F) << 24
+        | (f[5] & 0x3F) << 18
+        | (f[6] & 0x3F) << 12
+        | (f[7] & 0x3F) << 6
+        | (f[8] & 0x3F)
+    )
     return micros / 1_000_000
 
 

@@ -45,6 +45,17 @@ async def test_a_stamp_survives_pipecats_twilio_conversions_at_telephone_rate() 
     assert not stamps.is_silence(back)
 
 
+def test_a_stamp_is_its_microseconds_in_six_bit_digits_and_reads_back_exactly() -> None:
+    moments = [0.0, 1e-6, 1.0, *(time.time() + k * 0.000_997 for k in range(2_000))]
+    for at in moments:
+        micros = round(at * 1_000_000)
+        digits = [(micros >> (6 * k)) & 0x3F for k in reversed(range(stamps.STAMP_BYTES))]
+        assert stamps.stamp(at) == bytes(digits)
+        assert stamps.read_stamp(stamps.stamp(at) + b"\xff" * 151) == micros / 1_000_000
+    # The body never leaks into the stamp, nor a byte's top bits (0x7F comes back as 0xFF).
+    assert stamps.read_stamp(bytes([0xFF] * 9) + b"\x2a") == stamps.read_stamp(bytes([0x3F] * 9))
+
+
 def test_the_one_mu_law_byte_that_does_not_come_back_is_never_in_a_stamp() -> None:
     assert audioop.lin2ulaw(audioop.ulaw2lin(b"\x7f", 2), 2) == b"\xff"
     assert all(max(stamps.stamp(time.time() + offset)) <= 0x3F for offset in range(0, 10**6, 997))
