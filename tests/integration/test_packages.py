@@ -273,7 +273,11 @@ async def test_both_wheels_serve_and_bridge_a_call_outside_the_checkout(
     stream = re.search(r'<Stream url="([^"]+)"', answer.text)
     token = re.search(r'name="stream_token" value="([^"]+)"', answer.text)
     assert stream and token, answer.text
-    xai.delta_interval = 0.02  # paced as xAI sends audio: most frames relay in the callback
+    # A second of agent audio paced as xAI sends it: most frames relay in the callback. (With
+    # five frames, ~80 ms, a CI run on a busy host once saw none of them do so: a worker held up
+    # for their span queues them all behind the first.)
+    xai.reply_audio = [bytes([i % 250 + 1]) * 160 for i in range(50)]
+    xai.delta_interval = 0.02
     async with connect(stream[1]) as websocket:
         phone = Phone("twilio", websocket)
         await phone.start({"stream_token": token[1]})
