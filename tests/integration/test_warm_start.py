@@ -368,7 +368,7 @@ async def test_worker_metrics_report_its_event_loop_lag(stack: Stack) -> None:
     def count() -> float:
         return next(s.value for s in histograms()[name] if s.name == f"{name}_count")
 
-    await poll(lambda: count() >= 3)  # sampled every 20 ms from start-up
+    await poll(lambda: count() >= 3)  # sampled every 100 ms (the default) from start-up
     found = histograms()
     buckets = [s.value for s in found[name] if s.name == f"{name}_bucket"]
     assert buckets == sorted(buckets) and buckets[-1] >= 3  # cumulative, +Inf = every sample
@@ -379,3 +379,21 @@ async def test_worker_metrics_report_its_event_loop_lag(stack: Stack) -> None:
         "1",
         "2",
     }
+
+
+async def test_the_loop_lag_sampling_interval_is_a_setting(stack: Stack) -> None:
+    name = "switchboard_worker_event_loop_lag_seconds"
+
+    def lag_family(worker: str) -> Any:
+        families = text_string_to_metric_families(metrics(worker))
+        return next(family for family in families if family.name == name)
+
+    assert "sampled every 100 ms" in lag_family(stack.worker).documentation
+    with stack.another_worker(worker_loop_lag_interval_seconds=0.005) as (replica, app):
+        assert app.state.loop_lag.interval == 0.005
+        assert "sampled every 5 ms" in lag_family(replica).documentation
+
+        def count() -> float:
+            return next(s.value for s in lag_family(replica).samples if s.name == f"{name}_count")
+
+        await poll(lambda: count() >= 20)

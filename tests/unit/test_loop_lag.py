@@ -7,6 +7,7 @@ import logging
 import time
 from collections import Counter
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from starlette.datastructures import State
@@ -16,6 +17,7 @@ from switchboard_runtime.loop_lag import GcPauses, LoopLagMonitor
 from switchboard_runtime.worker.capacity import CallCapacity, PreStartSockets
 from switchboard_runtime.worker.metrics import WorkerMetrics, WorkerState
 from switchboard_runtime.worker.native_relays import AudioFrames
+from switchboard_runtime.worker.settings import SettingsError, WorkerSettings, load_settings
 
 
 async def test_a_blocked_loop_shows_as_lag_as_long_as_the_block() -> None:
@@ -77,7 +79,7 @@ def families(metrics: WorkerMetrics) -> dict[str, list[Sample]]:
 def test_worker_metrics_parse_and_keep_their_names_and_labels() -> None:
     state = worker_state()
     pauses = GcPauses()
-    metrics = WorkerMetrics(WorkerState(state), pauses)
+    metrics = WorkerMetrics(WorkerState(state), pauses, loop_lag_interval=0.1)
     for lag in (0.0005, 0.003, 0.003, 0.03, 2.0):
         metrics.observe_loop_lag(lag)
     pauses.pending.append((2, 0.04))  # as the collector's callback leaves it
@@ -131,9 +133,22 @@ def test_worker_metrics_parse_and_keep_their_names_and_labels() -> None:
 
 def test_worker_metrics_read_the_state_the_app_holds_now() -> None:
     state = worker_state()
-    metrics = WorkerMetrics(WorkerState(state), GcPauses())
+    metrics = WorkerMetrics(WorkerState(state), GcPauses(), loop_lag_interval=0.1)
     state.capacity = CallCapacity(None, hold_seconds=5)  # replaced: as a route would see it
     state.capacity.hold("call-1")
     found = families(metrics)
     assert [s.value for s in found["switchboard_worker_calls"]] == [1]
     assert "switchboard_worker_max_calls" not in found  # no limit, no gauge
+
+
+def test_the_worker_samples_its_loop_every_100_ms_and_no_faster_than_every_5(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings(WorkerSettings).worker_loop_lag_interval_seconds == 0.1
+    monkeypatch.setenv("SWITCHBOARD_WORKER_LOOP_LAG_INTERVAL_SECONDS", "0.001")
+    with pytest.raises(SettingsError) as refused:
+        load_settings(WorkerSettings)
+    assert refused.value.lines == [
+        "SWITCHBOARD_WORKER_LOOP_LAG_INTERVAL_SECONDS: Input should be greater than or equal to "
+        "0.005"
+    ]

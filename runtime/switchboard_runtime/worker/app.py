@@ -162,11 +162,13 @@ def create_worker_app(
     app.state.gc_pauses = GcPauses()
     # Refusals anyone on the network can cause: each kind logged at most once a minute.
     app.state.refusals = RepeatedWarnings(logger)
+    lag_interval = settings.worker_loop_lag_interval_seconds
     app.state.metrics = WorkerMetrics(
-        WorkerState(app.state),
-        app.state.gc_pauses,
+        WorkerState(app.state), app.state.gc_pauses, loop_lag_interval=lag_interval
     )
-    app.state.loop_lag = LoopLagMonitor(observe=app.state.metrics.observe_loop_lag)
+    app.state.loop_lag = LoopLagMonitor(
+        interval=lag_interval, observe=app.state.metrics.observe_loop_lag
+    )
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

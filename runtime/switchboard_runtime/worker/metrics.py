@@ -3,8 +3,9 @@
 Most figures already live in the worker's own objects (warm sessions, call places, sockets
 waiting for a stream token), so a collector reads them at scrape time instead of mirroring every
 change into a second counter. The two histograms are prometheus-client's own: event-loop lag,
-observed on the loop every 20 ms, and garbage-collection pauses, moved from the collector's
-lock-free queue into the histogram by `drain_gc_pauses` (on each lag sample and each scrape).
+observed on the loop every 100 ms (a setting), and garbage-collection pauses, moved from the
+collector's lock-free queue into the histogram by `drain_gc_pauses` (on each lag sample and each
+scrape).
 """
 
 from collections import Counter
@@ -129,14 +130,14 @@ class WorkerState(Collector):
 class WorkerMetrics:
     """One worker app's registry: its live state, its event-loop lag and its GC pauses."""
 
-    def __init__(self, state: WorkerState, gc_pauses: GcPauses) -> None:
+    def __init__(self, state: WorkerState, gc_pauses: GcPauses, loop_lag_interval: float) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.gc_pauses = gc_pauses
         self.registry.register(state)
         self.loop_lag = Histogram(
             "switchboard_worker_event_loop_lag_seconds",
-            "How late the event loop ran a timer, sampled every 20 ms: what every call's audio "
-            "waited on top of its own work.",
+            f"How late the event loop ran a timer, sampled every {loop_lag_interval * 1000:g} "
+            "ms: what every call's audio waited on top of its own work.",
             buckets=BUCKETS,
             registry=self.registry,
         )

@@ -105,6 +105,11 @@ class WorkerSettings(ServerSettings):
     # A bridged call's audio frames relayed in compiled code where the runtime was built with it
     # (worker/native_relays.py); false: every frame takes the Python path.
     worker_native_frame_relay: bool = True
+    # How often the worker samples its event loop's lateness (the loop-lag histogram). Each
+    # sample wakes the loop once; at 20 ms the sampler alone cost ~10 % of the worker's CPU at
+    # 25 calls here (docs/benchmarks.md). A stall as long as the interval is always seen, a
+    # shorter one in proportion to its length; garbage collections are timed apart, each one.
+    worker_loop_lag_interval_seconds: float = Field(default=0.1, ge=0.005, le=10)
 
 
 ProxyNetworks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
