@@ -14,7 +14,7 @@ export NO_MKDOCS_2_WARNING := 1
 # process would compile FastAPI, SQLAlchemy, pydantic and the rest from source again.
 UV_ENV := UV_PYTHON=$(PYTHON) UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=$(VENV) UV_COMPILE_BYTECODE=1
 
-.PHONY: run test upgrade docs docs-build bytecode node-packages bench-report lint typecheck format redteam bench bench-runtime bench-call-entry bench-warm-start bench-sign-in bench-servers bench-control-plane-burst bench-phone-side bench-peers bench-socket-layers bench-instant-answer bench-relay-path soak clean
+.PHONY: run test upgrade docs docs-build bytecode node-packages bench-report lint typecheck format redteam bench bench-runtime bench-call-entry bench-warm-start bench-sign-in bench-servers bench-control-plane-burst bench-phone-side bench-peers bench-socket-layers bench-instant-answer bench-relay-path bench-guard-look soak clean
 
 $(UV):
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
@@ -117,6 +117,10 @@ bench-peers: $(VENV)/.installed-dev
 ## One hot read inside `switchboard serve`'s HTTP protocol, no socket: the server's own µs per request
 bench-instant-answer: $(VENV)/.installed-dev
 	$(BIN)/python bench/instant_answer.py
+
+## What one look of the rollout guard costs, by how many calls its window holds (SQLite)
+bench-guard-look: $(VENV)/.installed-dev
+	$(BIN)/python bench/guard_look.py
 
 ## What the worker's Python spends relaying one media frame each way, in process (no sockets)
 bench-relay-path: $(VENV)/.installed-dev
