@@ -190,8 +190,8 @@ def _meets(value: float, target: float, higher_is_better: bool) -> bool:
 
 class WindowCall(NamedTuple):
     """What the guard and the release gates read of one call report. A guard look reads every
-    call in its window after every batch of reports, so these are loaded as columns: ORM
-    entities take ~3.5x as long to load (`make bench-guard-look`)."""
+    call in its window after every report (or batch), so these are loaded as columns: ORM
+    entities take 3-4x as long to load (`make bench-guard-look`)."""
 
     workspace_id: str
     cohort: str

@@ -1,6 +1,7 @@
 """Call telemetry, rollout health, the self-pausing guard and /metrics."""
 
 import random
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,8 @@ from control_plane.calls.models import Call
 from control_plane.outbound import OutboundPolicy
 from control_plane.telemetry import faults
 from control_plane.telemetry import service as telemetry_service
+from control_plane.telemetry.models import CallReport
+from control_plane.telemetry.service import WindowCall
 from tests.conftest import Tokens, auth
 
 FLAG = "grok-realtime-tier"
@@ -219,6 +222,46 @@ def test_counted_as_incomplete_a_deploy_would_pause_the_rollout(
     cut = cut_by_a_deploy(synthetic_calls(400, BETA_1, rng=rng, seed_id="deploy"))
     assert send(client, tokens, cut)["paused"] == [FLAG]
     assert stage(client, tokens) == "internal"
+
+
+def test_the_guard_reads_its_window_as_the_reports_were_stored(
+    client: TestClient, tokens: Tokens, beta: None
+) -> None:
+    """The guard reads its window as columns (`WindowCall`), not entities: the same calls, each
+    field as the entity has it, on either database; older calls and test calls left out."""
+    rng = random.Random(9)
+    calls = synthetic_calls(40, BETA_1, rng=rng, seed_id="window", bad="websocket_stability")
+    calls += synthetic_calls(10, BETA_2, rng=rng, seed_id="window-slow", bad="first_audio")
+    calls[3] |= {"setup_wait_ms": 12.5, "first_audio_relay_ms": 0.8, "warm_start": True}
+    calls[4] |= {"time_to_first_audio_ms": None, "warm_start": False, "tool_calls_failed": 3}
+    calls[5] |= {"tool_calls_failed": 2, "tool_calls_failed_in_tool": 1}
+    old = synthetic_calls(5, BETA_1, rng=rng, seed_id="window-old")
+    for call in old:
+        call["started_at"] = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+    assert send(client, tokens, calls + old)["accepted"] == 55
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    with Session(engine) as session:
+        test_call = session.get(CallReport, calls[6]["call_id"])
+        assert test_call is not None
+        test_call.test_call = True
+        session.add(test_call)
+        session.commit()
+        guard = telemetry_service.get_guard(session, FLAG)
+        since = datetime.now(UTC) - timedelta(hours=1)
+        read = telemetry_service.window_reports(session, FLAG, guard, since)
+        stored = session.exec(
+            select(CallReport).where(CallReport.flag == FLAG, CallReport.started_at >= since)
+        ).all()
+        expected = Counter(
+            WindowCall(*(getattr(report, name) for name in WindowCall._fields))
+            for report in stored
+            if not report.test_call
+        )
+    assert sum(expected.values()) == 49 and Counter(read) == expected
+    assert {type(value) for call in read for value in (call.completed, call.warm_start)} <= {
+        bool,
+        type(None),
+    }
 
 
 def test_too_few_calls_never_pause(client: TestClient, tokens: Tokens, beta: None) -> None:
