@@ -64,7 +64,7 @@ def a_report(index: int, started: Any, rng: random.Random) -> CallReport:
         websocket_disconnects=int(failed),
         tool_calls_ok=rng.randint(0, 2),
         duration_ms=rng.uniform(20_000, 120_000),
-        fault="provider" if failed else "none",
+        fault="provider" if failed else "",
     )
 
 

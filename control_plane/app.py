@@ -66,6 +66,7 @@ from control_plane.sessions.fastpath import HotReads
 from control_plane.sessions.service import Resolver, rebuild_in_memory
 from control_plane.settings import Settings, metrics_allowed, production_refusals
 from control_plane.telemetry.api import router as telemetry_router
+from control_plane.telemetry.looks import GuardLooks
 from control_plane.telemetry.metrics import HttpMetricsMiddleware, Metrics, StateCollector
 from control_plane.web.rendering import problem_page, sign_in_first
 from control_plane.web.rendering import router as web_router
@@ -182,6 +183,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.throttle_policy = ThrottlePolicy.from_settings(settings)
     app.state.outbound_policy = OutboundPolicy.from_settings(settings)
+    app.state.guard_looks = GuardLooks(settings.guard_look_interval_seconds)
     app.state.key_verifications = SlidingWindowLimit(settings.key_verifications_per_hour, 3600)
     app.state.password_hashing = threading.BoundedSemaphore(settings.max_concurrent_password_hashes)
     app.state.passwords = Passwords(settings.password_hash_cost)

@@ -31,7 +31,8 @@ def report_calls(
 ) -> IngestResult:
     """One call report or `{"calls": [...]}`; a call id already seen counts once."""
     reports = body.calls if isinstance(body, CallBatch) else [body]
-    return service.ingest(session, gate, reports, request.app.state.outbound_policy)
+    state = request.app.state
+    return service.ingest(session, gate, reports, state.outbound_policy, looks=state.guard_looks)
 
 
 @router.get("/rollouts/{flag}/health", response_model=RolloutHealth)

@@ -32,6 +32,7 @@ from control_plane.rollout.gate import FlagGate
 from control_plane.rollout.models import Flag
 from control_plane.telemetry.evidence import Counts, holds_without_any_one, summarize, total
 from control_plane.telemetry.faults import AGAINST_THE_TIER, attribute
+from control_plane.telemetry.looks import GuardLooks
 from control_plane.telemetry.models import (
     CallReport,
     CallReportIn,
@@ -65,9 +66,11 @@ def ingest(
     outbound: OutboundPolicy | None = None,
     *,
     now: datetime | None = None,
+    looks: GuardLooks | None = None,
 ) -> IngestResult:
     """Store new reports of issued calls (a call id seen before counts once), end those calls,
-    then let the guards look. A report of a call the control plane never issued is refused."""
+    then let the guards look (see `GuardLooks` for when a look is skipped). A report of a call
+    the control plane never issued is refused."""
     unique = {r.call_id: r for r in reports}
     issued = require_issued(session, list(unique))
     existing = set(
@@ -78,7 +81,7 @@ def ingest(
     flags_by_tier = {t.id: t.flag_name for t in session.exec(select(Tier))}
     flags = {f.name: f for f in rollout.list_flags(session)}
     cohorts = rollout.cohort_members(session)
-    touched: set[str] = set()
+    touched: dict[str, list[CallReport]] = defaultdict(list)
     for report in unique.values():
         if report.call_id in existing:
             continue
@@ -88,29 +91,29 @@ def ingest(
         if report.transcript:
             lines = [line.model_dump() for line in report.transcript]
             insights.keep_transcript(session, call, lines, now or utcnow())
-        session.add(
-            CallReport(
-                **report.model_dump(
-                    exclude={"workspace_id", "agent_id", "tier", "engine", "transcript"}
-                ),
-                workspace_id=call.workspace_id,
-                agent_id=call.agent_id,
-                tier=call.tier,
-                engine=call.engine,
-                flag=flag_name,
-                cohort=cohort_of(flag, cohorts, call.workspace_id) if flag else "",
-                test_call=call.channel == "browser",
-                fault=attribute(report),
-            )
+        stored = CallReport(
+            **report.model_dump(
+                exclude={"workspace_id", "agent_id", "tier", "engine", "transcript"}
+            ),
+            workspace_id=call.workspace_id,
+            agent_id=call.agent_id,
+            tier=call.tier,
+            engine=call.engine,
+            flag=flag_name,
+            cohort=cohort_of(flag, cohorts, call.workspace_id) if flag else "",
+            test_call=call.channel == "browser",
+            fault=attribute(report),
         )
+        session.add(stored)
         if flag_name:
-            touched.add(flag_name)
+            touched[flag_name].append(stored)
     calls.mark_ended(session, {r.call_id: r.end_reason or "reported" for r in unique.values()})
     session.flush()
     paused = [
         name
-        for name in sorted(touched)
-        if gate is not None and guard_check(session, gate, name, now=now, outbound=outbound)
+        for name, new in sorted(touched.items())
+        if gate is not None
+        and guard_check(session, gate, name, now=now, outbound=outbound, looks=looks, new=new)
     ]
     return IngestResult(
         accepted=len(unique) - len(existing),
@@ -207,14 +210,28 @@ class WindowCall(NamedTuple):
     tool_calls_failed_in_tool: int
 
 
-def _judged_for_completion(report: WindowCall) -> bool:
+def _judged_for_completion(report: WindowCall | CallReport) -> bool:
     """Completion is about how the provider's and our calls end: a call that ended with
     nobody's fault without completing (a deploy stopped its worker) is not judged."""
     return report.completed or report.fault in ("provider", "runtime")
 
 
-def _tools_the_tier_answers_for(report: WindowCall) -> int:
+def _tools_the_tier_answers_for(report: WindowCall | CallReport) -> int:
     return report.tool_calls_ok + report.tool_calls_failed - report.tool_calls_failed_in_tool
+
+
+def meets_every_target(report: WindowCall | CallReport, guard: FlagGuard) -> bool:
+    """Whether this call, added to any pool of calls whose figures all meet their targets,
+    leaves them all met: it does not count against the tier, or it fails no guarded figure."""
+    if report.fault not in AGAINST_THE_TIER:
+        return True
+    first_audio = report.time_to_first_audio_ms
+    return (
+        (first_audio is None or _meets(first_audio, guard.first_audio_p95_max_ms, False))
+        and _tools_the_tier_answers_for(report) == report.tool_calls_ok
+        and (report.completed or not _judged_for_completion(report))
+        and report.websocket_disconnects == 0
+    )
 
 
 def figures(reports: Sequence[WindowCall], guard: FlagGuard) -> HealthFigures:
@@ -513,14 +530,29 @@ def guard_check(
     flag_name: str,
     now: datetime | None = None,
     outbound: OutboundPolicy | None = None,
+    looks: GuardLooks | None = None,
+    new: Sequence[CallReport] = (),
 ) -> bool:
-    """Pause the rollout if a target is breached during internal or beta. True if paused."""
+    """Pause the rollout if a target is breached during internal or beta. True if paused.
+    With `looks`, a look is skipped when the `new` calls cannot have turned a recent clean one
+    (`GuardLooks`)."""
     guard = get_guard(session, flag_name)
     flag = rollout.get_flag(session, flag_name)
     if not guard.enabled or flag.killed or flag.stage not in PAUSE_TO:
         return False
+    settings = (guard.model_dump_json(), flag.stage)
+    if (
+        looks is not None
+        and new
+        and looks.clean_recently(flag_name, settings)
+        and all(meets_every_target(call, guard) for call in new)
+    ):
+        return False
     now = now or utcnow()
     report, judgements = rollout_health(session, flag_name, now=now)
+    if looks is not None:
+        every_target_met = not any(j.figures.missed_targets() for j in judgements.values())
+        looks.looked(flag_name, settings, every_target_met)
     if not report.breaches:
         return False
     previous, paused_to = flag.stage, PAUSE_TO[flag.stage]

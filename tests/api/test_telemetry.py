@@ -18,6 +18,7 @@ from control_plane.calls.models import Call
 from control_plane.outbound import OutboundPolicy
 from control_plane.telemetry import faults
 from control_plane.telemetry import service as telemetry_service
+from control_plane.telemetry.looks import GuardLooks
 from control_plane.telemetry.models import CallReport
 from control_plane.telemetry.service import WindowCall
 from tests.conftest import Tokens, auth
@@ -262,6 +263,50 @@ def test_the_guard_reads_its_window_as_the_reports_were_stored(
         bool,
         type(None),
     }
+
+
+def look_counter(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The flags the guard looked at (each look reads the flag's whole window), in order."""
+    looked: list[str] = []
+    rollout_health = telemetry_service.rollout_health
+
+    def counted(session: Session, flag: str, **kwargs: Any) -> Any:
+        looked.append(flag)
+        return rollout_health(session, flag, **kwargs)
+
+    monkeypatch.setattr(telemetry_service, "rollout_health", counted)
+    return looked
+
+
+def test_healthy_reports_skip_the_look_while_a_clean_one_is_recent(
+    client: TestClient, tokens: Tokens, beta: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looked = look_counter(monkeypatch)
+    now = [1000.0]
+    client.app.state.guard_looks = GuardLooks(1.0, clock=lambda: now[0])  # type: ignore[attr-defined]
+    rng = random.Random(11)
+    for batch in range(5):
+        send(client, tokens, synthetic_calls(20, BETA_1 + BETA_2, rng=rng, seed_id=f"ok-{batch}"))
+    assert looked == [FLAG]  # the first looked and found every target met
+    now[0] += 1.0  # the window may have slid since: the next report looks again
+    send(client, tokens, synthetic_calls(20, BETA_1 + BETA_2, rng=rng, seed_id="ok-later"))
+    assert looked == [FLAG, FLAG]
+    # A report with a call that misses a target looks at once, however recent the last look.
+    regression = synthetic_calls(150, BETA_1, rng=rng, seed_id="slow", bad="first_audio")
+    assert send(client, tokens, regression)["paused"] == [FLAG]
+    assert looked == [FLAG] * 3 and stage(client, tokens) == "internal"
+
+
+def test_with_every_report_looking_each_healthy_report_reads_the_window(
+    client: TestClient, tokens: Tokens, beta: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test above with the skip switched off: five reports, five looks."""
+    looked = look_counter(monkeypatch)
+    client.app.state.guard_looks = GuardLooks(0)  # type: ignore[attr-defined]
+    rng = random.Random(11)
+    for batch in range(5):
+        send(client, tokens, synthetic_calls(20, BETA_1 + BETA_2, rng=rng, seed_id=f"ok-{batch}"))
+    assert looked == [FLAG] * 5
 
 
 def test_too_few_calls_never_pause(client: TestClient, tokens: Tokens, beta: None) -> None:
