@@ -3,7 +3,7 @@
 A guard look reads every call of the flag in its window (`service.rollout_health`), and one
 follows every report, so at a high call rate a control plane would spend its time looking. A
 report of calls that each meet every target cannot make a look that found every target met
-find a miss: a pooled ratio only rises with successes added, a nearest-rank p95 within its
+find a miss: a pooled ratio lies between the pool's and the call's, a nearest-rank p95 within its
 limit stays within with values within it added, and a breach needs a pooled miss first. Such a
 report skips the look if the last one, under the same guard settings, stage and pause, was
 less than `interval_seconds` ago. What the skip can miss is a window that slid: calls leaving

@@ -253,11 +253,7 @@ def test_the_guard_reads_its_window_as_the_reports_were_stored(
         stored = session.exec(
             select(CallReport).where(CallReport.flag == FLAG, CallReport.started_at >= since)
         ).all()
-        expected = Counter(
-            WindowCall(*(getattr(report, name) for name in WindowCall._fields))
-            for report in stored
-            if not report.test_call
-        )
+        expected = Counter(WindowCall.of(report) for report in stored if not report.test_call)
     assert sum(expected.values()) == 49 and Counter(read) == expected
     assert {type(value) for call in read for value in (call.completed, call.warm_start)} <= {
         bool,
