@@ -1,11 +1,11 @@
 """What one look of the rollout guard costs, by how many calls its window holds
 (`make bench-guard-look`).
 
-While a flag is in internal or beta, every batch of call reports the control plane takes ends
-with the guard looking at the flag's health (`telemetry.service.guard_check`): every call of the
-flag in the guard's window (15 minutes by default) is read and judged. So a look's cost grows
-with the call rate, and reports arrive at the call rate: past some rate a control plane spends
-all its time looking. Here, on SQLite as `make run` has it: the whole look
+While a flag is in internal or beta, a call report the control plane takes ends with the guard
+looking at the flag's health (`telemetry.service.guard_check`) unless it may skip the look
+(`telemetry/looks.py`: its calls all meet every target, and a clean look is recent): every call
+of the flag in the guard's window (15 minutes by default) is read and judged. So a look's cost
+grows with the call rate. Here, on SQLite as `make run` has it: the whole look
 (`rollout_health`), and beside it the window read two ways, as ORM entities (`CallReport`, how
 it was read until 2026-12-08) and as the columns the judgement reads (`window_reports`), each
 over WINDOWS calls of five workspaces, min and median of ROUNDS rounds, each round in a fresh

@@ -386,8 +386,9 @@ async def bridged_calls(stack: "CallStack", run: int = 0, calls: int = CALLS) ->
         "worker_frames_per_wakeup": (fake_stats["caller_frames"] + fake_stats["deltas_sent"])
         / max(1, worker_wakeups),
         "phones_streamed_share": phones.streamed_share(calls, wall),  # churn calls add to it
-        # Sampled every 20 ms; the worker's from its /metrics histogram (a bucket's bound). A
-        # stall of a few hundred ms is one sample: the p99 misses it, the max shows it.
+        # The stand-ins' sampled every 20 ms, the worker's every 100 ms (its default) and read
+        # from its /metrics histogram (a bucket's bound). A stall of a few hundred ms is a few
+        # samples: the p99 misses it, the max shows it.
         "loop_lag_ms": {
             "worker_at_most": {
                 q: histogram_bound(worker_loop_before, worker_loop_after, float(q)) * 1000
