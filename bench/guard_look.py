@@ -3,7 +3,7 @@
 
 While a flag is in internal or beta, a call report the control plane takes ends with the guard
 looking at the flag's health (`telemetry.service.guard_check`) unless it may skip the look
-(`telemetry/looks.py`: its calls all meet every target, and a clean look is recent): every call
+(`telemetry/looks.py`: its calls all meet every target, and the last look is recent): every call
 of the flag in the guard's window (15 minutes by default) is read and judged. So a look's cost
 grows with the call rate. Here, on SQLite as `make run` has it: the whole look
 (`rollout_health`), and beside it the window read two ways, as ORM entities (`CallReport`, how

@@ -105,9 +105,9 @@ class Settings(ServerSettings):
     max_header_count: int = Field(default=100, ge=10)
     config_cache_size: int = Field(default=10_000, ge=1)
     telemetry_webhook_url: str | None = None
-    # A report whose calls each meet every guarded target skips the guard's look if the last
-    # look at the flag found every target met less than this long ago (telemetry/looks.py);
-    # 0: every report looks. A look reads every call of the flag in the guard's window.
+    # A report whose calls each meet every guarded target skips the guard's look if the guard
+    # looked at the flag less than this long ago (telemetry/looks.py); 0: every report looks.
+    # A look reads every call of the flag in the guard's window.
     guard_look_interval_seconds: float = Field(default=1.0, ge=0, le=60)
     # Release plans are checked, and expired transcripts deleted, this often (0: never, tests).
     maintenance_interval_seconds: float = Field(default=60.0, ge=0)

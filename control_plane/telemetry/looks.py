@@ -1,13 +1,21 @@
-"""When each flag's guard last looked and found every target met, in this process.
+"""When each flag's guard last looked, in this process.
 
 A guard look reads every call of the flag in its window (`service.rollout_health`), and one
-follows every report, so at a high call rate a control plane would spend its time looking. A
-report of calls that each meet every target cannot make a look that found every target met
-find a miss: a pooled ratio lies between the pool's and the call's, a nearest-rank p95 within its
-limit stays within with values within it added, and a breach needs a pooled miss first. Such a
-report skips the look if the last one, under the same guard settings, stage and pause, was
-less than `interval_seconds` ago. What the skip can miss is a window that slid: calls leaving
-it can turn a figure; the first report after the interval looks again.
+could follow every report, so at a high call rate a control plane would spend its time looking.
+A report whose calls each meet every target skips the look when the last one, under the same
+guard settings, stage and pause, was less than `interval_seconds` ago; a report with any call
+that misses a target looks at once. So healthy traffic costs at most one look per flag per
+interval, whatever the last look found, and a regression is judged as its first call is
+reported.
+
+What a skip can delay (to the first report after the interval):
+- after a look that found every target met, nothing that healthy calls do: a pooled ratio lies
+  between the pool's and the call's, a nearest-rank p95 within its limit stays within with
+  values within it added, and a breach needs a pooled miss first; only calls leaving the window
+  can turn a figure;
+- after a look that found a miss it could not act on (too few calls or workspaces, or a miss
+  that does not hold without any one workspace), the pause that healthy calls make possible by
+  bringing the counts up while the pooled figure still misses.
 """
 
 import time
@@ -21,12 +29,11 @@ class GuardLooks:
 
     interval_seconds: float
     clock: Callable[[], float] = time.monotonic
-    _clean: dict[str, tuple[float, Hashable]] = field(default_factory=dict)
+    _last: dict[str, tuple[float, Hashable]] = field(default_factory=dict)
 
-    def clean_recently(self, flag: str, settings: Hashable) -> bool:
-        """Whether a look at `flag` under `settings` found every target met within the
-        interval."""
-        last = self._clean.get(flag)
+    def looked_recently(self, flag: str, settings: Hashable) -> bool:
+        """Whether the guard looked at `flag` under `settings` within the interval."""
+        last = self._last.get(flag)
         return (
             self.interval_seconds > 0
             and last is not None
@@ -34,8 +41,5 @@ class GuardLooks:
             and self.clock() - last[0] < self.interval_seconds
         )
 
-    def looked(self, flag: str, settings: Hashable, every_target_met: bool) -> None:
-        if every_target_met:
-            self._clean[flag] = (self.clock(), settings)
-        else:
-            self._clean.pop(flag, None)
+    def looked(self, flag: str, settings: Hashable) -> None:
+        self._last[flag] = (self.clock(), settings)

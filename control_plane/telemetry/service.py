@@ -532,8 +532,8 @@ def guard_check(
     new: Sequence[CallReport] = (),
 ) -> bool:
     """Pause the rollout if a target is breached during internal or beta. True if paused.
-    With `looks`, a look is skipped when the `new` calls cannot have turned a recent clean one
-    (`GuardLooks`)."""
+    With `looks`, a report of `new` calls that each meet every target skips the look when the
+    last one was recent (`GuardLooks`)."""
     guard = get_guard(session, flag_name)
     flag = rollout.get_flag(session, flag_name)
     if not guard.enabled or flag.killed or flag.stage not in PAUSE_TO:
@@ -542,15 +542,14 @@ def guard_check(
     if (
         looks is not None
         and new
-        and looks.clean_recently(flag_name, settings)
+        and looks.looked_recently(flag_name, settings)
         and all(meets_every_target(WindowCall.of(call), guard) for call in new)
     ):
         return False
     now = now or utcnow()
     report, judgements = rollout_health(session, flag_name, now=now)
     if looks is not None:
-        every_target_met = not any(j.figures.missed_targets() for j in judgements.values())
-        looks.looked(flag_name, settings, every_target_met)
+        looks.looked(flag_name, settings)
     if not report.breaches:
         return False
     previous, paused_to = flag.stage, PAUSE_TO[flag.stage]

@@ -305,6 +305,52 @@ def test_with_every_report_looking_each_healthy_report_reads_the_window(
     assert looked == [FLAG] * 5
 
 
+def held_back_then_healthy(
+    client: TestClient, tokens: Tokens, looks: GuardLooks, now: list[float]
+) -> list[list[str]]:
+    """A regression too small to act on (99 slow calls, the guard wants 100), then five reports
+    of healthy calls that bring the count up while the cohort's p95 still misses, then one more
+    a second later: what each of the six reports paused."""
+    client.app.state.guard_looks = looks  # type: ignore[attr-defined]
+    rng = random.Random(12)
+    slow = synthetic_calls(99, BETA_1, rng=rng, seed_id="slow", bad="first_audio")
+    assert send(client, tokens, slow)["paused"] == []
+    paused = []
+    for batch in range(5):
+        healthy = synthetic_calls(5, BETA_1, rng=rng, seed_id=f"ok-{batch}")
+        paused.append(send(client, tokens, healthy)["paused"])
+    now[0] += 1.0
+    paused.append(
+        send(client, tokens, synthetic_calls(5, BETA_1, rng=rng, seed_id="ok-5"))["paused"]
+    )
+    return paused
+
+
+def test_after_a_miss_held_back_healthy_reports_look_once_an_interval(
+    client: TestClient, tokens: Tokens, beta: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Healthy traffic beside an open miss costs one look per interval, not one per report; the
+    pause its calls make possible waits for the first report after the interval."""
+    looked = look_counter(monkeypatch)
+    now = [1000.0]
+    paused = held_back_then_healthy(client, tokens, GuardLooks(1.0, clock=lambda: now[0]), now)
+    assert paused == [[]] * 5 + [[FLAG]]
+    assert looked == [FLAG, FLAG]  # the slow calls' report, then the one after the interval
+    assert stage(client, tokens) == "internal"
+
+
+def test_with_every_report_looking_the_first_report_over_the_count_pauses(
+    client: TestClient, tokens: Tokens, beta: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The test above with the skip switched off: every report looks, and the one that brings
+    the count far enough (100 calls without the largest workspace's) pauses at once."""
+    looked = look_counter(monkeypatch)
+    now = [1000.0]
+    paused = held_back_then_healthy(client, tokens, GuardLooks(0), now)
+    assert paused == [[], [], [], [FLAG], [], []]
+    assert looked == [FLAG] * 7  # after the pause, in internal, the guard goes on looking
+
+
 def test_too_few_calls_never_pause(client: TestClient, tokens: Tokens, beta: None) -> None:
     rng = random.Random(3)
     result = send(

@@ -1,5 +1,5 @@
 """When a report may skip the guard's look (telemetry/looks.py): the claim it rests on, for
-random pools of calls, and the memo of clean looks."""
+random pools of calls, and the memo of looks."""
 
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -58,21 +58,20 @@ def test_a_call_that_misses_a_target_turns_some_clean_pool(call: WindowCall) -> 
     assert misses([call])
 
 
-def test_a_clean_look_holds_for_the_interval_under_the_same_settings() -> None:
+def test_a_look_holds_for_the_interval_under_the_same_settings() -> None:
     now = [100.0]
     looks = GuardLooks(interval_seconds=1.0, clock=lambda: now[0])
-    assert not looks.clean_recently("f", "settings-a")
-    looks.looked("f", "settings-a", every_target_met=True)
-    assert looks.clean_recently("f", "settings-a")
-    assert not looks.clean_recently("f", "settings-b")  # the guard or the stage changed
-    assert not looks.clean_recently("g", "settings-a")
+    assert not looks.looked_recently("f", "settings-a")
+    looks.looked("f", "settings-a")
+    assert looks.looked_recently("f", "settings-a")
+    assert not looks.looked_recently("f", "settings-b")  # the guard or the stage changed
+    assert not looks.looked_recently("g", "settings-a")
     now[0] = 100.999
-    assert looks.clean_recently("f", "settings-a")
+    assert looks.looked_recently("f", "settings-a")
     now[0] = 101.0
-    assert not looks.clean_recently("f", "settings-a")  # the window may have slid since
-    looks.looked("f", "settings-a", every_target_met=True)
-    looks.looked("f", "settings-a", every_target_met=False)
-    assert not looks.clean_recently("f", "settings-a")
+    assert not looks.looked_recently("f", "settings-a")  # the window may have slid since
+    looks.looked("f", "settings-b")
+    assert not looks.looked_recently("f", "settings-a")  # the last look was under others
     never = GuardLooks(interval_seconds=0, clock=lambda: now[0])
-    never.looked("f", "settings-a", every_target_met=True)
-    assert not never.clean_recently("f", "settings-a")
+    never.looked("f", "settings-a")
+    assert not never.looked_recently("f", "settings-a")
