@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from bench.phones import open_phone
 from tests.fakes import stamps
 
@@ -138,7 +140,7 @@ async def talk(
         heard_by_me = [0]
 
         def heard(raw: str, arrived_at: float) -> None:
-            frame = json.loads(raw)
+            frame = orjson.loads(raw)
             if frame.get("event") != "media":
                 return
             audio, read_at = base64.b64decode(frame["media"]["payload"]), time.time()

@@ -253,6 +253,18 @@ class TextSocket(Protocol):
     async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
 
 
+def audio_delta_text(event_id: str, response_id: str, item_id: str, delta: str) -> str:
+    """A `response.output_audio.delta` as `RealtimeConversation.send` writes it (`json.dumps` of
+    the same fields; the fake's ids and base64 need no escaping). It goes out every 20 ms of
+    every reply, and building it from a dict cost ~3 µs on the benchmarks' stand-in core."""
+    return (
+        '{"type": "response.output_audio.delta", "event_id": "' + event_id
+        + '", "response_id": "' + response_id
+        + '", "item_id": "' + item_id
+        + '", "output_index": 0, "content_index": 0, "delta": "' + delta + '"}'
+    )  # fmt: skip
+
+
 class RealtimeConversation:
     """One realtime connection of the fake."""
 
@@ -584,14 +596,19 @@ class RealtimeConversation:
                 chunk = stamps.stamp(time.time()) + chunk[stamps.STAMP_BYTES :]
                 if self.output_format.get("type") == "audio/pcm":
                     chunk = stamps.ulaw_to_pcm16(chunk)
-            await self.send(
-                "response.output_audio.delta",
-                response_id=response_id,
-                item_id=item_id,
-                output_index=0,
-                content_index=0,
-                delta=base64.b64encode(chunk).decode(),
-            )
+            delta = base64.b64encode(chunk).decode()
+            if self.state.record_connections:
+                await self.send(
+                    "response.output_audio.delta",
+                    response_id=response_id,
+                    item_id=item_id,
+                    output_index=0,
+                    content_index=0,
+                    delta=delta,
+                )
+            else:
+                event_id = self.next_id("event")
+                await self.ws.send_text(audio_delta_text(event_id, response_id, item_id, delta))
             self.state.deltas_sent += 1
             if self.state.delta_interval:
                 due += self.state.delta_interval

@@ -16,7 +16,12 @@ from typing import Any
 import pytest
 
 from tests.fakes import stamps
-from tests.fakes.fake_xai import Connection, FakeXAIState, RealtimeConversation
+from tests.fakes.fake_xai import (
+    Connection,
+    FakeXAIState,
+    RealtimeConversation,
+    audio_delta_text,
+)
 
 # audioop is deprecated but still in 3.11: the reference G.711 codec, and pipecat's own.
 with warnings.catch_warnings():
@@ -168,3 +173,39 @@ async def test_an_utterance_that_ends_while_an_asked_for_response_plays_starts_n
     assert "input_audio_buffer.speech_stopped" in socket.types()
     assert socket.types().count("response.created") == 1
     assert state.deltas_sent == 3
+
+
+async def test_an_audio_delta_goes_out_as_the_fakes_other_events_are_written() -> None:
+    """Unrecorded deltas are written from a template; recorded ones through `send`. Both
+    texts are the same."""
+    sent: dict[bool, list[str]] = {}
+    for recorded in (True, False):
+        state = stamped_state()
+        state.stamped_audio, state.record_connections = False, recorded
+        socket = ScriptedSocket()
+        texts: list[str] = []
+
+        async def keep(data: str, texts: list[str] = texts) -> None:
+            texts.append(data)
+
+        socket.send_text = keep  # type: ignore[method-assign]
+        conversation = RealtimeConversation(state, socket, Connection(model="m", authorization="k"))
+        conversation.response_id = None
+        await conversation.respond_with_audio()
+        sent[recorded] = texts
+    assert sent[True] == sent[False]
+    deltas = [text for text in sent[False] if '"response.output_audio.delta"' in text]
+    assert len(deltas) == 3
+    event = json.loads(deltas[0])
+    assert deltas[0] == json.dumps(event)  # as json.dumps writes it, field for field
+    assert audio_delta_text("e", "r", "i", "QUJD") == json.dumps(
+        {
+            "type": "response.output_audio.delta",
+            "event_id": "e",
+            "response_id": "r",
+            "item_id": "i",
+            "output_index": 0,
+            "content_index": 0,
+            "delta": "QUJD",
+        }
+    )
