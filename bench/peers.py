@@ -48,6 +48,8 @@ from bench.runtime import (  # noqa: E402
     bridged_calls,
     call_stack,
     cpu_seconds,
+    cpu_times,
+    kernel_share,
     log_problems,
     placement,
     start,
@@ -108,11 +110,13 @@ async def pipecat_calls(bot: str, bot_pid: int, fake: str, calls: int) -> dict[s
         await http.get(f"{fake}/stats", params={"reset": "1"})
         measuring["cpu"], measuring["started"] = cpu_seconds(bot_pid), time.perf_counter()
         measuring["wakeups"] = wakeups(bot_pid)
+        measuring["user"], measuring["system"] = cpu_times(bot_pid)
 
     phones = await talk(dial, calls, SECONDS, on_all_connected=on_all_connected)
     wall = time.perf_counter() - measuring["started"]
     cpu = cpu_seconds(bot_pid) - measuring["cpu"]
     woke = wakeups(bot_pid) - measuring["wakeups"]
+    in_kernel = kernel_share((measuring["user"], measuring["system"]), cpu_times(bot_pid))
     fake_stats = (await http.get(f"{fake}/stats")).json()
     await http.aclose()
     return {
@@ -122,6 +126,7 @@ async def pipecat_calls(bot: str, bot_pid: int, fake: str, calls: int) -> dict[s
         "phones_streamed_share": phones.streamed_share(calls, wall),
         "bridge_cores_used": cpu / wall,
         "bridge_wakeups_per_second": woke / wall,
+        "bridge_kernel_share": in_kernel,
         "wall_seconds": wall,
     }
 
@@ -131,6 +136,7 @@ def row(side: str, figures: dict[str, Any]) -> dict[str, Any]:
     cpu = figures.get("bridge_cpu_ms_per_call_second", figures.get("worker_cpu_ms_per_call_second"))
     cores = figures.get("bridge_cores_used", figures.get("cores_used", {}).get("worker"))
     woke = figures.get("bridge_wakeups_per_second", figures.get("worker_wakeups_per_second"))
+    in_kernel = figures.get("bridge_kernel_share", figures.get("worker_kernel_share"))
     return {
         "side": side,
         "calls": figures["concurrent_calls"],
@@ -138,6 +144,9 @@ def row(side: str, figures: dict[str, Any]) -> dict[str, Any]:
         "cores_used": cores,
         # How often its event loop slept and woke: a loop that hardly sleeps is saturated.
         "wakeups_per_second": woke,
+        # Of its CPU, the share in the kernel: socket system calls and the loop's sleeps and
+        # wake-ups, what no Python or compiled relay inside the bridge can take off.
+        "kernel_share": in_kernel,
         "agent_frames_delivered": figures["agent_frames_at_phones"]
         / max(1, figures["agent_frames_sent_by_xai"]),
         "caller_frames_delivered": figures["caller_frames_at_xai"]
@@ -253,7 +262,7 @@ def main() -> None:
     print(
         f"\n{'side':<{SIDE_WIDTH}}{'calls':>6}{'CPU ms/call-s':>15}{'cores':>7}{'agent frames':>14}"
         f"{'caller frames':>15}{'lag caller->xAI p50/p99':>26}{'lag xAI->phone p50/p99':>25}"
-        f"{'streamed':>10}{'replies':>9}{'wake-ups/s':>12}"
+        f"{'streamed':>10}{'replies':>9}{'wake-ups/s':>12}{'in kernel':>11}"
     )
     for figures in rows + repeats:
         up, down = figures["caller_to_xai_lag_ms"], figures["xai_to_phone_lag_ms"]
@@ -263,14 +272,15 @@ def main() -> None:
             f"{figures['caller_frames_delivered']:>15.1%}"
             f"{f'{up[0]:.1f} / {up[1]:.1f} ms':>26}{f'{down[0]:.1f} / {down[1]:.1f} ms':>25}"
             f"{figures['phones_streamed_share']:>10.0%}{figures['reply_audio_share']:>9.0%}"
-            f"{figures['wakeups_per_second']:>12.0f}"
+            f"{figures['wakeups_per_second']:>12.0f}{figures['kernel_share']:>11.0%}"
         )
     print(
         "streamed: the share of calls x wall time the phones streamed; well under 100 %, the "
         "stand-ins fell behind and the load was less than its number of calls; replies: the "
         "agent audio xAI sent per caller frame, as a share of the script's (under 100 %, "
         "replies started late and the calls carried less agent audio); wake-ups/s: how often "
-        "the bridge's event loop slept and woke (its main thread's voluntary context switches)"
+        "the bridge's event loop slept and woke (its main thread's voluntary context switches); in "
+        "kernel: the share of the bridge's CPU spent in the kernel (/proc/PID/stat)"
     )
     for side, calls in saturated.items():
         print(f"{side}: did not sustain {calls} calls; not run at larger loads")

@@ -333,6 +333,7 @@ async def bridged_calls(stack: "CallStack", run: int = 0, calls: int = CALLS) ->
         measuring["worker_before"] = worker_histograms(worker, LOOP_LAG, FULL_COLLECTIONS)
         measuring["cpu_before"] = {name: cpu_seconds(pid) for name, pid in pids.items()}
         measuring["worker_wakeups_before"] = wakeups(pids["worker"])
+        measuring["worker_times_before"] = cpu_times(pids["worker"])
         measuring["started"] = time.perf_counter()
 
     # Calls of the benchmark's parts 1-2, which never end theirs.
@@ -356,6 +357,7 @@ async def bridged_calls(stack: "CallStack", run: int = 0, calls: int = CALLS) ->
     before = measuring["cpu_before"]
     cores = {name: (cpu_seconds(pid) - before[name]) / wall for name, pid in pids.items()}
     worker_wakeups = wakeups(pids["worker"]) - measuring["worker_wakeups_before"]
+    worker_in_kernel = kernel_share(measuring["worker_times_before"], cpu_times(pids["worker"]))
     fake_stats = (await http.get(f"{fake}/stats")).json()
     failures = phones.failures
     # Every call's report reaches the control plane (which ends the call) before the servers
@@ -383,6 +385,7 @@ async def bridged_calls(stack: "CallStack", run: int = 0, calls: int = CALLS) ->
         # How often the worker's loop slept and woke, and the frames it found each time: a loop
         # that hardly sleeps is saturated; at light load it wakes for a few frames at a time.
         "worker_wakeups_per_second": worker_wakeups / wall,
+        "worker_kernel_share": worker_in_kernel,
         "worker_frames_per_wakeup": (fake_stats["caller_frames"] + fake_stats["deltas_sent"])
         / max(1, worker_wakeups),
         "phones_streamed_share": phones.streamed_share(calls, wall),  # churn calls add to it
@@ -466,10 +469,23 @@ def histogram_bound(
     return next(bound for bound, count in counts if count >= q * total)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc)."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process."""
+    return sum(cpu_times(pid))
+
+
+def kernel_share(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """Of the CPU a process spent between two `cpu_times`, the share spent in the kernel
+    (system calls, socket work done on its behalf, waking and sleeping)."""
+    user, system = after[0] - before[0], after[1] - before[1]
+    return system / max(1e-9, user + system)
 
 
 def placement() -> tuple[set[int] | None, set[int]]:
@@ -653,7 +669,8 @@ def main() -> None:
             f"fake xAI {lag['fake_xai']['0.99']:.1f} / {lag['fake_xai']['1.0']:.1f} ms, "
             f"phones {lag['phones']['0.99']:.1f} / {lag['phones']['1.0']:.1f} ms; "
             f"worker {figures['worker_cpu_ms_per_call_second']:.2f} ms of CPU per call-second "
-            f"({cores['worker']:.2f} of a core; its loop woke "
+            f"({cores['worker']:.2f} of a core, {figures['worker_kernel_share']:.0%} of it in the "
+            f"kernel; its loop woke "
             f"{figures['worker_wakeups_per_second']:.0f} times a second, "
             f"{figures['worker_frames_per_wakeup']:.1f} frames a wake-up), "
             f"{figures['worker_rss_mib']:.0f} MiB after, "
