@@ -55,6 +55,7 @@ from bench.runtime import (  # noqa: E402
     start,
     wakeups,
 )
+from switchboard_runtime.loop_lag import LoopLagMonitor  # noqa: E402
 from tests.fakes.server import free_port  # noqa: E402
 
 LOADS = [int(n) for n in os.environ.get("BENCH_PEERS_CALLS", "25,50,100,200,400").split(",")]
@@ -102,18 +103,21 @@ async def pipecat_calls(bot: str, bot_pid: int, fake: str, calls: int) -> dict[s
     stream_url = bot.replace("http://", "ws://") + "/ws"
     measuring: dict[str, float] = {}
     http = httpx.AsyncClient()
+    phones_loop = LoopLagMonitor(keep=100_000)
 
     async def dial(index: int, call_sid: str) -> Dialled:
         return Dialled(stream_url)  # a fixed TwiML <Stream>, as pipecat's examples serve
 
     async def on_all_connected() -> None:
         await http.get(f"{fake}/stats", params={"reset": "1"})
+        phones_loop.start()
         measuring["cpu"], measuring["started"] = cpu_seconds(bot_pid), time.perf_counter()
         measuring["wakeups"] = wakeups(bot_pid)
         measuring["user"], measuring["system"] = cpu_times(bot_pid)
 
     phones = await talk(dial, calls, SECONDS, on_all_connected=on_all_connected)
     wall = time.perf_counter() - measuring["started"]
+    await phones_loop.stop()
     cpu = cpu_seconds(bot_pid) - measuring["cpu"]
     woke = wakeups(bot_pid) - measuring["wakeups"]
     in_kernel = kernel_share((measuring["user"], measuring["system"]), cpu_times(bot_pid))
@@ -128,6 +132,11 @@ async def pipecat_calls(bot: str, bot_pid: int, fake: str, calls: int) -> dict[s
         "bridge_wakeups_per_second": woke / wall,
         "bridge_kernel_share": in_kernel,
         "wall_seconds": wall,
+        # The stand-ins' own lateness, as bench/runtime.py reports it beside the worker's.
+        "loop_lag_ms": {
+            "fake_xai": {"0.99": fake_stats["loop_lag_ms"]["0.99"]},
+            "phones": {"0.99": (phones_loop.quantile(0.99) or 0.0) * 1000},
+        },
     }
 
 
@@ -137,6 +146,7 @@ def row(side: str, figures: dict[str, Any]) -> dict[str, Any]:
     cores = figures.get("bridge_cores_used", figures.get("cores_used", {}).get("worker"))
     woke = figures.get("bridge_wakeups_per_second", figures.get("worker_wakeups_per_second"))
     in_kernel = figures.get("bridge_kernel_share", figures.get("worker_kernel_share"))
+    loops = figures["loop_lag_ms"]
     return {
         "side": side,
         "calls": figures["concurrent_calls"],
@@ -147,6 +157,14 @@ def row(side: str, figures: dict[str, Any]) -> dict[str, Any]:
         # Of its CPU, the share in the kernel: socket system calls and the loop's sleeps and
         # wake-ups, what no Python or compiled relay inside the bridge can take off.
         "kernel_share": in_kernel,
+        # Event-loop lag p99 (ms) of the bridge (the worker's, a bucket bound from its /metrics;
+        # the bot's is not measured), the fake xAI and the phones: a late stand-in reads frames
+        # late, and the lag figures then are partly its own.
+        "loop_lag_p99_ms": {
+            "bridge": loops.get("worker_at_most", {}).get("0.99"),
+            "fake_xai": loops["fake_xai"]["0.99"],
+            "phones": loops["phones"]["0.99"],
+        },
         "agent_frames_delivered": figures["agent_frames_at_phones"]
         / max(1, figures["agent_frames_sent_by_xai"]),
         "caller_frames_delivered": figures["caller_frames_at_xai"]
@@ -163,6 +181,10 @@ def row(side: str, figures: dict[str, Any]) -> dict[str, Any]:
         "phones_streamed_share": figures["phones_streamed_share"],
         "reply_audio_share": figures["reply_audio_share"],
     }
+
+
+def loop_lags(p99: dict[str, float | None]) -> str:
+    return " / ".join("-" if ms is None else f"{ms:.0f}" for ms in p99.values()) + " ms"
 
 
 def main() -> None:
@@ -263,6 +285,7 @@ def main() -> None:
         f"\n{'side':<{SIDE_WIDTH}}{'calls':>6}{'CPU ms/call-s':>15}{'cores':>7}{'agent frames':>14}"
         f"{'caller frames':>15}{'lag caller->xAI p50/p99':>26}{'lag xAI->phone p50/p99':>25}"
         f"{'streamed':>10}{'replies':>9}{'wake-ups/s':>12}{'in kernel':>11}"
+        f"{'loop lag p99 bridge/fake/phones':>33}"
     )
     for figures in rows + repeats:
         up, down = figures["caller_to_xai_lag_ms"], figures["xai_to_phone_lag_ms"]
@@ -273,6 +296,7 @@ def main() -> None:
             f"{f'{up[0]:.1f} / {up[1]:.1f} ms':>26}{f'{down[0]:.1f} / {down[1]:.1f} ms':>25}"
             f"{figures['phones_streamed_share']:>10.0%}{figures['reply_audio_share']:>9.0%}"
             f"{figures['wakeups_per_second']:>12.0f}{figures['kernel_share']:>11.0%}"
+            f"{loop_lags(figures['loop_lag_p99_ms']):>33}"
         )
     print(
         "streamed: the share of calls x wall time the phones streamed; well under 100 %, the "
@@ -280,7 +304,8 @@ def main() -> None:
         "agent audio xAI sent per caller frame, as a share of the script's (under 100 %, "
         "replies started late and the calls carried less agent audio); wake-ups/s: how often "
         "the bridge's event loop slept and woke (its main thread's voluntary context switches); in "
-        "kernel: the share of the bridge's CPU spent in the kernel (/proc/PID/stat)"
+        "kernel: the share of the bridge's CPU spent in the kernel (/proc/PID/stat); loop lag: how "
+        "late each process's event loop ran (the worker's a bucket bound, the bot's not measured)"
     )
     for side, calls in saturated.items():
         print(f"{side}: did not sustain {calls} calls; not run at larger loads")
