@@ -597,18 +597,10 @@ class RealtimeConversation:
                 if self.output_format.get("type") == "audio/pcm":
                     chunk = stamps.ulaw_to_pcm16(chunk)
             delta = base64.b64encode(chunk).decode()
+            text = audio_delta_text(self.next_id("event"), response_id, item_id, delta)
             if self.state.record_connections:
-                await self.send(
-                    "response.output_audio.delta",
-                    response_id=response_id,
-                    item_id=item_id,
-                    output_index=0,
-                    content_index=0,
-                    delta=delta,
-                )
-            else:
-                event_id = self.next_id("event")
-                await self.ws.send_text(audio_delta_text(event_id, response_id, item_id, delta))
+                self.record.sent.append(json.loads(text))
+            await self.ws.send_text(text)
             self.state.deltas_sent += 1
             if self.state.delta_interval:
                 due += self.state.delta_interval

@@ -176,28 +176,23 @@ async def test_an_utterance_that_ends_while_an_asked_for_response_plays_starts_n
 
 
 async def test_an_audio_delta_goes_out_as_the_fakes_other_events_are_written() -> None:
-    """Unrecorded deltas are written from a template; recorded ones through `send`. Both
-    texts are the same."""
-    sent: dict[bool, list[str]] = {}
-    for recorded in (True, False):
-        state = stamped_state()
-        state.stamped_audio, state.record_connections = False, recorded
-        socket = ScriptedSocket()
-        texts: list[str] = []
+    """Deltas are written from a template (`audio_delta_text`): as `json.dumps` writes the
+    fake's other events (`RealtimeConversation.send`), and recorded as sent."""
+    state = stamped_state()
+    state.stamped_audio, state.record_connections = False, True
+    socket = ScriptedSocket()
+    texts: list[str] = []
 
-        async def keep(data: str, texts: list[str] = texts) -> None:
-            texts.append(data)
+    async def keep(data: str) -> None:
+        texts.append(data)
 
-        socket.send_text = keep  # type: ignore[method-assign]
-        conversation = RealtimeConversation(state, socket, Connection(model="m", authorization="k"))
-        conversation.response_id = None
-        await conversation.respond_with_audio()
-        sent[recorded] = texts
-    assert sent[True] == sent[False]
-    deltas = [text for text in sent[False] if '"response.output_audio.delta"' in text]
-    assert len(deltas) == 3
-    event = json.loads(deltas[0])
-    assert deltas[0] == json.dumps(event)  # as json.dumps writes it, field for field
+    socket.send_text = keep  # type: ignore[method-assign]
+    record = Connection(model="m", authorization="k")
+    await RealtimeConversation(state, socket, record).respond_with_audio()
+    deltas = [text for text in texts if '"response.output_audio.delta"' in text]
+    assert len(deltas) == 3 == state.deltas_sent
+    assert [json.dumps(json.loads(text)) for text in texts] == texts
+    assert [json.loads(text) for text in texts] == record.sent
     assert audio_delta_text("e", "r", "i", "QUJD") == json.dumps(
         {
             "type": "response.output_audio.delta",
