@@ -47,7 +47,6 @@ from bench.runtime import (  # noqa: E402
     XAI_KEY,
     bridged_calls,
     call_stack,
-    cpu_seconds,
     cpu_times,
     kernel_share,
     log_problems,
@@ -102,6 +101,7 @@ async def pipecat_calls(bot: str, bot_pid: int, fake: str, calls: int) -> dict[s
     """`calls` scripted phones → the pipecat bot process → the fake xAI."""
     stream_url = bot.replace("http://", "ws://") + "/ws"
     measuring: dict[str, float] = {}
+    cpu_before: list[tuple[float, float]] = []
     http = httpx.AsyncClient()
     phones_loop = LoopLagMonitor(keep=100_000)
 
@@ -111,16 +111,17 @@ async def pipecat_calls(bot: str, bot_pid: int, fake: str, calls: int) -> dict[s
     async def on_all_connected() -> None:
         await http.get(f"{fake}/stats", params={"reset": "1"})
         phones_loop.start()
-        measuring["cpu"], measuring["started"] = cpu_seconds(bot_pid), time.perf_counter()
+        cpu_before.append(cpu_times(bot_pid))
+        measuring["started"] = time.perf_counter()
         measuring["wakeups"] = wakeups(bot_pid)
-        measuring["user"], measuring["system"] = cpu_times(bot_pid)
 
     phones = await talk(dial, calls, SECONDS, on_all_connected=on_all_connected)
     wall = time.perf_counter() - measuring["started"]
     await phones_loop.stop()
-    cpu = cpu_seconds(bot_pid) - measuring["cpu"]
+    before, after = cpu_before[0], cpu_times(bot_pid)
+    cpu = sum(after) - sum(before)
     woke = wakeups(bot_pid) - measuring["wakeups"]
-    in_kernel = kernel_share((measuring["user"], measuring["system"]), cpu_times(bot_pid))
+    in_kernel = kernel_share(before, after)
     fake_stats = (await http.get(f"{fake}/stats")).json()
     await http.aclose()
     return {

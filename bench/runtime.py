@@ -331,9 +331,8 @@ async def bridged_calls(stack: "CallStack", run: int = 0, calls: int = CALLS) ->
         measuring["phones_loop"] = LoopLagMonitor(keep=100_000)
         measuring["phones_loop"].start()
         measuring["worker_before"] = worker_histograms(worker, LOOP_LAG, FULL_COLLECTIONS)
-        measuring["cpu_before"] = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        measuring["cpu_before"] = {name: cpu_times(pid) for name, pid in pids.items()}
         measuring["worker_wakeups_before"] = wakeups(pids["worker"])
-        measuring["worker_times_before"] = cpu_times(pids["worker"])
         measuring["started"] = time.perf_counter()
 
     # Calls of the benchmark's parts 1-2, which never end theirs.
@@ -354,10 +353,10 @@ async def bridged_calls(stack: "CallStack", run: int = 0, calls: int = CALLS) ->
     worker_loop_after, collections_after = worker_histograms(worker, LOOP_LAG, FULL_COLLECTIONS)
     full_collections = collections_after[-1][1] - collections_before[-1][1]
     # Share of one core each process used while the calls ran: the machine has two.
-    before = measuring["cpu_before"]
-    cores = {name: (cpu_seconds(pid) - before[name]) / wall for name, pid in pids.items()}
+    before, after = measuring["cpu_before"], {name: cpu_times(pid) for name, pid in pids.items()}
+    cores = {name: (sum(after[name]) - sum(before[name])) / wall for name in pids}
     worker_wakeups = wakeups(pids["worker"]) - measuring["worker_wakeups_before"]
-    worker_in_kernel = kernel_share(measuring["worker_times_before"], cpu_times(pids["worker"]))
+    worker_in_kernel = kernel_share(before["worker"], after["worker"])
     fake_stats = (await http.get(f"{fake}/stats")).json()
     failures = phones.failures
     # Every call's report reaches the control plane (which ends the call) before the servers
